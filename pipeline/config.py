@@ -1,0 +1,297 @@
+"""Corpus configs: TOML files validated on load into a list of studies of runs.
+
+Layout of a config file::
+
+    [corpus]                 # name and description of the corpus
+    name = "default"
+
+    [run]                    # defaults for every field of a run (see RunSpec)
+    epochs = 30
+
+    [[dataset]]              # optional: a user's own CSV or Parquet file
+    name = "mydata"
+    path = "data/my.csv"
+    target = "label"
+    task = "classification"
+
+    [[study]]                # one or more studies; each is the cartesian product of its grid
+    name = "architectures"
+    [study.grid]
+    dataset = ["iris", "wine"]
+    activation = ["relu", "sigmoid"]
+
+A grid value is a list (an axis of the product) or a scalar (fixed for that study). Every error
+names the file and the key, e.g. ``configs/x.toml: study[0].grid.activation: unknown ...``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+from pipeline.runspec import (
+    ACTIVATIONS,
+    FAMILIES,
+    INITS,
+    NORMS,
+    OPTIMIZERS,
+    RUN_FIELDS,
+    SIZE_PRESETS,
+    SIZES,
+    RunSpec,
+)
+
+_TOP_KEYS = {"corpus", "run", "study", "dataset"}
+_CORPUS_KEYS = {"name", "description"}
+_STUDY_KEYS = {"name", "description", "grid"}
+_CUSTOM_DATASET_KEYS = {"name", "path", "target", "task", "description"}
+_TASKS = ("classification", "regression")
+
+_CHOICES = {
+    "activation": ACTIVATIONS,
+    "norm": NORMS,
+    "init": INITS,
+    "optimizer": OPTIMIZERS,
+    "family": FAMILIES,
+    "size": SIZES,
+}
+# (type, minimum, maximum, minimum is exclusive)
+_NUMERIC = {
+    "train_fraction": (float, 0.0, 1.0, True),
+    "label_noise": (float, 0.0, 0.95, False),
+    "dropout": (float, 0.0, 0.95, False),
+    "lr": (float, 0.0, 10.0, True),
+    "momentum": (float, 0.0, 0.999, False),
+    "weight_decay": (float, 0.0, 1.0, False),
+    "batch_size": (int, 1, 1 << 20, False),
+    "epochs": (int, 1, 100_000, False),
+    "metric_checkpoints": (int, 2, 10_000, False),
+    "spectral_snapshots": (int, 1, 1_000, False),
+    "probe_size": (int, 1, 1 << 20, False),
+    "seed": (int, 0, 2**31 - 1, False),
+}
+
+
+@dataclass(frozen=True)
+class CustomDataset:
+    """A user's CSV or Parquet file with a named target column."""
+
+    name: str
+    path: Path
+    target: str
+    task: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    runs: tuple[RunSpec, ...]
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    path: Path
+    name: str
+    description: str
+    studies: tuple[Study, ...]
+    custom_datasets: tuple[CustomDataset, ...]
+
+    def runs(self) -> list[RunSpec]:
+        """All runs of all studies, each once, in first-seen order."""
+        seen: dict[str, RunSpec] = {}
+        for study in self.studies:
+            for spec in study.runs:
+                seen.setdefault(spec.run_id, spec)
+        return list(seen.values())
+
+    def study_membership(self) -> list[tuple[str, str]]:
+        """(study name, run_id) pairs; a run may belong to several studies."""
+        pairs = {(s.name, r.run_id) for s in self.studies for r in s.runs}
+        return sorted(pairs)
+
+
+def load_config(path: str | Path) -> CorpusConfig:
+    """Parse and validate a corpus config. Raises ConfigError naming the file and key."""
+    path = Path(path)
+    where = str(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: invalid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read config: {exc}") from None
+    return parse_config(raw, where=where, base_dir=path.parent)
+
+
+def parse_config(raw: dict, where: str = "<config>", base_dir: Path | None = None) -> CorpusConfig:
+    """Validate an already-parsed TOML mapping (see module docstring for the layout)."""
+    base_dir = base_dir or Path(".")
+
+    def fail(key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{where}: {key}: {msg}")
+
+    _check_keys(raw, _TOP_KEYS, "", fail)
+    corpus = _table(raw.get("corpus", {}), "corpus", fail)
+    _check_keys(corpus, _CORPUS_KEYS, "corpus.", fail)
+    name = _string(corpus.get("name", Path(where).stem), "corpus.name", fail)
+    description = _string(corpus.get("description", ""), "corpus.description", fail)
+
+    custom = _parse_custom_datasets(raw.get("dataset", []), base_dir, fail)
+    known_datasets = _known_dataset_names() | {c.name for c in custom}
+
+    run_defaults = _table(raw.get("run", {}), "run", fail)
+    _check_keys(run_defaults, set(RUN_FIELDS), "run.", fail)
+    for key, value in run_defaults.items():
+        _check_value(key, value, f"run.{key}", known_datasets, fail)
+
+    studies_raw = raw.get("study")
+    if studies_raw is None:
+        raise fail("study", "no [[study]] tables: a corpus needs at least one study")
+    if not isinstance(studies_raw, list) or not studies_raw:
+        raise fail("study", "must be an array of tables ([[study]])")
+    studies: list[Study] = []
+    names: set[str] = set()
+    for i, study_raw in enumerate(studies_raw):
+        key = f"study[{i}]"
+        study_raw = _table(study_raw, key, fail)
+        _check_keys(study_raw, _STUDY_KEYS, f"{key}.", fail)
+        if "name" not in study_raw:
+            raise fail(f"{key}.name", "missing")
+        sname = _string(study_raw["name"], f"{key}.name", fail)
+        if sname in names:
+            raise fail(f"{key}.name", f"duplicate study name {sname!r}")
+        names.add(sname)
+        grid = _table(study_raw.get("grid", {}), f"{key}.grid", fail)
+        _check_keys(grid, set(RUN_FIELDS), f"{key}.grid.", fail)
+        runs = _expand_grid(run_defaults, grid, f"{key}.grid", known_datasets, fail)
+        studies.append(Study(sname, _string(study_raw.get("description", ""), f"{key}.description", fail),
+                             tuple(runs)))
+    return CorpusConfig(Path(where), name, description, tuple(studies), tuple(custom))
+
+
+def _known_dataset_names() -> set[str]:
+    from pipeline.datasets.registry import REGISTRY
+
+    return set(REGISTRY)
+
+
+def _parse_custom_datasets(items, base_dir: Path, fail) -> list[CustomDataset]:
+    if not isinstance(items, list):
+        raise fail("dataset", "must be an array of tables ([[dataset]])")
+    from pipeline.datasets.registry import REGISTRY
+
+    out = []
+    for i, item in enumerate(items):
+        key = f"dataset[{i}]"
+        item = _table(item, key, fail)
+        _check_keys(item, _CUSTOM_DATASET_KEYS, f"{key}.", fail)
+        for required in ("name", "path", "target", "task"):
+            if required not in item:
+                raise fail(f"{key}.{required}", "missing")
+        name = _string(item["name"], f"{key}.name", fail)
+        if name in REGISTRY:
+            raise fail(f"{key}.name", f"{name!r} is a built-in data set; choose another name")
+        task = _string(item["task"], f"{key}.task", fail)
+        if task not in _TASKS:
+            raise fail(f"{key}.task", f"unknown task {task!r} (choose from {', '.join(_TASKS)})")
+        path = Path(_string(item["path"], f"{key}.path", fail))
+        path = path if path.is_absolute() else (base_dir / path)
+        if path.suffix.lower() not in (".csv", ".parquet"):
+            raise fail(f"{key}.path", f"{path}: only .csv and .parquet files are supported")
+        if not path.is_file():
+            raise fail(f"{key}.path", f"{path}: file not found")
+        out.append(CustomDataset(name, path.resolve(), _string(item["target"], f"{key}.target", fail), task,
+                                 _string(item.get("description", ""), f"{key}.description", fail)))
+    return out
+
+
+def _expand_grid(defaults: dict, grid: dict, key: str, known_datasets: set[str], fail) -> list[RunSpec]:
+    axes: list[tuple[str, list]] = []
+    for name, value in grid.items():
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise fail(f"{key}.{name}", "empty list: a grid axis needs at least one value")
+        for v in values:
+            _check_value(name, v, f"{key}.{name}", known_datasets, fail)
+        axes.append((name, values))
+    if "dataset" not in defaults and "dataset" not in grid:
+        raise fail(f"{key}.dataset", "missing: set it in [run] or in the study's grid")
+    runs = []
+    for combo in itertools.product(*(vals for _, vals in axes)):
+        fields = {**defaults, **dict(zip((n for n, _ in axes), combo, strict=True))}
+        runs.append(_make_spec(fields, key, fail))
+    return runs
+
+
+def _make_spec(fields: dict, key: str, fail) -> RunSpec:
+    fields = dict(fields)
+    widths = fields.get("widths")
+    size = fields.get("size")
+    if widths is not None:
+        if size not in (None, "custom"):
+            raise fail(f"{key}.widths", f"contradicts size = {size!r}: give widths with size = 'custom'")
+        fields["size"] = "custom"
+        fields["widths"] = tuple(widths)
+    else:
+        size = size or "small"
+        if size == "custom":
+            raise fail(f"{key}.size", "'custom' needs explicit widths = [...]")
+        fields["size"] = size
+        fields["widths"] = SIZE_PRESETS[size]
+    for name in ("train_fraction", "label_noise", "dropout", "lr", "momentum", "weight_decay"):
+        if name in fields:
+            fields[name] = float(fields[name])
+    if fields.get("spectral_snapshots", 10) > fields.get("metric_checkpoints", 60):
+        raise fail(f"{key}.spectral_snapshots", "must not exceed metric_checkpoints")
+    return RunSpec(**fields)
+
+
+def _check_value(name: str, value, key: str, known_datasets: set[str], fail) -> None:
+    if name == "dataset":
+        if not isinstance(value, str):
+            raise fail(key, f"expected a data set name (string), got {type(value).__name__}")
+        if value not in known_datasets:
+            raise fail(key, f"unknown dataset {value!r} (see `pipeline datasets`)")
+    elif name in _CHOICES:
+        if not isinstance(value, str):
+            raise fail(key, f"expected a string, got {type(value).__name__}")
+        if value not in _CHOICES[name]:
+            raise fail(key, f"unknown {name} {value!r} (choose from {', '.join(_CHOICES[name])})")
+    elif name == "widths":
+        if (not isinstance(value, list) or not value
+                or not all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 65536 for w in value)):
+            raise fail(key, "expected a non-empty list of positive integers")
+    elif name in _NUMERIC:
+        typ, lo, hi, lo_exclusive = _NUMERIC[name]
+        ok_type = (isinstance(value, int) and not isinstance(value, bool)) if typ is int else (
+            isinstance(value, int | float) and not isinstance(value, bool))
+        if not ok_type:
+            raise fail(key, f"expected {'an integer' if typ is int else 'a number'}, got {value!r}")
+        if value != value or (value <= lo if lo_exclusive else value < lo) or value > hi:
+            bracket = "(" if lo_exclusive else "["
+            raise fail(key, f"{value!r} is out of range {bracket}{lo}, {hi}]")
+
+
+def _check_keys(table: dict, allowed: set[str], prefix: str, fail) -> None:
+    for k in table:
+        if k not in allowed:
+            raise fail(f"{prefix}{k}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _table(value, key: str, fail) -> dict:
+    if not isinstance(value, dict):
+        raise fail(key, f"expected a table, got {type(value).__name__}")
+    return value
+
+
+def _string(value, key: str, fail) -> str:
+    if not isinstance(value, str):
+        raise fail(key, f"expected a string, got {type(value).__name__}")
+    return value

@@ -1,0 +1,167 @@
+"""Preprocessing of a raw table into the fixed arrays every run of a data set shares.
+
+Steps, in order (all statistics fitted on the training split only):
+
+1. drop the R ``rownames`` column and the data set's listed ``drop`` columns;
+2. drop rows whose target is missing; drop columns with more than 50 % missing values;
+3. classification: labels are the sorted distinct target values, coded 0..K-1; classes with fewer
+   than 2 rows are dropped (a stratified split needs two);
+4. tables over ``max_rows`` are cut to a fixed stratified subsample;
+5. a fixed stratified 75 / 25 train/test split, seeded by the data set's name (not by the run);
+6. numeric columns: missing values imputed with the training median, then standardized with the
+   training mean and standard deviation; constant columns are dropped;
+7. categorical columns (strings, categories, booleans): missing becomes its own level, one-hot
+   over the training levels (an unseen test level is all zeros); more than 30 levels: dropped as an
+   identifier;
+8. regression targets are standardized with the training mean and standard deviation
+   (``target_mean``, ``target_std`` are kept so errors can be reported in the original units).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline.datasets.registry import DatasetSpec
+from pipeline.errors import DatasetError
+
+TEST_FRACTION = 0.25
+MAX_MISSING_FRACTION = 0.5
+MAX_CATEGORICAL_LEVELS = 30
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """Preprocessed arrays of one data set, shared by all its runs.
+
+    X: (n, p) float32; y: (n,) int64 class codes or float32 standardized targets;
+    train_idx, test_idx: row indices into X of the fixed split.
+    """
+
+    name: str
+    task: str
+    X: np.ndarray
+    y: np.ndarray
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    feature_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+    target_mean: float
+    target_std: float
+    n_raw_rows: int
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def output_dim(self) -> int:
+        return self.n_classes if self.task == "classification" else 1
+
+
+def name_seed(name: str) -> int:
+    """A stable 32-bit seed derived from a string (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+
+
+def prepare(spec: DatasetSpec, raw: pd.DataFrame | None = None) -> PreparedDataset:
+    """Run the documented preprocessing on a data set; see the module docstring."""
+    frame = (spec.load_raw() if raw is None else raw).copy()
+    n_raw = len(frame)
+    frame = frame.drop(columns=[c for c in ("rownames", *spec.drop) if c in frame.columns])
+    frame = frame[frame[spec.target].notna()].reset_index(drop=True)
+    target = frame.pop(spec.target)
+    keep = [c for c in frame.columns if frame[c].isna().mean() <= MAX_MISSING_FRACTION]
+    frame = frame[keep]
+
+    if spec.task == "classification":
+        labels = target.astype(str)
+        counts = labels.value_counts()
+        rare = counts[counts < 2].index
+        if len(rare):
+            mask = ~labels.isin(rare)
+            frame, labels = frame[mask.values].reset_index(drop=True), labels[mask].reset_index(drop=True)
+        class_names = tuple(sorted(labels.unique()))
+        if len(class_names) < 2:
+            raise DatasetError(f"dataset {spec.name!r}: target {spec.target!r} has fewer than two classes")
+        code = {c: i for i, c in enumerate(class_names)}
+        y = labels.map(code).to_numpy(dtype=np.int64)
+    else:
+        try:
+            y = pd.to_numeric(target, errors="raise").to_numpy(dtype=np.float64)
+        except (ValueError, TypeError):
+            raise DatasetError(f"dataset {spec.name!r}: regression target {spec.target!r} is not numeric") from None
+        class_names = ()
+    if len(y) < 8:
+        raise DatasetError(f"dataset {spec.name!r}: only {len(y)} usable rows after dropping missing targets")
+
+    rng = np.random.default_rng(name_seed(spec.name))
+    rows = np.arange(len(y))
+    if spec.max_rows is not None and len(rows) > spec.max_rows:
+        rows = np.sort(_stratified_sample(rows, y if class_names else None, spec.max_rows, rng))
+        frame, y = frame.iloc[rows].reset_index(drop=True), y[rows]
+    train_idx, test_idx = _split(len(y), y if class_names else None, rng)
+
+    X, feature_names = _encode_features(frame, train_idx, spec.name)
+    target_mean, target_std = 0.0, 1.0
+    if spec.task == "regression":
+        target_mean = float(y[train_idx].mean())
+        target_std = float(y[train_idx].std()) or 1.0
+        y = ((y - target_mean) / target_std).astype(np.float32)
+    return PreparedDataset(spec.name, spec.task, X, y, train_idx, test_idx, feature_names, class_names,
+                           target_mean, target_std, n_raw)
+
+
+def _split(n: int, labels: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed stratified split: per class, round(TEST_FRACTION * n_c) rows (at least one) go to test."""
+    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    test = []
+    for g in groups:
+        k = max(1, int(round(TEST_FRACTION * len(g))))
+        test.append(rng.choice(g, size=k, replace=False))
+    test_idx = np.sort(np.concatenate(test))
+    train_idx = np.setdiff1d(np.arange(n), test_idx)
+    return train_idx, test_idx
+
+
+def _stratified_sample(rows: np.ndarray, labels: np.ndarray | None, k: int,
+                       rng: np.random.Generator) -> np.ndarray:
+    if labels is None:
+        return rng.choice(rows, size=k, replace=False)
+    out = []
+    for c in np.unique(labels):
+        g = rows[labels == c]
+        out.append(rng.choice(g, size=max(2, int(round(k * len(g) / len(rows)))), replace=False))
+    return np.concatenate(out)
+
+
+def _encode_features(frame: pd.DataFrame, train_idx: np.ndarray, name: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    columns: list[np.ndarray] = []
+    names: list[str] = []
+    for col in frame.columns:
+        s = frame[col]
+        if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
+            levels_s = s.astype("string").fillna("NA")
+            levels = sorted(levels_s.iloc[train_idx].unique())
+            if len(levels) > MAX_CATEGORICAL_LEVELS or len(levels) < 2:
+                continue
+            values = levels_s.to_numpy()
+            for level in levels:
+                columns.append((values == level).astype(np.float64))
+                names.append(f"{col}={level}")
+        else:
+            v = s.to_numpy(dtype=np.float64)
+            train = v[train_idx]
+            median = np.nanmedian(train) if np.isfinite(train).any() else 0.0
+            v = np.where(np.isfinite(v), v, median)
+            mu, sd = v[train_idx].mean(), v[train_idx].std()
+            if not sd > 0:
+                continue
+            columns.append((v - mu) / sd)
+            names.append(str(col))
+    if not columns:
+        raise DatasetError(f"dataset {name!r}: no usable feature columns after preprocessing")
+    return np.stack(columns, axis=1).astype(np.float32), tuple(names)

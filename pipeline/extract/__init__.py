@@ -1,0 +1,1 @@
+"""The extraction worker: one run trained and measured into one shard."""

@@ -1,0 +1,108 @@
+"""What one checkpoint measures: metrics and norms at every metric checkpoint, and per-layer
+spectra, alignment, similarity, saturation and the weights themselves at spectral snapshots.
+
+All gradients are of the mean training loss on the run's probe batch with the model in eval mode
+(dropout off, batch norm on its running statistics), so they are reproducible and comparable
+across checkpoints; they never touch the optimizer's ``.grad`` buffers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from pipeline.datasets.run_data import RunData
+from pipeline.models.mlp import MLP
+from pipeline.snapshot.saturation import saturation_stats
+from pipeline.snapshot.weight_spectra import adjacent_similarity, singular_summary, weight_gradient_alignment
+from pipeline.training.metrics import classification_metrics, regression_metrics
+
+
+def _split_metrics(model: MLP, X: torch.Tensor, y: torch.Tensor, loss_fn, data: RunData) -> dict:
+    out = model(X)
+    loss = float(loss_fn(out, y))
+    if data.dataset.task == "classification":
+        proba = torch.softmax(out.double(), dim=1).numpy()
+        metrics = classification_metrics(y.numpy(), proba)
+    else:
+        metrics = regression_metrics(y.numpy().ravel().astype(np.float64), out.detach().double().numpy().ravel(),
+                                     data.dataset.target_std)
+    return {"loss": loss, **metrics}
+
+
+def probe_gradients(model: MLP, X: torch.Tensor, y: torch.Tensor, loss_fn) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(dL/dW_i, dL/db_i) for each block's Linear on the probe batch, eval mode."""
+    params = [p for lin in model.linears for p in (lin.weight, lin.bias)]
+    loss = loss_fn(model(X), y)
+    grads = torch.autograd.grad(loss, params)
+    return [(grads[2 * i], grads[2 * i + 1]) for i in range(len(model.linears))]
+
+
+def evaluate_checkpoint(model: MLP, data: RunData, tensors: dict, loss_fn) -> tuple[dict, list[dict], list]:
+    """Metrics of one metric checkpoint.
+
+    Returns (checkpoint columns, per-layer norm columns, probe gradients). Raises FloatingPointError
+    when a loss or norm is not finite (the run has diverged).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            train = _split_metrics(model, *tensors["train"], loss_fn, data)
+            test = _split_metrics(model, *tensors["test"], loss_fn, data)
+        grads = probe_gradients(model, *tensors["probe"], loss_fn)
+    finally:
+        model.train(was_training)
+    row = {"train_loss": train.pop("loss"), "test_loss": test.pop("loss")}
+    for k, v in train.items():
+        row[f"train_{k}"] = v
+    for k, v in test.items():
+        row[f"test_{k}"] = v
+    row["gap_loss"] = row["test_loss"] - row["train_loss"]
+    row["gap_accuracy"] = (row["train_accuracy"] - row["test_accuracy"]
+                           if data.dataset.task == "classification" else None)
+    layers = []
+    for lin, (gw, gb) in zip(model.linears, grads, strict=True):
+        layers.append({
+            "weight_norm": float(torch.linalg.norm(lin.weight.detach().double())),
+            "bias_norm": float(torch.linalg.norm(lin.bias.detach().double())),
+            "grad_norm": float(torch.linalg.norm(gw.double())),
+            "grad_bias_norm": float(torch.linalg.norm(gb.double())),
+        })
+    row["weight_norm"] = math.sqrt(sum(r["weight_norm"] ** 2 + r["bias_norm"] ** 2 for r in layers))
+    row["grad_norm"] = math.sqrt(sum(r["grad_norm"] ** 2 + r["grad_bias_norm"] ** 2 for r in layers))
+    for key in ("train_loss", "test_loss", "weight_norm", "grad_norm"):
+        if not math.isfinite(row[key]):
+            raise FloatingPointError(f"{key} is not finite")
+    return row, layers, grads
+
+
+def spectral_snapshot(model: MLP, probe_X: torch.Tensor, grads: list) -> tuple[list[dict], list[dict]]:
+    """Per-layer spectral columns of ``layer_stats`` and the ``weights`` rows of every block tensor."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            inter = model.intermediates(probe_X)
+    finally:
+        model.train(was_training)
+    weights = [lin.weight.detach() for lin in model.linears]
+    stats, weight_rows = [], []
+    for i, (block, (gw, _)) in enumerate(zip(model.blocks, grads, strict=True)):
+        ws, gs = singular_summary(weights[i]), singular_summary(gw)
+        sim, k = adjacent_similarity(weights[i], weights[i + 1]) if i + 1 < len(weights) else (None, None)
+        saturated, dead = saturation_stats(inter.preacts[i], block.activation_name)
+        stats.append({
+            "weight_sv": ws.singular_values, "weight_rank": ws.numerical_rank,
+            "weight_stable_rank": ws.stable_rank, "weight_spectral_norm": ws.spectral_norm,
+            "grad_sv": gs.singular_values, "grad_rank": gs.numerical_rank, "grad_stable_rank": gs.stable_rank,
+            "grad_spectral_norm": gs.spectral_norm, "alignment": weight_gradient_alignment(weights[i], gw),
+            "adjacent_similarity": sim, "adjacent_k": k, "saturation_fraction": saturated, "dead_fraction": dead,
+        })
+        for name, tensor in block.state_dict().items():
+            weight_rows.append({"layer_index": i, "tensor": name, "shape": list(tensor.shape),
+                                # a copy: a view would follow the parameters as training goes on
+                                "values": tensor.detach().reshape(-1).float().numpy().copy()})
+    return stats, weight_rows

@@ -1,0 +1,165 @@
+"""One run end to end: train with both checkpoint schedules and write the run's shard.
+
+Deterministic on CPU for a fixed spec: data split, subsample, label noise and probe batch come from
+the spec's seed, the initialization and dropout from ``torch.manual_seed(seed)``, batch order from
+a seeded generator, and each run computes on one thread (``torch.set_num_threads(1)``), so the
+order of floating-point reductions never depends on how many workers run beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.datasets.registry import DatasetSpec, get_spec
+from pipeline.datasets.run_data import RunData, prepared_dataset, run_data
+from pipeline.extract.checkpoint import evaluate_checkpoint, spectral_snapshot
+from pipeline.extract.shards import shard_is_complete, write_shard
+from pipeline.models.mlp import MLP, build_model, count_parameters
+from pipeline.runspec import RunSpec
+from pipeline.training.optim import loss_function, make_optimizer
+from pipeline.training.schedule import metric_steps, spectral_steps, steps_per_epoch
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    status: str  # "complete" | "diverged" | "skipped"
+    seconds: float
+
+
+def extract_run(spec: RunSpec, shards_dir: Path, custom: dict[str, DatasetSpec] | None = None,
+                progress: ProgressFn | None = None) -> RunOutcome:
+    """Train and measure one run unless its shard is already complete; write the shard atomically."""
+    run_id = spec.run_id
+    if shard_is_complete(shards_dir / run_id):
+        return RunOutcome(run_id, "skipped", 0.0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        rows = train_and_measure(spec, custom, progress)
+        write_shard(shards_dir, run_id, rows)
+        return RunOutcome(run_id, rows["runs"][0]["status"], time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = None,
+                      progress: ProgressFn | None = None) -> dict[str, list[dict]]:
+    """Train the run and return its rows, table by table (see snapshot_loader.schema)."""
+    t_start = time.perf_counter()
+    run_id = spec.run_id
+    dataset = prepared_dataset(spec.dataset, custom)
+    data = run_data(spec, dataset)
+    tensors = {s: data.tensors(s) for s in ("train", "test", "probe")}
+    model = build_model(spec, dataset.X.shape[1], dataset.output_dim)
+    optimizer = make_optimizer(spec, model.parameters())
+    loss_fn = loss_function(dataset.task)
+
+    n_train = len(data.train_rows)
+    per_epoch = steps_per_epoch(n_train, spec.batch_size)
+    total = per_epoch * spec.epochs
+    metric_at = metric_steps(total, spec.metric_checkpoints)
+    spectral_at = set(spectral_steps(metric_at, spec.spectral_snapshots).tolist())
+    metric_set = set(metric_at.tolist())
+
+    rows: dict[str, list[dict]] = {k: [] for k in ("checkpoints", "layer_stats", "weights", "timings")}
+    status, diverged_step, final_step = "complete", None, 0
+
+    def checkpoint(step: int) -> None:
+        t = time.perf_counter()
+        row, layer_rows, grads = evaluate_checkpoint(model, data, tensors, loss_fn)
+        is_spectral = step in spectral_at
+        spectral, weights = (spectral_snapshot(model, tensors["probe"][0], grads) if is_spectral else (None, []))
+        seconds = time.perf_counter() - t
+        rows["checkpoints"].append({"run_id": run_id, "step": step, "epoch": step / per_epoch,
+                                    "is_spectral": is_spectral, **row, "wall_seconds": seconds})
+        for i, lr in enumerate(layer_rows):
+            rows["layer_stats"].append({"run_id": run_id, "step": step, "layer_index": i, **lr,
+                                        **(spectral[i] if spectral else {})})
+        for w in weights:
+            rows["weights"].append({"run_id": run_id, "step": step, **w})
+        rows["timings"].append({"run_id": run_id, "step": step,
+                                "what": "spectral" if is_spectral else "metrics", "seconds": seconds})
+
+    X_train, y_train = tensors["train"]
+    generator = torch.Generator().manual_seed(spec.seed)
+    step, train_seconds, last_ckpt = 0, 0.0, 0
+    try:
+        checkpoint(0)
+        model.train()
+        for _epoch in range(spec.epochs):
+            order = torch.randperm(n_train, generator=generator)
+            for b in range(per_epoch):
+                idx = order[b * spec.batch_size:(b + 1) * spec.batch_size]
+                t = time.perf_counter()
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(X_train[idx]), y_train[idx])
+                if not torch.isfinite(loss):
+                    raise FloatingPointError("training loss is not finite")
+                loss.backward()
+                optimizer.step()
+                train_seconds += time.perf_counter() - t
+                step += 1
+                if step in metric_set:
+                    rows["timings"].append({"run_id": run_id, "step": step, "what": "train",
+                                            "seconds": train_seconds})
+                    train_seconds = 0.0
+                    checkpoint(step)
+                    last_ckpt = step
+                    if progress:
+                        progress(step, total)
+        final_step = last_ckpt
+    except FloatingPointError:
+        status, diverged_step, final_step = "diverged", step, last_ckpt
+        rows["timings"] = [t for t in rows["timings"] if t["step"] <= last_ckpt]
+
+    rows["runs"] = [_run_row(spec, dataset, data, model, total, final_step, status, diverged_step,
+                             time.perf_counter() - t_start)]
+    rows["layers"] = [_layer_row(run_id, i, block) for i, block in enumerate(model.blocks)]
+    rows["splits"] = [{"run_id": run_id, "split": s, "rows": r.astype(np.int32)}
+                      for s, r in (("train", data.train_rows), ("test", data.test_rows), ("probe", data.probe_rows))]
+    rows["datasets"] = [dataset_row(spec.dataset, custom)]
+    return rows
+
+
+def _run_row(spec: RunSpec, dataset, data: RunData, model: MLP, total: int, final_step: int, status: str,
+             diverged_step: int | None, seconds: float) -> dict:
+    d = spec.to_dict()
+    return {
+        "run_id": spec.run_id, **d, "task": dataset.task, "depth": len(spec.widths) + 1,
+        "config_json": json.dumps(d, sort_keys=True), "n_params": count_parameters(model),
+        "n_train": len(data.train_rows), "n_test": len(data.test_rows), "n_probe": len(data.probe_rows),
+        "n_noisy": data.n_noisy, "total_steps": total, "final_step": final_step, "status": status,
+        "diverged_step": diverged_step, "torch_version": torch.__version__, "wall_seconds": seconds,
+    }
+
+
+def _layer_row(run_id: str, i: int, block) -> dict:
+    lin = block.linear
+    return {"run_id": run_id, "layer_index": i, "name": f"blocks.{i}", "in_features": lin.in_features,
+            "out_features": lin.out_features, "activation": block.activation_name,
+            "norm": block.norm_name,
+            "n_params": sum(p.numel() for p in block.parameters()), "is_output": block.activation_name == "identity"}
+
+
+def dataset_row(name: str, custom: dict[str, DatasetSpec] | None = None) -> dict:
+    """The ``datasets`` table row of a data set (preprocessed, so its sizes are the ones runs see)."""
+    spec = get_spec(name, custom)
+    d = prepared_dataset(name, custom)
+    return {
+        "name": name, "task": spec.task, "source": spec.source, "item": spec.item, "target": spec.target,
+        "description": spec.description, "synthetic": spec.synthetic, "max_rows": spec.max_rows,
+        "n_raw_rows": d.n_raw_rows, "n_rows": len(d.y), "n_features": d.X.shape[1], "n_classes": d.n_classes,
+        "n_train": len(d.train_idx), "n_test": len(d.test_idx), "target_mean": d.target_mean,
+        "target_std": d.target_std, "feature_names": list(d.feature_names), "class_names": list(d.class_names),
+    }

@@ -1,0 +1,77 @@
+"""A run: the full configuration of one trained network, and its stable id.
+
+A run is everything that determines the numbers it produces: data (dataset, train_fraction,
+label_noise), architecture, training, the checkpoint schedule, the probe batch size and the seed.
+Its id is the first 16 hex digits of SHA-256 over the canonical JSON of those fields, so
+re-planning the same config finds the work already done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu")
+NORMS = ("none", "batchnorm", "layernorm")
+INITS = ("kaiming", "xavier", "normal")
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+FAMILIES = ("mlp",)
+#: Hidden widths of the size presets: the paper's "no", "sure" and "huge" models.
+SIZE_PRESETS: dict[str, tuple[int, ...]] = {
+    "small": (16,),
+    "medium": (64, 64),
+    "large": (256, 256, 256),
+}
+SIZES = (*SIZE_PRESETS, "custom")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run's complete configuration. Every field enters the run id."""
+
+    dataset: str
+    train_fraction: float = 1.0
+    label_noise: float = 0.0
+    family: str = "mlp"
+    size: str = "small"
+    widths: tuple[int, ...] = field(default=SIZE_PRESETS["small"])
+    activation: str = "relu"
+    norm: str = "none"
+    dropout: float = 0.0
+    init: str = "kaiming"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    epochs: int = 30
+    metric_checkpoints: int = 60
+    spectral_snapshots: int = 10
+    probe_size: int = 256
+    seed: int = 0
+
+    @property
+    def run_id(self) -> str:
+        return run_id_of(self)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunSpec:
+        d = dict(d)
+        d["widths"] = tuple(int(w) for w in d["widths"])
+        return cls(**d)
+
+
+def run_id_of(spec: RunSpec) -> str:
+    """Stable id: sha256 of the canonical JSON (sorted keys, floats as repr) of all fields."""
+    payload = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+RUN_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunSpec)}

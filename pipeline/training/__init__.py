@@ -1,0 +1,1 @@
+"""Training loop pieces: checkpoint schedules, optimizers, losses and quality metrics."""

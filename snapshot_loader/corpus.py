@@ -1,0 +1,117 @@
+"""Read access to a corpus: SQL in, polars out; runs rebuilt as torch models from stored weights.
+
+>>> import snapshot_loader
+>>> corpus = snapshot_loader.open("build/corpus.duckdb")
+>>> corpus.sql("SELECT dataset, avg(test_accuracy) FROM checkpoints JOIN runs USING (run_id) GROUP BY 1")
+>>> model = corpus.model(run_id, step)          # torch.nn.Module in eval mode
+>>> X, y = corpus.probe_batch(run_id)           # the run's fixed probe batch
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from pipeline.datasets.preprocess import PreparedDataset
+from pipeline.datasets.registry import DatasetSpec, file_spec
+from pipeline.datasets.run_data import RunData, prepared_dataset, run_data
+from pipeline.errors import PipelineError
+from pipeline.models.mlp import MLP, build_model
+from pipeline.runspec import RunSpec
+from snapshot_loader.database import connect_readonly
+
+
+class Corpus:
+    """A read-only view of a corpus database."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._con = connect_readonly(self.path)
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> Corpus:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def sql(self, query: str, params: list | dict | None = None) -> pl.DataFrame:
+        """Run a query and return the result as a polars DataFrame."""
+        return self._con.sql(query, params=params).pl()
+
+    def tables(self) -> list[str]:
+        return [r[0] for r in self._con.execute("SELECT table_name FROM information_schema.tables "
+                                                "ORDER BY table_name").fetchall()]
+
+    def runs(self) -> pl.DataFrame:
+        return self.sql("SELECT * EXCLUDE (config_json) FROM runs ORDER BY dataset, run_id")
+
+    def run_spec(self, run_id: str) -> RunSpec:
+        rows = self._con.execute("SELECT config_json FROM runs WHERE run_id = ?", [run_id]).fetchall()
+        if not rows:
+            raise PipelineError(f"{self.path}: no run {run_id!r}")
+        return RunSpec.from_dict(json.loads(rows[0][0]))
+
+    def _custom(self, dataset: str) -> dict[str, DatasetSpec] | None:
+        rows = self._con.execute("SELECT source, item, target, task, description FROM datasets WHERE name = ?",
+                                 [dataset]).fetchall()
+        row = rows[0] if rows else None
+        if row is not None and row[0] == "file":
+            return {dataset: file_spec(dataset, row[1], row[2], row[3], row[4])}
+        return None
+
+    def _dataset(self, spec: RunSpec) -> PreparedDataset:
+        return prepared_dataset(spec.dataset, self._custom(spec.dataset))
+
+    def run_data(self, run_id: str) -> RunData:
+        """The run's rows, regenerated from its spec and checked against the stored split indices."""
+        spec = self.run_spec(run_id)
+        data = run_data(spec, self._dataset(spec))
+        stored = dict(self._con.execute("SELECT split, rows FROM splits WHERE run_id = ?", [run_id]).fetchall())
+        for name, rows in (("train", data.train_rows), ("test", data.test_rows), ("probe", data.probe_rows)):
+            if name not in stored or not np.array_equal(np.asarray(stored[name]), rows):
+                raise PipelineError(f"{self.path}: run {run_id}: regenerated {name} split differs from the stored "
+                                    "one (the data set or preprocessing changed since extraction)")
+        return data
+
+    def split(self, run_id: str, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+        """(X, y) tensors of ``train`` (labels as trained on), ``test`` or ``probe``."""
+        return self.run_data(run_id).tensors(split)
+
+    def probe_batch(self, run_id: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The run's fixed probe batch (X, y), on which every spectral quantity is measured."""
+        return self.split(run_id, "probe")
+
+    def steps(self, run_id: str, spectral_only: bool = True) -> list[int]:
+        where = " AND is_spectral" if spectral_only else ""
+        return [r[0] for r in self._con.execute(
+            f"SELECT step FROM checkpoints WHERE run_id = ?{where} ORDER BY step", [run_id]).fetchall()]
+
+    def model(self, run_id: str, step: int) -> MLP:
+        """The network at a spectral snapshot, rebuilt from the stored tensors, in eval mode."""
+        spec = self.run_spec(run_id)
+        dataset = self._dataset(spec)
+        model = build_model(spec, dataset.X.shape[1], dataset.output_dim)
+        rows = self._con.execute("SELECT layer_index, tensor, shape, \"values\" FROM weights "
+                                 "WHERE run_id = ? AND step = ?", [run_id, step]).fetchall()
+        if not rows:
+            raise PipelineError(f"{self.path}: run {run_id} has no stored weights at step {step} "
+                                f"(spectral steps: {self.steps(run_id)})")
+        state = model.state_dict()
+        for layer_index, tensor, shape, values in rows:
+            key = f"blocks.{layer_index}.{tensor}"
+            target = state[key]
+            state[key] = torch.tensor(np.asarray(values, dtype=np.float32)).reshape(shape).to(target.dtype)
+        model.load_state_dict(state)
+        return model.eval()
+
+
+def open(path: str | Path) -> Corpus:  # noqa: A001 - the documented entry point
+    """Open a corpus database read-only."""
+    return Corpus(path)
