@@ -1,0 +1,43 @@
+# Every target installs what it needs into .venv first; outputs go under build/.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/default.toml
+DB ?= build/corpus.duckdb
+WORKERS ?= 2
+
+# numba (UMAP) caches its JIT here so later runs skip compilation; figures never open windows.
+export NUMBA_CACHE_DIR := $(CURDIR)/build/numba-cache
+export MPLBACKEND := Agg
+
+.PHONY: setup report test figures bench lint clean
+
+setup: $(STAMP)
+
+# torch is pinned and installed first, alone, so pip takes the CPU wheel on disk rather than
+# resolving a newer CUDA build for another package's looser requirement.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+report: setup
+	$(PY) -m pipeline all --config $(CONFIG) --db $(DB) --workers $(WORKERS)
+
+figures: setup
+	$(PY) -m pipeline figures --config $(CONFIG) --db $(DB)
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/corpus.py
+
+lint: setup
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf build

@@ -1,0 +1,1 @@
+"""Analysis stages: each reads corpus tables, writes ``analysis_<stage>[_<what>]`` tables and figures."""

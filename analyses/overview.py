@@ -1,0 +1,104 @@
+"""Corpus overview: the final state of every run and its training curves.
+
+Table ``analysis_overview``: one row per run with its configuration, status and the metrics at its
+last recorded checkpoint (the primary metric is test accuracy for classification, test R2 for
+regression), plus the best test loss and the step it was reached at.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+import seaborn as sns
+
+READS = ("runs", "checkpoints")
+WRITES = ("analysis_overview",)
+
+_OVERVIEW_SQL = """
+CREATE OR REPLACE TABLE analysis_overview AS
+WITH last AS (
+    SELECT c.* FROM checkpoints c JOIN runs r USING (run_id) WHERE c.step = r.final_step
+), best AS (
+    SELECT run_id, min(test_loss) AS best_test_loss, arg_min(step, test_loss) AS best_step
+    FROM checkpoints GROUP BY run_id
+)
+SELECT r.run_id, r.dataset, r.task, r.size, r.activation, r.optimizer, r.norm, r.init, r.train_fraction,
+       r.seed, r.n_params, r.status, r.final_step, r.total_steps,
+       l.train_loss, l.test_loss, l.gap_loss, l.gap_accuracy,
+       CASE WHEN r.task = 'classification' THEN l.test_accuracy ELSE l.test_r2 END AS primary_metric,
+       CASE WHEN r.task = 'classification' THEN 'test_accuracy' ELSE 'test_r2' END AS primary_metric_name,
+       b.best_test_loss, b.best_step
+FROM runs r LEFT JOIN last l USING (run_id) LEFT JOIN best b USING (run_id)
+ORDER BY r.dataset, r.run_id
+"""
+
+
+def run(con: duckdb.DuckDBPyConnection) -> None:
+    """Write ``analysis_overview``."""
+    con.execute(_OVERVIEW_SQL)
+
+
+def training_curves_figure(con: duckdb.DuckDBPyConnection, max_panels: int = 12) -> plt.Figure:
+    """Train (dashed) and test (solid) loss against optimizer step, one panel per data set, one
+    colour per model size; at most ``max_panels`` data sets (those with the most runs)."""
+    df = con.sql("""
+        SELECT c.run_id, r.dataset, r.task, r.size, c.step, c.train_loss, c.test_loss
+        FROM checkpoints c JOIN runs r USING (run_id) ORDER BY r.dataset, c.run_id, c.step""").pl()
+    datasets = (df.group_by("dataset").agg(pl.col("run_id").n_unique().alias("n"))
+                .sort(["n", "dataset"], descending=[True, False])["dataset"].head(max_panels).sort().to_list())
+    ncols = min(4, max(1, len(datasets)))
+    nrows = max(1, int(np.ceil(len(datasets) / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    sizes = sorted(df["size"].unique().to_list())
+    palette = dict(zip(sizes, sns.color_palette("colorblind", len(sizes)), strict=True))
+    for ax, name in zip(axes.flat, datasets, strict=False):
+        sub = df.filter(pl.col("dataset") == name)
+        for (run_id,), run in sub.group_by(["run_id"], maintain_order=True):
+            color = palette[run["size"][0]]
+            steps = run["step"].to_numpy() + 1
+            ax.plot(steps, run["train_loss"].to_numpy(), ls="--", lw=0.9, color=color, alpha=0.7)
+            ax.plot(steps, run["test_loss"].to_numpy(), ls="-", lw=1.1, color=color, alpha=0.9)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        task = sub["task"][0]
+        ax.set_title(f"{name} ({task[:5]}.)")
+        ax.set_xlabel("optimizer step + 1")
+        ax.set_ylabel("cross-entropy" if task == "classification" else "MSE (standardized)")
+    for ax in list(axes.flat)[len(datasets):]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=palette[s], label=f"size {s}") for s in sizes]
+    handles += [plt.Line2D([], [], color="gray", ls="-", label="test"),
+                plt.Line2D([], [], color="gray", ls="--", label="train")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle("Training curves: loss per checkpoint, by data set and model size")
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    return fig
+
+
+def final_metric_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
+    """Primary test metric at the last checkpoint per data set, by model size (runs as points)."""
+    df = con.sql("SELECT dataset, task, size, primary_metric FROM analysis_overview "
+                 "WHERE primary_metric IS NOT NULL").pl().to_pandas()
+    tasks = [t for t in ("classification", "regression") if t in set(df["task"])]
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(7 * max(1, len(tasks)), 4.2), squeeze=False)
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        sub = df[df["task"] == task]
+        sns.stripplot(data=sub, x="dataset", y="primary_metric", hue="size", dodge=True, ax=ax, size=5)
+        ax.set_title("test accuracy at the end of training" if task == "classification"
+                     else "test R² at the end of training")
+        ax.set_xlabel("data set")
+        ax.set_ylabel("test accuracy" if task == "classification" else "test R²")
+        ax.tick_params(axis="x", rotation=45)
+        if task == "regression":
+            ax.set_ylim(max(-1.0, float(sub["primary_metric"].min()) - 0.05), 1.0)
+    fig.suptitle("Final quality per data set and model size")
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = {
+    "overview_training_curves": training_curves_figure,
+    "overview_final_metric": final_metric_figure,
+}

@@ -1,0 +1,212 @@
+"""``pipeline`` (or ``python -m pipeline``): plan, extract, ingest, analyze, report, figures, datasets.
+
+Every error the user can cause (bad config, unknown data set, corrupt shard, old database) ends in
+one line ``error: <what and where>`` on stderr and exit status 2; nothing half-written is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+
+DEFAULT_CONFIG = Path("configs/default.toml")
+DEFAULT_DB = Path("build/corpus.duckdb")
+DEFAULT_SHARDS = Path("build/shards")
+DEFAULT_REPORT = Path("build/report")
+DEFAULT_FIGURES = Path("build/figures")
+
+
+def _add_common(p: argparse.ArgumentParser, config: bool = True, db: bool = True) -> None:
+    if config:
+        p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="corpus config (TOML)")
+    if db:
+        p.add_argument("--db", type=Path, default=DEFAULT_DB, help="corpus database (DuckDB)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("plan", help="list the runs a config asks for and how many are done")
+    _add_common(p)
+    p.add_argument("--shards", type=Path, default=DEFAULT_SHARDS)
+    p.add_argument("--json", action="store_true", help="one JSON object per run")
+
+    p = sub.add_parser("extract", help="train and measure every run not yet extracted, into shards")
+    _add_common(p)
+    p.add_argument("--shards", type=Path, default=DEFAULT_SHARDS, help="folder of per-run shard folders")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--executor", choices=("process", "inline"), default="process")
+    p.add_argument("--limit", type=int, default=None, help="extract at most this many runs (in plan order)")
+
+    p = sub.add_parser("ingest", help="load complete shards of the config's runs into the database")
+    _add_common(p)
+    p.add_argument("--shards", type=Path, default=DEFAULT_SHARDS)
+
+    p = sub.add_parser("analyze", help="run the analysis stages on the database")
+    _add_common(p)
+    p.add_argument("--stage", action="append", help="run only this stage (repeatable)")
+
+    p = sub.add_parser("report", help="write the self-contained HTML report")
+    _add_common(p)
+    p.add_argument("--out", type=Path, default=DEFAULT_REPORT)
+
+    p = sub.add_parser("figures", help="write every figure as PNG and PDF")
+    _add_common(p)
+    p.add_argument("--out", type=Path, default=DEFAULT_FIGURES)
+
+    p = sub.add_parser("all", help="extract, ingest, analyze and report in one go (what `make report` runs)")
+    _add_common(p)
+    p.add_argument("--shards", type=Path, default=DEFAULT_SHARDS)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", type=Path, default=DEFAULT_REPORT)
+
+    p = sub.add_parser("datasets", help="list the built-in data sets")
+    p.add_argument("--config", type=Path, default=None, help="also list this config's custom data sets")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def _custom_specs(config) -> dict:
+    from pipeline.datasets.registry import file_spec
+
+    return {c.name: file_spec(c.name, str(c.path), c.target, c.task, c.description) for c in config.custom_datasets}
+
+
+def cmd_plan(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.extract.shards import shard_is_complete
+
+    config = load_config(args.config)
+    runs = config.runs()
+    done = {r.run_id for r in runs if shard_is_complete(args.shards / r.run_id)}
+    if args.json:
+        for r in runs:
+            print(json.dumps({"run_id": r.run_id, "extracted": r.run_id in done, **r.to_dict()}))
+        return
+    print(f"corpus {config.name!r}: {len(runs)} runs, {len(done)} extracted, {len(runs) - len(done)} to do")
+    for study in config.studies:
+        n_done = sum(r.run_id in done for r in study.runs)
+        print(f"  study {study.name!r}: {len(study.runs)} runs ({n_done} extracted)")
+
+
+def cmd_extract(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.executors import run_extraction
+
+    config = load_config(args.config)
+    if args.workers < 1:
+        raise PipelineError(f"--workers: must be at least 1, got {args.workers}")
+    runs = config.runs()[: args.limit] if args.limit else config.runs()
+    t0 = time.perf_counter()
+    outcomes, failures = run_extraction(runs, args.shards, _custom_specs(config), workers=args.workers,
+                                        executor=args.executor, show_progress=False if args.quiet else None)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("complete", "diverged", "skipped")}
+    print(f"extract: {counts['complete']} complete, {counts['diverged']} diverged, {counts['skipped']} already "
+          f"done, {len(failures)} failed in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    for f in failures:
+        print(f"  run {f.run_id} failed: {f.error}", file=sys.stderr)
+    if failures:
+        raise PipelineError(f"{len(failures)} of {len(runs)} runs failed (first: run {failures[0].run_id}: "
+                            f"{failures[0].error}); the others are kept, re-run to retry")
+
+
+def cmd_ingest(args) -> None:
+    from pipeline.config import load_config
+    from snapshot_loader.ingest import ingest_shards
+
+    config = load_config(args.config)
+    runs = config.runs()
+    studies = [(config.name, s, r) for s, r in config.study_membership()]
+    report = ingest_shards(args.db, args.shards, studies, only={r.run_id for r in runs})
+    print(f"ingest: {len(report.ingested)} runs added, {report.already_present} already present "
+          f"-> {args.db}", file=sys.stderr)
+    if report.errors:
+        for e in report.errors:
+            print(f"  {e}", file=sys.stderr)
+        raise PipelineError(f"{len(report.errors)} corrupt shard(s) not ingested (first: {report.errors[0]}); "
+                            "run `pipeline extract` to redo them")
+
+
+def cmd_analyze(args) -> None:
+    from pipeline.stages import run_stages
+
+    names = run_stages(args.db, args.stage, show_progress=False if args.quiet else None)
+    print(f"analyze: ran {', '.join(names)}", file=sys.stderr)
+
+
+def cmd_report(args) -> None:
+    from reports.builder import build_report
+
+    path = build_report(args.db, args.out)
+    print(f"report: {path}", file=sys.stderr)
+
+
+def cmd_figures(args) -> None:
+    from reports.builder import write_figures
+
+    paths = write_figures(args.db, args.out)
+    print(f"figures: {len(paths)} files in {args.out}", file=sys.stderr)
+
+
+def cmd_all(args) -> None:
+    args.executor, args.limit = "process", None
+    cmd_extract(args)
+    cmd_ingest(args)
+    args.stage = None
+    cmd_analyze(args)
+    cmd_report(args)
+
+
+def cmd_datasets(args) -> None:
+    from pipeline.datasets.registry import REGISTRY
+
+    specs = list(REGISTRY.values())
+    if args.config:
+        from pipeline.config import load_config
+
+        specs += list(_custom_specs(load_config(args.config)).values())
+    from pipeline.datasets.preprocess import prepare
+
+    rows = []
+    for spec in specs:
+        d = prepare(spec)
+        rows.append({"name": spec.name, "task": spec.task, "rows": int(len(d.y)), "features": int(d.X.shape[1]),
+                     "classes": d.n_classes or None, "source": f"{spec.source}:{spec.item}",
+                     "synthetic": spec.synthetic, "max_rows": spec.max_rows, "description": spec.description})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    print(f"{'name':15s} {'task':15s} {'rows':>6s} {'feat':>5s} {'cls':>4s}  source")
+    for r in rows:
+        print(f"{r['name']:15s} {r['task']:15s} {r['rows']:6d} {r['features']:5d} {r['classes'] or '':>4}  "
+              f"{r['source']}")
+    n_c = sum(r["task"] == "classification" for r in rows)
+    print(f"{len(rows)} data sets: {n_c} classification, {len(rows) - n_c} regression")
+
+
+COMMANDS = {"plan": cmd_plan, "extract": cmd_extract, "ingest": cmd_ingest, "analyze": cmd_analyze,
+            "report": cmd_report, "figures": cmd_figures, "all": cmd_all, "datasets": cmd_datasets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
