@@ -55,7 +55,7 @@ def training_curves_figure(con: duckdb.DuckDBPyConnection, max_panels: int = 12)
     palette = dict(zip(sizes, sns.color_palette("colorblind", len(sizes)), strict=True))
     for ax, name in zip(axes.flat, datasets, strict=False):
         sub = df.filter(pl.col("dataset") == name)
-        for (run_id,), run in sub.group_by(["run_id"], maintain_order=True):
+        for _, run in sub.group_by(["run_id"], maintain_order=True):
             color = palette[run["size"][0]]
             steps = run["step"].to_numpy() + 1
             ax.plot(steps, run["train_loss"].to_numpy(), ls="--", lw=0.9, color=color, alpha=0.7)

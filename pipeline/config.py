@@ -20,7 +20,8 @@ Layout of a config file::
     dataset = ["iris", "wine"]
     activation = ["relu", "sigmoid"]
 
-A grid value is a list (an axis of the product) or a scalar (fixed for that study). Every error
+A grid value is a list (an axis of the product) or a scalar (fixed for that study); for ``widths``
+a list of integers is one architecture and a list of lists an axis. Every error
 names the file and the key, e.g. ``configs/x.toml: study[0].grid.activation: unknown ...``.
 """
 
@@ -215,7 +216,11 @@ def _parse_custom_datasets(items, base_dir: Path, fail) -> list[CustomDataset]:
 def _expand_grid(defaults: dict, grid: dict, key: str, known_datasets: set[str], fail) -> list[RunSpec]:
     axes: list[tuple[str, list]] = []
     for name, value in grid.items():
-        values = value if isinstance(value, list) else [value]
+        if name == "widths":  # a list of ints is one architecture; a list of lists is an axis
+            values = value if isinstance(value, list) and value and all(isinstance(v, list) for v in value) \
+                else [value]
+        else:
+            values = value if isinstance(value, list) else [value]
         if not values:
             raise fail(f"{key}.{name}", "empty list: a grid axis needs at least one value")
         for v in values:

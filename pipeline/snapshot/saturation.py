@@ -7,7 +7,7 @@ u <= 0 on every probe point; dead units are defined for ReLU only (None otherwis
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -23,7 +23,7 @@ def activation_derivative(u: torch.Tensor, activation: str) -> torch.Tensor:
     return d
 
 
-@lru_cache(maxsize=None)
+@cache
 def max_derivative(activation: str) -> float:
     """max_u |A'(u)|, on a fine grid over [-20, 20] (0.25 for sigmoid, 1 for tanh and ReLU, ~1.129 GELU)."""
     grid = torch.linspace(-20.0, 20.0, 400_001, dtype=torch.float64)

@@ -1,0 +1,73 @@
+"""Shared fixtures: a tiny corpus config, and one corpus built from it for the read-side tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_CONFIG = """
+[corpus]
+name = "tiny"
+
+[run]
+epochs = 3
+batch_size = 32
+lr = 0.01
+metric_checkpoints = 8
+spectral_snapshots = 3
+probe_size = 64
+
+[[study]]
+name = "mix"
+[study.grid]
+dataset = ["iris", "diabetes"]
+activation = ["relu", "sigmoid"]
+
+[[study]]
+name = "norms"
+[study.grid]
+dataset = "wine"
+norm = ["batchnorm", "layernorm"]
+size = "medium"
+dropout = 0.1
+"""
+
+
+def run_cli(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    """``python -m pipeline ARGS`` in a subprocess (as a user would), no progress bars."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd or ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pipeline {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_CONFIG)
+    return path
+
+
+@pytest.fixture(scope="session")
+def built_corpus(tmp_path_factory) -> dict[str, Path]:
+    """extract (2 worker processes) -> ingest -> analyze -> report -> figures on the tiny config."""
+    root = tmp_path_factory.mktemp("corpus")
+    config = root / "tiny.toml"
+    config.write_text(TINY_CONFIG)
+    paths = {"config": config, "db": root / "corpus.duckdb", "shards": root / "shards",
+             "report": root / "report", "figures": root / "figures"}
+    common = ["--config", str(config), "--db", str(paths["db"]), "--quiet"]
+    run_cli("extract", *common, "--shards", str(paths["shards"]), "--workers", "2", check=True)
+    run_cli("ingest", *common, "--shards", str(paths["shards"]), check=True)
+    run_cli("analyze", *common, check=True)
+    run_cli("report", *common, "--out", str(paths["report"]), check=True)
+    run_cli("figures", *common, "--out", str(paths["figures"]), check=True)
+    return paths

@@ -1,0 +1,126 @@
+"""Config validation: every malformed config is a one-line error naming the key, exit 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config, parse_config
+from pipeline.errors import ConfigError
+from pipeline.runspec import RunSpec
+from tests.conftest import TINY_CONFIG, run_cli
+
+STUDY = '[[study]]\nname = "s"\n[study.grid]\ndataset = ["iris"]\n'
+
+# (config text, the key the message must name, a fragment of the message)
+MALFORMED = [
+    ("[corpus]\nname = 'x'\n[run]\nepochs = 3\n" + STUDY + "bogus = 1\n", "study[0].grid.bogus", "unknown key"),
+    ("[run]\nepochz = 3\n" + STUDY, "run.epochz", "unknown key"),
+    ("[corpus]\nnmae = 'x'\n" + STUDY, "corpus.nmae", "unknown key"),
+    ("[run]\nepochs = 'ten'\n" + STUDY, "run.epochs", "expected an integer"),
+    ("[run]\nlr = -0.1\n" + STUDY, "run.lr", "out of range"),
+    ("[run]\ntrain_fraction = 1.5\n" + STUDY, "run.train_fraction", "out of range"),
+    ('[[study]]\nname = "s"\n[study.grid]\ndataset = []\n', "study[0].grid.dataset", "empty list"),
+    ('[[study]]\nname = "s"\n[study.grid]\ndataset = ["mnist_not_here"]\n', "study[0].grid.dataset",
+     "unknown dataset 'mnist_not_here'"),
+    ('[[study]]\nname = "s"\n[study.grid]\ndataset = "iris"\noptimizer = ["adamw"]\n', "study[0].grid.optimizer",
+     "unknown optimizer 'adamw'"),
+    ('[[study]]\nname = "s"\n[study.grid]\ndataset = "iris"\nactivation = "swish"\n', "study[0].grid.activation",
+     "unknown activation 'swish'"),
+    ('[[study]]\nname = "s"\n[study.grid]\ndataset = "iris"\nsize = "small"\nwidths = [8, 8]\n',
+     "study[0].grid.widths", "contradicts size"),
+    ('[[study]]\nname = "s"\n[study.grid]\ndataset = "iris"\nwidths = [8, -1]\n', "study[0].grid.widths",
+     "positive integers"),
+    ("[run]\nepochs = 3\n", "study", "no [[study]] tables"),
+    (STUDY + STUDY, "study[1].name", "duplicate study name"),
+    ('[[study]]\nname = "s"\n[study.grid]\nseed = [0, 1]\n', "study[0].grid.dataset", "missing"),
+    ('[[study]]\nname = "s"\n[study.grid]\ndataset = "iris"\nmetric_checkpoints = 5\nspectral_snapshots = 9\n',
+     "study[0].grid.spectral_snapshots", "must not exceed"),
+    ('[[dataset]]\nname = "mine"\npath = "nowhere.csv"\ntarget = "y"\ntask = "classification"\n' + STUDY,
+     "dataset[0].path", "file not found"),
+    ("[run\nepochs = 3\n", "invalid TOML", "line 1"),
+    ("[run]\nbatch_size = true\n" + STUDY, "run.batch_size", "expected an integer"),
+]
+
+
+@pytest.mark.parametrize("text,key,fragment", MALFORMED, ids=[m[1] + ":" + m[2][:20] for m in MALFORMED])
+def test_malformed_config_names_the_key(tmp_path: Path, text: str, key: str, fragment: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    assert key in message and fragment in message
+
+
+def test_cli_rejects_bad_config_and_writes_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[study]]\nname = "s"\n[study.grid]\ndataset = "iris"\nactivation = "swish"\n')
+    shards, db = tmp_path / "shards", tmp_path / "out" / "c.duckdb"
+    for command in ("extract", "ingest", "plan"):
+        proc = run_cli(command, "--config", str(bad), "--shards", str(shards), "--db", str(db))
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "study[0].grid.activation" in lines[0]
+    assert not shards.exists() and not db.parent.exists()
+
+
+def test_grid_expansion_and_defaults(tiny_config: Path) -> None:
+    config = load_config(tiny_config)
+    runs = config.runs()
+    assert len(runs) == 4 + 2
+    mix = config.studies[0].runs
+    assert {(r.dataset, r.activation) for r in mix} == {(d, a) for d in ("iris", "diabetes")
+                                                         for a in ("relu", "sigmoid")}
+    assert all(r.epochs == 3 and r.widths == (16,) for r in mix)
+    norms = config.studies[1].runs
+    assert {r.norm for r in norms} == {"batchnorm", "layernorm"} and all(r.widths == (64, 64) for r in norms)
+
+
+def test_duplicate_runs_across_studies_are_planned_once() -> None:
+    raw = {"study": [{"name": "a", "grid": {"dataset": "iris"}}, {"name": "b", "grid": {"dataset": ["iris"]}}]}
+    config = parse_config(raw)
+    assert len(config.runs()) == 1
+    assert len(config.study_membership()) == 2
+
+
+def test_run_id_is_stable_and_depends_on_every_field() -> None:
+    spec = RunSpec(dataset="iris")
+    # A literal: if this changes, every stored corpus loses track of its finished runs.
+    assert spec.run_id == RunSpec(dataset="iris").run_id == "1fa425ee33280c2b"
+    assert RunSpec(dataset="iris", seed=1).run_id != spec.run_id
+    assert RunSpec(dataset="iris", lr=0.0011).run_id != spec.run_id
+    assert RunSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_shipped_configs_are_valid() -> None:
+    root = Path(__file__).resolve().parents[1] / "configs"
+    default = load_config(root / "default.toml")
+    assert len(default.runs()) >= 30
+    paper = load_config(root / "paper.toml")
+    datasets = {r.dataset for r in paper.runs()}
+    from pipeline.datasets.registry import REGISTRY
+
+    tasks = [REGISTRY[d].task for d in datasets]
+    assert tasks.count("classification") == 22 and tasks.count("regression") == 15
+    assert len(paper.runs()) >= 147
+    assert {r.optimizer for r in paper.runs()} == {"adam", "sgd", "rmsprop"}
+    assert {r.activation for r in paper.runs()} >= {"relu", "sigmoid", "tanh"}
+    assert {r.size for r in paper.runs()} == {"small", "medium", "large"}
+    assert len({r.init for r in paper.runs()}) >= 3
+
+
+def test_tiny_config_text_is_a_valid_config() -> None:
+    import tomllib
+
+    assert parse_config(tomllib.loads(TINY_CONFIG)).name == "tiny"
+
+
+def test_widths_list_is_one_architecture_and_list_of_lists_an_axis() -> None:
+    one = parse_config({"study": [{"name": "a", "grid": {"dataset": "iris", "widths": [8, 4]}}]})
+    assert [r.widths for r in one.runs()] == [(8, 4)] and one.runs()[0].size == "custom"
+    axis = parse_config({"study": [{"name": "a", "grid": {"dataset": "iris", "widths": [[8], [8, 8]]}}]})
+    assert sorted(r.widths for r in axis.runs()) == [(8,), (8, 8)]

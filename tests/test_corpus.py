@@ -1,0 +1,105 @@
+"""The built corpus end to end: tables, reproduction from stored weights, report and figures."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import snapshot_loader
+from pipeline.training.metrics import classification_metrics, regression_metrics
+from pipeline.training.optim import loss_function
+from tests.conftest import run_cli
+
+
+def test_tables_hold_every_run_whole(built_corpus) -> None:
+    with snapshot_loader.open(built_corpus["db"]) as corpus:
+        runs = corpus.runs()
+        assert runs.height == 6 and set(runs["status"]) == {"complete"}
+        counts = corpus.sql("""
+            SELECT r.run_id, r.depth, r.final_step,
+                   (SELECT count(*) FROM checkpoints c WHERE c.run_id = r.run_id) AS n_ckpt,
+                   (SELECT count(*) FROM checkpoints c WHERE c.run_id = r.run_id AND is_spectral) AS n_spec,
+                   (SELECT count(*) FROM layer_stats s WHERE s.run_id = r.run_id) AS n_layer_stats,
+                   (SELECT count(*) FROM layer_stats s WHERE s.run_id = r.run_id AND weight_sv IS NOT NULL) AS n_sv,
+                   (SELECT count(DISTINCT step) FROM weights w WHERE w.run_id = r.run_id) AS n_weight_steps
+            FROM runs r""")
+        for row in counts.iter_rows(named=True):
+            assert row["n_spec"] == 3 and row["n_weight_steps"] == 3
+            assert row["n_layer_stats"] == row["n_ckpt"] * row["depth"]
+            assert row["n_sv"] == row["n_spec"] * row["depth"]
+        assert {"datasets", "runs", "checkpoints", "layers", "layer_stats", "schema_version"} <= set(corpus.tables())
+        # spectral columns are NULL exactly off the spectral snapshots
+        off = corpus.sql("SELECT count(*) AS n FROM layer_stats s JOIN checkpoints c USING (run_id, step) "
+                         "WHERE NOT c.is_spectral AND s.weight_sv IS NOT NULL")["n"][0]
+        assert off == 0
+        sat = corpus.sql("SELECT l.activation, s.saturation_fraction, s.dead_fraction FROM layer_stats s "
+                         "JOIN layers l USING (run_id, layer_index) WHERE s.weight_sv IS NOT NULL")
+        hidden = sat.filter(sat["activation"] != "identity")
+        assert hidden["saturation_fraction"].null_count() == 0
+        assert sat.filter(sat["activation"] == "relu")["dead_fraction"].null_count() == 0
+
+
+def test_reloaded_models_reproduce_stored_metrics(built_corpus) -> None:
+    """Acceptance: .model() evaluated on the stored split reproduces the stored test metric to 1e-6."""
+    with snapshot_loader.open(built_corpus["db"]) as corpus:
+        for run in corpus.runs().iter_rows(named=True):
+            X, y = corpus.split(run["run_id"], "test")
+            target_std = corpus.sql("SELECT target_std FROM datasets WHERE name = ?", [run["dataset"]]).item()
+            for step in corpus.steps(run["run_id"]):
+                stored = corpus.sql("SELECT * FROM checkpoints WHERE run_id = ? AND step = ?",
+                                    [run["run_id"], step]).row(0, named=True)
+                model = corpus.model(run["run_id"], step)
+                with torch.no_grad():
+                    out = model(X)
+                    loss = float(loss_function(run["task"])(out, y))
+                assert loss == pytest.approx(stored["test_loss"], abs=1e-6, rel=1e-6)
+                if run["task"] == "classification":
+                    m = classification_metrics(y.numpy(), torch.softmax(out.double(), 1).numpy())
+                    assert m["accuracy"] == pytest.approx(stored["test_accuracy"], abs=1e-6)
+                else:
+                    m = regression_metrics(y.numpy().ravel(), out.double().numpy().ravel(), target_std)
+                    assert m["r2"] == pytest.approx(stored["test_r2"], abs=1e-6)
+
+
+def test_probe_batch_is_the_stored_one(built_corpus) -> None:
+    with snapshot_loader.open(built_corpus["db"]) as corpus:
+        run_id = corpus.runs()["run_id"][0]
+        X, y = corpus.probe_batch(run_id)
+        rows = corpus.sql("SELECT rows FROM splits WHERE run_id = ? AND split = 'probe'", [run_id]).item()
+        n_probe = corpus.sql("SELECT n_probe FROM runs WHERE run_id = ?", [run_id]).item()
+        assert X.shape[0] == y.shape[0] == len(rows) == n_probe
+
+
+def test_ingest_again_adds_nothing(built_corpus) -> None:
+    before = snapshot_loader.open(built_corpus["db"])
+    n_before = before.sql("SELECT count(*) AS n FROM checkpoints")["n"][0]
+    before.close()
+    proc = run_cli("ingest", "--config", str(built_corpus["config"]), "--db", str(built_corpus["db"]),
+                   "--shards", str(built_corpus["shards"]), check=True)
+    assert "0 runs added, 6 already present" in proc.stderr
+    with snapshot_loader.open(built_corpus["db"]) as corpus:
+        assert corpus.sql("SELECT count(*) AS n FROM checkpoints")["n"][0] == n_before
+
+
+def test_report_is_self_contained(built_corpus) -> None:
+    html = (built_corpus["report"] / "index.html").read_text()
+    assert "<img src=\"data:image/png;base64," in html
+    # no external resource: every src/href is inline data or an in-page anchor
+    for attr in re.findall(r'(?:src|href)="([^"]*)"', html):
+        assert attr.startswith(("data:", "#")), attr
+    assert "http://" not in html and "https://" not in html
+    for section in ("Corpus overview", "Data sets", "Runs", "Training curves"):
+        assert section in html
+
+
+def test_figures_written_as_png_and_pdf(built_corpus) -> None:
+    names = {p.name for p in built_corpus["figures"].iterdir()}
+    assert {"overview_training_curves.png", "overview_training_curves.pdf"} <= names
+
+
+def test_plan_reports_progress(built_corpus) -> None:
+    proc = run_cli("plan", "--config", str(built_corpus["config"]), "--shards", str(built_corpus["shards"]),
+                   check=True)
+    assert "6 runs, 6 extracted, 0 to do" in proc.stdout

@@ -1,0 +1,91 @@
+"""Schedules, quality metrics against scikit-learn, and the model's block structure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as skm
+
+from pipeline.models.mlp import build_model, count_parameters
+from pipeline.runspec import RunSpec
+from pipeline.training.metrics import classification_metrics, regression_metrics
+from pipeline.training.schedule import metric_steps, spectral_steps, steps_per_epoch
+
+
+def test_metric_schedule_is_dense_early_and_sparse_late() -> None:
+    steps = metric_steps(10_000, 60)
+    assert steps[0] == 0 and steps[-1] == 10_000 and len(steps) == 60
+    gaps = np.diff(steps)
+    assert gaps[:10].max() < gaps[-10:].min()
+    assert (steps <= 0.06 * 10_000).sum() >= 14  # a quarter of the checkpoints in the first 6 %
+
+
+def test_short_runs_get_fewer_distinct_checkpoints() -> None:
+    steps = metric_steps(20, 60)
+    assert len(steps) == len(set(steps.tolist())) <= 21 and steps[-1] == 20
+
+
+def test_spectral_snapshots_are_checkpoints_including_first_and_last() -> None:
+    metric = metric_steps(5_000, 80)
+    spectral = spectral_steps(metric, 10)
+    assert set(spectral.tolist()) <= set(metric.tolist())
+    assert spectral[0] == 0 and spectral[-1] == 5_000 and len(spectral) == 10
+    assert list(spectral_steps(metric[:5], 10)) == list(metric[:5])
+
+
+def test_steps_per_epoch_drops_a_single_leftover_row() -> None:
+    assert steps_per_epoch(65, 32) == 2  # 32 + 32 + 1: the single row is dropped
+    assert steps_per_epoch(66, 32) == 3
+    assert steps_per_epoch(10, 32) == 1
+
+
+def test_classification_metrics_match_sklearn() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=200)
+    proba = rng.dirichlet(np.ones(3), size=200)
+    m = classification_metrics(y, proba)
+    pred = proba.argmax(1)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["precision"] == pytest.approx(skm.precision_score(y, pred, average="macro", zero_division=0))
+    assert m["recall"] == pytest.approx(skm.recall_score(y, pred, average="macro"))
+    assert m["f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert m["auc"] == pytest.approx(skm.roc_auc_score(y, proba, multi_class="ovr", average="macro"))
+
+
+def test_binary_auc_and_single_class_auc_is_null() -> None:
+    y = np.array([0, 1, 1, 0, 1])
+    proba = np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.6, 0.4], [0.9, 0.1]])
+    assert classification_metrics(y, proba)["auc"] == pytest.approx(skm.roc_auc_score(y, proba[:, 1]))
+    assert classification_metrics(np.zeros(5, dtype=int), proba)["auc"] is None
+
+
+def test_regression_metrics_match_sklearn_in_original_units() -> None:
+    rng = np.random.default_rng(1)
+    y, pred = rng.normal(size=50), rng.normal(size=50)
+    m = regression_metrics(y, pred, target_std=3.0)
+    assert m["r2"] == pytest.approx(skm.r2_score(y, pred))
+    assert m["mae"] == pytest.approx(3.0 * skm.mean_absolute_error(y, pred))
+    assert m["rmse"] == pytest.approx(3.0 * np.sqrt(skm.mean_squared_error(y, pred)))
+
+
+def test_model_blocks_follow_the_layer_index_convention() -> None:
+    spec = RunSpec(dataset="iris", size="custom", widths=(8, 6), norm="batchnorm", activation="tanh")
+    model = build_model(spec, d_in=4, d_out=3)
+    assert [b.linear.out_features for b in model.blocks] == [8, 6, 3]
+    assert [b.activation_name for b in model.blocks] == ["tanh", "tanh", "identity"]
+    assert count_parameters(model) == (4 * 8 + 8 + 16) + (8 * 6 + 6 + 12) + (6 * 3 + 3)
+    model.eval()
+    x = torch.randn(5, 4)
+    inter = model.intermediates(x)
+    torch.testing.assert_close(inter.output, model(x))
+    assert [u.shape[1] for u in inter.preacts] == [8, 6, 3]
+    assert all(float(lin.bias.detach().abs().max()) == 0.0 for lin in model.linears)
+
+
+def test_same_seed_same_initialization() -> None:
+    a = build_model(RunSpec(dataset="iris", init="xavier"), 4, 3)
+    b = build_model(RunSpec(dataset="iris", init="xavier"), 4, 3)
+    c = build_model(RunSpec(dataset="iris", init="xavier", seed=1), 4, 3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(a.blocks[0].linear.weight, c.blocks[0].linear.weight)
