@@ -9,6 +9,10 @@ import duckdb
 from pipeline.errors import SchemaError
 from snapshot_loader.schema import SCHEMA_VERSION, ddl
 
+#: Write files in a storage format that DuckDB 1.4+ reads, so the `duckdb` shell a user has
+#: (the pip `duckdb-cli` is 1.5) can open a corpus that the 2.x Python package wrote.
+STORAGE_COMPATIBILITY = "v1.4.0"
+
 
 def _stored_version(con: duckdb.DuckDBPyConnection, path: Path) -> int | None:
     has_table = con.execute(
@@ -32,7 +36,7 @@ def connect_writable(path: Path) -> duckdb.DuckDBPyConnection:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        con = duckdb.connect(str(path))
+        con = duckdb.connect(str(path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY})
     except duckdb.Error as exc:
         raise SchemaError(f"{path}: cannot open database: {str(exc).splitlines()[0]}") from None
     try:

@@ -36,6 +36,12 @@ dataset = "wine"
 norm = ["batchnorm", "layernorm"]
 size = "medium"
 dropout = 0.1
+
+[[study]]
+name = "train_fraction"
+[study.grid]
+dataset = "breast_cancer"
+train_fraction = [0.25, 1.0]
 """
 
 

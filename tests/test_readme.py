@@ -1,0 +1,27 @@
+"""The README's SQL examples run, as written, in the `duckdb` shell against a built corpus."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+QUERIES = re.findall(r"```sql\n(.*?)```", README.read_text(), flags=re.S)
+DUCKDB_CLI = Path(sys.executable).parent / "duckdb"
+
+
+def test_readme_has_sql_examples() -> None:
+    assert len(QUERIES) >= 3
+
+
+@pytest.mark.parametrize("query", QUERIES, ids=[q.splitlines()[0][3:40] for q in QUERIES])
+def test_readme_query_runs_in_the_duckdb_shell(built_corpus, query: str) -> None:
+    assert DUCKDB_CLI.exists(), "duckdb-cli is a dev dependency: `make setup` installs it"
+    proc = subprocess.run([str(DUCKDB_CLI), "-readonly", "-csv", str(built_corpus["db"]), "-c", query],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "Error" not in proc.stderr, proc.stderr
+    assert len(proc.stdout.strip().splitlines()) >= 2, f"query returned no rows:\n{proc.stdout}"
