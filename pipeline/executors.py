@@ -99,23 +99,29 @@ def _run_pool(specs, shards_dir, custom, workers, disable):
     events = manager.Queue()
     overall = tqdm(total=len(specs), desc="runs", unit="run", disable=disable, position=0)
     bars: dict[str, tqdm] = {}
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     try:
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_worker, s, shards_dir, custom, events): s for s in specs}
-            pending = set(futures)
-            while pending:
-                done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
-                _drain(events, bars, disable)
-                for fut in done:
-                    spec = futures[fut]
-                    try:
-                        outcomes.append(fut.result())
-                    except Exception as exc:
-                        failures.append(RunFailure(spec.run_id, _describe(exc)))
-                    bar = bars.pop(spec.run_id, None)
-                    if bar is not None:
-                        bar.close()
-                    overall.update()
+        futures = {pool.submit(_worker, s, shards_dir, custom, events): s for s in specs}
+        pending = set(futures)
+        while pending:
+            done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+            _drain(events, bars, disable)
+            for fut in done:
+                spec = futures[fut]
+                try:
+                    outcomes.append(fut.result())
+                except Exception as exc:
+                    failures.append(RunFailure(spec.run_id, _describe(exc)))
+                bar = bars.pop(spec.run_id, None)
+                if bar is not None:
+                    bar.close()
+                overall.update()
+        pool.shutdown(wait=True)
+    except BaseException:
+        # Interrupted: drop the queued runs instead of finishing them; runs in flight die with
+        # their workers or finish on their own, and either way leave a complete shard or none.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
     finally:
         for bar in bars.values():
             bar.close()
