@@ -253,7 +253,8 @@ def _make_spec(fields: dict, key: str, fail) -> RunSpec:
     for name in ("train_fraction", "label_noise", "dropout", "lr", "momentum", "weight_decay"):
         if name in fields:
             fields[name] = float(fields[name])
-    if fields.get("spectral_snapshots", 10) > fields.get("metric_checkpoints", 60):
+    n_spectral = fields.get("spectral_snapshots", RUN_FIELDS["spectral_snapshots"].default)
+    if n_spectral > fields.get("metric_checkpoints", RUN_FIELDS["metric_checkpoints"].default):
         raise fail(f"{key}.spectral_snapshots", "must not exceed metric_checkpoints")
     return RunSpec(**fields)
 

@@ -68,7 +68,7 @@ def build_report(db_path: Path, out_dir: Path) -> Path:
         figures = []
         for name, make in all_figures().items():
             fig = make(con)
-            figures.append({"name": name, "title": fig._suptitle.get_text() if fig._suptitle else name,
+            figures.append({"name": name, "title": fig.get_suptitle() or name,
                             "caption": _FIGURE_CAPTIONS.get(name, ""), "uri": figure_png_data_uri(fig)})
             plt.close(fig)
     finally:
