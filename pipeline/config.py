@@ -72,6 +72,8 @@ _NUMERIC = {
     "metric_checkpoints": (int, 2, 10_000, False),
     "spectral_snapshots": (int, 1, 1_000, False),
     "probe_size": (int, 1, 1 << 20, False),
+    "hessian_exact_limit": (int, 0, 20_000, False),
+    "hvp_budget": (int, 20, 100_000, False),
     "seed": (int, 0, 2**31 - 1, False),
 }
 

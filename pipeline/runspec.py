@@ -50,6 +50,8 @@ class RunSpec:
     metric_checkpoints: int = 60
     spectral_snapshots: int = 10
     probe_size: int = 256
+    hessian_exact_limit: int = 1000
+    hvp_budget: int = 150
     seed: int = 0
 
     @property

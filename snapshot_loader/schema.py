@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # name -> list of (column, DuckDB type); PRIMARY KEYs below.
 TABLES: dict[str, list[tuple[str, str]]] = {
@@ -28,7 +28,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("activation", "VARCHAR"), ("norm", "VARCHAR"), ("dropout", "DOUBLE"), ("init", "VARCHAR"),
         ("optimizer", "VARCHAR"), ("lr", "DOUBLE"), ("momentum", "DOUBLE"), ("weight_decay", "DOUBLE"),
         ("batch_size", "INTEGER"), ("epochs", "INTEGER"), ("metric_checkpoints", "INTEGER"),
-        ("spectral_snapshots", "INTEGER"), ("probe_size", "INTEGER"), ("seed", "INTEGER"),
+        ("spectral_snapshots", "INTEGER"), ("probe_size", "INTEGER"), ("hessian_exact_limit", "INTEGER"),
+        ("hvp_budget", "INTEGER"), ("seed", "INTEGER"), ("device", "VARCHAR"),
         ("config_json", "VARCHAR"), ("n_params", "BIGINT"), ("n_train", "INTEGER"), ("n_test", "INTEGER"),
         ("n_probe", "INTEGER"), ("n_noisy", "INTEGER"), ("total_steps", "INTEGER"), ("final_step", "INTEGER"),
         ("status", "VARCHAR"), ("diverged_step", "INTEGER"), ("torch_version", "VARCHAR"),
@@ -57,7 +58,19 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("weight_spectral_norm", "DOUBLE"), ("grad_sv", "DOUBLE[]"), ("grad_rank", "INTEGER"),
         ("grad_stable_rank", "DOUBLE"), ("grad_spectral_norm", "DOUBLE"), ("alignment", "DOUBLE"),
         ("adjacent_similarity", "DOUBLE"), ("adjacent_k", "INTEGER"), ("saturation_fraction", "DOUBLE"),
-        ("dead_fraction", "DOUBLE"),
+        ("dead_fraction", "DOUBLE"), ("gradient_pressure", "DOUBLE"), ("natural_gradient_norm", "DOUBLE"),
+        ("natural_gradient_converged", "BOOLEAN"),
+    ],
+    "hessian_spectra": [
+        ("run_id", "VARCHAR"), ("step", "INTEGER"), ("layer_index", "INTEGER"), ("kind", "VARCHAR"),
+        ("method", "VARCHAR"), ("n_probe", "INTEGER"), ("n_params", "INTEGER"), ("eigenvalues", "DOUBLE[]"),
+        ("trace", "DOUBLE"), ("trace_stderr", "DOUBLE"), ("top_eigenvalue", "DOUBLE"),
+        ("bottom_eigenvalue", "DOUBLE"), ("condition_number", "DOUBLE"), ("effective_rank", "DOUBLE"),
+        ("log_abs_det", "DOUBLE"), ("n_zero", "INTEGER"), ("std", "DOUBLE"), ("skewness", "DOUBLE"),
+        ("negative_mass", "DOUBLE"), ("symmetry", "DOUBLE"), ("near_zero_fraction", "DOUBLE"),
+        ("bias_share", "DOUBLE"), ("bias_share_baseline", "DOUBLE"), ("exactly_zero", "BOOLEAN"),
+        ("converged", "BOOLEAN"), ("n_hvp", "INTEGER"), ("density_grid", "DOUBLE[]"), ("density", "DOUBLE[]"),
+        ("seconds", "DOUBLE"),
     ],
     "weights": [
         ("run_id", "VARCHAR"), ("step", "INTEGER"), ("layer_index", "INTEGER"), ("tensor", "VARCHAR"),
@@ -75,6 +88,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "layer_stats": ("run_id", "step", "layer_index"),
     "weights": ("run_id", "step", "layer_index", "tensor"),
     "timings": ("run_id", "step", "what"),
+    "hessian_spectra": ("run_id", "step", "layer_index", "kind"),
 }
 
 #: Tables a run's shard holds (``datasets`` rows are shared: inserted once per data set).

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import torch
 
+from pipeline.curvature.engine import CurvatureSettings, curvature_snapshot
 from pipeline.datasets.run_data import RunData
 from pipeline.models.mlp import MLP
 from pipeline.snapshot.saturation import saturation_stats
@@ -79,8 +80,11 @@ def evaluate_checkpoint(model: MLP, data: RunData, tensors: dict, loss_fn) -> tu
     return row, layers, grads
 
 
-def spectral_snapshot(model: MLP, probe_X: torch.Tensor, grads: list) -> tuple[list[dict], list[dict]]:
-    """Per-layer spectral columns of ``layer_stats`` and the ``weights`` rows of every block tensor."""
+def spectral_snapshot(model: MLP, probe: tuple[torch.Tensor, torch.Tensor], grads: list, loss_fn, task: str,
+                      settings: CurvatureSettings, seed: int, step: int) -> tuple[list[dict], list[dict], list[dict]]:
+    """Per-layer spectral columns of ``layer_stats``, the ``weights`` rows of every block tensor, and
+    the ``hessian_spectra`` rows (local, loss and Gauss-Newton spectra of every layer)."""
+    probe_X = probe[0]
     was_training = model.training
     model.eval()
     try:
@@ -88,6 +92,7 @@ def spectral_snapshot(model: MLP, probe_X: torch.Tensor, grads: list) -> tuple[l
             inter = model.intermediates(probe_X)
     finally:
         model.train(was_training)
+    hessian_rows, curvature = curvature_snapshot(model, *probe, loss_fn, task, settings, seed, step)
     weights = [lin.weight.detach() for lin in model.linears]
     stats, weight_rows = [], []
     for i, (block, (gw, _)) in enumerate(zip(model.blocks, grads, strict=True)):
@@ -100,9 +105,10 @@ def spectral_snapshot(model: MLP, probe_X: torch.Tensor, grads: list) -> tuple[l
             "grad_sv": gs.singular_values, "grad_rank": gs.numerical_rank, "grad_stable_rank": gs.stable_rank,
             "grad_spectral_norm": gs.spectral_norm, "alignment": weight_gradient_alignment(weights[i], gw),
             "adjacent_similarity": sim, "adjacent_k": k, "saturation_fraction": saturated, "dead_fraction": dead,
+            **curvature[i],
         })
         for name, tensor in block.state_dict().items():
             weight_rows.append({"layer_index": i, "tensor": name, "shape": list(tensor.shape),
                                 # a copy: a view would follow the parameters as training goes on
                                 "values": tensor.detach().reshape(-1).float().numpy().copy()})
-    return stats, weight_rows
+    return stats, weight_rows, hessian_rows

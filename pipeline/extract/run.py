@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.curvature.engine import CurvatureSettings
 from pipeline.datasets.registry import DatasetSpec, get_spec
 from pipeline.datasets.run_data import RunData, prepared_dataset, run_data
 from pipeline.extract.checkpoint import evaluate_checkpoint, spectral_snapshot
@@ -37,7 +38,7 @@ class RunOutcome:
 
 
 def extract_run(spec: RunSpec, shards_dir: Path, custom: dict[str, DatasetSpec] | None = None,
-                progress: ProgressFn | None = None) -> RunOutcome:
+                progress: ProgressFn | None = None, device: str = "cpu") -> RunOutcome:
     """Train and measure one run unless its shard is already complete; write the shard atomically."""
     run_id = spec.run_id
     if shard_is_complete(shards_dir / run_id):
@@ -46,7 +47,7 @@ def extract_run(spec: RunSpec, shards_dir: Path, custom: dict[str, DatasetSpec] 
     torch.set_num_threads(1)
     try:
         t0 = time.perf_counter()
-        rows = train_and_measure(spec, custom, progress)
+        rows = train_and_measure(spec, custom, progress, device)
         write_shard(shards_dir, run_id, rows)
         return RunOutcome(run_id, rows["runs"][0]["status"], time.perf_counter() - t0)
     finally:
@@ -54,8 +55,11 @@ def extract_run(spec: RunSpec, shards_dir: Path, custom: dict[str, DatasetSpec] 
 
 
 def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = None,
-                      progress: ProgressFn | None = None) -> dict[str, list[dict]]:
-    """Train the run and return its rows, table by table (see snapshot_loader.schema)."""
+                      progress: ProgressFn | None = None, device: str = "cpu") -> dict[str, list[dict]]:
+    """Train the run and return its rows, table by table (see snapshot_loader.schema).
+
+    Training runs on the CPU; ``device`` is where the curvature engine works (results agree to
+    float tolerance, not bitwise, across devices)."""
     t_start = time.perf_counter()
     run_id = spec.run_id
     dataset = prepared_dataset(spec.dataset, custom)
@@ -72,14 +76,18 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
     spectral_at = set(spectral_steps(metric_at, spec.spectral_snapshots).tolist())
     metric_set = set(metric_at.tolist())
 
-    rows: dict[str, list[dict]] = {k: [] for k in ("checkpoints", "layer_stats", "weights", "timings")}
+    settings = CurvatureSettings(spec.hessian_exact_limit, spec.hvp_budget, "sum", device)
+    rows: dict[str, list[dict]] = {k: [] for k in ("checkpoints", "layer_stats", "weights", "timings",
+                                                   "hessian_spectra")}
     status, diverged_step, final_step = "complete", None, 0
 
     def checkpoint(step: int) -> None:
         t = time.perf_counter()
         row, layer_rows, grads = evaluate_checkpoint(model, data, tensors, loss_fn)
         is_spectral = step in spectral_at
-        spectral, weights = (spectral_snapshot(model, tensors["probe"][0], grads) if is_spectral else (None, []))
+        spectral, weights, hessians = (spectral_snapshot(model, tensors["probe"], grads, loss_fn, dataset.task,
+                                                         settings, spec.seed, step)
+                                       if is_spectral else (None, [], []))
         seconds = time.perf_counter() - t
         rows["checkpoints"].append({"run_id": run_id, "step": step, "epoch": step / per_epoch,
                                     "is_spectral": is_spectral, **row, "wall_seconds": seconds})
@@ -88,6 +96,8 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
                                         **(spectral[i] if spectral else {})})
         for w in weights:
             rows["weights"].append({"run_id": run_id, "step": step, **w})
+        for h in hessians:
+            rows["hessian_spectra"].append({"run_id": run_id, "step": step, **h})
         rows["timings"].append({"run_id": run_id, "step": step,
                                 "what": "spectral" if is_spectral else "metrics", "seconds": seconds})
 
@@ -123,8 +133,8 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
         status, diverged_step, final_step = "diverged", step, last_ckpt
         rows["timings"] = [t for t in rows["timings"] if t["step"] <= last_ckpt]
 
-    rows["runs"] = [_run_row(spec, dataset, data, model, total, final_step, status, diverged_step,
-                             time.perf_counter() - t_start)]
+    rows["runs"] = [{**_run_row(spec, dataset, data, model, total, final_step, status, diverged_step,
+                                time.perf_counter() - t_start), "device": device}]
     rows["layers"] = [_layer_row(run_id, i, block) for i, block in enumerate(model.blocks)]
     rows["splits"] = [{"run_id": run_id, "split": s, "rows": r.astype(np.int32)}
                       for s, r in (("train", data.train_rows), ("test", data.test_rows), ("probe", data.probe_rows))]

@@ -1,0 +1,119 @@
+"""The local Hessian of a block (DESIGN definition 1; paper 001, definitions 5-6, Algorithm 1).
+
+H_i = d^2 S_i / d theta_i^2 with S_i(theta_i) = (1/N) sum_n phi(A(norm(W z_n + b))), z_n fixed.
+
+Closed form (Linear + elementwise A, with no norm or with batch norm in eval mode, which is the
+per-unit affine map u = a_j (W z + b)_j + c_j): in neuron order H_i is block diagonal with q blocks
+of size d + 1,
+
+    block_j = (1/N) sum_n c_nj z~_n z~_n^T,   z~ = [z; 1],
+    c_nj = a_j^2 A''(u_nj)                          phi = sum
+         = a_j^2 A''(u_nj) / q                      phi = mean
+         = a_j^2 (A'(u_nj)^2 + A(u_nj) A''(u_nj))   phi = half_sq_norm
+
+so its eigenvalues are those of the q small blocks and the dense matrix is never formed. It is
+exactly zero iff phi is linear (sum, mean) and A'' = 0 (ReLU, identity). Each block has rank at most
+min(N, d + 1). Layer norm couples the units, so it has no such form: ``vmap`` or ``autograd_rows``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.curvature.activations import ELEMENTWISE, activation_derivatives, has_zero_second_derivative
+from pipeline.curvature.dense_hessian import dense_hessian
+from pipeline.curvature.objective import PHIS, local_objective, neuron_order
+
+LOCAL_METHODS = ("closed_form", "vmap", "autograd_rows")
+
+
+@dataclass(frozen=True)
+class LocalHessianBlocks:
+    """blocks: (q, d + 1, d + 1), neuron j's block with coordinates (w_j, b_j)."""
+
+    blocks: torch.Tensor
+
+    @property
+    def q(self) -> int:
+        return self.blocks.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.blocks.shape[1] - 1
+
+    def eigenvalues(self) -> torch.Tensor:
+        """All q (d + 1) eigenvalues, ascending."""
+        return torch.linalg.eigvalsh(self.blocks).reshape(-1).sort().values
+
+    def eigh(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-block (values (q, d + 1), vectors (q, d + 1, d + 1)); vectors[j, :, k] is in block j."""
+        return torch.linalg.eigh(self.blocks)
+
+    def bias_share(self, eigh: tuple[torch.Tensor, torch.Tensor] | None = None) -> float | None:
+        """sum_k |lambda_k| u_k[bias]^2 / sum_k |lambda_k|: the bias is the last coordinate of each block.
+        ``eigh``: the result of ``self.eigh()`` when the caller already has it."""
+        values, vectors = eigh if eigh is not None else self.eigh()
+        total = values.abs().sum()
+        if total == 0:
+            return None
+        return float((values.abs() * vectors[:, -1, :] ** 2).sum() / total)
+
+    def dense(self, order: str = "torch") -> torch.Tensor:
+        """The full matrix (tests and small layers only): block diagonal in neuron order."""
+        h = torch.block_diag(*self.blocks)
+        if order == "neuron":
+            return h
+        perm = torch.as_tensor(np.argsort(neuron_order(self.q, self.d)), device=h.device)
+        return h[perm][:, perm]
+
+
+def closed_form_applies(block: nn.Module) -> bool:
+    norm_ok = isinstance(block.norm, nn.Identity | nn.BatchNorm1d)
+    return norm_ok and block.activation_name in ELEMENTWISE and not block.training
+
+
+def local_hessian_closed_form(block: nn.Module, z: torch.Tensor, phi: str = "sum") -> LocalHessianBlocks:
+    """The q diagonal blocks of H_i in neuron order. block: a Block in eval mode; z: (N, d)."""
+    if not closed_form_applies(block):
+        raise ValueError("closed form needs Linear + elementwise activation, no norm or batch norm, eval mode")
+    if phi not in PHIS:
+        raise ValueError(f"unknown phi {phi!r}")
+    lin = block.linear
+    z = z.detach()
+    u = z @ lin.weight.detach().T + lin.bias.detach()
+    scale = torch.ones(u.shape[1], dtype=u.dtype, device=u.device)
+    if isinstance(block.norm, nn.BatchNorm1d):
+        bn = block.norm
+        scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+        u = (u - bn.running_mean) * scale + bn.bias.detach()
+    a, d1, d2 = activation_derivatives(u, block.activation_name)
+    if phi == "sum":
+        c = d2
+    elif phi == "mean":
+        c = d2 / u.shape[1]
+    else:
+        c = d1 * d1 + a * d2
+    c = c * scale**2
+    zt = torch.cat([z, torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)], dim=1)
+    blocks = torch.einsum("nj,nk,nl->jkl", c, zt, zt) / z.shape[0]
+    return LocalHessianBlocks(blocks)
+
+
+def is_exactly_zero(block: nn.Module, phi: str) -> bool:
+    """True when the local Hessian vanishes identically: linear phi and A'' = 0, with no layer norm."""
+    return (phi in ("sum", "mean") and has_zero_second_derivative(block.activation_name)
+            and not isinstance(block.norm, nn.LayerNorm))
+
+
+def local_hessian_dense(block: nn.Module, z: torch.Tensor, phi: str = "sum", method: str = "vmap") -> torch.Tensor:
+    """The dense local Hessian in torch order by ``vmap``, ``autograd_rows`` or ``closed_form``."""
+    if method == "closed_form":
+        return local_hessian_closed_form(block, z, phi).dense("torch")
+    dense_method = {"vmap": "vmap", "autograd_rows": "rows"}.get(method)
+    if dense_method is None:
+        raise ValueError(f"unknown local Hessian method {method!r} (choose from {', '.join(LOCAL_METHODS)})")
+    return dense_hessian(local_objective(block, z, phi), dense_method)

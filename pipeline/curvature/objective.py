@@ -1,0 +1,100 @@
+"""Scalar objectives of one block's parameters theta_i = (vec W_i, b_i), in torch order.
+
+Torch order puts W row-major first (W[j, k] at j * d + k) and then b (b_j at q * d + j); the
+paper's neuron order (w_1, b_1, ..., w_q, b_q) is a permutation of it (``neuron_order``), and
+eigenvalues do not depend on which is used.
+
+- ``local_objective``: S_i(theta_i) = (1/N) sum_n phi(A(norm(W z_n + b))), z_n fixed (definition 1);
+- ``loss_objective``: L(theta_i) = mean training loss of the whole model on (X, y) with every other
+  parameter fixed (definition 2).
+
+Both need the module in eval mode (dropout off, batch norm on running statistics); the caller
+passes float64 modules for exact work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+PHIS = ("sum", "mean", "half_sq_norm")
+
+
+@dataclass(frozen=True)
+class BlockObjective:
+    """f: (p,) -> scalar, evaluated around theta0; bias coordinates are the last q entries."""
+
+    f: Callable[[torch.Tensor], torch.Tensor]
+    theta0: torch.Tensor
+    q: int
+    d: int
+
+    @property
+    def n_params(self) -> int:
+        return self.q * (self.d + 1)
+
+    @property
+    def bias_mask(self) -> np.ndarray:
+        mask = np.zeros(self.n_params, dtype=bool)
+        mask[self.q * self.d:] = True
+        return mask
+
+
+def neuron_order(q: int, d: int) -> np.ndarray:
+    """perm with H_neuron = H_torch[perm][:, perm]: neuron j's (w_j, b_j) in torch indices."""
+    perm = np.empty(q * (d + 1), dtype=np.int64)
+    for j in range(q):
+        perm[j * (d + 1): j * (d + 1) + d] = np.arange(j * d, (j + 1) * d)
+        perm[j * (d + 1) + d] = q * d + j
+    return perm
+
+
+def aggregate(y: torch.Tensor, phi: str) -> torch.Tensor:
+    """phi over the q outputs of each point: (N, q) -> (N,)."""
+    if phi == "sum":
+        return y.sum(-1)
+    if phi == "mean":
+        return y.mean(-1)
+    if phi == "half_sq_norm":
+        return 0.5 * (y * y).sum(-1)
+    raise ValueError(f"unknown phi {phi!r} (choose from {', '.join(PHIS)})")
+
+
+def _flat(linear: nn.Linear) -> torch.Tensor:
+    return torch.cat([linear.weight.detach().reshape(-1), linear.bias.detach()])
+
+
+def local_objective(block: nn.Module, z: torch.Tensor, phi: str = "sum") -> BlockObjective:
+    """S(theta) for a Block (``.linear``, ``.norm``, ``.activation``) with input z: (N, d)."""
+    q, d = block.linear.weight.shape
+    fixed = {k: v.detach() for k, v in block.named_parameters() if not k.startswith("linear.")}
+    buffers = dict(block.named_buffers())
+    z = z.detach()
+
+    def f(theta: torch.Tensor) -> torch.Tensor:
+        params = {**fixed, "linear.weight": theta[: q * d].view(q, d), "linear.bias": theta[q * d:]}
+        u = functional_call(block, (params, buffers), (z,))
+        return aggregate(u, phi).mean()
+
+    return BlockObjective(f, _flat(block.linear), q, d)
+
+
+def loss_objective(model: nn.Module, layer_index: int, X: torch.Tensor, y: torch.Tensor,
+                   loss_fn: nn.Module) -> BlockObjective:
+    """L(theta_i) for block ``layer_index`` of an MLP (``model.blocks[i].linear``)."""
+    linear = model.blocks[layer_index].linear
+    q, d = linear.weight.shape
+    prefix = f"blocks.{layer_index}.linear."
+    fixed = {k: v.detach() for k, v in model.named_parameters() if not k.startswith(prefix)}
+    buffers = dict(model.named_buffers())
+
+    def f(theta: torch.Tensor) -> torch.Tensor:
+        params = {**fixed, prefix + "weight": theta[: q * d].view(q, d), prefix + "bias": theta[q * d:]}
+        return loss_fn(functional_call(model, (params, buffers), (X,)), y)
+
+    return BlockObjective(f, _flat(linear), q, d)
