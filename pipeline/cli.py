@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     p.add_argument("--executor", choices=("process", "inline"), default="process")
     p.add_argument("--limit", type=int, default=None, help="extract at most this many runs (in plan order)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the curvature engine runs (CPU when no GPU is present)")
 
     p = sub.add_parser("ingest", help="load complete shards of the config's runs into the database")
     _add_common(p)
@@ -65,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--shards", type=Path, default=DEFAULT_SHARDS)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--out", type=Path, default=DEFAULT_REPORT)
 
     p = sub.add_parser("datasets", help="list the built-in data sets")
@@ -103,10 +106,23 @@ def cmd_extract(args) -> None:
     config = load_config(args.config)
     if args.workers < 1:
         raise PipelineError(f"--workers: must be at least 1, got {args.workers}")
-    runs = config.runs()[: args.limit] if args.limit else config.runs()
+    if args.limit is not None and args.limit < 1:
+        raise PipelineError(f"--limit: must be at least 1, got {args.limit}")
+    if args.shards.exists() and not args.shards.is_dir():
+        raise PipelineError(f"--shards: {args.shards} exists and is not a folder")
+    runs = config.runs()[: args.limit] if args.limit is not None else config.runs()
+    device = args.device
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("extract: --device cuda but no GPU is present: the curvature engine runs on the CPU",
+                  file=sys.stderr)
+            device = "cpu"
     t0 = time.perf_counter()
     outcomes, failures = run_extraction(runs, args.shards, _custom_specs(config), workers=args.workers,
-                                        executor=args.executor, show_progress=False if args.quiet else None)
+                                        executor=args.executor, show_progress=False if args.quiet else None,
+                                        device=device)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("complete", "diverged", "skipped")}
     print(f"extract: {counts['complete']} complete, {counts['diverged']} diverged, {counts['skipped']} already "
           f"done, {len(failures)} failed in {time.perf_counter() - t0:.1f} s", file=sys.stderr)

@@ -27,6 +27,7 @@ names the file and the key, e.g. ``configs/x.toml: study[0].grid.activation: unk
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import tomllib
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from pipeline.runspec import (
 )
 
 _TOP_KEYS = {"corpus", "run", "study", "dataset"}
+#: Run fields a config may set (the dataset digest is derived, never written by hand).
+USER_FIELDS = set(RUN_FIELDS) - {"dataset_digest"}
 _CORPUS_KEYS = {"name", "description"}
 _STUDY_KEYS = {"name", "description", "grid"}
 _CUSTOM_DATASET_KEYS = {"name", "path", "target", "task", "description"}
@@ -87,6 +90,7 @@ class CustomDataset:
     target: str
     task: str
     description: str = ""
+    digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ def parse_config(raw: dict, where: str = "<config>", base_dir: Path | None = Non
     known_datasets = _known_dataset_names() | {c.name for c in custom}
 
     run_defaults = _table(raw.get("run", {}), "run", fail)
-    _check_keys(run_defaults, set(RUN_FIELDS), "run.", fail)
+    _check_keys(run_defaults, USER_FIELDS, "run.", fail)
     for key, value in run_defaults.items():
         _check_value(key, value, f"run.{key}", known_datasets, fail)
 
@@ -172,8 +176,9 @@ def parse_config(raw: dict, where: str = "<config>", base_dir: Path | None = Non
             raise fail(f"{key}.name", f"duplicate study name {sname!r}")
         names.add(sname)
         grid = _table(study_raw.get("grid", {}), f"{key}.grid", fail)
-        _check_keys(grid, set(RUN_FIELDS), f"{key}.grid.", fail)
-        runs = _expand_grid(run_defaults, grid, f"{key}.grid", known_datasets, fail)
+        _check_keys(grid, USER_FIELDS, f"{key}.grid.", fail)
+        runs = _expand_grid(run_defaults, grid, f"{key}.grid", known_datasets, fail,
+                            {c.name: c.digest for c in custom})
         studies.append(Study(sname, _string(study_raw.get("description", ""), f"{key}.description", fail),
                              tuple(runs)))
     return CorpusConfig(Path(where), name, description, tuple(studies), tuple(custom))
@@ -191,6 +196,7 @@ def _parse_custom_datasets(items, base_dir: Path, fail) -> list[CustomDataset]:
     from pipeline.datasets.registry import REGISTRY
 
     out = []
+    seen: set[str] = set()
     for i, item in enumerate(items):
         key = f"dataset[{i}]"
         item = _table(item, key, fail)
@@ -201,6 +207,9 @@ def _parse_custom_datasets(items, base_dir: Path, fail) -> list[CustomDataset]:
         name = _string(item["name"], f"{key}.name", fail)
         if name in REGISTRY:
             raise fail(f"{key}.name", f"{name!r} is a built-in data set; choose another name")
+        if name in seen:
+            raise fail(f"{key}.name", f"duplicate dataset name {name!r}")
+        seen.add(name)
         task = _string(item["task"], f"{key}.task", fail)
         if task not in _TASKS:
             raise fail(f"{key}.task", f"unknown task {task!r} (choose from {', '.join(_TASKS)})")
@@ -210,12 +219,24 @@ def _parse_custom_datasets(items, base_dir: Path, fail) -> list[CustomDataset]:
             raise fail(f"{key}.path", f"{path}: only .csv and .parquet files are supported")
         if not path.is_file():
             raise fail(f"{key}.path", f"{path}: file not found")
-        out.append(CustomDataset(name, path.resolve(), _string(item["target"], f"{key}.target", fail), task,
-                                 _string(item.get("description", ""), f"{key}.description", fail)))
+        target = _string(item["target"], f"{key}.target", fail)
+        out.append(CustomDataset(name, path.resolve(), target, task,
+                                 _string(item.get("description", ""), f"{key}.description", fail),
+                                 _file_digest(path, target, task)))
     return out
 
 
-def _expand_grid(defaults: dict, grid: dict, key: str, known_datasets: set[str], fail) -> list[RunSpec]:
+def _file_digest(path: Path, target: str, task: str) -> str:
+    """What makes a user's data set itself: the file's bytes, the target column and the task."""
+    h = hashlib.sha256(f"{target}\0{task}\0".encode())
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _expand_grid(defaults: dict, grid: dict, key: str, known_datasets: set[str], fail,
+                 digests: dict[str, str]) -> list[RunSpec]:
     axes: list[tuple[str, list]] = []
     for name, value in grid.items():
         if name == "widths":  # a list of ints is one architecture; a list of lists is an axis
@@ -233,6 +254,7 @@ def _expand_grid(defaults: dict, grid: dict, key: str, known_datasets: set[str],
     runs = []
     for combo in itertools.product(*(vals for _, vals in axes)):
         fields = {**defaults, **dict(zip((n for n, _ in axes), combo, strict=True))}
+        fields["dataset_digest"] = digests.get(fields["dataset"], "")
         runs.append(_make_spec(fields, key, fail))
     return runs
 
@@ -258,6 +280,8 @@ def _make_spec(fields: dict, key: str, fail) -> RunSpec:
     n_spectral = fields.get("spectral_snapshots", RUN_FIELDS["spectral_snapshots"].default)
     if n_spectral > fields.get("metric_checkpoints", RUN_FIELDS["metric_checkpoints"].default):
         raise fail(f"{key}.spectral_snapshots", "must not exceed metric_checkpoints")
+    if fields.get("norm") == "batchnorm" and fields.get("batch_size", RUN_FIELDS["batch_size"].default) < 2:
+        raise fail(f"{key}.batch_size", "batch norm needs batches of at least 2 rows")
     return RunSpec(**fields)
 
 

@@ -45,11 +45,12 @@ def shards_lock(shards_dir: Path) -> Iterator[None]:
         yield
 
 
-def _worker(spec: RunSpec, shards_dir: Path, custom: dict[str, DatasetSpec] | None, events) -> RunOutcome:
+def _worker(spec: RunSpec, shards_dir: Path, custom: dict[str, DatasetSpec] | None, events,
+            device: str = "cpu") -> RunOutcome:
     def progress(step: int, total: int) -> None:
         events.put((spec.run_id, step, total))
 
-    return extract_run(spec, shards_dir, custom, progress if events is not None else None)
+    return extract_run(spec, shards_dir, custom, progress if events is not None else None, device)
 
 
 def _describe(exc: BaseException) -> str:
@@ -57,20 +58,20 @@ def _describe(exc: BaseException) -> str:
 
 
 def run_extraction(specs: list[RunSpec], shards_dir: Path, custom: dict[str, DatasetSpec] | None = None,
-                   workers: int = 1, executor: str = "process",
-                   show_progress: bool | None = None) -> tuple[list[RunOutcome], list[RunFailure]]:
+                   workers: int = 1, executor: str = "process", show_progress: bool | None = None,
+                   device: str = "cpu") -> tuple[list[RunOutcome], list[RunFailure]]:
     """Extract every run whose shard is not complete yet. Returns (outcomes, failures)."""
     disable = None if show_progress is None else not show_progress
     with shards_lock(shards_dir):
         remove_stale_temps(shards_dir)
         if executor == "inline":
-            return _run_inline(specs, shards_dir, custom, disable)
+            return _run_inline(specs, shards_dir, custom, disable, device)
         if executor == "process":
-            return _run_pool(specs, shards_dir, custom, max(1, workers), disable)
+            return _run_pool(specs, shards_dir, custom, max(1, workers), disable, device)
         raise PipelineError(f"unknown executor {executor!r} (choose from inline, process)")
 
 
-def _run_inline(specs, shards_dir, custom, disable):
+def _run_inline(specs, shards_dir, custom, disable, device):
     outcomes, failures = [], []
     overall = tqdm(total=len(specs), desc="runs", unit="run", disable=disable)
     for spec in specs:
@@ -82,7 +83,7 @@ def _run_inline(specs, shards_dir, custom, disable):
             bar.refresh()
 
         try:
-            outcomes.append(extract_run(spec, shards_dir, custom, progress))
+            outcomes.append(extract_run(spec, shards_dir, custom, progress, device))
         except Exception as exc:  # one bad run must not stop the corpus
             failures.append(RunFailure(spec.run_id, _describe(exc)))
         finally:
@@ -92,7 +93,7 @@ def _run_inline(specs, shards_dir, custom, disable):
     return outcomes, failures
 
 
-def _run_pool(specs, shards_dir, custom, workers, disable):
+def _run_pool(specs, shards_dir, custom, workers, disable, device):
     ctx = mp.get_context("spawn")
     outcomes, failures = [], []
     manager = ctx.Manager()
@@ -101,7 +102,7 @@ def _run_pool(specs, shards_dir, custom, workers, disable):
     bars: dict[str, tqdm] = {}
     pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     try:
-        futures = {pool.submit(_worker, s, shards_dir, custom, events): s for s in specs}
+        futures = {pool.submit(_worker, s, shards_dir, custom, events, device): s for s in specs}
         pending = set(futures)
         while pending:
             done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)

@@ -53,6 +53,8 @@ class RunSpec:
     hessian_exact_limit: int = 1000
     hvp_budget: int = 150
     seed: int = 0
+    #: For a user's own file: a digest of its bytes, target and task (set by the config loader).
+    dataset_digest: str = ""
 
     @property
     def run_id(self) -> str:
@@ -70,9 +72,15 @@ class RunSpec:
         return cls(**d)
 
 
+#: Fields left out of the hash while they hold this value, so that adding an optional field keeps
+#: the ids of every run that does not use it.
+HASH_OMIT_AT_DEFAULT = {"dataset_digest": ""}
+
+
 def run_id_of(spec: RunSpec) -> str:
-    """Stable id: sha256 of the canonical JSON (sorted keys, floats as repr) of all fields."""
-    payload = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
+    """Stable id: sha256 of the canonical JSON (sorted keys) of all fields but HASH_OMIT_AT_DEFAULT's."""
+    d = {k: v for k, v in spec.to_dict().items() if HASH_OMIT_AT_DEFAULT.get(k, object()) != v}
+    payload = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -97,7 +97,8 @@ class Corpus:
         """The network at a spectral snapshot, rebuilt from the stored tensors, in eval mode."""
         spec = self.run_spec(run_id)
         dataset = self._dataset(spec)
-        model = build_model(spec, dataset.X.shape[1], dataset.output_dim)
+        with torch.random.fork_rng():  # build_model seeds torch; keep the caller's generator as it was
+            model = build_model(spec, dataset.X.shape[1], dataset.output_dim)
         rows = self._con.execute("SELECT layer_index, tensor, shape, \"values\" FROM weights "
                                  "WHERE run_id = ? AND step = ?", [run_id, step]).fetchall()
         if not rows:

@@ -54,8 +54,10 @@ def ingest_shards(db_path: Path, shards_dir: Path, studies: list[tuple[str, str,
                 continue
             _ingest_one(con, folder)
             report.ingested.append(run_id)
-        if studies:
-            con.executemany("INSERT OR IGNORE INTO studies VALUES (?, ?, ?)", studies)
+        held = present | set(report.ingested)
+        rows = [s for s in studies or [] if s[2] in held]
+        if rows:
+            con.executemany("INSERT OR IGNORE INTO studies VALUES (?, ?, ?)", rows)
     finally:
         con.close()
     return report

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import torch
 
 import snapshot_loader
 from pipeline.errors import SchemaError
@@ -115,3 +116,34 @@ def test_stale_temp_folders_are_cleared_and_never_ingested(tmp_path: Path) -> No
 
     run_extraction([RunSpec(dataset="iris", **TINY)], shards, executor="inline", show_progress=False)
     assert not stale.exists()
+
+
+def test_non_finite_outputs_at_a_checkpoint_mark_the_run_diverged(monkeypatch) -> None:
+    """Weights that turn NaN exactly at a metric checkpoint must not reach the metrics (sklearn raises)."""
+    import pipeline.extract.run as run_module
+
+    real = run_module.make_optimizer
+
+    def poisoned(spec, params):
+        params = list(params)
+        opt = real(spec, params)
+        step = opt.step
+        count = {"n": 0}
+
+        def step_then_poison(*args, **kwargs):
+            out = step(*args, **kwargs)
+            count["n"] += 1
+            if count["n"] == 3:  # step 3 is a metric checkpoint of the dense early schedule
+                with torch.no_grad():
+                    params[0].fill_(float("nan"))
+            return out
+
+        opt.step = step_then_poison
+        return opt
+
+    monkeypatch.setattr(run_module, "make_optimizer", poisoned)
+    rows = run_module.train_and_measure(RunSpec(dataset="iris", epochs=5, metric_checkpoints=30,
+                                                spectral_snapshots=3, probe_size=32))
+    run = rows["runs"][0]
+    assert run["status"] == "diverged" and run["diverged_step"] == 3 and run["final_step"] < 3
+    assert max(c["step"] for c in rows["checkpoints"]) == run["final_step"]

@@ -41,6 +41,10 @@ MALFORMED = [
      "dataset[0].path", "file not found"),
     ("[run\nepochs = 3\n", "invalid TOML", "line 1"),
     ("[run]\nbatch_size = true\n" + STUDY, "run.batch_size", "expected an integer"),
+    ('[[study]]\nname = "s"\n[study.grid]\ndataset = "iris"\nnorm = "batchnorm"\nbatch_size = 1\n',
+     "study[0].grid.batch_size", "batch norm needs batches of at least 2"),
+    ("[run]\ndataset_digest = 'x'\n" + STUDY, "run.dataset_digest", "unknown key"),
+    ("[run]\nhvp_budget = 5\n" + STUDY, "run.hvp_budget", "out of range"),
 ]
 
 
@@ -90,7 +94,7 @@ def test_duplicate_runs_across_studies_are_planned_once() -> None:
 def test_run_id_is_stable_and_depends_on_every_field() -> None:
     spec = RunSpec(dataset="iris")
     # A literal: if this changes, every stored corpus loses track of its finished runs.
-    assert spec.run_id == RunSpec(dataset="iris").run_id == "1fa425ee33280c2b"
+    assert spec.run_id == RunSpec(dataset="iris").run_id == "71a80a81b31f5ca8"
     assert RunSpec(dataset="iris", seed=1).run_id != spec.run_id
     assert RunSpec(dataset="iris", lr=0.0011).run_id != spec.run_id
     assert RunSpec.from_dict(spec.to_dict()) == spec
@@ -124,3 +128,30 @@ def test_widths_list_is_one_architecture_and_list_of_lists_an_axis() -> None:
     assert [r.widths for r in one.runs()] == [(8, 4)] and one.runs()[0].size == "custom"
     axis = parse_config({"study": [{"name": "a", "grid": {"dataset": "iris", "widths": [[8], [8, 8]]}}]})
     assert sorted(r.widths for r in axis.runs()) == [(8,), (8, 8)]
+
+
+def _custom_config(tmp_path: Path, target: str = "y", task: str = "regression", twice: bool = False) -> Path:
+    entry = f'[[dataset]]\nname = "mine"\npath = "d.csv"\ntarget = "{target}"\ntask = "{task}"\n'
+    path = tmp_path / "c.toml"
+    path.write_text(entry * (2 if twice else 1) + '[[study]]\nname = "s"\n[study.grid]\ndataset = "mine"\n')
+    return path
+
+
+def test_custom_dataset_identity_enters_the_run_id(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text("a,y,z\n" + "".join(f"{i},{i % 3},{i * 2}\n" for i in range(30)))
+    base = load_config(_custom_config(tmp_path)).runs()[0].run_id
+    assert load_config(_custom_config(tmp_path)).runs()[0].run_id == base
+    assert load_config(_custom_config(tmp_path, target="z")).runs()[0].run_id != base
+    assert load_config(_custom_config(tmp_path, task="classification")).runs()[0].run_id != base
+    (tmp_path / "d.csv").write_text("a,y,z\n" + "".join(f"{i},{i % 4},{i * 2}\n" for i in range(30)))
+    assert load_config(_custom_config(tmp_path)).runs()[0].run_id != base
+    with pytest.raises(ConfigError, match=r"dataset\[1\]\.name: duplicate dataset name 'mine'"):
+        load_config(_custom_config(tmp_path, twice=True))
+
+
+def test_cli_limit_must_be_positive(tiny_config: Path, tmp_path: Path) -> None:
+    proc = run_cli("extract", "--config", str(tiny_config), "--shards", str(tmp_path / "s"), "--limit", "0")
+    assert proc.returncode == 2 and "--limit: must be at least 1" in proc.stderr
+    (tmp_path / "file").write_text("")
+    proc = run_cli("extract", "--config", str(tiny_config), "--shards", str(tmp_path / "file"))
+    assert proc.returncode == 2 and "is not a folder" in proc.stderr

@@ -22,20 +22,29 @@ from snapshot_loader.ingest import ingest_shards
 from tests.conftest import ROOT, run_cli
 from tests.corpus_compare import assert_same_corpus
 
+# Every random path of a run: dropout, label noise, a train-fraction subsample, batch norm.
 RESUME_CONFIG = """
 [corpus]
 name = "resume"
 [run]
-epochs = 12
+epochs = 30
 lr = 0.01
 metric_checkpoints = 20
 spectral_snapshots = 4
 probe_size = 64
+widths = [24, 16]
 [[study]]
-name = "s"
+name = "plain"
 [study.grid]
-dataset = ["wine", "breast_cancer", "iris", "diabetes"]
-size = "medium"
+dataset = ["wine", "diabetes"]
+[[study]]
+name = "random_paths"
+[study.grid]
+dataset = ["breast_cancer", "iris"]
+dropout = 0.2
+label_noise = 0.1
+train_fraction = 0.5
+norm = "batchnorm"
 """
 
 

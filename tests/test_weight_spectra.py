@@ -91,3 +91,17 @@ def test_relu_saturation_and_dead_units() -> None:
     assert saturated == pytest.approx(4 / 6)  # every u <= 0 passes no gradient
     assert dead == pytest.approx(1 / 3)  # unit 0 is negative on every point
     assert saturation_stats(u, "identity") == (None, None)
+
+
+def test_adjacent_k_is_the_rounded_smaller_stable_rank() -> None:
+    rng = np.random.default_rng(5)
+    u = np.linalg.qr(rng.normal(size=(10, 10)))[0]
+    v = np.linalg.qr(rng.normal(size=(6, 6)))[0]
+    w_l = u[:, :6] @ np.diag([3.0, 3.0, 3.0, 0.01, 0.01, 0.01]) @ v.T  # stable rank ~3
+    w_next = rng.normal(size=(4, 10))
+    w_next = w_next / np.linalg.norm(w_next, 2)
+    w_next[0] *= 0.0  # one direction fewer
+    sr_next = np.linalg.norm(w_next) ** 2 / np.linalg.norm(w_next, 2) ** 2
+    _, k = adjacent_similarity(torch.tensor(w_l), torch.tensor(w_next))
+    assert k == max(1, round(min(3.0, sr_next)))
+    assert k in (1, 2, 3)

@@ -67,6 +67,12 @@ def _rng(seed: int, step: int, layer: int, kind: str) -> np.random.Generator:
     return np.random.default_rng([seed, step, layer, KIND_CODE[kind]])
 
 
+def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if not torch.isfinite(matrix).all():
+        raise FloatingPointError("curvature matrix is not finite")
+    return torch.linalg.eigh(matrix)
+
+
 def _exact_row(eigenvalues: torch.Tensor, eigenvectors: torch.Tensor | None, bias_mask: np.ndarray | None) -> dict:
     lam = eigenvalues.detach().cpu().numpy()
     vecs = None if eigenvectors is None else eigenvectors.detach().cpu().numpy()
@@ -127,7 +133,7 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
         t = time.perf_counter()
         if closed_form_applies(block):
             blocks = local_hessian_closed_form(block, inter.inputs[i], settings.phi)
-            eig = blocks.eigh()
+            eig = _eigh(blocks.blocks)
             row = _exact_row(eig[0].reshape(-1), None, None)
             row["bias_share"] = blocks.bias_share(eig)
             row.update(method="closed_form", n_hvp=0)
@@ -144,7 +150,7 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
         g = hvp.gradient()
         if p <= settings.exact_limit:
             h = dense_hessian(obj, "vmap")
-            values, vectors = torch.linalg.eigh(h)
+            values, vectors = _eigh(h)
             row = {**_exact_row(values, vectors, obj.bias_mask), "method": "vmap", "n_hvp": p}
             hg = h @ g
         else:
@@ -159,7 +165,7 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
         t = time.perf_counter()
         if p <= settings.exact_limit:
             gmat = ggn_exact(m64, i, X, task)
-            values, vectors = torch.linalg.eigh(gmat)
+            values, vectors = _eigh(gmat)
             row = {**_exact_row(values, vectors, obj.bias_mask), "method": "exact", "n_hvp": 0}
             natgrad = natural_gradient_norm_dense(g, gmat, float(values.max()))
             natgrad_converged = True
@@ -181,6 +187,6 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
 def _exact_or_stochastic(obj: BlockObjective, p: int, settings: CurvatureSettings, rng: np.random.Generator,
                          definite: bool) -> dict:
     if p <= settings.exact_limit:
-        values, vectors = torch.linalg.eigh(dense_hessian(obj, "vmap"))
+        values, vectors = _eigh(dense_hessian(obj, "vmap"))
         return {**_exact_row(values, vectors, obj.bias_mask), "method": "vmap", "n_hvp": p}
     return {**_stochastic_row(GraphHVP(obj), p, rng, settings.hvp_budget, definite), "method": "lanczos"}

@@ -24,7 +24,6 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, linearize, vjp
 
-
 #: delta in lambda = delta * lambda_max(G): damping relative to the metric's own scale.
 NATGRAD_DAMPING = 1e-3
 

@@ -3,12 +3,13 @@
 Steps, in order (all statistics fitted on the training split only):
 
 1. drop the R ``rownames`` column and the data set's listed ``drop`` columns;
-2. drop rows whose target is missing; drop columns with more than 50 % missing values;
+2. drop rows whose target is missing;
 3. classification: labels are the sorted distinct target values, coded 0..K-1; classes with fewer
-   than 2 rows are dropped (a stratified split needs two);
+   than 2 rows are dropped (a stratified split needs two: the one step that looks at every row);
 4. tables over ``max_rows`` are cut to a fixed stratified subsample;
 5. a fixed stratified 75 / 25 train/test split, seeded by the data set's name (not by the run);
-6. numeric columns: missing values imputed with the training median, then standardized with the
+6. columns more than 50 % missing in the training rows are dropped;
+   numeric columns: missing values imputed with the training median, then standardized with the
    training mean and standard deviation; constant columns are dropped;
 7. categorical columns (strings, categories, booleans): missing becomes its own level, one-hot
    over the training levels (an unseen test level is all zeros); more than 30 levels: dropped as an
@@ -74,8 +75,6 @@ def prepare(spec: DatasetSpec, raw: pd.DataFrame | None = None) -> PreparedDatas
     frame = frame.drop(columns=[c for c in ("rownames", *spec.drop) if c in frame.columns])
     frame = frame[frame[spec.target].notna()].reset_index(drop=True)
     target = frame.pop(spec.target)
-    keep = [c for c in frame.columns if frame[c].isna().mean() <= MAX_MISSING_FRACTION]
-    frame = frame[keep]
 
     if spec.task == "classification":
         labels = target.astype(str)
@@ -143,6 +142,8 @@ def _encode_features(frame: pd.DataFrame, train_idx: np.ndarray, name: str) -> t
     names: list[str] = []
     for col in frame.columns:
         s = frame[col]
+        if s.iloc[train_idx].isna().mean() > MAX_MISSING_FRACTION:
+            continue
         if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
             levels_s = s.astype("string").fillna("NA")
             levels = sorted(levels_s.iloc[train_idx].unique())

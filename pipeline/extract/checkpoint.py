@@ -23,6 +23,8 @@ from pipeline.training.metrics import classification_metrics, regression_metrics
 
 def _split_metrics(model: MLP, X: torch.Tensor, y: torch.Tensor, loss_fn, data: RunData) -> dict:
     out = model(X)
+    if not torch.isfinite(out).all():
+        raise FloatingPointError("model outputs are not finite")
     loss = float(loss_fn(out, y))
     if data.dataset.task == "classification":
         proba = torch.softmax(out.double(), dim=1).numpy()
