@@ -307,3 +307,20 @@ def test_engine_falls_back_without_allocating_dense_matrices(monkeypatch) -> Non
         assert abs(approx["trace"] - exact["trace"]) < 4 * approx["trace_stderr"] + 1e-9 * abs(exact["trace"])
     for e, a in zip(exact_extras, extras, strict=True):
         assert a["gradient_pressure"] == pytest.approx(e["gradient_pressure"], rel=1e-8)
+
+
+@pytest.mark.parametrize("n", [4, 9, 40])
+def test_closed_form_spectrum_both_routes_match_the_dense_blocks(n: int) -> None:
+    """N <= (d+1)/2 takes the factored N x N route; both give every eigenvalue and the same bias share."""
+    from pipeline.curvature.local_hessian import local_closed_form_spectrum
+
+    torch.manual_seed(n)
+    m = MLP(20, (6,), 2, "tanh").double().eval()
+    z = torch.randn(n, 20, dtype=torch.float64)
+    blocks = local_hessian_closed_form(m.blocks[0], z, "sum")
+    values, bias = local_closed_form_spectrum(m.blocks[0], z, "sum")
+    assert values.numel() == 6 * 21
+    assert torch.allclose(values, blocks.eigenvalues(), atol=1e-12)
+    assert bias == pytest.approx(blocks.bias_share(), rel=1e-9)
+    if n < 21:  # rank bound: at most N nonzero eigenvalues per block
+        assert int((values.abs() <= 1e-12).sum()) >= 6 * (21 - n)

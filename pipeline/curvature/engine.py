@@ -42,7 +42,7 @@ from pipeline.curvature.ggn import (
     natural_gradient_norm_cg,
     natural_gradient_norm_dense,
 )
-from pipeline.curvature.local_hessian import closed_form_applies, is_exactly_zero, local_hessian_closed_form
+from pipeline.curvature.local_hessian import closed_form_applies, is_exactly_zero, local_closed_form_spectrum
 from pipeline.curvature.objective import BlockObjective, local_objective, loss_objective
 from pipeline.curvature.spectral_summary import NEAR_ZERO_RTOL, spectral_summary
 from pipeline.curvature.stochastic import GraphHVP, hutchpp_trace, lanczos_extreme, slq_density
@@ -132,11 +132,9 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
         # local Hessian
         t = time.perf_counter()
         if closed_form_applies(block):
-            blocks = local_hessian_closed_form(block, inter.inputs[i], settings.phi)
-            eig = _eigh(blocks.blocks)
-            row = _exact_row(eig[0].reshape(-1), None, None)
-            row["bias_share"] = blocks.bias_share(eig)
-            row.update(method="closed_form", n_hvp=0)
+            eigenvalues, bias = local_closed_form_spectrum(block, inter.inputs[i], settings.phi)
+            row = _exact_row(eigenvalues, None, None)
+            row.update(bias_share=bias, method="closed_form", n_hvp=0)
         else:
             obj = local_objective(block, inter.inputs[i], settings.phi)
             row = _exact_or_stochastic(obj, p, settings, _rng(seed, step, i, "local"), definite=False)

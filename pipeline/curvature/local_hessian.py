@@ -53,10 +53,9 @@ class LocalHessianBlocks:
         """Per-block (values (q, d + 1), vectors (q, d + 1, d + 1)); vectors[j, :, k] is in block j."""
         return torch.linalg.eigh(self.blocks)
 
-    def bias_share(self, eigh: tuple[torch.Tensor, torch.Tensor] | None = None) -> float | None:
-        """sum_k |lambda_k| u_k[bias]^2 / sum_k |lambda_k|: the bias is the last coordinate of each block.
-        ``eigh``: the result of ``self.eigh()`` when the caller already has it."""
-        values, vectors = eigh if eigh is not None else self.eigh()
+    def bias_share(self) -> float | None:
+        """sum_k |lambda_k| u_k[bias]^2 / sum_k |lambda_k|: the bias is the last coordinate of each block."""
+        values, vectors = self.eigh()
         total = values.abs().sum()
         if total == 0:
             return None
@@ -76,8 +75,8 @@ def closed_form_applies(block: nn.Module) -> bool:
     return norm_ok and block.activation_name in ELEMENTWISE and not block.training
 
 
-def local_hessian_closed_form(block: nn.Module, z: torch.Tensor, phi: str = "sum") -> LocalHessianBlocks:
-    """The q diagonal blocks of H_i in neuron order. block: a Block in eval mode; z: (N, d)."""
+def _coefficients(block: nn.Module, z: torch.Tensor, phi: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c (N, q), z~ = [z, 1] (N, d + 1)) of the closed form."""
     if not closed_form_applies(block):
         raise ValueError("closed form needs Linear + elementwise activation, no norm or batch norm, eval mode")
     if phi not in PHIS:
@@ -99,8 +98,46 @@ def local_hessian_closed_form(block: nn.Module, z: torch.Tensor, phi: str = "sum
         c = d1 * d1 + a * d2
     c = c * scale**2
     zt = torch.cat([z, torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)], dim=1)
-    blocks = torch.einsum("nj,nk,nl->jkl", c, zt, zt) / z.shape[0]
-    return LocalHessianBlocks(blocks)
+    return c, zt
+
+
+def local_hessian_closed_form(block: nn.Module, z: torch.Tensor, phi: str = "sum") -> LocalHessianBlocks:
+    """The q diagonal blocks of H_i in neuron order. block: a Block in eval mode; z: (N, d)."""
+    c, zt = _coefficients(block, z, phi)
+    return LocalHessianBlocks(torch.einsum("nj,nk,nl->jkl", c, zt, zt) / z.shape[0])
+
+
+def local_closed_form_spectrum(block: nn.Module, z: torch.Tensor,
+                               phi: str = "sum") -> tuple[torch.Tensor, float | None]:
+    """All q (d + 1) eigenvalues (ascending) and the bias share, by the cheaper exact route.
+
+    Every block is Z~^T diag(c_j) Z~ / N with the same Z~ (N x (d + 1)). When N <= (d + 1) / 2, one thin
+    QR Z~^T = Q R gives block_j = Q (R diag(c_j) R^T / N) Q^T: its nonzero eigenpairs are those of the
+    N x N middle factor, with eigenvectors Q v, and the other d + 1 - N eigenvalues are exactly zero
+    (the rank bound min(N, d + 1)). Otherwise the (d + 1) x (d + 1) blocks are decomposed directly.
+    """
+    c, zt = _coefficients(block, z, phi)
+    n, m = zt.shape
+    if n <= m // 2:
+        q_basis, r = torch.linalg.qr(zt.T)
+        middle = torch.matmul(r[None] * c.T[:, None, :], r.T) / n
+        values, vectors = _finite_eigh(middle)
+        bias_components = torch.matmul(q_basis[-1], vectors)  # (Q v_k)[bias] for every block and k
+        zeros = torch.zeros(values.shape[0] * (m - n), dtype=values.dtype, device=values.device)
+        eigenvalues = torch.cat([values.reshape(-1), zeros])
+    else:
+        values, vectors = _finite_eigh(torch.einsum("nj,nk,nl->jkl", c, zt, zt) / n)
+        bias_components = vectors[:, -1, :]
+        eigenvalues = values.reshape(-1)
+    total = values.abs().sum()
+    bias = None if total == 0 else float((values.abs() * bias_components**2).sum() / total)
+    return eigenvalues.sort().values, bias
+
+
+def _finite_eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if not torch.isfinite(matrices).all():
+        raise FloatingPointError("local Hessian is not finite")
+    return torch.linalg.eigh(matrices)
 
 
 def is_exactly_zero(block: nn.Module, phi: str) -> bool:
