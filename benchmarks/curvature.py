@@ -95,7 +95,7 @@ def bench_local(sizes=(16, 32, 64, 128), extrapolate=256) -> None:
               f"{eig:.0f} | {rows + eig:.0f} | {closed:.3f} | {(rows + eig) / closed:,.0f}x |")
 
 
-def bench_exact(widths=(8, 16, 32, 48, 64)) -> None:
+def bench_exact(widths=(8, 16, 20, 24, 32, 48, 64)) -> None:
     print("\n## Exact loss block: vmap vs row loop vs torch.func.hessian (tanh MLP, first hidden layer, N = 256)\n")
     print("| parameters | vmap (s) | rows (s) | func.hessian (s) | fastest | rows / vmap |")
     print("|---|---|---|---|---|---|")

@@ -17,6 +17,10 @@ from torch.func import grad, vjp, vmap
 from pipeline.curvature.objective import BlockObjective
 
 METHODS = ("vmap", "rows", "func_hessian")
+#: ``auto`` takes vmap up to this many parameters and the row loop above: the crossover (between 1,056
+#: and 2,352 parameters, where vmap wins 1.2x and loses 0.7x) measured by
+#: benchmarks/curvature.py (exact part) on one thread, the setting of an extraction worker.
+AUTO_VMAP_MAX_PARAMS = 1500
 
 
 def hessian_rows(obj: BlockObjective) -> torch.Tensor:
@@ -46,8 +50,17 @@ def hessian_func(obj: BlockObjective) -> torch.Tensor:
     return torch.func.hessian(obj.f)(obj.theta0)
 
 
-def dense_hessian(obj: BlockObjective, method: str = "vmap") -> torch.Tensor:
-    """The exact Hessian, symmetrized ((H + H^T) / 2 removes round-off asymmetry only)."""
+def auto_method(n_params: int) -> str:
+    """The faster exact method at this size (see AUTO_VMAP_MAX_PARAMS)."""
+    return "vmap" if n_params <= AUTO_VMAP_MAX_PARAMS else "rows"
+
+
+def dense_hessian(obj: BlockObjective, method: str = "auto") -> torch.Tensor:
+    """The exact Hessian, symmetrized ((H + H^T) / 2 removes round-off asymmetry only).
+
+    method: ``auto`` (vmap up to AUTO_VMAP_MAX_PARAMS, rows above), ``vmap``, ``rows``, ``func_hessian``."""
+    if method == "auto":
+        method = auto_method(obj.n_params)
     if method == "vmap":
         h = hessian_vmap(obj)
     elif method == "rows":

@@ -4,8 +4,8 @@ kinds (rows of ``hessian_spectra``):
 - ``local``: the local Hessian with phi = sum (definition 1): ``closed_form`` whenever the block
   allows it (any size: only the q small blocks are formed), else ``vmap`` up to the exact limit, else
   ``lanczos`` on local Hessian-vector products;
-- ``loss``: the loss block Hessian H_ii (definition 2): ``vmap`` (exact) up to the exact limit,
-  else ``lanczos``;
+- ``loss``: the loss block Hessian H_ii (definition 2): exact up to the exact limit (``vmap`` or the
+  row loop ``rows``, whichever the benchmark found faster at that size), else ``lanczos``;
 - ``ggn``: the Gauss-Newton block G_ii (definition 3): ``exact`` up to the limit, else ``lanczos`` on
   GGN-vector products.
 Exact kinds store every eigenvalue and the full spectral summary. Above the limit nothing of size
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.curvature.dense_hessian import dense_hessian
+from pipeline.curvature.dense_hessian import auto_method, dense_hessian
 from pipeline.curvature.ggn import (
     GGNProduct,
     ggn_exact,
@@ -147,9 +147,10 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
         hvp = GraphHVP(obj)
         g = hvp.gradient()
         if p <= settings.exact_limit:
-            h = dense_hessian(obj, "vmap")
+            method = auto_method(p)
+            h = dense_hessian(obj, method)
             values, vectors = _eigh(h)
-            row = {**_exact_row(values, vectors, obj.bias_mask), "method": "vmap", "n_hvp": p}
+            row = {**_exact_row(values, vectors, obj.bias_mask), "method": method, "n_hvp": p}
             hg = h @ g
         else:
             row = _stochastic_row(hvp, p, _rng(seed, step, i, "loss"), settings.hvp_budget, definite=False)
@@ -185,6 +186,7 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
 def _exact_or_stochastic(obj: BlockObjective, p: int, settings: CurvatureSettings, rng: np.random.Generator,
                          definite: bool) -> dict:
     if p <= settings.exact_limit:
-        values, vectors = _eigh(dense_hessian(obj, "vmap"))
-        return {**_exact_row(values, vectors, obj.bias_mask), "method": "vmap", "n_hvp": p}
+        method = auto_method(p)
+        values, vectors = _eigh(dense_hessian(obj, method))
+        return {**_exact_row(values, vectors, obj.bias_mask), "method": method, "n_hvp": p}
     return {**_stochastic_row(GraphHVP(obj), p, rng, settings.hvp_budget, definite), "method": "lanczos"}
