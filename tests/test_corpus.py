@@ -106,3 +106,22 @@ def test_plan_reports_progress(built_corpus) -> None:
     proc = run_cli("plan", "--config", str(built_corpus["config"]), "--shards", str(built_corpus["shards"]),
                    check=True)
     assert "8 runs, 8 extracted, 0 to do" in proc.stdout
+
+
+def test_every_spectral_snapshot_has_all_three_kinds_for_every_layer(built_corpus) -> None:
+    with snapshot_loader.open(built_corpus["db"]) as corpus:
+        missing = corpus.sql("""
+            SELECT c.run_id, c.step, l.layer_index, count(h.kind) AS kinds
+            FROM checkpoints c JOIN layers l USING (run_id)
+            LEFT JOIN hessian_spectra h ON h.run_id = c.run_id AND h.step = c.step
+                 AND h.layer_index = l.layer_index
+            WHERE c.is_spectral GROUP BY ALL HAVING count(DISTINCT h.kind) <> 3""")
+        assert missing.height == 0, missing
+        n = corpus.sql("SELECT count(*) AS n FROM hessian_spectra")["n"][0]
+        assert n > 0
+        # exact rows hold every eigenvalue; the gradient pressure is stored beside them
+        bad = corpus.sql("SELECT count(*) AS n FROM hessian_spectra WHERE method <> 'lanczos' "
+                         "AND len(eigenvalues) <> n_params")["n"][0]
+        assert bad == 0
+        pressure = corpus.sql("SELECT count(gradient_pressure) AS n FROM layer_stats WHERE weight_sv IS NOT NULL")
+        assert pressure["n"][0] > 0
