@@ -65,7 +65,7 @@ def test_local_hessian_every_method_matches_autograd(activation: str, norm: str)
     for phi in PHIS:
         obj = local_objective(block, z, phi)
         ref = torch.autograd.functional.hessian(obj.f, obj.theta0)
-        methods = ["vmap", "autograd_rows"] + (["closed_form"] if closed_form_applies(block) else [])
+        methods = ["auto", "vmap", "autograd_rows"] + (["closed_form"] if closed_form_applies(block) else [])
         for method in methods:
             h = local_hessian_dense(block, z, phi, method)
             if float(ref.norm()) == 0:
@@ -139,7 +139,7 @@ def test_ggn_is_psd_and_matches_explicit_sum() -> None:
     for layer in range(3):
         g = ggn_exact(m, layer, X, "classification")
         assert float(torch.linalg.eigvalsh(g).min()) > -1e-12 * float(g.norm())
-        from pipeline.curvature.ggn import output_function
+        from pipeline.curvature.objective import output_function
 
         f, theta = output_function(m, layer, X)
         jac = torch.autograd.functional.jacobian(f, theta)

@@ -22,25 +22,12 @@ import numpy as np
 import scipy.sparse.linalg as sla
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, linearize, vjp
+from torch.func import jacrev, linearize, vjp
+
+from pipeline.curvature.objective import output_function
 
 #: delta in lambda = delta * lambda_max(G): damping relative to the metric's own scale.
 NATGRAD_DAMPING = 1e-3
-
-
-def output_function(model: nn.Module, layer_index: int, X: torch.Tensor) -> tuple[Callable, torch.Tensor]:
-    """theta_i -> model outputs (N, m) with every other parameter fixed; and theta_i's current value."""
-    linear = model.blocks[layer_index].linear
-    q, d = linear.weight.shape
-    prefix = f"blocks.{layer_index}.linear."
-    fixed = {k: v.detach() for k, v in model.named_parameters() if not k.startswith(prefix)}
-    buffers = dict(model.named_buffers())
-
-    def f(theta: torch.Tensor) -> torch.Tensor:
-        params = {**fixed, prefix + "weight": theta[: q * d].view(q, d), prefix + "bias": theta[q * d:]}
-        return functional_call(model, (params, buffers), (X,))
-
-    return f, torch.cat([linear.weight.detach().reshape(-1), linear.bias.detach()])
 
 
 def output_hessian_apply(outputs: torch.Tensor, w: torch.Tensor, task: str) -> torch.Tensor:

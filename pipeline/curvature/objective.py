@@ -84,9 +84,9 @@ def local_objective(block: nn.Module, z: torch.Tensor, phi: str = "sum") -> Bloc
     return BlockObjective(f, _flat(block.linear), q, d)
 
 
-def loss_objective(model: nn.Module, layer_index: int, X: torch.Tensor, y: torch.Tensor,
-                   loss_fn: nn.Module) -> BlockObjective:
-    """L(theta_i) for block ``layer_index`` of an MLP (``model.blocks[i].linear``)."""
+def output_function(model: nn.Module, layer_index: int,
+                    X: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+    """theta_i -> model outputs (N, m) with every other parameter fixed; and theta_i's current value."""
     linear = model.blocks[layer_index].linear
     q, d = linear.weight.shape
     prefix = f"blocks.{layer_index}.linear."
@@ -95,6 +95,14 @@ def loss_objective(model: nn.Module, layer_index: int, X: torch.Tensor, y: torch
 
     def f(theta: torch.Tensor) -> torch.Tensor:
         params = {**fixed, prefix + "weight": theta[: q * d].view(q, d), prefix + "bias": theta[q * d:]}
-        return loss_fn(functional_call(model, (params, buffers), (X,)), y)
+        return functional_call(model, (params, buffers), (X,))
 
-    return BlockObjective(f, _flat(linear), q, d)
+    return f, _flat(linear)
+
+
+def loss_objective(model: nn.Module, layer_index: int, X: torch.Tensor, y: torch.Tensor,
+                   loss_fn: nn.Module) -> BlockObjective:
+    """L(theta_i) for block ``layer_index`` of an MLP (``model.blocks[i].linear``)."""
+    outputs, theta0 = output_function(model, layer_index, X)
+    q, d = model.blocks[layer_index].linear.weight.shape
+    return BlockObjective(lambda theta: loss_fn(outputs(theta), y), theta0, q, d)
