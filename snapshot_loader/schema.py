@@ -69,7 +69,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("log_abs_det", "DOUBLE"), ("n_zero", "INTEGER"), ("std", "DOUBLE"), ("skewness", "DOUBLE"),
         ("negative_mass", "DOUBLE"), ("symmetry", "DOUBLE"), ("near_zero_fraction", "DOUBLE"),
         ("bias_share", "DOUBLE"), ("bias_share_baseline", "DOUBLE"), ("exactly_zero", "BOOLEAN"),
-        ("converged", "BOOLEAN"), ("n_hvp", "INTEGER"), ("density_grid", "DOUBLE[]"), ("density", "DOUBLE[]"),
+        ("converged", "BOOLEAN"), ("bottom_converged", "BOOLEAN"), ("n_hvp", "INTEGER"),
+        ("density_grid", "DOUBLE[]"), ("density", "DOUBLE[]"),
         ("seconds", "DOUBLE"),
     ],
     "weights": [

@@ -10,7 +10,9 @@ kinds (rows of ``hessian_spectra``):
   GGN-vector products.
 Exact kinds store every eigenvalue and the full spectral summary. Above the limit nothing of size
 p x p is allocated: the row stores the Ritz values of a top-k (and, for the indefinite kinds, a
-bottom-k) Lanczos run, the Hutch++ trace with its standard error, and the stochastic Lanczos
+bottom-k) Lanczos run (``converged`` and ``bottom_converged`` say whether ARPACK met its tolerance
+within the budget for each; the bottom of a loss spectrum is a crowd of tiny eigenvalues and rarely
+does), the Hutch++ trace with its standard error, and the stochastic Lanczos
 quadrature density (grid and values), from which the negative mass, standard deviation, skewness
 and effective rank are estimated; fields that need the whole spectrum are NULL.
 
@@ -77,7 +79,8 @@ def _exact_row(eigenvalues: torch.Tensor, eigenvectors: torch.Tensor | None, bia
     lam = eigenvalues.detach().cpu().numpy()
     vecs = None if eigenvectors is None else eigenvectors.detach().cpu().numpy()
     s = spectral_summary(lam, vecs, bias_mask)
-    return {"eigenvalues": np.sort(lam), **s.as_row(), "trace_stderr": 0.0, "converged": True}
+    return {"eigenvalues": np.sort(lam), **s.as_row(), "trace_stderr": 0.0, "converged": True,
+            "bottom_converged": True}
 
 
 def _stochastic_row(matvec, n: int, rng: np.random.Generator, budget: int, definite: bool) -> dict:
@@ -107,7 +110,7 @@ def _stochastic_row(matvec, n: int, rng: np.random.Generator, budget: int, defin
         "skewness": float(w @ (theta - mean) ** 3) / var**1.5 if var > 0 else None,
         "negative_mass": density.negative_mass(),
         "near_zero_fraction": float(w[np.abs(theta) <= NEAR_ZERO_RTOL * top_abs].sum()) if top_abs > 0 else None,
-        "converged": top.converged and (bottom is None or bottom.converged),
+        "converged": top.converged, "bottom_converged": bottom.converged if bottom else None,
         "density_grid": density.grid, "density": density.density,
         "n_hvp": top.n_matvec + (bottom.n_matvec if bottom else 0) + trace.n_matvec + density.n_matvec,
     }
