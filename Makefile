@@ -35,6 +35,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/corpus.py
+	$(PY) benchmarks/curvature.py
 
 lint: setup
 	$(PY) -m ruff check .

@@ -70,3 +70,11 @@ def dense_hessian(obj: BlockObjective, method: str = "auto") -> torch.Tensor:
     else:
         raise ValueError(f"unknown exact method {method!r} (choose from {', '.join(METHODS)})")
     return 0.5 * (h + h.T)
+
+
+def finite_eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.linalg.eigh of a (batch of) symmetric matrix, refusing non-finite input: a Hessian that
+    overflowed means the run diverged (FloatingPointError), not that LAPACK should fail obscurely."""
+    if not torch.isfinite(matrices).all():
+        raise FloatingPointError("curvature matrix is not finite")
+    return torch.linalg.eigh(matrices)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.curvature.dense_hessian import auto_method, dense_hessian
+from pipeline.curvature.dense_hessian import auto_method, dense_hessian, finite_eigh
 from pipeline.curvature.ggn import (
     GGNProduct,
     ggn_exact,
@@ -67,12 +67,6 @@ class CurvatureSettings:
 
 def _rng(seed: int, step: int, layer: int, kind: str) -> np.random.Generator:
     return np.random.default_rng([seed, step, layer, KIND_CODE[kind]])
-
-
-def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if not torch.isfinite(matrix).all():
-        raise FloatingPointError("curvature matrix is not finite")
-    return torch.linalg.eigh(matrix)
 
 
 def _exact_row(eigenvalues: torch.Tensor, eigenvectors: torch.Tensor | None, bias_mask: np.ndarray | None) -> dict:
@@ -152,7 +146,7 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
         if p <= settings.exact_limit:
             method = auto_method(p)
             h = dense_hessian(obj, method)
-            values, vectors = _eigh(h)
+            values, vectors = finite_eigh(h)
             row = {**_exact_row(values, vectors, obj.bias_mask), "method": method, "n_hvp": p}
             hg = h @ g
         else:
@@ -167,7 +161,7 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
         t = time.perf_counter()
         if p <= settings.exact_limit:
             gmat = ggn_exact(m64, i, X, task)
-            values, vectors = _eigh(gmat)
+            values, vectors = finite_eigh(gmat)
             row = {**_exact_row(values, vectors, obj.bias_mask), "method": "exact", "n_hvp": 0}
             natgrad = natural_gradient_norm_dense(g, gmat, float(values.max()))
             natgrad_converged = True
@@ -190,6 +184,6 @@ def _exact_or_stochastic(obj: BlockObjective, p: int, settings: CurvatureSetting
                          definite: bool) -> dict:
     if p <= settings.exact_limit:
         method = auto_method(p)
-        values, vectors = _eigh(dense_hessian(obj, method))
+        values, vectors = finite_eigh(dense_hessian(obj, method))
         return {**_exact_row(values, vectors, obj.bias_mask), "method": method, "n_hvp": p}
     return {**_stochastic_row(GraphHVP(obj), p, rng, settings.hvp_budget, definite), "method": "lanczos"}

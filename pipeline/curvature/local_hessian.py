@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from pipeline.curvature.activations import ELEMENTWISE, activation_derivatives, has_zero_second_derivative
-from pipeline.curvature.dense_hessian import dense_hessian
+from pipeline.curvature.dense_hessian import dense_hessian, finite_eigh
 from pipeline.curvature.objective import PHIS, local_objective, neuron_order
 
 LOCAL_METHODS = ("auto", "closed_form", "vmap", "autograd_rows")
@@ -121,23 +121,17 @@ def local_closed_form_spectrum(block: nn.Module, z: torch.Tensor,
     if n <= m // 2:
         q_basis, r = torch.linalg.qr(zt.T)
         middle = torch.matmul(r[None] * c.T[:, None, :], r.T) / n
-        values, vectors = _finite_eigh(middle)
+        values, vectors = finite_eigh(middle)
         bias_components = torch.matmul(q_basis[-1], vectors)  # (Q v_k)[bias] for every block and k
         zeros = torch.zeros(values.shape[0] * (m - n), dtype=values.dtype, device=values.device)
         eigenvalues = torch.cat([values.reshape(-1), zeros])
     else:
-        values, vectors = _finite_eigh(torch.einsum("nj,nk,nl->jkl", c, zt, zt) / n)
+        values, vectors = finite_eigh(torch.einsum("nj,nk,nl->jkl", c, zt, zt) / n)
         bias_components = vectors[:, -1, :]
         eigenvalues = values.reshape(-1)
     total = values.abs().sum()
     bias = None if total == 0 else float((values.abs() * bias_components**2).sum() / total)
     return eigenvalues.sort().values, bias
-
-
-def _finite_eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if not torch.isfinite(matrices).all():
-        raise FloatingPointError("local Hessian is not finite")
-    return torch.linalg.eigh(matrices)
 
 
 def is_exactly_zero(block: nn.Module, phi: str) -> bool:
