@@ -268,6 +268,16 @@ def bench_extract(workers: int, per_group: int) -> None:
             total = con.execute("SELECT sum(wall_seconds) FROM runs").fetchall()[0][0]
             print(f"| {name} | {n_runs} | {wall:.1f} | {n} | {med:.3f} | {mean:.3f} | {spec / total:.0%} |")
             con.close()
+        print("\nLanczos rows (blocks above the exact limit) whose ARPACK runs met their tolerance in budget:\n")
+        print("| corpus | kind | Lanczos rows | top-k converged | bottom-k converged |")
+        print("|---|---|---|---|---|")
+        for name, _, db in rows:
+            con = duckdb.connect(str(db), read_only=True)
+            for kind, n, top, bottom in con.execute("""
+                    SELECT kind, count(*), sum(converged::INTEGER), sum(bottom_converged::INTEGER)
+                    FROM hessian_spectra WHERE method = 'lanczos' GROUP BY kind ORDER BY kind""").fetchall():
+                print(f"| {name} | {kind} | {n} | {top} | {'n/a (PSD)' if bottom is None else bottom} |")
+            con.close()
         con = duckdb.connect(str(db_s), read_only=True)
         per_group_mean = dict(((s, z), v) for s, z, v in con.execute("""
             SELECT split_part(st.study, '-', 1), r.size, avg(r.wall_seconds)
