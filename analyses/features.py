@@ -1,0 +1,177 @@
+"""Feature tables: the internal measurements of every spectral snapshot, one row per layer and one
+fixed-length row per snapshot, joined with the run's configuration and the quality metrics at that
+step. Every statistics stage (correlations, CCA, normality, UMAP, diagnostics) reads these.
+
+Tables
+------
+``analysis_features_layer``
+    one row per (run_id, step, layer_index) at a spectral snapshot: the run's configuration, the
+    layer's position (``relative_depth`` = layer_index / (n_layers - 1), ``is_output``), every
+    feature of :data:`FEATURES` as measured (raw values), and the quality metrics at that step.
+``analysis_features``
+    one row per (run_id, step) spectral snapshot: for each feature ``f`` the mean over the
+    snapshot's layers of ``t(f)``, where ``t`` is the feature's transform
+    (``slog(x) = sign(x) ln(1 + |x|)`` for scale-like features spanning orders of magnitude, the
+    identity otherwise), ignoring NULLs (a ReLU layer's zero local Hessian has no ratios). Layers of
+    different depth thus map to the same fixed-length vector.
+``analysis_features_catalog``
+    the features: name, group (weights, gradients, activations, local_hessian, loss_hessian, ggn),
+    transform, and what it measures.
+
+``architecture`` is the size preset and activation, plus the normalization when there is one
+(``medium-sigmoid-layernorm``): the label the paper's Figure 2 colours by.
+``primary_metric`` is test accuracy for classification, test R2 for regression.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+READS = ("runs", "checkpoints", "layers", "layer_stats", "hessian_spectra")
+WRITES = ("analysis_features_layer", "analysis_features", "analysis_features_catalog")
+TITLE = "Features"
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    group: str
+    expr: str  # SQL over the aliases s (layer_stats), l (layers), hl/hs/hg (local/loss/ggn spectra)
+    log_scale: bool
+    description: str
+
+
+def _hessian(prefix: str, alias: str, kind: str) -> list[Feature]:
+    g = f"{prefix}_hessian" if prefix != "ggn" else "ggn"
+    what = {"local": "local Hessian (001 Def. 5-6)", "loss": "loss-Hessian block",
+            "ggn": "Gauss-Newton block (000)"}[kind]
+    return [
+        Feature(f"{prefix}_trace", g, f"{alias}.trace", True, f"trace of the {what}"),
+        Feature(f"{prefix}_top", g, f"{alias}.top_eigenvalue", True, f"largest eigenvalue of the {what}"),
+        Feature(f"{prefix}_condition", g, f"{alias}.condition_number", True,
+                f"condition number max|λ|/min nonzero|λ| of the {what}"),
+        Feature(f"{prefix}_effective_rank_ratio", g, f"{alias}.effective_rank / {alias}.n_params", False,
+                f"effective rank Σ|λ|/max|λ| of the {what}, over its dimension"),
+        Feature(f"{prefix}_std", g, f"{alias}.std", True, f"standard deviation of the {what}'s eigenvalues"),
+        Feature(f"{prefix}_relative_std", g,
+                f"{alias}.std / nullif(abs({alias}.trace) / {alias}.n_params, 0)", True,
+                f"std of the {what}'s eigenvalues over their mean |trace|/dim"),
+        Feature(f"{prefix}_skewness", g, f"{alias}.skewness", False, f"skewness of the {what}'s eigenvalues"),
+        Feature(f"{prefix}_near_zero_fraction", g, f"{alias}.near_zero_fraction", False,
+                f"fraction of the {what}'s eigenvalues near zero (|λ| <= tol·max|λ|)"),
+        Feature(f"{prefix}_bias_share_ratio", g, f"{alias}.bias_share / {alias}.bias_share_baseline", False,
+                f"spectral share of bias coordinates in the {what}, over its no-structure baseline 1/(d+1)"),
+    ] + ([] if kind == "ggn" else [
+        Feature(f"{prefix}_negative_mass", g, f"{alias}.negative_mass", False,
+                f"Σ_(λ<0)|λ| / Σ|λ| of the {what}"),
+        Feature(f"{prefix}_symmetry", g, f"{alias}.symmetry", False,
+                f"W1(λ, -λ)/mean|λ| of the {what} (0 = symmetric about zero, the saddle marker)"),
+    ])
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("weight_norm", "weights", "s.weight_norm", True, "Frobenius norm of W"),
+    Feature("bias_norm", "weights", "s.bias_norm", True, "Euclidean norm of b"),
+    Feature("weight_rank_ratio", "weights", "s.weight_rank / least(l.in_features, l.out_features)", False,
+            "numerical rank of W over min(d, q)"),
+    Feature("weight_stable_rank", "weights", "s.weight_stable_rank", True, "stable rank ||W||_F²/||W||_2²"),
+    Feature("weight_spectral_norm", "weights", "s.weight_spectral_norm", True, "largest singular value of W"),
+    Feature("adjacent_similarity", "weights", "s.adjacent_similarity", False,
+            "mean cosine of principal angles between this layer's and the next layer's singular subspaces"),
+    Feature("grad_norm", "gradients", "s.grad_norm", True, "Frobenius norm of the loss gradient of W"),
+    Feature("grad_rank_ratio", "gradients", "s.grad_rank / least(l.in_features, l.out_features)", False,
+            "numerical rank of the gradient over min(d, q)"),
+    Feature("grad_stable_rank", "gradients", "s.grad_stable_rank", True, "stable rank of the gradient"),
+    Feature("alignment", "gradients", "s.alignment", False,
+            "weight-gradient alignment Σσ_k(W)|u_kᵀGv_k|/(||W||_F||G||_F) (001 5.5.3)"),
+    Feature("saturation_fraction", "activations", "s.saturation_fraction", False,
+            "fraction of (unit, probe point) pairs with |A'(u)| below the saturation threshold"),
+    Feature("dead_fraction", "activations", "s.dead_fraction", False, "fraction of ReLU units dead on every probe"),
+    Feature("gradient_pressure", "ggn", "s.gradient_pressure", True,
+            "gradient pressure gᵀH g/||g||² of the loss-Hessian block (000)"),
+    Feature("natural_gradient_norm", "ggn", "s.natural_gradient_norm", True,
+            "damped natural-gradient norm gᵀ(G + λI)⁻¹g (000)"),
+    *_hessian("local", "hl", "local"),
+    *_hessian("loss", "hs", "loss"),
+    *_hessian("ggn", "hg", "ggn"),
+)
+
+#: Quality metrics at a snapshot, by task.
+METRICS = {
+    "classification": ("train_loss", "test_loss", "gap_loss", "test_accuracy", "gap_accuracy", "test_f1",
+                       "test_auc"),
+    "regression": ("train_loss", "test_loss", "gap_loss", "test_r2", "test_mae", "test_rmse"),
+}
+ALL_METRICS = tuple(dict.fromkeys(METRICS["classification"] + METRICS["regression"]))
+
+_CONTEXT = """r.dataset, r.task, r.size, r.activation, r.norm, r.optimizer, r.init, r.train_fraction, r.seed,
+       r.size || '-' || r.activation || CASE WHEN r.norm = 'none' THEN '' ELSE '-' || r.norm END AS architecture,
+       r.total_steps, c.epoch, c.step::DOUBLE / greatest(r.total_steps, 1) AS progress"""
+
+
+def feature_names(group: str | None = None) -> list[str]:
+    return [f.name for f in FEATURES if group is None or f.group == group]
+
+
+def slog_sql(expr: str) -> str:
+    return f"sign({expr}) * ln(1 + abs({expr}))"
+
+
+def run(con: duckdb.DuckDBPyConnection) -> None:
+    """Write the three feature tables."""
+    feats = ",\n       ".join(f"({f.expr})::DOUBLE AS {f.name}" for f in FEATURES)
+    metrics = ", ".join(f"c.{m}" for m in ALL_METRICS)
+    con.execute(f"""
+        CREATE OR REPLACE TABLE analysis_features_layer AS
+        WITH depth AS (SELECT run_id, count(*) AS n_layers FROM layers GROUP BY run_id)
+        SELECT s.run_id, s.step, s.layer_index, {_CONTEXT}, d.n_layers,
+               s.layer_index::DOUBLE / greatest(d.n_layers - 1, 1) AS relative_depth, l.is_output,
+               l.in_features, l.out_features, hl.exactly_zero AS local_exactly_zero,
+               {feats},
+               {metrics},
+               CASE WHEN r.task = 'classification' THEN c.test_accuracy ELSE c.test_r2 END AS primary_metric
+        FROM layer_stats s
+        JOIN checkpoints c USING (run_id, step)
+        JOIN runs r USING (run_id)
+        JOIN layers l USING (run_id, layer_index)
+        JOIN depth d USING (run_id)
+        LEFT JOIN hessian_spectra hl ON hl.run_id = s.run_id AND hl.step = s.step
+             AND hl.layer_index = s.layer_index AND hl.kind = 'local'
+        LEFT JOIN hessian_spectra hs ON hs.run_id = s.run_id AND hs.step = s.step
+             AND hs.layer_index = s.layer_index AND hs.kind = 'loss'
+        LEFT JOIN hessian_spectra hg ON hg.run_id = s.run_id AND hg.step = s.step
+             AND hg.layer_index = s.layer_index AND hg.kind = 'ggn'
+        WHERE c.is_spectral AND r.status <> 'diverged'
+        ORDER BY s.run_id, s.step, s.layer_index""")
+    aggs = ",\n       ".join(
+        f"avg({slog_sql(f.name) if f.log_scale else f.name}) AS {f.name}" for f in FEATURES)
+    keep = ("dataset, task, size, activation, norm, optimizer, init, train_fraction, seed, architecture, "
+            "total_steps, epoch, progress, n_layers, " + ", ".join(ALL_METRICS) + ", primary_metric")
+    con.execute(f"""
+        CREATE OR REPLACE TABLE analysis_features AS
+        SELECT run_id, step,
+               dense_rank() OVER (PARTITION BY run_id ORDER BY step) - 1 AS snapshot_index,
+               {keep},
+               {aggs}
+        FROM analysis_features_layer
+        GROUP BY run_id, step, {keep}
+        ORDER BY run_id, step""")
+    con.execute("CREATE OR REPLACE TABLE analysis_features_catalog "
+                "(feature VARCHAR, \"group\" VARCHAR, transform VARCHAR, description VARCHAR)")
+    con.executemany("INSERT INTO analysis_features_catalog VALUES (?, ?, ?, ?)",
+                    [[f.name, f.group, "slog" if f.log_scale else "identity", f.description] for f in FEATURES])
+
+
+def report(con: duckdb.DuckDBPyConnection) -> dict:
+    n_layer, n_snap = con.execute("SELECT (SELECT count(*) FROM analysis_features_layer), "
+                                  "(SELECT count(*) FROM analysis_features)").fetchall()[0]
+    return {"paragraphs": [f"{len(FEATURES)} features per layer, measured at {n_snap} spectral snapshots "
+                           f"({n_layer} layer rows); the statistics stages read these tables."],
+            "tables": [{"caption": "The features (analysis_features_catalog)",
+                        "sql": 'SELECT feature, "group", transform, description FROM analysis_features_catalog'}]}
+
+
+FIGURES: dict = {}
+CAPTIONS: dict = {}
