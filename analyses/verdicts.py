@@ -178,7 +178,7 @@ def wilson_ci(k: int, n: int) -> tuple[float, float, float]:
 # --- the collecting stage -------------------------------------------------------------------------
 
 #: Every stage that writes verdicts; the collecting stage reads their tables.
-VERDICT_STAGES = ("dynamics", "correlations", "cca", "normality", "umap", "pressure", "diagnostics")
+VERDICT_STAGES = ("dynamics", "correlations", "cca", "umap", "pressure", "diagnostics")
 READS = tuple(f"analysis_{s}_verdicts" for s in VERDICT_STAGES)
 WRITES = ("analysis_verdicts",)
 TITLE = "Verdicts"

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="run the analysis stages on the database")
     _add_common(p)
-    p.add_argument("--stage", action="append", help="run only this stage (repeatable)")
+    p.add_argument("--stage", action="append", help="run only this stage (repeatable); others are not run")
+    p.add_argument("--force", action="store_true", help="run the stages even if their inputs are unchanged")
 
     p = sub.add_parser("report", help="write the self-contained HTML report")
     _add_common(p)
@@ -153,8 +154,10 @@ def cmd_ingest(args) -> None:
 def cmd_analyze(args) -> None:
     from pipeline.stages import run_stages
 
-    names = run_stages(args.db, args.stage, show_progress=False if args.quiet else None)
-    print(f"analyze: ran {', '.join(names)}", file=sys.stderr)
+    done = run_stages(args.db, args.stage, force=args.force, show_progress=False if args.quiet else None)
+    ran = ", ".join(done["ran"]) or "nothing"
+    skipped = f"; skipped {len(done['skipped'])} with unchanged inputs" if done["skipped"] else ""
+    print(f"analyze: ran {ran}{skipped}", file=sys.stderr)
 
 
 def cmd_report(args) -> None:
@@ -175,7 +178,7 @@ def cmd_all(args) -> None:
     args.executor, args.limit = "process", None
     cmd_extract(args)
     cmd_ingest(args)
-    args.stage = None
+    args.stage, args.force = None, False
     cmd_analyze(args)
     cmd_report(args)
 

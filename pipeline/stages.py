@@ -1,22 +1,54 @@
 """The analysis stages and their runner.
 
-A stage is a module in ``analyses/`` with ``READS`` (tables it reads), ``WRITES`` (tables it
-writes, named ``analysis_<stage>[_<what>]``), ``run(con)`` and ``FIGURES`` (name -> function of a
-read-only connection returning a matplotlib figure). Stages run in the listed order, each in one
-transaction, so a failed stage leaves the previous tables in place.
+A stage is a module in ``analyses/`` that declares
+
+- ``READS``: the tables it reads (corpus tables or other stages' outputs);
+- ``WRITES``: the tables it writes, each named ``analysis_<stage>[_<what>]`` (or ``findings``);
+- ``run(con)``: computes and writes them (``CREATE OR REPLACE``);
+- ``FIGURES``: figure name -> function of a read-only connection returning a matplotlib figure,
+  and ``CAPTIONS``: figure name -> caption; ``TITLE`` and an optional ``report(con)`` for the HTML
+  report (see ``reports/builder.py``).
+
+The runner orders stages so that every stage runs after the stages that write what it reads, and
+skips a stage whose *fingerprint* is unchanged since it last ran. The fingerprint is a hash of the
+stage's source file and, for every table it reads, the row count and an order-independent
+``bit_xor`` of the DuckDB ``hash`` of each row, so any insert, delete or update of an input (or an
+edit of the stage's code) re-runs the stage and everything downstream of it. Fingerprints live in
+the ``stage_runs`` table. Each stage runs in one transaction with its fingerprint update, so an
+interrupted or failed stage leaves the previous outputs and fingerprint in place.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import time
 from dataclasses import dataclass
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from types import ModuleType
 
+import duckdb
 from tqdm import tqdm
 
-from analyses import overview
+from analyses import canonical as cca
+from analyses import (
+    correlations,
+    diagnostics,
+    dynamics,
+    features,
+    local_hessian_example,
+    normality,
+    overview,
+    pressure,
+    snapshot_umap,
+    verdicts,
+)
 from pipeline.errors import PipelineError
 from snapshot_loader.database import connect_writable
+
+_STAGE_RUNS_DDL = """CREATE TABLE IF NOT EXISTS stage_runs (
+    stage VARCHAR PRIMARY KEY, fingerprint VARCHAR, ran_at TIMESTAMP, seconds DOUBLE)"""
 
 
 @dataclass(frozen=True)
@@ -26,46 +58,142 @@ class Stage:
 
     @property
     def reads(self) -> tuple[str, ...]:
-        return self.module.READS
+        return tuple(self.module.READS)
 
     @property
     def writes(self) -> tuple[str, ...]:
-        return self.module.WRITES
+        return tuple(self.module.WRITES)
+
+    @property
+    def source_hash(self) -> str:
+        return hashlib.sha256(inspect.getsource(self.module).encode()).hexdigest()[:16]
 
 
-STAGES: tuple[Stage, ...] = (Stage("overview", overview),)
+def order_stages(stages: list[Stage]) -> tuple[Stage, ...]:
+    """Topological order by READS/WRITES, ties kept in declaration order."""
+    writer = {}
+    for s in stages:
+        for t in s.writes:
+            if t in writer:
+                raise PipelineError(f"stages {writer[t].name} and {s.name} both write {t}")
+            writer[t] = s
+    graph = {s.name: {writer[t].name for t in s.reads if t in writer and writer[t] is not s} for s in stages}
+    sorter = TopologicalSorter(graph)
+    try:
+        sorter.prepare()
+    except CycleError as exc:
+        raise PipelineError(f"analysis stages form a cycle: {exc.args[1]}") from None
+    by_name = {s.name: s for s in stages}
+    rank = {s.name: i for i, s in enumerate(stages)}
+    out: list[Stage] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=rank.__getitem__)
+        out += [by_name[n] for n in ready]
+        sorter.done(*ready)
+    return tuple(out)
 
 
-def select_stages(names: list[str] | None) -> list[Stage]:
+STAGES: tuple[Stage, ...] = order_stages([
+    Stage("overview", overview),
+    Stage("features", features),
+    Stage("dynamics", dynamics),
+    Stage("correlations", correlations),
+    Stage("cca", cca),
+    Stage("normality", normality),
+    Stage("umap", snapshot_umap),
+    Stage("pressure", pressure),
+    Stage("diagnostics", diagnostics),
+    Stage("local_hessian_example", local_hessian_example),
+    Stage("verdicts", verdicts),
+])
+
+
+def select_stages(names: list[str] | None, stages: tuple[Stage, ...] = STAGES) -> list[Stage]:
     if not names:
-        return list(STAGES)
-    known = {s.name: s for s in STAGES}
+        return list(stages)
+    known = {s.name: s for s in stages}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise PipelineError(f"--stage: unknown stage {unknown[0]!r} (choose from {', '.join(known)})")
-    return [known[n] for n in names]
+    return [s for s in stages if s.name in names]
 
 
-def run_stages(db_path: Path, names: list[str] | None = None, show_progress: bool | None = None) -> list[str]:
-    """Run the selected stages (all by default) against the database; returns their names."""
-    stages = select_stages(names)
+def _existing_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+
+
+def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """Row count and xor of row hashes: changes with any insert, delete or update of the table."""
+    n, h = con.execute(f'SELECT count(*), bit_xor(hash(t)) FROM "{table}" t').fetchall()[0]
+    return f"{n}:{h}"
+
+
+def stage_fingerprint(con: duckdb.DuckDBPyConnection, stage: Stage, existing: set[str],
+                      cache: dict[str, str] | None = None) -> str:
+    """Hash of the stage's source and its inputs' table fingerprints (``cache``: table -> fingerprint
+    of tables hashed earlier in the same call and not written since)."""
+    cache = {} if cache is None else cache
+    parts = [stage.name, stage.source_hash]
+    for table in sorted(stage.reads):
+        if table not in existing:
+            parts.append(f"{table}=missing")
+            continue
+        if table not in cache:
+            cache[table] = table_fingerprint(con, table)
+        parts.append(f"{table}={cache[table]}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def run_stages(db_path: Path, names: list[str] | None = None, force: bool = False,
+               show_progress: bool | None = None, stages: tuple[Stage, ...] = STAGES) -> dict[str, list[str]]:
+    """Run the selected stages (all of ``stages`` by default) in dependency order against the database.
+
+    A stage is skipped when its fingerprint matches the last run and its outputs exist, unless
+    ``force``. Returns ``{"ran": [...], "skipped": [...]}``.
+    """
+    stages = select_stages(names, stages)
     con = connect_writable(db_path)
+    ran, skipped = [], []
+    fingerprints: dict[str, str] = {}
     try:
         n_runs = con.execute("SELECT count(*) FROM runs").fetchall()[0][0]
         if n_runs == 0:
             raise PipelineError(f"{db_path}: no runs ingested yet: run `pipeline extract` and `pipeline ingest`")
-        for stage in tqdm(stages, desc="stages", unit="stage", disable=None if show_progress is None
-                          else not show_progress):
+        con.execute(_STAGE_RUNS_DDL)
+        previous = dict(con.execute("SELECT stage, fingerprint FROM stage_runs").fetchall())
+        bar = tqdm(stages, desc="stages", unit="stage",
+                   disable=None if show_progress is None else not show_progress)
+        for stage in bar:
+            bar.set_postfix_str(stage.name)
+            existing = _existing_tables(con)
+            absent = [t for t in stage.reads if t not in existing]
+            if absent:
+                raise PipelineError(f"stage {stage.name} reads {absent[0]}, which {db_path} does not have: "
+                                    "run `pipeline analyze` without --stage first")
+            fingerprint = stage_fingerprint(con, stage, existing, fingerprints)
+            if (not force and previous.get(stage.name) == fingerprint
+                    and all(t in existing for t in stage.writes)):
+                skipped.append(stage.name)
+                continue
+            started = time.perf_counter()
             con.execute("BEGIN TRANSACTION")
             try:
                 stage.module.run(con)
+                missing = [t for t in stage.writes if t not in _existing_tables(con)]
+                if missing:
+                    raise PipelineError(f"stage {stage.name} did not write {', '.join(missing)}")
+                con.execute("INSERT OR REPLACE INTO stage_runs VALUES (?, ?, now(), ?)",
+                            [stage.name, fingerprint, time.perf_counter() - started])
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+            ran.append(stage.name)
+            for table in stage.writes:
+                fingerprints.pop(table, None)
     finally:
         con.close()
-    return [s.name for s in stages]
+    return {"ran": ran, "skipped": skipped}
 
 
 def all_figures() -> dict[str, object]:
