@@ -15,6 +15,7 @@ import seaborn as sns
 
 READS = ("runs", "checkpoints")
 WRITES = ("analysis_overview",)
+TITLE = "Training curves"
 
 _OVERVIEW_SQL = """
 CREATE OR REPLACE TABLE analysis_overview AS
@@ -101,4 +102,10 @@ def final_metric_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
 FIGURES = {
     "overview_training_curves": training_curves_figure,
     "overview_final_metric": final_metric_figure,
+}
+CAPTIONS = {
+    "overview_training_curves": "Train (dashed) and test (solid) loss over optimizer steps, log-log, one colour "
+                                "per model size; the metric checkpoints are dense early and sparse late.",
+    "overview_final_metric": "Test accuracy (classification) or test R² (regression) at each run's last "
+                             "checkpoint; one point per run.",
 }

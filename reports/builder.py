@@ -1,5 +1,10 @@
 """Build the self-contained HTML report (and the figure files) from the corpus database alone.
 
+The page has the corpus overview (data sets, runs), then one section per analysis stage, in the
+runner's order: the stage's intro (its module docstring's first paragraph), the sentences its
+``report(con)`` generates from the numbers, its verdicts ("what this shows", generated from
+``analysis_verdicts``), its tables and its figures; then every verdict in one table.
+
 The report inlines every image as a data URI and its CSS and JavaScript in the page, so it opens
 offline with no external request. Text from the database is HTML-escaped by Jinja's autoescape.
 The page is written to a temporary name and renamed, so a failed build leaves the last good report.
@@ -8,25 +13,23 @@ The page is written to a temporary name and renamed, so a failed build leaves th
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import os
 from pathlib import Path
 
 import jinja2
 import matplotlib.pyplot as plt
+from tqdm import tqdm
 
 from pipeline.errors import PipelineError
-from pipeline.stages import all_figures
+from pipeline.stages import STAGES, Stage, all_figures
 from reports.style import apply_style, figure_png_data_uri, save_figure
 from snapshot_loader.database import connect_readonly
 
 _TEMPLATES = Path(__file__).parent / "templates"
 
-_FIGURE_CAPTIONS = {
-    "overview_training_curves": "Train (dashed) and test (solid) loss over optimizer steps, log-log, one colour "
-                                "per model size; the metric checkpoints are dense early and sparse late.",
-    "overview_final_metric": "Test accuracy (classification) or test R² (regression) at each run's last "
-                             "checkpoint; one point per run.",
-}
+#: Stages whose section the report leaves out (their content appears elsewhere on the page).
+_NO_SECTION = {"verdicts"}
 
 
 def _rows(con, query: str) -> tuple[list[str], list[tuple]]:
@@ -45,15 +48,45 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def build_report(db_path: Path, out_dir: Path) -> Path:
+def verdict_sentence(v: dict) -> str:
+    """One generated sentence for a verdict row: claim, test, effect with its interval and n, verdict."""
+    def num(x):
+        return "n/a" if x is None else f"{x:.3g}"
+    interval = (f"95% CI {num(v['ci_low'])} to {num(v['ci_high'])}"
+                if v["ci_low"] is not None and v["ci_high"] is not None else "no interval: too little data")
+    p = f", p = {v['p_value']:.2g}" if v.get("p_value") is not None else ""
+    return (f"{v['claim']} ({v['source']}). Test: {v['test']}. {v['effect_name']} = {num(v['effect'])} "
+            f"({interval}{p}; n = {v['n']} {v['n_unit']}; claim predicts {v['predicted']} vs "
+            f"{num(v['null_value'])}): {v['verdict']}.")
+
+
+def _intro(stage: Stage) -> str:
+    doc = inspect.getdoc(stage.module) or ""
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def _section(con, stage: Stage, verdicts: list[dict], figures: dict[str, dict]) -> dict:
+    extra = stage.module.report(con) if hasattr(stage.module, "report") else {}
+    tables = []
+    for t in extra.get("tables", []):
+        cols, rows = _rows(con, t["sql"])
+        tables.append({"caption": t["caption"], "cols": cols, "rows": rows})
+    return {"id": stage.name, "title": getattr(stage.module, "TITLE", stage.name), "intro": _intro(stage),
+            "paragraphs": list(extra.get("paragraphs", [])),
+            "verdicts": [{"text": verdict_sentence(v), "verdict": v["verdict"]} for v in verdicts],
+            "tables": tables,
+            "figures": [figures[name] for name in stage.module.FIGURES if name in figures]}
+
+
+def build_report(db_path: Path, out_dir: Path, show_progress: bool | None = None) -> Path:
     """Write ``out_dir/index.html``; returns its path."""
     apply_style()
     con = connect_readonly(db_path)
     try:
-        has_overview = con.execute("SELECT count(*) FROM information_schema.tables "
-                                   "WHERE table_name = 'analysis_overview'").fetchall()[0][0]
-        if not has_overview:
-            raise PipelineError(f"{db_path}: analysis tables missing: run `pipeline analyze` first")
+        present = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        missing = [t for s in STAGES for t in s.writes if t not in present]
+        if missing:
+            raise PipelineError(f"{db_path}: analysis table {missing[0]} missing: run `pipeline analyze` first")
         summary = _summary(con)
         ds_cols, ds_rows = _rows(con, """
             SELECT name, task, source, item, n_rows, n_features, n_classes, n_train, n_test, description
@@ -65,21 +98,31 @@ def build_report(db_path: Path, out_dir: Path) -> Path:
             FROM analysis_overview ORDER BY dataset, size, activation, optimizer, seed""")
         studies_cols, studies_rows = _rows(con, """
             SELECT corpus, study, count(*) AS runs FROM studies GROUP BY ALL ORDER BY corpus, study""")
-        figures = []
-        for name, make in all_figures().items():
+        verdict_cols, verdict_rows = _rows(con, """
+            SELECT stage, claim_id, source, claim, test, effect_name, predicted, effect, ci_low, ci_high,
+                   null_value, n, n_unit, p_value, verdict, detail FROM analysis_verdicts""")
+        verdicts = [dict(zip(verdict_cols, r, strict=True)) for r in verdict_rows]
+        figures = {}
+        captions = {k: v for s in STAGES for k, v in getattr(s.module, "CAPTIONS", {}).items()}
+        for name, make in tqdm(all_figures().items(), desc="figures", unit="fig",
+                               disable=None if show_progress is None else not show_progress):
             fig = make(con)
-            figures.append({"name": name, "title": fig.get_suptitle() or name,
-                            "caption": _FIGURE_CAPTIONS.get(name, ""), "uri": figure_png_data_uri(fig)})
+            figures[name] = {"name": name, "title": fig.get_suptitle() or name,
+                             "caption": captions.get(name, ""), "uri": figure_png_data_uri(fig)}
             plt.close(fig)
+        sections = [_section(con, s, [v for v in verdicts if v["stage"] == s.name], figures)
+                    for s in STAGES if s.name not in _NO_SECTION]
     finally:
         con.close()
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     env.filters["fmt"] = _fmt
+    counts = {k: sum(v["verdict"] == k for v in verdicts) for k in ("supported", "not supported", "inconclusive")}
     html = env.get_template("index.html").render(
         title="Snapshot atlas: corpus report", generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         db_path=str(db_path), summary=summary, datasets=(ds_cols, ds_rows), runs=(run_cols, run_rows),
-        studies=(studies_cols, studies_rows), figures=figures)
+        studies=(studies_cols, studies_rows), sections=sections, verdicts=(verdict_cols, verdict_rows),
+        verdict_counts=counts)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "index.html"
     tmp = out_dir / ".index.html.tmp"
@@ -96,17 +139,19 @@ def _summary(con) -> dict:
                (SELECT count(*) FROM checkpoints) AS checkpoints,
                (SELECT count(*) FROM checkpoints WHERE is_spectral) AS spectral_snapshots,
                (SELECT count(*) FROM layer_stats) AS layer_stat_rows,
+               (SELECT count(*) FROM findings) AS findings,
                (SELECT round(sum(wall_seconds), 1) FROM runs) AS extraction_seconds""")
     return dict(zip(cols, rows[0], strict=True))
 
 
-def write_figures(db_path: Path, out_dir: Path) -> list[Path]:
+def write_figures(db_path: Path, out_dir: Path, show_progress: bool | None = None) -> list[Path]:
     """Every figure as PNG and PDF into out_dir, from the database alone."""
     apply_style()
     con = connect_readonly(db_path)
     paths: list[Path] = []
     try:
-        for name, make in all_figures().items():
+        for name, make in tqdm(all_figures().items(), desc="figures", unit="fig",
+                               disable=None if show_progress is None else not show_progress):
             fig = make(con)
             paths += save_figure(fig, out_dir, name)
             plt.close(fig)

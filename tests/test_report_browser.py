@@ -1,0 +1,133 @@
+"""The HTML report renders in headless Chromium with no console errors and no network requests.
+
+Chromium (Debian's ``chromium``) is installed by the session fixture when it is missing (as root,
+``apt-get update && apt-get install -y chromium``); a machine where that fails fails these tests with
+the reason, it never skips them. ``tests/browser.py`` drives the browser over the DevTools protocol.
+The negative controls prove the harness sees what it must flag: an image and a fetch to remote URLs
+(also a request started late, from a timer), ``console.error``, an uncaught exception and an
+unhandled promise rejection; and that a clean page passes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.browser import BrowserError, install_chromium, load_page
+
+CLEAN_BODY = '<h1>clean</h1><script>console.log("fine"); document.body.dataset.ready = "1";</script>'
+CONTROLS = {
+    "remote_image": ('<img src="http://example.invalid/x.png" alt="x">', "network"),
+    "fetch_https": ('<script>fetch("https://example.invalid/data.json").catch(function () {});</script>', "network"),
+    "late_fetch": ('<script>setTimeout(function () { fetch("https://example.invalid/late").catch(function () {}); }, '
+                   '150);</script>', "network"),
+    "console_error": ('<script>console.error("boom");</script>', "console"),
+    "uncaught_throw": ('<script>throw new Error("kaboom");</script>', "console"),
+    "unhandled_rejection": ('<script>Promise.reject(new Error("rejected"));</script>', "console"),
+}
+
+# Facts about the rendered report, evaluated in the page after it loaded.
+REPORT_PROBES = {
+    "ready_state": "document.readyState",
+    "script_ran": "document.body.getAttribute('data-ready')",
+    "duplicate_ids": """(function () { var seen = {}, dup = [];
+        document.querySelectorAll('[id]').forEach(function (e) { if (seen[e.id]) { dup.push(e.id); } seen[e.id] = 1; });
+        return dup; })()""",
+    "sections": """Array.from(document.querySelectorAll('section')).map(function (s) {
+        var h = s.querySelector('h2'); return {id: s.id, heading: h ? h.textContent.trim() : null}; })""",
+    "images": """Array.from(document.images).map(function (im) {
+        var src = im.getAttribute('src') || '';
+        return {data: src.startsWith('data:image/'), src: src.slice(0, 40),
+                decoded: im.complete && im.naturalWidth > 0};
+    })""",
+    "figures_without_caption": """Array.from(document.querySelectorAll('figure')).filter(function (f) {
+        var c = f.querySelector('figcaption'); return !c || !c.textContent.trim(); }).length""",
+    "external_resources": """Array.from(document.querySelectorAll(
+        'img[src], script[src], link[href], iframe[src], source[src], source[srcset], video[src], audio[src], '
+        + 'object[data], embed[src], img[srcset]')).map(function (e) {
+        return e.getAttribute('src') || e.getAttribute('href') || e.getAttribute('data') || e.getAttribute('srcset');
+    }).filter(function (u) { return !/^(data:|#)/i.test(u); })""",
+    "broken_nav_links": """Array.from(document.querySelectorAll('a[href^="#"]')).map(function (a) {
+        return a.getAttribute('href').slice(1); }).filter(function (id) {
+        return id && !document.getElementById(decodeURIComponent(id)); })""",
+    # The page's script makes tables sortable: clicking a header must mark it sorted.
+    "tables": """Array.from(document.querySelectorAll('table')).map(function (t) {
+        var th = t.querySelector('th'); var sortable = t.classList.contains('sortable');
+        if (sortable && th) { th.click(); }
+        return {sortable: sortable, rows: t.tBodies.length ? t.tBodies[0].rows.length : 0,
+                sorted_on_click: !!(th && (th.classList.contains('sorted-asc')
+                                           || th.classList.contains('sorted-desc')))};
+    })""",
+    "text_length": "document.body.innerText.length",
+}
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    try:
+        return install_chromium()
+    except BrowserError as exc:
+        pytest.fail(f"headless Chromium is required for the report test and could not be set up: {exc}",
+                    pytrace=False)
+
+
+def _page(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / f"{name}.html"
+    path.write_text(f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{name}</title></head>'
+                    f"<body>{body}</body></html>", encoding="utf-8")
+    return path
+
+
+def test_clean_page_passes(chromium: str, tmp_path: Path) -> None:
+    res = load_page(_page(tmp_path, "clean", CLEAN_BODY), {"ready": "document.body.dataset.ready || null"},
+                    chromium=chromium)
+    assert res.loaded
+    assert res.console_errors == []
+    assert res.network_requests == []
+    assert res.probes["ready"] == "1", "the page's script did not run"
+    assert ("log", "fine") in res.console, "console messages are not being recorded at all"
+    assert res.requests == [res.url], "the page's own file: load should be the only request"
+
+
+@pytest.mark.parametrize("name", list(CONTROLS))
+def test_negative_control_is_flagged(chromium: str, tmp_path: Path, name: str) -> None:
+    body, kind = CONTROLS[name]
+    res = load_page(_page(tmp_path, name, body), chromium=chromium)
+    assert res.loaded
+    if kind == "network":
+        assert res.network_requests, f"{name}: the remote request was not detected ({res.requests})"
+        assert all("example.invalid" in u for u in res.network_requests), res.network_requests
+    else:
+        assert res.network_requests == [], res.network_requests
+        assert res.console_errors, f"{name}: the console error was not detected ({res.console})"
+        expected = {"console_error": "boom", "uncaught_throw": "kaboom", "unhandled_rejection": "rejected"}[name]
+        assert any(expected in e for e in res.console_errors), res.console_errors
+
+
+def test_report_renders_offline_without_errors(chromium: str, built_corpus: dict[str, Path]) -> None:
+    from pipeline.stages import STAGES
+
+    report = built_corpus["report"] / "index.html"
+    assert report.is_file(), f"{report} was not written"
+    res = load_page(report, REPORT_PROBES, chromium=chromium)
+    p = res.probes
+    assert res.loaded and p["ready_state"] == "complete"
+    assert p["script_ran"] == "1", "the report's script did not run to the end (no data-ready on <body>)"
+    assert res.console_errors == [], f"console errors: {res.console_errors}"
+    assert res.network_requests == [], f"network requests: {res.network_requests}"
+    assert p["external_resources"] == [], f"resources that are not inlined: {p['external_resources']}"
+    headings = [s["heading"] for s in p["sections"]]
+    assert None not in headings, f"a section without a heading: {p['sections']}"
+    missing = [s.module.TITLE for s in STAGES if s.module.TITLE not in headings]
+    assert not missing, f"no section for stages titled {missing}; sections: {headings}"
+    images = p["images"]
+    assert sum(im["data"] for im in images) > 0, "no inlined (data:) images"
+    assert [im["src"] for im in images if not im["data"]] == [], "images whose src is not a data: URI"
+    assert all(im["decoded"] for im in images), "an inlined image did not decode"
+    assert p["figures_without_caption"] == 0
+    assert p["broken_nav_links"] == [], f"links to missing sections: {p['broken_nav_links']}"
+    assert p["duplicate_ids"] == [], f"element ids used twice (links to them are ambiguous): {p['duplicate_ids']}"
+    assert p["tables"], "no tables"
+    assert all(t["sortable"] and t["sorted_on_click"] for t in p["tables"]), f"tables not sortable: {p['tables']}"
+    assert p["text_length"] > 1000
