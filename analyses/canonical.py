@@ -66,6 +66,7 @@ from sklearn.model_selection import GroupKFold
 from statsmodels.multivariate.cancorr import CanCorr
 
 from analyses import features as feat
+from analyses.presentation import empty_figure
 from analyses.verdicts import Verdict, mean_ci, write_verdicts
 
 READS = ("analysis_features",)
@@ -312,7 +313,11 @@ def _verdict(res: dict) -> Verdict:
                   f"{res['n_datasets']} data sets; X = {', '.join(res['x_names'])}; Y = {', '.join(res['y_names'])}; "
                   f"held-out per fold: {', '.join(f'{v:.2f}' for v in values)}")
         if res["grouped_by"] == "run":
-            detail += "; fewer than 3 data sets, so folds are grouped by run"
+            # Folds grouped by run alone let runs of the test's data set train the fit (and the
+            # within-data-set scaling sees them): no verdict, the estimate stays in the table.
+            lo = hi = math.nan
+            detail += ("; fewer than 3 data sets, so folds could group only by run, not by data set: "
+                       "no interval, inconclusive")
     else:
         detail = res["reason"]
     return Verdict(
@@ -373,21 +378,13 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
 
 # --- figures --------------------------------------------------------------------------------------
 
-def _empty(title: str, message: str) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.text(0.5, 0.5, message, ha="center", va="center")
-    ax.set_axis_off()
-    fig.suptitle(title)
-    return fig
-
-
 def loadings_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     """Heatmap of the structure correlations of every variable with canonical variates 1-2, per task."""
     title = "CCA loadings: correlation of each variable with its block's canonical variate"
     df = con.sql("SELECT task, block, variable, component, loading FROM analysis_cca_loadings").pl()
     tasks = [t for t in ("classification", "regression") if t in set(df["task"].to_list())]
     if not tasks:
-        return _empty(title, "no task had enough snapshots for a CCA")
+        return empty_figure(title, "no task had enough snapshots for a CCA")
     n_rows = max(df.filter(pl.col("task") == t).select(pl.struct("block", "variable").n_unique()).item()
                  for t in tasks)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks) + 1, 0.32 * n_rows + 2), squeeze=False)
@@ -418,7 +415,7 @@ def scores_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     df = con.sql("SELECT * FROM analysis_cca_scores ORDER BY task, dataset, run_id, step").pl()
     tasks = [t for t in ("classification", "regression") if t in set(df["task"].to_list())]
     if not tasks:
-        return _empty(title, "no task had enough snapshots for a CCA")
+        return empty_figure(title, "no task had enough snapshots for a CCA")
     stats = {(t, c): (r, p) for t, c, r, p in con.execute(
         "SELECT task, component, canonical_correlation, p_value FROM analysis_cca").fetchall()}
     held = dict(con.execute("SELECT task, avg(heldout_correlation) FROM analysis_cca_heldout GROUP BY task"

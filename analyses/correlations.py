@@ -69,6 +69,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from analyses import features as feat
+from analyses.presentation import empty_figure
 from analyses.verdicts import CONFIDENCE, N_BOOTSTRAP, Verdict, write_verdicts
 
 READS = ("analysis_features", "analysis_features_layer", "analysis_dynamics_phases")
@@ -274,7 +275,10 @@ _CLAIMS = (
      "Lower effective rank of the local Hessian goes with stronger overfitting",
      "local_effective_rank_ratio", "gap_loss", "negative"),
     ("correlations.s5_5_4_hessian_std", "001 §5.5.4",
-     "A small spread of the Hessian spectrum goes with worse generalization",
+     "A small standard deviation of the Hessian spectrum goes with worse generalization",
+     "loss_std", "gap_loss", "negative"),
+    ("correlations.s5_5_4_hessian_relative_std", "001 §5.5.4",
+     "A small spread of the Hessian spectrum (std over mean |eigenvalue|) goes with worse generalization",
      "loss_relative_std", "gap_loss", "negative"),
     ("correlations.s5_5_7_adjacent_similarity", "001 §5.5.7",
      "Adjacent layers' weights are alike in healthy networks (similarity goes with quality)",
@@ -306,10 +310,6 @@ def _verdicts(snaps: pl.DataFrame) -> list[Verdict]:
         rs, *_, ns, _ = within_group_pearson(col(feature, snaps), col(metric, snaps), snap_groups)
         parts.append(f"over all {ns} snapshots (descriptive, mixes training time): r = {rs:.3f}"
                      if math.isfinite(rs) else "over all snapshots: r n/a")
-        if feature == "loss_relative_std":
-            ra, *_, na, _ = within_group_pearson(col("loss_std"), y, groups)
-            parts.append(f"with loss_std instead: r = {ra:.3f} (n = {na})" if math.isfinite(ra)
-                         else "with loss_std instead: r n/a")
         control = "z-scored within data set, " if CONTROL_FOR_DATASET else ""
         out.append(Verdict(
             claim_id=claim_id, source=source, claim=claim,
@@ -341,14 +341,6 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
 
 # --- figures --------------------------------------------------------------------------------------
 
-def _empty(title: str, message: str) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.text(0.5, 0.5, message, ha="center", va="center")
-    ax.set_axis_off()
-    fig.suptitle(title)
-    return fig
-
-
 def heatmap_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     """Feature x metric heatmap of r (phase 'all') per task, '*' where p_adjusted < ALPHA."""
     title = "Within-data-set Pearson r between features and quality metrics (all snapshots)"
@@ -356,7 +348,7 @@ def heatmap_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
                  "WHERE phase = 'all'").pl()
     tasks = [t for t in ("classification", "regression") if t in set(df["task"].to_list())]
     if not tasks:
-        return _empty(title, "no correlations computed")
+        return empty_figure(title, "no correlations computed")
     order = [f.name for f in feat.FEATURES]
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks) + 1.5, 0.24 * len(order) + 2.2),
                              squeeze=False)
@@ -395,7 +387,7 @@ def by_phase_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     df = con.sql("SELECT task, phase, feature, metric, r, ci_low, ci_high, n FROM analysis_correlations").pl()
     tasks = [t for t in ("classification", "regression") if t in set(df["task"].to_list())]
     if not tasks:
-        return _empty(title, "no correlations computed")
+        return empty_figure(title, "no correlations computed")
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.2), squeeze=False)
     colors = dict(zip(KEY_FEATURES, sns.color_palette("colorblind", len(KEY_FEATURES)), strict=True))
     for ax, task in zip(axes.flat, tasks, strict=True):
@@ -431,7 +423,7 @@ def pairplot_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     cols = ", ".join(dict.fromkeys(KEY_FEATURES + PAIR_METRICS))
     df = con.sql(f"SELECT architecture, {cols} FROM analysis_features ORDER BY architecture, run_id, step").pl()
     if df.height == 0:
-        return _empty(title, "no snapshots")
+        return empty_figure(title, "no snapshots")
     pdf = df.to_pandas()
     grid = sns.pairplot(pdf, x_vars=list(KEY_FEATURES), y_vars=list(PAIR_METRICS), hue="architecture",
                         palette="colorblind", plot_kws={"s": 14, "alpha": 0.7, "linewidth": 0},

@@ -506,18 +506,19 @@ def verdict_saturation(frame: pl.DataFrame) -> Verdict:
 
 
 def verdict_normalization(comparison: pl.DataFrame) -> Verdict:
-    """001 §5.2 normalization: mean over matched pairs of (saturation with norm - without), t interval;
-    predicted negative."""
-    d = comparison.filter(pl.col("metric") == "saturation_fraction")["difference"].drop_nulls().to_numpy()
-    m, lo, hi, n = mean_ci(d)
+    """001 §5.2 normalization: (saturation with norm - without) per matched pair, averaged per unnormalized
+    twin first (pairs sharing a twin are not independent), then a t interval over twins; predicted negative."""
+    pairs = comparison.filter((pl.col("metric") == "saturation_fraction") & pl.col("difference").is_finite())
+    per_twin = pairs.group_by("twin_run_id").agg(pl.col("difference").mean()) if pairs.height else pairs
+    m, lo, hi, n = mean_ci(per_twin["difference"].to_numpy() if pairs.height else np.array([]))
     datasets = sorted(set(comparison["dataset"].to_list()))
     return Verdict(
         "diagnostics.normalization_saturation", "001 §5.2",
         "Normalization layers keep activations out of saturation",
-        "mean over matched pairs (normalized run, identical run without normalization) of the difference in "
-        "run-mean hidden-layer saturation fraction; t interval over pairs",
-        "mean saturation difference (with - without)", "negative", m, lo, hi, n, "matched pairs",
-        detail=f"data sets: {', '.join(datasets) or 'none'}; pairs sharing a twin are not independent")
+        "difference in run-mean hidden-layer saturation fraction between a normalized run and the identical run "
+        "without normalization, averaged per unnormalized twin; t interval over twins",
+        "mean saturation difference (with - without)", "negative", m, lo, hi, n, "unnormalized twins",
+        detail=f"{pairs.height} matched pairs; data sets: {', '.join(datasets) or 'none'}")
 
 
 def run_means(frame: pl.DataFrame, column: str, rows: pl.Expr) -> np.ndarray:
@@ -576,26 +577,40 @@ def verdict_last_layers(pairs: pl.DataFrame, snapshots: pl.DataFrame) -> Verdict
 
 
 def loss_decrease_pairs(snapshots: pl.DataFrame) -> pl.DataFrame:
-    """Consecutive snapshot pairs per run: (run_id, step, alignment at k, relative_decrease =
-    (L_k - L_{k+1}) / L_k of train_loss). snapshots: run_id, step, alignment, train_loss."""
+    """Consecutive snapshot pairs per run: (run_id, step, interval, alignment at k, decrease_rate =
+    (L_k - L_{k+1}) / L_k / (ln(s_{k+1} + 1) - ln(s_k + 1)), the relative train-loss decrease per e-fold
+    of steps, so intervals of the log-spaced schedule compare), and both z-scored across runs within the
+    interval index k (``alignment_z``, ``decrease_z``): alignment and loss decrease both drift over
+    training, and comparing runs at the same point of training keeps that drift out of the correlation.
+    snapshots: run_id, step, alignment, train_loss."""
     s = snapshots.sort("run_id", "step").with_columns(
-        next_loss=pl.col("train_loss").shift(-1).over("run_id"))
-    return (s.filter(pl.col("next_loss").is_not_null() & (pl.col("train_loss") > 0))
-            .with_columns(relative_decrease=(pl.col("train_loss") - pl.col("next_loss")) / pl.col("train_loss"))
-            .select("run_id", "step", "alignment", "relative_decrease"))
+        next_loss=pl.col("train_loss").shift(-1).over("run_id"),
+        next_step=pl.col("step").shift(-1).over("run_id"),
+        interval=pl.col("step").rank("ordinal").over("run_id"))
+    s = (s.filter(pl.col("next_loss").is_not_null() & (pl.col("train_loss") > 0))
+         .with_columns(decrease_rate=(pl.col("train_loss") - pl.col("next_loss")) / pl.col("train_loss")
+                       / ((pl.col("next_step") + 1).log() - (pl.col("step") + 1).log())))
+
+    def z(c: str) -> pl.Expr:
+        return ((pl.col(c) - pl.col(c).mean().over("interval")) / pl.col(c).std().over("interval")).alias(f"{c}_z")
+
+    return (s.filter(pl.col("alignment").is_finite() & pl.col("decrease_rate").is_finite())
+            .with_columns(z("alignment"), z("decrease_rate").alias("decrease_z"))
+            .select("run_id", "step", "interval", "alignment", "decrease_rate", "alignment_z", "decrease_z"))
 
 
 def verdict_rigid(snapshots: pl.DataFrame) -> Verdict:
-    """001 §5.5.3: r(layer-mean alignment at snapshot k, relative train-loss decrease from k to k+1),
-    cluster bootstrap by run; predicted negative."""
+    """001 §5.5.3: r(layer-mean alignment at snapshot k, train-loss decrease per e-fold of steps from k to
+    k+1), both z-scored within the interval index across runs; cluster bootstrap by run; predicted negative."""
     data = loss_decrease_pairs(snapshots)
-    r, lo, hi, k, n_rows = clustered_correlation(data, "alignment", "relative_decrease")
+    r, lo, hi, k, n_rows = clustered_correlation(data, "alignment_z", "decrease_z")
     return Verdict(
         "diagnostics.alignment_progress", "001 §5.5.3",
         "High weight-gradient alignment marks a rigid direction where the optimizer stalls",
         "Pearson r between the snapshot's layer-mean weight-gradient alignment and the relative train-loss "
-        "decrease to the next spectral snapshot; cluster bootstrap over runs",
-        "r(alignment, relative loss decrease)", "negative", r, lo, hi, k, "runs",
+        "decrease per e-fold of steps to the next spectral snapshot, both z-scored across runs at the same "
+        "snapshot index (keeps the common drift over training out); cluster bootstrap over runs",
+        "r(alignment, loss decrease rate | snapshot index)", "negative", r, lo, hi, k, "runs",
         detail=f"{n_rows} snapshot intervals")
 
 

@@ -140,6 +140,9 @@ FOUR_PHASE_NULL = 0.5
 #: Fewer runs than this give no interval for the concentration verdicts (a bootstrap over 3-4
 #: clusters has too few distinct resamples to mean anything).
 MIN_VERDICT_RUNS = 5
+#: Snapshot intervals a run needs for the four-phase verdict: four phases of at least MIN_SEGMENT + 1
+#: intervals each, so that every phase has more than the minimum and its level can be told apart.
+MIN_INTERVALS_FOUR_PHASES = 4 * (MIN_SEGMENT + 1)
 
 #: Checkpoint columns traced at every metric checkpoint (run level).
 CHECKPOINT_QUANTITIES = tuple(features.ALL_METRICS) + ("weight_norm", "grad_norm")
@@ -323,13 +326,25 @@ def log_change(first: np.ndarray, last: np.ndarray) -> np.ndarray:
 
 # --- verdicts ------------------------------------------------------------------------------------
 
-def four_phase_verdict(sequences: Sequence[Sequence[str]]) -> Verdict:
-    """Share of runs whose phase sequence is exactly PHASES, Wilson interval, null FOUR_PHASE_NULL."""
-    n = len(sequences)
-    k = sum(tuple(s) == PHASES for s in sequences)
+def four_phase_verdict(sequences: Sequence[Sequence[str]], n_intervals: Sequence[int] | None = None) -> Verdict:
+    """Share of runs whose phase sequence is exactly PHASES, Wilson interval, null FOUR_PHASE_NULL, over
+    the runs with at least :data:`MIN_INTERVALS_FOUR_PHASES` snapshot intervals (``n_intervals``, one per
+    sequence; all runs when None). With fewer than MIN_VERDICT_RUNS such runs there is no interval: a
+    run too short to resolve four phases is no evidence against them."""
+    n_intervals = [MIN_INTERVALS_FOUR_PHASES] * len(sequences) if n_intervals is None else list(n_intervals)
+    resolved = [s for s, m in zip(sequences, n_intervals, strict=True) if m >= MIN_INTERVALS_FOUR_PHASES]
+    n = len(resolved)
+    k = sum(tuple(s) == PHASES for s in resolved)
     p, lo, hi = wilson_ci(k, n)
     counts = Counter(len(s) for s in sequences)
     dist = ", ".join(f"{c} phase{'s' if c > 1 else ''}: {counts[c]}" for c in sorted(counts))
+    short = ""
+    if n < MIN_VERDICT_RUNS:
+        lo = hi = math.nan
+        short = (f"; only {n} runs have >= {MIN_INTERVALS_FOUR_PHASES} intervals between spectral snapshots "
+                 f"(max here {max(n_intervals, default=0)}): too few to resolve four phases of >= "
+                 f"{MIN_SEGMENT} intervals with this rule; raise spectral_snapshots to >= "
+                 f"{MIN_INTERVALS_FOUR_PHASES + 1}")
     return Verdict(
         claim_id="dynamics.four_phases", source="001 §5.3",
         claim="Training passes through four phases: initial, fast learning, fine-tuning, saturation",
@@ -337,7 +352,7 @@ def four_phase_verdict(sequences: Sequence[Sequence[str]]) -> Verdict:
               "exactly the four phases in order; Wilson 95% interval vs 0.5 (most runs)"),
         effect_name="share of runs with the four phases", predicted="positive",
         effect=p, ci_low=lo, ci_high=hi, n=n, n_unit="runs", null_value=FOUR_PHASE_NULL,
-        detail=f"{k} of {n} runs; phases per run: {dist or 'none'}")
+        detail=f"{k} of {n} resolved runs; phases per run (all runs): {dist or 'none'}{short}")
 
 
 def concentration_verdict(frame: pl.DataFrame, kind: str) -> Verdict:
@@ -355,7 +370,9 @@ def concentration_verdict(frame: pl.DataFrame, kind: str) -> Verdict:
         est, lo, hi, n = math.nan, math.nan, math.nan, 0
     return Verdict(
         claim_id=f"dynamics.concentration_{kind}", source="001 Claim 1 / §5.1",
-        claim="Eigenvalues become more concentrated as training proceeds (early spectra are more uniform)",
+        claim=("Eigenvalues become more concentrated as training proceeds (early spectra are more uniform)"
+               + (" — tested on the loss-Hessian block, an analogue of the paper's local Hessian" if kind == "loss"
+                  else "")),
         test=(f"per (run, layer), log change of the {what} effective-rank ratio Σ|λ|/max|λ|/dim from the first "
               "to the last spectral snapshot; mean over pairs, 95% cluster bootstrap by run"),
         effect_name="mean ln(effective rank last / first)", predicted="negative",
@@ -465,7 +482,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     n_diffs = sum(len(x) - 1 for x in pooled_series)
     sigma = noise_sigma(pooled_series) if n_diffs >= MIN_POOLED_DIFFS else None
 
-    rate_rows, phase_rows, sequences = [], [], []
+    rate_rows, phase_rows, sequences, intervals = [], [], [], []
     for r in runs:
         rates, steps = r["rates"], r["steps"]
         if not steps:
@@ -498,6 +515,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                               "penalty": penalty if math.isfinite(penalty) else None})
         if r["status"] != "diverged" and n_snap >= 2 * MIN_SEGMENT + 1:
             sequences.append([name for name, _, _ in seg.phases])
+            intervals.append(n_snap - 1)
 
     rates_schema = {"run_id": pl.Utf8, "step_from": pl.Int32, "step_to": pl.Int32, "distance": pl.Float64,
                     "log_step_span": pl.Float64, "rate": pl.Float64, "log_rate": pl.Float64,
@@ -514,7 +532,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                    phase VARCHAR, start_step INTEGER, end_step INTEGER, n_snapshots INTEGER, mean_rate DOUBLE)""")
     con.execute("INSERT INTO analysis_dynamics_phases SELECT * FROM phase_frame ORDER BY run_id, phase_index")
 
-    verdicts = [four_phase_verdict(sequences)]
+    verdicts = [four_phase_verdict(sequences, intervals)]
     for kind in ("loss", "local"):
         zero = ("AND NOT coalesce(a.local_exactly_zero, false) AND NOT coalesce(b.local_exactly_zero, false)"
                 if kind == "local" else "")

@@ -64,6 +64,7 @@ import numpy as np
 import polars as pl
 from matplotlib.colors import SymLogNorm
 
+from analyses.presentation import fmt_number as _f
 from analyses.verdicts import CONFIDENCE, N_BOOTSTRAP, Verdict, write_verdicts
 
 READS = ("analysis_features_layer", "layer_stats", "runs", "weights")
@@ -285,10 +286,6 @@ def _run_tests(layers: pl.DataFrame) -> dict[str, dict]:
         "movement": pooled_rank_correlation(*cols(f["all"], "weight_movement")),
         "coincidence": coincidence(*cols(f["all"], "grad_log_decrease")),
     }
-
-
-def _f(x) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x:.3g}"
 
 
 def run(con: duckdb.DuckDBPyConnection) -> None:

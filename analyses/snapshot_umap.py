@@ -69,6 +69,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import silhouette_score
 
+from analyses.presentation import fmt_number as _f
 from analyses.verdicts import CONFIDENCE, N_BOOTSTRAP, Verdict, write_verdicts
 
 READS = ("analysis_features", "analysis_features_layer", "analysis_features_catalog")
@@ -362,10 +363,6 @@ def _score_rows(s: dict, target: str, cv: str, space: str) -> list[dict]:
             rows.append({**base, "what": "majority_rate", "value": s["majority_rate"], "ci_low": None,
                          "ci_high": None, "cv_groups": "-", "detail": "share of snapshots in the most common class"})
     return rows
-
-
-def _f(x) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x:.3g}"
 
 
 def run(con: duckdb.DuckDBPyConnection) -> None:

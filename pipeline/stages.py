@@ -11,20 +11,22 @@ A stage is a module in ``analyses/`` that declares
 
 The runner orders stages so that every stage runs after the stages that write what it reads, and
 skips a stage whose *fingerprint* is unchanged since it last ran. The fingerprint is a hash of the
-stage's source file and, for every table it reads, the row count and an order-independent
-``bit_xor`` of the DuckDB ``hash`` of each row, so any insert, delete or update of an input (or an
-edit of the stage's code) re-runs the stage and everything downstream of it. Fingerprints live in
+stage's source, of the project's code and numerical libraries' versions (:func:`code_version`), and,
+for every table it reads, the row count and the sum of the DuckDB ``hash`` of each row, so any insert,
+delete or update of an input (or an edit of the code) re-runs the stage and everything downstream. Fingerprints live in
 the ``stage_runs`` table. Each stage runs in one transaction with its fingerprint update, so an
 interrupted or failed stage leaves the previous outputs and fingerprint in place.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import time
 from dataclasses import dataclass
 from graphlib import CycleError, TopologicalSorter
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
@@ -67,6 +69,30 @@ class Stage:
     @property
     def source_hash(self) -> str:
         return hashlib.sha256(inspect.getsource(self.module).encode()).hexdigest()[:16]
+
+
+#: Libraries whose version enters every stage's fingerprint: an upgrade can change any number.
+_FINGERPRINT_PACKAGES = ("numpy", "scipy", "scikit-learn", "statsmodels", "umap-learn", "duckdb", "polars",
+                         "torch", "matplotlib", "seaborn")
+_PROJECT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def code_version() -> str:
+    """Hash of every project source file a stage can reach (analyses/, pipeline/, snapshot_loader/) and
+    of the numerical libraries' versions. Conservative on purpose: a stage calls shared helpers
+    (verdict rule, feature catalog, curvature engine), so an edit of any of them re-runs every stage."""
+    h = hashlib.sha256()
+    for folder in ("analyses", "pipeline", "snapshot_loader"):
+        for path in sorted((_PROJECT / folder).rglob("*.py")):
+            h.update(str(path.relative_to(_PROJECT)).encode())
+            h.update(path.read_bytes())
+    for package in _FINGERPRINT_PACKAGES:
+        try:
+            h.update(f"{package}={metadata.version(package)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{package}=absent".encode())
+    return h.hexdigest()[:16]
 
 
 def order_stages(stages: list[Stage]) -> tuple[Stage, ...]:
@@ -123,8 +149,9 @@ def _existing_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
 
 
 def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str) -> str:
-    """Row count and xor of row hashes: changes with any insert, delete or update of the table."""
-    n, h = con.execute(f'SELECT count(*), bit_xor(hash(t)) FROM "{table}" t').fetchall()[0]
+    """Row count and the sum of row hashes (mod 2^128, order-independent; unlike a xor, a duplicated
+    row does not cancel): changes with any insert, delete or update of the table."""
+    n, h = con.execute(f'SELECT count(*), sum(hash(t)::HUGEINT) FROM "{table}" t').fetchall()[0]
     return f"{n}:{h}"
 
 
@@ -133,7 +160,7 @@ def stage_fingerprint(con: duckdb.DuckDBPyConnection, stage: Stage, existing: se
     """Hash of the stage's source and its inputs' table fingerprints (``cache``: table -> fingerprint
     of tables hashed earlier in the same call and not written since)."""
     cache = {} if cache is None else cache
-    parts = [stage.name, stage.source_hash]
+    parts = [stage.name, stage.source_hash, code_version()]
     for table in sorted(stage.reads):
         if table not in existing:
             parts.append(f"{table}=missing")

@@ -89,6 +89,7 @@ def _synthetic_db(sign: float, n_per: int = 9, snaps: int = 4, seed: int = 0) ->
                     row["weight_rank_ratio"] = 0.5 + 0.1 * a + 0.02 * rng.normal() + 0.2 * d_i
                     row["local_effective_rank_ratio"] = 0.3 + 0.1 * a + 0.02 * rng.normal()
                     row["loss_relative_std"] = 2 + a + 0.2 * rng.normal() + 3 * d_i
+                    row["loss_std"] = 1 + 0.5 * a + 0.1 * rng.normal() + 2 * d_i
                     row["adjacent_similarity"] = 0.5 + 0.1 * b + 0.02 * rng.normal()
                     for m in feat.ALL_METRICS:
                         row[m] = rng.normal()
@@ -135,7 +136,7 @@ def test_stage_tables_and_planted_verdicts() -> None:
     assert r < -0.8 and sig
     frac = con.execute("""SELECT avg(significant::INT) FROM analysis_correlations WHERE phase = 'all'
                           AND feature NOT IN ('weight_rank_ratio', 'local_effective_rank_ratio', 'loss_relative_std',
-                                              'adjacent_similarity')
+                                              'loss_std', 'adjacent_similarity')
                           AND metric NOT IN ('gap_loss')""").fetchall()[0][0]
     assert frac < 0.1
     fig = correlations.by_phase_figure(con)  # with phases (the other figures are drawn in the tiny test)
@@ -143,7 +144,7 @@ def test_stage_tables_and_planted_verdicts() -> None:
     plt.close(fig)
     assert any("survive Benjamini-Hochberg" in p for p in correlations.report(con)["paragraphs"])
     verdicts = _verdicts(con)
-    assert len(verdicts) == 5
+    assert len(verdicts) == 6
     for claim, (verdict, effect) in verdicts.items():
         assert verdict == "supported", (claim, verdict, effect)
     # the reversed effects are "not supported"

@@ -200,10 +200,12 @@ def test_alignment_verdict_planted_and_reversed(slope, verdict):
 def test_normalization_verdict_planted_and_reversed(difference, verdict):
     rng = np.random.default_rng(2)
     d = difference + rng.normal(0, 0.01, 6)
-    comparison = pl.DataFrame({"dataset": [f"d{i}" for i in range(6)], "metric": "saturation_fraction",
-                               "difference": d})
+    # two normalized runs (batch and layer norm) per unnormalized twin: n counts twins, not pairs
+    comparison = pl.DataFrame({"dataset": [f"d{i // 2}" for i in range(12)], "metric": "saturation_fraction",
+                               "twin_run_id": [f"t{i // 2}" for i in range(12)],
+                               "difference": np.repeat(d, 2) + rng.normal(0, 0.002, 12)})
     v = dg.verdict_normalization(comparison)
-    assert v.verdict == verdict and v.n == 6
+    assert v.verdict == verdict and v.n == 6 and "12 matched pairs" in v.detail
 
 
 @pytest.mark.parametrize(("ratio", "verdict"), [(2.0, "supported"), (0.5, "not supported"),

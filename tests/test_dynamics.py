@@ -155,6 +155,9 @@ def test_verdicts_planted_and_reversed():
     assert four.verdict == "supported"
     two = dynamics.four_phase_verdict([["initial", "fast learning"]] * 12)
     assert two.verdict == "not supported" and two.effect == 0.0
+    # runs too short to resolve four phases are no evidence either way
+    short = dynamics.four_phase_verdict([["initial", "fast learning"]] * 12, [9] * 12)
+    assert short.verdict == "inconclusive" and "too few to resolve" in short.detail
     rng = np.random.default_rng(0)
     runs = np.repeat([f"r{i}" for i in range(10)], 3)
     delta = -0.4 + 0.1 * rng.normal(size=30)

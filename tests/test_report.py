@@ -1,0 +1,39 @@
+"""The report's contents: every stage has a section, and text from the database is HTML-escaped."""
+
+from __future__ import annotations
+
+import shutil
+
+import duckdb
+
+from pipeline.stages import STAGES
+from reports.builder import build_report
+
+HOSTILE = '<script>alert("x")</script> & <b>'
+
+
+def test_database_text_is_escaped_in_the_report(built_corpus, tmp_path):
+    db = tmp_path / "corpus.duckdb"
+    shutil.copy(built_corpus["db"], db)
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE datasets SET description = ?", [HOSTILE])
+    con.execute("UPDATE analysis_overview SET optimizer = ? WHERE run_id = (SELECT min(run_id) FROM runs)", [HOSTILE])
+    con.execute("UPDATE analysis_verdicts SET detail = ?, claim = ?", [HOSTILE, HOSTILE])
+    con.close()
+    html = build_report(db, tmp_path / "report").read_text()
+    assert HOSTILE not in html and "<b>" not in html
+    escaped = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;"
+    assert html.count(escaped) >= 3  # data sets table, runs table, verdict sentences and table
+
+
+def test_every_stage_has_a_section_and_the_verdicts_are_listed(built_corpus):
+    html = (built_corpus["report"] / "index.html").read_text()
+    for stage in STAGES:
+        if stage.name != "verdicts":
+            assert f'<section id="stage-{stage.name}">' in html, stage.name
+    con = duckdb.connect(str(built_corpus["db"]), read_only=True)
+    n_verdicts = con.execute("SELECT count(*) FROM analysis_verdicts").fetchall()[0][0]
+    con.close()
+    assert n_verdicts >= 10
+    assert html.count('class="v-inconclusive"') + html.count('class="v-supported"') \
+        + html.count('class="v-not-supported"') >= n_verdicts
