@@ -94,7 +94,7 @@ MIN_TEST_ROWS = 5
 N_LOADING_COMPONENTS = 2
 #: |ρ| below this is negligible (verdict band).
 NEGLIGIBLE_R = 0.1
-PRIMARY = {"classification": "test_accuracy", "regression": "test_r2"}
+PRIMARY = feat.PRIMARY_METRIC
 
 
 # --- pure math ------------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ PAIR_METRICS = ("test_loss", "gap_loss", "primary_metric")
 #: The pair plot's y axes span the PAIR_CLIP to 1 - PAIR_CLIP quantiles of each metric.
 PAIR_CLIP = 0.01
 #: Primary metric column by task in ``features.METRICS``.
-PRIMARY = {"classification": "test_accuracy", "regression": "test_r2"}
+PRIMARY = feat.PRIMARY_METRIC
 _SEED = 0
 
 _GROUP = {f.name: f.group for f in feat.FEATURES}

@@ -104,6 +104,8 @@ METRICS = {
                        "test_auc"),
     "regression": ("train_loss", "test_loss", "gap_loss", "test_r2", "test_mae", "test_rmse"),
 }
+#: The metric ``primary_metric`` holds, by task.
+PRIMARY_METRIC = {"classification": "test_accuracy", "regression": "test_r2"}
 ALL_METRICS = tuple(dict.fromkeys(METRICS["classification"] + METRICS["regression"]))
 
 _CONTEXT = """r.dataset, r.task, r.size, r.activation, r.norm, r.optimizer, r.init, r.train_fraction, r.seed,
