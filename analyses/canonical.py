@@ -161,22 +161,6 @@ def fit_cca(x: np.ndarray, y: np.ndarray, orient: np.ndarray | None = None) -> C
                   p_value=table["Pr > F"].to_numpy(float))
 
 
-def standardize_within(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """z-score each column of values (n, p) within each group (n,) (ddof 0); a group with one row or no
-    spread in a column maps to 0 there."""
-    v = np.asarray(values, float)
-    out = np.zeros_like(v)
-    for g in np.unique(groups):
-        rows = groups == g
-        block = v[rows]
-        if len(block) < 2:
-            continue
-        sd = block.std(0)
-        ok = sd > MIN_STD * np.maximum(1.0, np.abs(block.mean(0)))
-        out[np.ix_(rows, ok)] = (block[:, ok] - block[:, ok].mean(0)) / sd[ok]
-    return out
-
-
 def select_columns(block: np.ndarray, names: list[str]) -> list[int]:
     """Indices of the columns of block (n, p) kept, in order: drop a column with sd < MIN_STD, or
     whose R² on the columns kept before it (least squares with intercept) exceeds MAX_R2."""
@@ -250,7 +234,7 @@ def _task_blocks(sub: pl.DataFrame, task: str) -> tuple[np.ndarray, list[str], n
             return np.zeros((sub.height, 0)), []
         raw = sub.select([pl.col(c).cast(pl.Float64) for c in names]).to_numpy()
         if STANDARDIZE_WITHIN_DATASET:
-            raw = standardize_within(raw, sub["dataset"].to_numpy())
+            raw = feat.standardize_within(raw, sub["dataset"].to_numpy(), tol=MIN_STD)
         keep = select_columns(raw, names)
         return raw[:, keep], [names[j] for j in keep]
 

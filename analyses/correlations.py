@@ -104,23 +104,6 @@ _COLUMNS = {"task": pl.Utf8, "phase": pl.Utf8, "feature": pl.Utf8, "feature_grou
 
 # --- pure statistics ------------------------------------------------------------------------------
 
-def standardize_within(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """z-score ``values`` (shape (n,)) within each group (shape (n,)): (x - mean_g) / sd_g, ddof 0.
-
-    A group with one row or zero spread maps to 0 (it carries no within-group information).
-    """
-    x = np.asarray(values, float)
-    out = np.zeros_like(x)
-    _, inv = np.unique(groups, return_inverse=True)
-    counts = np.bincount(inv)
-    mean = np.bincount(inv, weights=x) / counts
-    centred = x - mean[inv]
-    sd = np.sqrt(np.bincount(inv, weights=centred ** 2) / counts)
-    ok = (counts[inv] > 1) & (sd[inv] > 1e-12 * np.maximum(1.0, np.abs(mean[inv])))
-    out[ok] = centred[ok] / sd[inv][ok]
-    return out
-
-
 def _within_r(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, int, int]:
     """r of within-group z-scores over rows of groups with >= 2 rows: (r, n, k)."""
     _, inv = np.unique(groups, return_inverse=True)
@@ -129,7 +112,7 @@ def _within_r(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, 
     n, k = int(len(x)), int(len(np.unique(g)))
     if n == 0:
         return math.nan, 0, 0
-    zx, zy = standardize_within(x, g), standardize_within(y, g)
+    zx, zy = feat.standardize_within(x, g), feat.standardize_within(y, g)
     sxx, syy = float(zx @ zx), float(zy @ zy)
     if sxx <= 0 or syy <= 0:
         return math.nan, n, k

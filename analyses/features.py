@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import duckdb
+import numpy as np
 
 READS = ("runs", "checkpoints", "layers", "layer_stats", "hessian_spectra")
 WRITES = ("analysis_features_layer", "analysis_features", "analysis_features_catalog")
@@ -118,7 +119,32 @@ def feature_names(group: str | None = None) -> list[str]:
 
 
 def slog_sql(expr: str) -> str:
+    """The transform slog(x) = sign(x) ln(1 + |x|) of a SQL expression."""
     return f"sign({expr}) * ln(1 + abs({expr}))"
+
+
+def slog(x: np.ndarray) -> np.ndarray:
+    """slog(x) = sign(x) ln(1 + |x|), elementwise (shape kept): the transform of ``log_scale`` features."""
+    x = np.asarray(x, float)
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def standardize_within(values: np.ndarray, groups: np.ndarray, tol: float = 1e-12) -> np.ndarray:
+    """z-score ``values`` ((n,) or (n, p), column by column) within each group ((n,)): (x - mean_g) / sd_g,
+    ddof 0. A group with one row, or a column whose sd is at most tol * max(1, |mean_g|) there, maps to 0:
+    it carries no within-group information."""
+    x = np.asarray(values, float)
+    flat = x.ndim == 1
+    x2 = x[:, None] if flat else x
+    _, inv = np.unique(groups, return_inverse=True)
+    counts = np.bincount(inv).astype(float)
+    mean = np.stack([np.bincount(inv, weights=c) for c in x2.T], axis=1) / counts[:, None]
+    centred = x2 - mean[inv]
+    sd = np.sqrt(np.stack([np.bincount(inv, weights=c ** 2) for c in centred.T], axis=1) / counts[:, None])
+    ok = (counts[inv][:, None] > 1) & (sd[inv] > tol * np.maximum(1.0, np.abs(mean[inv])))
+    out = np.zeros_like(x2)
+    out[ok] = centred[ok] / sd[inv][ok]
+    return out[:, 0] if flat else out
 
 
 def run(con: duckdb.DuckDBPyConnection) -> None:

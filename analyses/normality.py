@@ -62,12 +62,6 @@ _SCHEMA = {"feature": pl.Utf8, "layer": pl.Utf8, "transform": pl.Utf8, "n": pl.I
            "p_value": pl.Float64, "p_adjusted": pl.Float64, "normal_at_5pct": pl.Boolean}
 
 
-def slog(x: np.ndarray) -> np.ndarray:
-    """sign(x) ln(1 + |x|), elementwise (shape kept)."""
-    x = np.asarray(x, float)
-    return np.sign(x) * np.log1p(np.abs(x))
-
-
 def layer_position(layer_index: np.ndarray, n_layers: np.ndarray, is_output: np.ndarray) -> np.ndarray:
     """Position label per layer (arrays of shape (m,)): 'output' if is_output, else 'first' for layer 0,
     'last' for the last hidden layer n_layers - 2 (when > 0), else 'middle'."""
@@ -115,7 +109,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         rows.append({"feature": f.name, "layer": None, "transform": transform, "n": n, "w_statistic": w,
                      "p_value": p})
         raw = layers[f.name].cast(pl.Float64).fill_null(math.nan).to_numpy() if layers.height else np.array([])
-        values = slog(raw) if f.log_scale else raw
+        values = feat.slog(raw) if f.log_scale else raw
         for pos in POSITIONS:
             w, p, n = shapiro_wilk(values[positions == pos])
             if n == 0:  # no layer at this position, or the feature is NULL there

@@ -69,6 +69,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import silhouette_score
 
+from analyses import features
 from analyses.presentation import fmt_number as _f
 from analyses.verdicts import CONFIDENCE, N_BOOTSTRAP, Verdict, write_verdicts
 
@@ -130,7 +131,7 @@ def snapshot_matrix(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, np.nd
                       f"({', '.join(repr(g) for g in SNAPSHOT_GROUPS)}) ORDER BY feature").fetchall()
     feats = [f for f, _ in cat]
     out_cols = ", ".join(
-        (f"sign(o.{f}) * ln(1 + abs(o.{f}))" if t == "slog" else f"o.{f}") + f" AS out_{f}" for f, t in cat)
+        (features.slog_sql(f"o.{f}") if t == "slog" else f"o.{f}") + f" AS out_{f}" for f, t in cat)
     mean_cols = ", ".join(f"a.{f}" for f in feats)
     sql = f"""
         SELECT a.run_id, a.step, a.snapshot_index, a.progress, a.dataset, a.task, a.architecture, a.size,

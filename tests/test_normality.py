@@ -91,7 +91,7 @@ def test_stage_matches_scipy_and_judges_planted_distributions() -> None:
     log_scale = {x.name: x.log_scale for x in feat.FEATURES}
     for f in ("bias_norm", "alignment"):
         raw = layers.sort(["run_id", "step", "layer_index"]).filter(pl.col("layer_index") == 1)[f].to_numpy()
-        ref = stats.shapiro(normality.slog(raw) if log_scale[f] else raw)
+        ref = stats.shapiro(feat.slog(raw) if log_scale[f] else raw)
         row = table.filter((pl.col("feature") == f) & (pl.col("layer") == "last")).row(0, named=True)
         assert (row["w_statistic"], row["p_value"]) == (ref.statistic, ref.pvalue)
         assert row["transform"] == ("slog" if log_scale[f] else "identity")
