@@ -30,6 +30,7 @@ from pipeline.curvature.stochastic import (
     hutchinson_trace,
     hutchpp_trace,
     lanczos_extreme,
+    lanczos_ritz,
     power_iteration,
     slq_density,
 )
@@ -196,6 +197,41 @@ def test_lanczos_respects_its_budget_and_reports_non_convergence() -> None:
     a, _ = _indefinite_operator()
     result = lanczos_extreme(lambda v: a @ v, 300, 8, "LA", budget=25, rng=np.random.default_rng(0))
     assert result.n_matvec <= 25 and not result.converged
+
+
+def test_lanczos_falls_back_to_plain_lanczos_when_arpack_fails(monkeypatch) -> None:
+    """ARPACK error 3 (a failed implicit restart, met on loss blocks of tiny training sets) must not end
+    the run: the remaining budget goes to restart-free Lanczos, whose extremes match the exact ones."""
+    import scipy.sparse.linalg as sla
+
+    from pipeline.curvature import stochastic
+
+    a, lam = _indefinite_operator()
+
+    def failing_eigsh(op, **kwargs):
+        for _ in range(5):  # ARPACK spends some products before it gives up
+            op.matvec(np.ones(op.shape[0]))
+        raise sla.ArpackError(3)
+
+    monkeypatch.setattr(stochastic.sla, "eigsh", failing_eigsh)
+    top = stochastic.lanczos_extreme(lambda v: a @ v, 300, 4, "LA", budget=120, rng=np.random.default_rng(0))
+    assert top.n_matvec <= 120 and top.values.max() == pytest.approx(lam.max(), rel=1e-6)
+    bottom = stochastic.lanczos_extreme(lambda v: a @ v, 300, 4, "SA", budget=120, rng=np.random.default_rng(0))
+    assert bottom.values.min() == pytest.approx(lam.min(), rel=1e-6)
+    short = stochastic.lanczos_extreme(lambda v: a @ v, 300, 4, "LA", budget=12, rng=np.random.default_rng(0))
+    assert short.n_matvec <= 12 and not short.converged
+
+
+def test_plain_lanczos_on_a_low_rank_operator_is_exact_after_breakdown() -> None:
+    rng = np.random.default_rng(5)
+    u = np.linalg.qr(rng.normal(size=(400, 6)))[0]
+    d = np.array([-3.0, -1.0, 0.5, 2.0, 4.0, 7.0])
+    result = lanczos_ritz(lambda v: u @ (d * (u.T @ v)), 400, 3, "LA", steps=50, v0=rng.normal(size=400))
+    # the Krylov space of a rank-6 operator has dimension 7 (its range and v0's null component)
+    assert result.converged and result.n_matvec == 7
+    np.testing.assert_allclose(result.values, [2.0, 4.0, 7.0], rtol=1e-10)
+    bottom = lanczos_ritz(lambda v: u @ (d * (u.T @ v)), 400, 2, "SA", steps=50, v0=rng.normal(size=400))
+    np.testing.assert_allclose(bottom.values, [-3.0, -1.0], rtol=1e-10)
 
 
 def test_hutchinson_within_three_standard_errors() -> None:

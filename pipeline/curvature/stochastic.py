@@ -99,6 +99,47 @@ def lanczos_extreme(matvec: MatVec, n: int, k: int, which: str, budget: int, rng
         return ExtremeEigs(np.sort(values), True, op.calls)
     except sla.ArpackNoConvergence as exc:
         return ExtremeEigs(np.sort(np.asarray(exc.eigenvalues, dtype=np.float64)), False, op.calls)
+    except sla.ArpackError:
+        # ARPACK error 3 ("no shifts could be applied"): an implicit restart failed, seen on loss blocks
+        # of tiny training sets whose spectrum is a huge cluster at 0. Plain Lanczos needs no restart.
+        fallback = lanczos_ritz(op, n, k, which, max(k + 1, budget - op.calls), v0, tol)
+        return ExtremeEigs(fallback.values, fallback.converged, op.calls)
+
+
+def lanczos_ritz(matvec: MatVec, n: int, k: int, which: str, steps: int, v0: np.ndarray,
+                 tol: float = LANCZOS_TOL) -> ExtremeEigs:
+    """k extreme Ritz values (ascending) after ``steps`` Lanczos steps from v0, without restarts.
+
+    Full reorthogonalization (twice, against the whole basis Q) keeps Q orthonormal, so T = Q^T H Q is
+    the tridiagonal of alpha_j = q_j^T H q_j and beta_j = ||r_j||. A Ritz value theta_i has residual
+    ||H y_i - theta_i y_i|| = beta_m |s_{m,i}| (s_i its eigenvector of T); converged = every returned
+    value's residual is at most tol * max|theta|. A breakdown (beta ~ 0) means Q spans the Krylov space
+    of v0, invariant under H: it holds v0's component in every eigenspace, so (for a v0 with none of
+    them zero, true almost surely for a random v0) its Ritz values are all the distinct eigenvalues.
+    """
+    m = max(1, min(n, steps))
+    basis = np.zeros((n, m))
+    alpha, beta = np.zeros(m), np.zeros(m)
+    q = np.asarray(v0, dtype=np.float64) / np.linalg.norm(v0)
+    used = 0
+    for j in range(m):
+        basis[:, j] = q
+        w = np.asarray(matvec(q), dtype=np.float64)
+        alpha[j] = q @ w
+        for _ in range(2):
+            w = w - basis[:, : j + 1] @ (basis[:, : j + 1].T @ w)
+        beta[j] = np.linalg.norm(w)
+        used = j + 1
+        if beta[j] <= 1e-12 * max(1.0, abs(alpha[j])):
+            break
+        q = w / beta[j]
+    t = np.diag(alpha[:used]) + np.diag(beta[: used - 1], 1) + np.diag(beta[: used - 1], -1)
+    theta, vecs = np.linalg.eigh(t)
+    pick = slice(max(0, used - k), used) if which == "LA" else slice(0, min(k, used))
+    residual = beta[used - 1] * np.abs(vecs[-1, pick])
+    scale = max(float(np.abs(theta).max()), 1e-300)
+    converged = bool(np.all(residual <= tol * scale))
+    return ExtremeEigs(np.sort(theta[pick]), converged, used)
 
 
 def rademacher(rng: np.random.Generator, n: int, m: int) -> np.ndarray:
