@@ -114,6 +114,18 @@ _CONTEXT = """r.dataset, r.task, r.size, r.activation, r.norm, r.optimizer, r.in
        r.total_steps, c.epoch, c.step::DOUBLE / greatest(r.total_steps, 1) AS progress"""
 
 
+#: Layer positions (:func:`layer_position`), from input to output.
+POSITIONS = ("first", "middle", "last", "output")
+
+
+def layer_position(layer_index: np.ndarray, n_layers: np.ndarray, is_output: np.ndarray) -> np.ndarray:
+    """Position label per layer (arrays of shape (m,)): 'output' if is_output, else 'first' for layer 0,
+    'last' for the last hidden layer n_layers - 2 (when > 0), else 'middle'. Layer indices mean different
+    things in networks of different depth; positions compare across them."""
+    i, n, out = np.asarray(layer_index), np.asarray(n_layers), np.asarray(is_output, bool)
+    return np.where(out, "output", np.where(i == 0, "first", np.where(i == n - 2, "last", "middle")))
+
+
 def feature_names(group: str | None = None) -> list[str]:
     return [f.name for f in FEATURES if group is None or f.group == group]
 

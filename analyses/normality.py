@@ -40,6 +40,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from analyses import features as feat
+from analyses.features import POSITIONS, layer_position
 
 READS = ("analysis_features", "analysis_features_layer")
 WRITES = ("analysis_normality",)
@@ -55,18 +56,9 @@ MAX_N = 5000
 SEED = 0
 #: Features shown at each end of the QQ figure.
 N_QQ = 3
-#: Layer positions, in table order.
-POSITIONS = ("first", "middle", "last", "output")
 
 _SCHEMA = {"feature": pl.Utf8, "layer": pl.Utf8, "transform": pl.Utf8, "n": pl.Int64, "w_statistic": pl.Float64,
            "p_value": pl.Float64, "p_adjusted": pl.Float64, "normal_at_5pct": pl.Boolean}
-
-
-def layer_position(layer_index: np.ndarray, n_layers: np.ndarray, is_output: np.ndarray) -> np.ndarray:
-    """Position label per layer (arrays of shape (m,)): 'output' if is_output, else 'first' for layer 0,
-    'last' for the last hidden layer n_layers - 2 (when > 0), else 'middle'."""
-    i, n, out = np.asarray(layer_index), np.asarray(n_layers), np.asarray(is_output, bool)
-    return np.where(out, "output", np.where(i == 0, "first", np.where(i == n - 2, "last", "middle")))
 
 
 def test_sample(values: np.ndarray, max_n: int = MAX_N, seed: int = SEED) -> np.ndarray:

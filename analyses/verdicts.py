@@ -6,7 +6,8 @@ through :func:`write_verdicts`. Each row states the claim, the test, the effect 
 sign the claim predicts), its 95% confidence interval, n and the unit n counts, and a verdict from
 :func:`decide`:
 
-- ``supported``: the interval excludes the null value on the side the claim predicts;
+- ``supported``: the interval excludes the null value on the side the claim predicts (either side for a
+  claim of a relation whose sign the paper does not state, ``predicted = "nonzero"``);
 - ``not supported``: the interval excludes it on the other side, or lies wholly inside the
   ``negligible`` band around the null (a precisely measured absence of the effect);
 - ``inconclusive``: otherwise (the interval covers the null), or too little data to estimate.
@@ -24,7 +25,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-Direction = Literal["positive", "negative"]
+Direction = Literal["positive", "negative", "nonzero"]
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 #: Two-sided level of every interval in ``analysis_verdicts``.
 CONFIDENCE = 0.95
@@ -41,7 +42,8 @@ VERDICT_COLUMNS: list[tuple[str, str]] = [
 
 @dataclass(frozen=True)
 class Verdict:
-    """One tested claim. ``predicted`` is the sign of ``effect - null_value`` the claim predicts."""
+    """One tested claim. ``predicted`` is the sign of ``effect - null_value`` the claim predicts, or
+    "nonzero" when it predicts an effect of unstated sign."""
 
     claim_id: str
     source: str
@@ -85,7 +87,7 @@ def decide(ci_low: float | None, ci_high: float | None, predicted: Direction, nu
     if negligible > 0 and null - negligible < ci_low and ci_high < null + negligible:
         return NOT_SUPPORTED
     above, below = ci_low > null, ci_high < null
-    if (above and predicted == "positive") or (below and predicted == "negative"):
+    if (above and predicted in ("positive", "nonzero")) or (below and predicted in ("negative", "nonzero")):
         return SUPPORTED
     if above or below:
         return NOT_SUPPORTED
@@ -150,6 +152,30 @@ def cluster_bootstrap(frame: pl.DataFrame, cluster: str, statistic: Callable[[pl
     return estimate, float(lo), float(hi), k
 
 
+def row_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n: int, n_boot: int = N_BOOTSTRAP,
+                  seed: int = 0) -> tuple[float, float, float, int]:
+    """A statistic of n independent rows with a percentile 95% interval from resampling rows
+    (``scipy.stats.bootstrap`` on the row indices, so any number of paired columns resample together).
+
+    ``statistic(idx)`` maps integer row indices of shape (..., n) to values of shape (...,): vectorized
+    over leading axes. Resamples where it is NaN (a constant column, say) are left out; with fewer than
+    half of them finite, or n < 4, the interval is NaN. Returns ``(estimate, lo, hi, n)``.
+    """
+    estimate = float(statistic(np.arange(n)))
+    if n < 4 or not math.isfinite(estimate):
+        return estimate, math.nan, math.nan, n
+    res = stats.bootstrap((np.arange(n),), lambda idx, axis=-1: statistic(np.moveaxis(idx, axis, -1)),
+                          vectorized=True, n_resamples=n_boot, method="percentile",
+                          rng=np.random.default_rng(seed))
+    draws = np.asarray(res.bootstrap_distribution, float)
+    draws = draws[np.isfinite(draws)]
+    if len(draws) < n_boot // 2:
+        return estimate, math.nan, math.nan, n
+    a = (1 - CONFIDENCE) / 2
+    lo, hi = np.quantile(draws, [a, 1 - a])
+    return estimate, float(lo), float(hi), n
+
+
 def mean_ci(values: np.ndarray) -> tuple[float, float, float, int]:
     """Mean with a t 95% interval over the finite values: ``(mean, lo, hi, n)``."""
     v = np.asarray(values, float)
@@ -178,7 +204,7 @@ def wilson_ci(k: int, n: int) -> tuple[float, float, float]:
 # --- the collecting stage -------------------------------------------------------------------------
 
 #: Every stage that writes verdicts; the collecting stage reads their tables.
-VERDICT_STAGES = ("dynamics", "correlations", "cca", "umap", "pressure", "diagnostics")
+VERDICT_STAGES = ("dynamics", "correlations", "cca", "umap", "pressure", "diagnostics", "topology")
 READS = tuple(f"analysis_{s}_verdicts" for s in VERDICT_STAGES)
 WRITES = ("analysis_verdicts",)
 TITLE = "Verdicts"

@@ -3,7 +3,8 @@
 A stage is a module in ``analyses/`` that declares
 
 - ``READS``: the tables it reads (corpus tables or other stages' outputs);
-- ``WRITES``: the tables it writes, each named ``analysis_<stage>[_<what>]`` (or ``findings``);
+- ``WRITES``: the tables it writes, each named ``analysis_<stage>[_<what>]`` (or one of the derived
+  corpus tables the issues name: ``findings``, ``layer_topology``, ``layer_topology_bars``);
 - ``run(con)``: computes and writes them (``CREATE OR REPLACE``);
 - ``FIGURES``: figure name -> function of a read-only connection returning a matplotlib figure,
   and ``CAPTIONS``: figure name -> caption; ``TITLE`` and an optional ``report(con)`` for the HTML
@@ -44,6 +45,7 @@ from analyses import (
     overview,
     pressure,
     snapshot_umap,
+    topology,
     verdicts,
 )
 from pipeline.errors import PipelineError
@@ -130,6 +132,7 @@ STAGES: tuple[Stage, ...] = order_stages([
     Stage("pressure", pressure),
     Stage("diagnostics", diagnostics),
     Stage("local_hessian_example", local_hessian_example),
+    Stage("topology", topology),
     Stage("verdicts", verdicts),
 ])
 

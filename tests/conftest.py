@@ -41,7 +41,7 @@ dropout = 0.1
 name = "train_fraction"
 [study.grid]
 dataset = "breast_cancer"
-train_fraction = [0.25, 1.0]
+train_fraction = [0.25, 0.5, 1.0]
 """
 
 
