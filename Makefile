@@ -37,6 +37,7 @@ bench: setup
 	$(PY) benchmarks/corpus.py
 	$(PY) benchmarks/curvature.py
 	$(PY) benchmarks/analyses.py
+	$(PY) benchmarks/topology.py
 
 lint: setup
 	$(PY) -m ruff check .
