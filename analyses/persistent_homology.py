@@ -157,7 +157,7 @@ def persistent_entropy(lifetimes: np.ndarray) -> float | None:
     if len(l_) == 0:
         return None
     p = l_ / l_.sum()
-    return float(-(p * np.log(p)).sum())
+    return float(-(p * np.log(p)).sum()) + 0.0  # + 0.0: one bar gives 0, not -0
 
 
 def summarize_bars(lifetimes: np.ndarray, mean_neuron_norm: float | None, n_points: int) -> TopologySummary:

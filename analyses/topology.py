@@ -30,15 +30,17 @@ Tables
     per run.
 ``analysis_topology_correlations``
     the tests, per (metric, position): across classification runs, Pearson and Spearman r of the
-    final metric with final test accuracy within data set (the correlation stage's estimator: both
-    z-scored within each data set of two or more runs, since accuracy levels differ by data set);
-    the partial Pearson r after regressing both on the layer's ln weight variance and ln weight
-    norm (all z-scored within data set); the baselines' own r with accuracy and the
+    final metric with final test accuracy within (data set, architecture) groups of two or more runs
+    (:func:`within_group_r`: accuracy and the weights' scale both differ by data set and by model
+    size, so pooling them would correlate the groups, not the runs); the partial r after regressing
+    both on the layer's ln weight variance and ln weight norm; the baselines' own r with accuracy and the
     metric's r with ln variance; the mean within-run Spearman over training; and the mean over
     train-fraction *sweeps* (runs identical but for ``train_fraction``, at least
     :data:`MIN_SWEEP_FRACTIONS` fractions) of the Spearman r between train fraction and the final
     metric. Intervals: 95% percentile bootstrap over runs for correlations across runs, t intervals
-    over runs or sweeps for means of per-run or per-sweep values.
+    over runs or sweeps for means of per-run or per-sweep values; ``p_adjusted`` is Benjamini-Hochberg
+    over every row of the table. Train fraction is confounded with the number of optimizer steps
+    (epochs are fixed, so a smaller training set takes fewer steps), as in the paper's design.
 ``analysis_topology_train_fraction``
     the final metric and test metric averaged over seeds per (data set, size, position, train
     fraction), for the sweeps.
@@ -61,11 +63,11 @@ import numpy as np
 import polars as pl
 from matplotlib.colors import LogNorm
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 from tqdm import tqdm
 
 from analyses import persistent_homology as ph
-from analyses.correlations import bootstrap_within_r, within_group_pearson
-from analyses.features import POSITIONS, layer_position, standardize_within
+from analyses.features import POSITIONS, layer_position
 from analyses.presentation import empty_figure
 from analyses.verdicts import Verdict, mean_ci, row_bootstrap, write_verdicts
 
@@ -90,6 +92,9 @@ LOG_METRICS = ("mean_lifetime", "mean_lifetime_scaled")
 MIN_SWEEP_FRACTIONS = 3
 #: Correlations within +-NEGLIGIBLE_R of 0 count as no relation (the verdict's negligible band).
 NEGLIGIBLE_R = 0.1
+#: Negligible band of the uneven-change verdict: 0.01 of normalized entropy (its range is [0, 1]); a
+#: ln ratio of ln(1.05) for the mean lifetime (a 5 % difference in growth).
+NEGLIGIBLE_CHANGE = {"normalized_entropy": 0.01, "mean_lifetime": math.log(1.05)}
 
 _TOPOLOGY_SCHEMA = {
     "run_id": pl.Utf8, "step": pl.Int32, "layer_index": pl.Int32, "n_points": pl.Int32, "n_bars": pl.Int32,
@@ -102,7 +107,8 @@ _BAR_SCHEMA = {"run_id": pl.Utf8, "step": pl.Int32, "layer_index": pl.Int32, "ba
                "birth": pl.Float64, "death": pl.Float64}
 _CORR_SCHEMA = {"metric": pl.Utf8, "position": pl.Utf8, "analysis": pl.Utf8, "method": pl.Utf8,
                 "estimate": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "p_value": pl.Float64,
-                "n": pl.Int32, "n_unit": pl.Utf8, "n_datasets": pl.Int32}
+                "n": pl.Int32, "n_unit": pl.Utf8, "n_groups": pl.Int32, "n_datasets": pl.Int32,
+                "p_adjusted": pl.Float64}
 
 
 # --- layer_topology -------------------------------------------------------------------------------
@@ -195,7 +201,8 @@ def within_run_spearman(metric: np.ndarray, accuracy: np.ndarray,
                         controls: np.ndarray | None = None) -> float | None:
     """Spearman r over one run's snapshots (arrays (s,)) between a metric and test accuracy; with
     ``controls`` (s, k), the partial Spearman r: Pearson r of the ranks' residuals on the controls'
-    ranks. None with fewer than 3 + k finite snapshots or a constant series."""
+    ranks, 0 when the metric's ranks are wholly explained by the controls'. None with fewer than
+    3 + k finite snapshots, a constant series, or an accuracy wholly explained by the controls."""
     c = np.zeros((len(metric), 0)) if controls is None else _as_columns(controls)
     ok = np.isfinite(metric) & np.isfinite(accuracy) & np.isfinite(c).all(axis=1)
     k = c.shape[1]
@@ -204,8 +211,13 @@ def within_run_spearman(metric: np.ndarray, accuracy: np.ndarray,
     if k == 0:
         return float(stats.spearmanr(metric[ok], accuracy[ok]).statistic)
     ranks = stats.rankdata(c[ok], axis=0)
-    r = _pearson_rows(_residuals(stats.rankdata(metric[ok]), ranks), _residuals(stats.rankdata(accuracy[ok]), ranks))
-    return float(r) if math.isfinite(r) else None
+    res_metric = _residuals(stats.rankdata(metric[ok]), ranks)
+    res_accuracy = _residuals(stats.rankdata(accuracy[ok]), ranks)
+    if not np.any(res_accuracy):
+        return None  # accuracy itself is a function of the controls: nothing left to explain
+    if not np.any(res_metric):
+        return 0.0  # the metric's ranks are the controls': it carries no information beyond them
+    return float(_pearson_rows(res_metric, res_accuracy))
 
 
 def _write_runs(con: duckdb.DuckDBPyConnection, snapshots: pl.DataFrame) -> pl.DataFrame:
@@ -320,7 +332,7 @@ def _scale(values: np.ndarray, metric: str) -> np.ndarray:
 
 def rank_within(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Average ranks of values (n,) within each group (n,): Pearson r of these, z-scored within group,
-    is the within-data-set Spearman r."""
+    is the within-group Spearman r."""
     v = np.asarray(values, float)
     out = np.empty_like(v)
     for g in np.unique(groups):
@@ -329,51 +341,77 @@ def rank_within(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return out
 
 
-def within_dataset_r(x: np.ndarray, y: np.ndarray, datasets: np.ndarray,
-                     method: str = "pearson") -> tuple[float, float, float, float, int, int]:
-    """Pearson (or Spearman: ranks within data set) r of x and y (n,), one row per run, within data set:
-    the correlation stage's estimator (z-scores within each data set of >= 2 runs, p with n - k - 1
-    degrees of freedom) with its bootstrap interval over runs (z-scores redone per resample).
-    Returns ``(r, lo, hi, p, n_runs, n_datasets)``."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y, g = x[ok], y[ok], np.asarray(datasets)[ok]
-    if method == "spearman":
-        x, y = rank_within(x, g), rank_within(y, g)
-    r, _, _, p, n, k = within_group_pearson(x, y, g)
-    lo, hi = bootstrap_within_r(x, y, g)
-    return r, lo, hi, p, n, k
+def standardize_batched(values: np.ndarray, codes: np.ndarray, n_codes: int, tol: float = 1e-12) -> np.ndarray:
+    """:func:`analyses.features.standardize_within` for a batch: values (B, n, m) z-scored (ddof 0)
+    within the groups ``codes`` (B, n) of integers below n_codes, per column; a group of one row or a
+    column with sd <= tol * max(1, |mean|) there maps to 0."""
+    b, n, m = values.shape
+    flat, v = codes.reshape(-1), values.reshape(b * n, m)
+    count = np.bincount(flat, minlength=n_codes).astype(float)
+    safe = np.maximum(count, 1.0)
+    out = np.zeros_like(v)
+    for j in range(m):
+        mean = np.bincount(flat, weights=v[:, j], minlength=n_codes) / safe
+        centred = v[:, j] - mean[flat]
+        sd = np.sqrt(np.bincount(flat, weights=centred ** 2, minlength=n_codes) / safe)
+        ok = (count[flat] > 1) & (sd[flat] > tol * np.maximum(1.0, np.abs(mean[flat])))
+        out[ok, j] = centred[ok] / sd[flat][ok]
+    return out.reshape(b, n, m)
 
 
-def within_dataset_partial_r(x: np.ndarray, y: np.ndarray, controls: np.ndarray,
-                             datasets: np.ndarray) -> tuple[float, float, float, float, int, int]:
-    """Partial Pearson r of x and y (n,) given controls (n, c), everything z-scored within data sets of
-    >= 2 runs (rows of single-run data sets carry no within information and are dropped), with its
-    bootstrap interval over runs (:func:`correlation_ci`) and p on n - k - 1 - c degrees of freedom
-    (k data sets). Returns ``(r, lo, hi, p, n_runs, n_datasets)``."""
-    c = _as_columns(controls)
+def within_group_r(x: np.ndarray, y: np.ndarray, groups: np.ndarray, controls: np.ndarray | None = None,
+                   method: str = "pearson", seed: int = 0) -> tuple[float, float, float, float, int, int, int]:
+    """Correlation of x and y (n,), one row per run, within groups (n,) such as (data set, architecture).
+
+    Rows of groups with one finite row carry no within-group information and are dropped. x, y (and
+    the controls (n, c), if any) are z-scored within each group; r is Pearson r of the z-scores, or
+    with controls the partial r (Pearson r of the residuals of both on [1, controls]); "spearman"
+    ranks x and y within group first. The 95% interval is a percentile bootstrap over runs
+    (:func:`analyses.verdicts.row_bootstrap`) that redoes the z-scoring in every resample (the ranks
+    stay those of the full sample). p from t = r sqrt(nu / (1 - r^2)), nu = n - k - 1 - c (k groups).
+    Returns ``(r, lo, hi, p, n_runs, n_groups, n_datasets)``, n_datasets the number of distinct first
+    fields of the group labels ("dataset|architecture").
+    """
+    x, y, g = np.asarray(x, float), np.asarray(y, float), np.asarray(groups).astype(str)
+    c = np.zeros((len(x), 0)) if controls is None else _as_columns(controls)
     ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(c).all(axis=1)
-    g = np.asarray(datasets)[ok]
+    x, y, c, g = x[ok], y[ok], c[ok], g[ok]
     _, inv = np.unique(g, return_inverse=True)
     keep = np.bincount(inv)[inv] >= 2
-    g = g[keep]
-    z = standardize_within(np.column_stack([np.asarray(x, float)[ok], np.asarray(y, float)[ok], c[ok]])[keep], g)
-    k = int(len(np.unique(g)))
-    r, lo, hi, _, n = correlation_ci(z[:, 0], z[:, 1], "partial", controls=z[:, 2:])
+    x, y, c, g = x[keep], y[keep], c[keep], g[keep]
+    labels, codes = np.unique(g, return_inverse=True)
+    n, k, n_first = int(len(x)), int(len(labels)), int(len({lab.split("|")[0] for lab in labels}))
+    if method == "spearman":
+        x, y = rank_within(x, codes), rank_within(y, codes)
+    data = np.column_stack([x, y, c])
+
+    def statistic(idx: np.ndarray) -> np.ndarray:
+        batch = np.atleast_2d(idx)
+        offsets = np.arange(len(batch))[:, None] * k
+        z = standardize_batched(data[batch], codes[batch] + offsets, len(batch) * k)
+        zx, zy = z[..., 0], z[..., 1]
+        if c.shape[1]:
+            zx, zy = _residuals(zx, z[..., 2:]), _residuals(zy, z[..., 2:])
+        r = _pearson_rows(zx, zy)
+        return r if np.ndim(idx) == 2 else r[0]
+
+    if n < 4:
+        return math.nan, math.nan, math.nan, math.nan, n, k, n_first
+    r, lo, hi, _ = row_bootstrap(statistic, n, seed=seed)
     dof = n - k - 1 - c.shape[1]
     if not math.isfinite(r) or dof < 1:
-        return r, lo, hi, math.nan, n, k
+        return r, lo, hi, math.nan, n, k, n_first
     t = r * math.sqrt(dof / max(1e-300, 1 - r * r))
-    return r, lo, hi, float(2 * stats.t.sf(abs(t), dof)), n, k
+    return r, lo, hi, float(2 * stats.t.sf(abs(t), dof)), n, k, n_first
 
 
 def _correlation_rows(runs: pl.DataFrame) -> list[dict]:
     out = []
 
-    def add(metric, position, analysis, method, est, lo, hi, p, n, n_datasets, unit="runs"):
+    def add(metric, position, analysis, method, est, lo, hi, p, n, n_groups, n_datasets, unit="runs"):
         out.append({"metric": metric, "position": position, "analysis": analysis, "method": method,
                     "estimate": est, "ci_low": lo, "ci_high": hi, "p_value": p, "n": n, "n_unit": unit,
-                    "n_datasets": n_datasets})
+                    "n_groups": n_groups, "n_datasets": n_datasets})
 
     positions = [p for p in POSITIONS if p in set(runs["position"].to_list())]
     for metric in METRICS:
@@ -382,33 +420,35 @@ def _correlation_rows(runs: pl.DataFrame) -> list[dict]:
             cls = g.filter((pl.col("task") == "classification") & pl.col("final").is_not_null()
                            & pl.col("test_metric").is_not_null())
             if cls.height:
-                ds = cls["dataset"].to_numpy()
+                # Like with like: accuracy and the weights' scale both differ by data set and by model.
+                groups = (cls["dataset"] + "|" + cls["architecture"]).to_numpy()
                 x = _scale(cls["final"].to_numpy(), metric)
                 acc = cls["test_metric"].to_numpy().astype(float)
                 controls = np.column_stack([_scale(cls["weight_variance"].to_numpy(), "weight_variance"),
                                             _scale(cls["weight_norm"].to_numpy(), "weight_norm")])
                 for method in ("pearson", "spearman"):
-                    r, lo, hi, p, n, k = within_dataset_r(x, acc, ds, method)
-                    add(metric, position, "accuracy_across_runs", method, r, lo, hi, p, n, k)
+                    add(metric, position, "accuracy_across_runs", method, *within_group_r(x, acc, groups,
+                                                                                         method=method))
                 add(metric, position, "accuracy_beyond_variance", "partial",
-                    *within_dataset_partial_r(x, acc, controls, ds))
-                add(metric, position, "metric_vs_ln_variance", "pearson", *within_dataset_r(x, controls[:, 0], ds))
+                    *within_group_r(x, acc, groups, controls))
+                add(metric, position, "metric_vs_ln_variance", "pearson", *within_group_r(x, controls[:, 0], groups))
                 if metric == METRICS[0]:  # the baselines' own relation with accuracy, once per position
                     add("weight_variance", position, "accuracy_across_runs", "pearson",
-                        *within_dataset_r(controls[:, 0], acc, ds))
+                        *within_group_r(controls[:, 0], acc, groups))
                     add("weight_norm", position, "accuracy_across_runs", "pearson",
-                        *within_dataset_r(controls[:, 1], acc, ds))
+                        *within_group_r(controls[:, 1], acc, groups))
                 for column, analysis, method in (
                         ("spearman_over_training", "accuracy_over_training", "mean within-run spearman"),
                         ("partial_spearman_over_training", "accuracy_over_training_beyond_variance",
                          "mean within-run partial spearman")):
                     values = cls[column].cast(pl.Float64).fill_null(math.nan).to_numpy()
+                    kept = cls.filter(pl.col(column).is_not_null())
                     add(metric, position, analysis, method, *_mean_r_ci(values), _t_p(values),
-                        int(np.isfinite(values).sum()), cls.filter(pl.col(column).is_not_null())["dataset"].n_unique())
+                        int(np.isfinite(values).sum()), None, kept["dataset"].n_unique())
             per = sweep_spearman(g)
             values = per["spearman"].to_numpy()
             add(metric, position, "train_fraction", "mean within-sweep spearman", *_mean_r_ci(values), _t_p(values),
-                len(values), per["dataset"].n_unique(), unit="sweeps")
+                len(values), None, per["dataset"].n_unique(), unit="sweeps")
     return out
 
 
@@ -470,12 +510,13 @@ def _verdicts(corr: pl.DataFrame, runs: pl.DataFrame) -> list[Verdict]:
     specs = [
         ("tracks_accuracy", "accuracy_across_runs", "pearson",
          "{label} of the {pos} layer correlates with test accuracy across trained networks",
-         "Pearson r across classification runs of the final {label} and final test accuracy, both z-scored "
-         "within data set; bootstrap over runs", "Pearson r"),
+         "Pearson r across classification runs of the final {scale}{label} and final test accuracy, both "
+         "z-scored within (data set, architecture) groups; bootstrap over runs", "Pearson r"),
         ("beyond_variance", "accuracy_beyond_variance", "partial",
          "{label} of the {pos} layer tells about test accuracy beyond the layer's weight variance and norm",
-         "partial Pearson r with test accuracy after regressing both on ln weight variance and ln weight norm "
-         "(all z-scored within data set); bootstrap over runs", "partial r"),
+         "partial Pearson r of the final {scale}{label} with test accuracy after regressing both on ln weight "
+         "variance and ln weight norm (all z-scored within (data set, architecture) groups); bootstrap over runs",
+         "partial r"),
         ("over_training", "accuracy_over_training", "mean within-run spearman",
          "{label} of the {pos} layer moves with test accuracy over training",
          "Spearman r between the metric and test accuracy over each run's snapshots, mean over runs with a t "
@@ -499,12 +540,15 @@ def _verdicts(corr: pl.DataFrame, runs: pl.DataFrame) -> list[Verdict]:
                 row = pick(metric, position, analysis, method) or {}
                 out.append(Verdict(
                     claim_id=f"topology.{metric}.{position}.{name}", source="003",
-                    claim=claim.format(label=_LABEL[metric], pos=pos), test=test.format(label=_LABEL[metric]),
+                    claim=claim.format(label=_LABEL[metric], pos=pos),
+                    test=test.format(label=_LABEL[metric], scale="ln " if metric in LOG_METRICS else ""),
                     effect_name=effect_name, predicted="nonzero", effect=row.get("estimate"),
                     ci_low=row.get("ci_low"), ci_high=row.get("ci_high"), n=int(row.get("n") or 0),
                     n_unit=row.get("n_unit") or ("sweeps" if name == "train_fraction" else "runs"),
                     p_value=row.get("p_value"), negligible=NEGLIGIBLE_R,
-                    detail=f"{row.get('n_datasets') or 0} data sets; metric {metric}, layer position {position}"))
+                    detail=(f"{row.get('n_datasets') or 0} data sets"
+                            + (f" in {row['n_groups']} (data set, architecture) groups" if row.get("n_groups") else "")
+                            + f"; metric {metric}, layer position {position}")))
         paired = _layer_change_difference(runs, metric)
         m, lo, hi, n = mean_ci(paired)
         out.append(Verdict(
@@ -514,8 +558,9 @@ def _verdicts(corr: pl.DataFrame, runs: pl.DataFrame) -> list[Verdict]:
                   + ("ln ratio" if metric in LOG_METRICS else "difference")
                   + ") of the first hidden layer minus that of the output layer; mean over runs with a t interval"),
             effect_name="mean paired difference of the change", predicted="nonzero", effect=m, ci_low=lo,
-            ci_high=hi, n=n, n_unit="runs", p_value=_t_p(paired),
-            detail="runs where both layers have the metric at both ends"))
+            ci_high=hi, n=n, n_unit="runs", p_value=_t_p(paired), negligible=NEGLIGIBLE_CHANGE[metric],
+            detail=("runs where both layers have the metric at both ends; negligible band "
+                    f"+-{NEGLIGIBLE_CHANGE[metric]:.3g}")))
     return out
 
 
@@ -532,8 +577,15 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     _write_layer_topology(con)
     snapshots = _write_snapshots(con)
     runs = _write_runs(con, snapshots)
-    corr = pl.DataFrame(_correlation_rows(runs), schema=_CORR_SCHEMA).with_columns(
-        pl.col(pl.Float64).fill_nan(None))
+    rows = _correlation_rows(runs)
+    p = np.array([math.nan if r["p_value"] is None else r["p_value"] for r in rows], float)
+    adjusted = np.full_like(p, np.nan)
+    finite = np.isfinite(p)
+    if finite.any():
+        adjusted[finite] = multipletests(p[finite], method="fdr_bh")[1]
+    for r, a in zip(rows, adjusted, strict=True):
+        r["p_adjusted"] = float(a)
+    corr = pl.DataFrame(rows, schema=_CORR_SCHEMA).with_columns(pl.col(pl.Float64).fill_nan(None))
     con.execute("CREATE OR REPLACE TABLE analysis_topology_correlations AS SELECT * FROM corr")
     _write_train_fraction(con)
     write_verdicts(con, "topology", _verdicts(corr, runs))
@@ -544,8 +596,8 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
 _AXIS_LABEL = {"normalized_entropy": "normalized entropy H / ln m", "mean_lifetime": "mean lifetime L / m",
                "mean_lifetime_scaled": "mean lifetime / mean neuron norm", "entropy": "entropy H (nats)",
                "normalized_entropy_log_total": "H / ln L (ITMO)"}
-#: Metrics drawn in the curves: the scale-free two.
-CURVE_METRICS = ("normalized_entropy", "mean_lifetime_scaled")
+#: Metrics drawn in the curves: the paper's two, which the verdicts test (mean lifetime on a log axis).
+CURVE_METRICS = PAPER_METRICS
 
 
 def trajectories_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
@@ -575,6 +627,8 @@ def trajectories_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
                 ax.plot(g["epoch"].to_numpy(), g[metric].cast(pl.Float64).to_numpy(), lw=1, alpha=0.75,
                         color=cmap(norm(g["train_fraction"][0])))
             ax.set_title(f"{position} layer" if i == 0 else "", fontsize=10)
+            if metric in LOG_METRICS:
+                ax.set_yscale("log")
             ax.set_xlabel("epoch")
             ax.set_ylabel(_AXIS_LABEL[metric])
     sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
@@ -592,6 +646,8 @@ def train_fraction_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
         return empty_figure(title, "no train-fraction sweep in this corpus")
     positions = [p for p in POSITIONS if p in set(frame["position"].to_list())]
     rows = [*CURVE_METRICS, "test_metric"]
+    # one colour per data set, one line style per model size: distinguishable at any count
+    colour = {d: plt.get_cmap("tab10")(i % 10) for i, d in enumerate(sorted(set(frame["dataset"].to_list())))}
     fig, axes = plt.subplots(len(rows), len(positions), figsize=(4.2 * len(positions), 3.2 * len(rows)),
                              squeeze=False)
     for j, position in enumerate(positions):
@@ -599,27 +655,29 @@ def train_fraction_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
             ax = axes[i, j]
             metric = CURVE_METRICS[0] if what == "test_metric" else what
             sub = frame.filter((pl.col("position") == position) & (pl.col("metric") == metric))
-            for k, ((dataset, size), g) in enumerate(sub.group_by(["dataset", "size"], maintain_order=True)):
+            for (dataset, size), g in sub.group_by(["dataset", "size"], maintain_order=True):
                 g = g.sort("train_fraction")
                 y = g["test_metric_mean" if what == "test_metric" else "final_mean"].cast(pl.Float64).to_numpy()
-                ax.plot(g["train_fraction"].to_numpy(), y, marker="o", ms=3, lw=1.2, color=f"C{k % 10}",
-                        label=f"{dataset} ({size})")
+                ax.plot(g["train_fraction"].to_numpy(), y, marker="o" if size == "small" else "s", ms=3, lw=1.2,
+                        ls="-" if size == "small" else "--", color=colour[dataset], label=f"{dataset} ({size})")
             ax.set_xscale("log")
+            if what in LOG_METRICS:
+                ax.set_yscale("log")
             ax.set_xlabel("train fraction")
             ax.set_ylabel("test metric (accuracy or R2)" if what == "test_metric" else _AXIS_LABEL[metric])
             if i == 0:
                 ax.set_title(f"{position} layer", fontsize=10)
-            if i == 0 and j == len(positions) - 1:
-                ax.legend(fontsize=7, loc="best")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.84, 1))
+    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(0.85, 0.5), title="data set (size)")
     return fig
 
 
 def correlations_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     """Forest plot: r with accuracy, partial r beyond variance and norm, and r with ln variance, with
     95% intervals, per metric and layer position."""
-    title = "Does topology track test accuracy beyond weight variance? (across runs, within data set)"
+    title = "Does topology track test accuracy beyond weight variance? (across runs, within data set and architecture)"
     frame = con.sql("""
         SELECT * FROM analysis_topology_correlations
         WHERE metric IN ('normalized_entropy', 'mean_lifetime', 'mean_lifetime_scaled')
@@ -653,9 +711,9 @@ def correlations_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     ax.invert_yaxis()
     ax.set_xlim(-1.05, 1.05)
     ax.set_xlabel("correlation (95% bootstrap interval over runs)")
-    ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="lower center", ncol=3)
     return fig
 
 
@@ -663,14 +721,15 @@ FIGURES = {"topology_trajectories": trajectories_figure, "topology_train_fractio
            "topology_correlations": correlations_figure}
 CAPTIONS = {
     "topology_trajectories": (
-        "Normalized persistent entropy of H0 (top) and mean bar lifetime over the mean neuron norm (bottom) of "
-        "each layer's neuron weight cloud at every stored snapshot, for the runs of the train-fraction sweeps; "
-        "colour = fraction of the training split used (log scale)."),
+        "Normalized persistent entropy of H0 (top) and mean bar lifetime (bottom, log axis) of each layer's "
+        "neuron weight cloud at every stored snapshot, for the runs of the train-fraction sweeps; colour = "
+        "fraction of the training split used (log scale)."),
     "topology_train_fraction": (
         "The same metrics at the last snapshot, and the test metric, against the train fraction; mean over "
-        "seeds per data set and model size."),
+        "seeds per data set (colour) and model size (solid: small, dashed: medium)."),
     "topology_correlations": (
-        "Across classification runs (one value per run, z-scored within data set): Pearson r of the final "
+        "Across classification runs (one value per run, z-scored within (data set, architecture) groups): "
+        "Pearson r of the final "
         "metric with test accuracy (blue), the partial r after controlling for ln weight variance and ln "
         "weight norm (red: what topology adds), and the metric's r with ln weight variance (grey: how much of "
         "it is variance). Bars are 95% bootstrap intervals over runs."),
@@ -688,9 +747,12 @@ def report(con: duckdb.DuckDBPyConnection) -> dict:
     paragraphs.append(
         f"{n} layer snapshots of {runs} runs: the point cloud is each layer's rows of W (one point per neuron, "
         f"bias {'appended' if INCLUDE_BIAS else 'not appended'}); {dead or 0} dead (all-zero) rows were dropped "
-        f"and {dup or 0} duplicate rows merged. H0 deaths are the minimum-spanning-tree edge lengths (ripser "
-        f"gives the same numbers to 1e-7, more slowly). {undefined} layers have fewer than two bars (e.g. the "
-        "output layer of a binary or regression task), where the normalized entropy is undefined (NULL).")
+        f"and {dup or 0} duplicate rows merged. H0 deaths by "
+        + ("Prim's minimum spanning tree (the tests check it against ripser's diagram and scipy's MST)"
+           if METHOD != "ripser" else "ripser")
+        + f". {undefined} layer snapshots have fewer than two bars (e.g. the output layer of a binary or "
+        "regression task), where the normalized entropy is undefined (NULL). Mean lifetimes and the controls "
+        "enter Pearson r on a log scale.")
     rows = con.execute("""
         SELECT metric, position, max(estimate) FILTER (WHERE analysis = 'accuracy_across_runs' AND method = 'pearson'),
                max(ci_low) FILTER (WHERE analysis = 'accuracy_across_runs' AND method = 'pearson'),
@@ -702,27 +764,33 @@ def report(con: duckdb.DuckDBPyConnection) -> dict:
         FROM analysis_topology_correlations WHERE metric IN ('normalized_entropy', 'mean_lifetime')
         GROUP BY metric, position""").fetchall()
     order = {p: i for i, p in enumerate(POSITIONS)}
-    parts, adds = [], []
+    parts, adds, untested = [], [], 0
     for metric, position, r, lo, hi, pr, plo, phi, n_runs in sorted(rows, key=lambda t: (t[0], order.get(t[1], 9))):
-        if pr is None:
+        if pr is None or plo is None or phi is None:
+            untested += 1
             continue
         parts.append(f"{_LABEL[metric]}, {position} layer: r = {_fmt_ci(r, lo, hi)}, partial r = "
                      f"{_fmt_ci(pr, plo, phi)} (n = {n_runs} runs)")
-        if plo is not None and phi is not None and (plo > 0 or phi < 0):
-            adds.append(f"{_LABEL[metric]} ({position})")
+        if plo > 0 or phi < 0:
+            adds.append(f"{_LABEL[metric]} ({position}, partial r {pr:+.2f})")
     if parts:
-        paragraphs.append("Across classification runs, within data set: " + "; ".join(parts) + ".")
+        paragraphs.append("Across classification runs, within (data set, architecture) groups: "
+                          + "; ".join(parts) + ".")
+        skipped = f" ({untested} metric x position pairs had too few runs for an interval)" if untested else ""
         paragraphs.append(
             ("Topology adds information about accuracy beyond the layer's weight variance and norm here for "
-             + ", ".join(adds) + ": the partial correlation's interval excludes 0.") if adds else
+             + ", ".join(adds) + f": the partial correlation's interval excludes 0{skipped}. These are "
+             "unadjusted intervals; analysis_topology_correlations.p_adjusted corrects for the table's many tests.")
+            if adds else
             ("Topology adds no detectable information about accuracy beyond the layer's weight variance and norm "
-             "here: every partial correlation's interval covers 0."))
+             f"here: every partial correlation's interval covers 0{skipped}."))
     else:
         paragraphs.append("Too few classification runs for correlations across runs.")
     tables = [
         {"caption": "Correlation tests per metric and layer position (analysis_topology_correlations)",
          "sql": """SELECT metric, position, analysis, method, round(estimate, 3) AS estimate,
-                          round(ci_low, 3) AS ci_low, round(ci_high, 3) AS ci_high, p_value, n, n_unit, n_datasets
+                          round(ci_low, 3) AS ci_low, round(ci_high, 3) AS ci_high, p_value, p_adjusted, n, n_unit,
+                          n_groups, n_datasets
                    FROM analysis_topology_correlations
                    WHERE metric IN ('normalized_entropy', 'mean_lifetime', 'mean_lifetime_scaled',
                                     'weight_variance', 'weight_norm')

@@ -79,3 +79,24 @@ def test_write_verdicts_round_trip():
     rows = con.execute("SELECT stage, claim_id, effect, verdict FROM analysis_toy_verdicts "
                        "ORDER BY claim_id").fetchall()
     assert rows == [("toy", "c1", 0.4, "supported"), ("toy", "c2", None, "inconclusive")]
+
+
+def test_nonzero_claims_are_supported_on_either_side_and_refuted_by_a_negligible_interval() -> None:
+    from analyses.verdicts import decide
+
+    assert decide(0.2, 0.5, "nonzero") == decide(-0.5, -0.2, "nonzero") == "supported"
+    assert decide(-0.1, 0.3, "nonzero") == "inconclusive"
+    assert decide(-0.05, 0.05, "nonzero", negligible=0.1) == "not supported"
+
+
+def test_row_bootstrap_interval_matches_the_normal_theory_one() -> None:
+    import numpy as np
+
+    from analyses.verdicts import mean_ci, row_bootstrap
+
+    x = np.random.default_rng(0).normal(size=400)
+    est, lo, hi, n = row_bootstrap(lambda idx: x[idx].mean(axis=-1), len(x))
+    m, tlo, thi, _ = mean_ci(x)
+    assert n == 400 and est == m
+    assert abs(lo - tlo) < 0.02 and abs(hi - thi) < 0.02
+    assert np.isnan(row_bootstrap(lambda idx: x[idx].mean(axis=-1), 3)[1])

@@ -102,7 +102,9 @@ def lanczos_extreme(matvec: MatVec, n: int, k: int, which: str, budget: int, rng
     except sla.ArpackError:
         # ARPACK error 3 ("no shifts could be applied"): an implicit restart failed, seen on loss blocks
         # of tiny training sets whose spectrum is a huge cluster at 0. Plain Lanczos needs no restart.
-        fallback = lanczos_ritz(op, n, k, which, max(k + 1, budget - op.calls), v0, tol)
+        if budget - op.calls < 1:
+            return ExtremeEigs(np.empty(0), False, op.calls)
+        fallback = lanczos_ritz(op, n, k, which, budget - op.calls, v0, tol)
         return ExtremeEigs(fallback.values, fallback.converged, op.calls)
 
 
