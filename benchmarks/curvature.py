@@ -33,21 +33,13 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.timing import median_time  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.curvature.dense_hessian import hessian_func, hessian_rows, hessian_vmap  # noqa: E402
 from pipeline.curvature.local_hessian import local_hessian_closed_form  # noqa: E402
 from pipeline.curvature.objective import local_objective, loss_objective  # noqa: E402
 from pipeline.curvature.stochastic import GraphHVP, lanczos_extreme, power_iteration  # noqa: E402
 from pipeline.models.mlp import MLP  # noqa: E402
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def sigmoid_layer(width: int, n: int = 256, seed: int = 0):
