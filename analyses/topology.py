@@ -283,45 +283,6 @@ def _residuals(y: np.ndarray, controls: np.ndarray) -> np.ndarray:
     return np.where(np.linalg.norm(res, axis=-1, keepdims=True) <= 1e-9 * scale, 0.0, res)
 
 
-def correlation_ci(x: np.ndarray, y: np.ndarray, method: str = "pearson",
-                   controls: np.ndarray | None = None, seed: int = 0) -> tuple[float, float, float, float, int]:
-    """r of x and y (n,) over their finite pairs with a 95% bootstrap interval over rows.
-
-    ``method``: "pearson", "spearman" (Pearson r of ranks, ranked within each resample) or
-    "partial" (Pearson r of the residuals of x and y on [1, controls (n, k)], refitted per
-    resample). Returns ``(r, lo, hi, p, n)``; p from scipy's pearsonr / spearmanr, or for the partial
-    r the t test with n - 2 - k degrees of freedom.
-    """
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    c = np.zeros((len(x), 0)) if controls is None else _as_columns(controls)
-    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(c).all(axis=1)
-    x, y, c = x[ok], y[ok], c[ok]
-    n = int(len(x))
-    k = c.shape[1] if method == "partial" else 0
-    if n < 4 + k or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return math.nan, math.nan, math.nan, math.nan, n
-
-    def statistic(idx: np.ndarray) -> np.ndarray:
-        xs, ys = x[idx], y[idx]
-        if method == "spearman":
-            xs, ys = stats.rankdata(xs, axis=-1), stats.rankdata(ys, axis=-1)
-        elif method == "partial":
-            cs = c[idx]
-            xs, ys = _residuals(xs, cs), _residuals(ys, cs)
-        return _pearson_rows(xs, ys)
-
-    r, lo, hi, _ = row_bootstrap(statistic, n, seed=seed)
-    if method == "pearson":
-        p = float(stats.pearsonr(x, y).pvalue)
-    elif method == "spearman":
-        p = float(stats.spearmanr(x, y).pvalue)
-    else:
-        df = n - 2 - k
-        t = r * math.sqrt(df / max(1e-300, 1 - r * r))
-        p = float(2 * stats.t.sf(abs(t), df))
-    return r, lo, hi, p, n
-
-
 def _scale(values: np.ndarray, metric: str) -> np.ndarray:
     v = np.asarray(values, float)
     if metric in LOG_METRICS or metric in ("weight_variance", "weight_norm"):

@@ -121,15 +121,18 @@ def test_bad_input() -> None:
 
 # --- the statistics -------------------------------------------------------------------------------
 
-def test_correlation_ci_matches_scipy_and_covers_the_truth() -> None:
+def test_one_group_r_matches_scipy_and_covers_the_truth() -> None:
+    from scipy import stats
+
     rng = np.random.default_rng(0)
     x = rng.normal(size=200)
     y = 0.5 * x + rng.normal(size=200) * math.sqrt(0.75)  # true r = 0.5
-    r, lo, hi, p, n = topology.correlation_ci(x, y, "pearson")
-    assert r == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12) and n == 200 and p < 1e-6
+    one = np.zeros(200)
+    r, lo, hi, p, n, k, _ = topology.within_group_r(x, y, one)
+    assert r == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12) and (n, k) == (200, 1) and p < 1e-6
+    assert p == pytest.approx(stats.pearsonr(x, y).pvalue, rel=1e-6)
     assert lo < 0.5 < hi and hi - lo < 0.3
-    rs, *_ = topology.correlation_ci(x, y, "spearman")
-    from scipy import stats
+    rs, *_ = topology.within_group_r(x, y, one, method="spearman")
     assert rs == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
 
 
@@ -138,6 +141,7 @@ def test_partial_correlation_separates_topology_from_variance() -> None:
     carries its own signal keeps it."""
     rng = np.random.default_rng(1)
     n = 300
+    one = np.zeros(n)
     variance = rng.normal(size=n)
     norm = variance + 0.3 * rng.normal(size=n)
     signal = rng.normal(size=n)
@@ -145,21 +149,18 @@ def test_partial_correlation_separates_topology_from_variance() -> None:
     proxy = 2 * variance + 0.05 * rng.normal(size=n)
     informative = signal + 0.2 * rng.normal(size=n)
     controls = np.column_stack([variance, norm])
-    r, *_ = topology.correlation_ci(proxy, accuracy, "pearson")
-    pr, plo, phi, _, _ = topology.correlation_ci(proxy, accuracy, "partial", controls=controls)
+    r, *_ = topology.within_group_r(proxy, accuracy, one)
+    pr, plo, phi, *_ = topology.within_group_r(proxy, accuracy, one, controls)
     assert r > 0.5 and plo < 0 < phi and abs(pr) < 0.15
-    pr, plo, _, p, _ = topology.correlation_ci(informative, accuracy, "partial", controls=controls)
+    pr, plo, _, p, *_ = topology.within_group_r(informative, accuracy, one, controls)
     assert pr > 0.7 and plo > 0.6 and p < 1e-10
-    # the partial r equals the textbook residual-on-residual computation
-    design = np.column_stack([np.ones(n), controls])
-    res = [v - design @ np.linalg.lstsq(design, v, rcond=None)[0] for v in (informative, accuracy)]
-    assert pr == pytest.approx(np.corrcoef(*res)[0, 1], abs=1e-10)
 
 
-def test_correlation_ci_degenerate_inputs() -> None:
-    r, lo, hi, p, n = topology.correlation_ci(np.ones(10), np.arange(10.0))
+def test_within_group_r_degenerate_inputs() -> None:
+    r, lo, hi, p, n, _, _ = topology.within_group_r(np.ones(10), np.arange(10.0), np.zeros(10))
     assert math.isnan(r) and math.isnan(lo) and n == 10
-    r, *_, n = topology.correlation_ci(np.array([1.0, 2.0, np.nan]), np.array([1.0, 3.0, 2.0]))
+    r, _, _, _, n, _, _ = topology.within_group_r(np.array([1.0, 2.0, np.nan]), np.array([1.0, 3.0, 2.0]),
+                                                  np.zeros(3))
     assert math.isnan(r) and n == 2
 
 
