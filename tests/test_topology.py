@@ -247,10 +247,18 @@ def test_stage_tables_agree_with_the_stored_weights(built_corpus) -> None:
         assert sweeps == 1
         fractions = con.execute("SELECT DISTINCT train_fraction FROM analysis_topology_train_fraction").fetchall()
         assert sorted(f for (f,) in fractions) == [0.25, 0.5, 1.0]
-        for make in topology.FIGURES.values():
+        # the tiny corpus has one (data set, architecture) group of 3 classification runs: too few for an
+        # across-runs interval, so the forest plot must say so instead of drawing
+        estimated = con.execute("""SELECT count(*) FROM analysis_topology_correlations
+                                   WHERE analysis = 'accuracy_across_runs' AND estimate IS NOT NULL""").fetchall()[0][0]
+        for name, make in topology.FIGURES.items():
             fig = make(con)
             drawn = sum(len(ax.lines) + len(ax.collections) for ax in fig.axes)
-            assert fig.get_suptitle() and drawn > 0, make.__name__  # data, not the empty placeholder
+            assert fig.get_suptitle(), name
+            if name == "topology_correlations" and not estimated:
+                assert drawn == 0 and fig.axes[0].texts, name
+            else:
+                assert drawn > 0, name  # data, not the empty placeholder
             plt.close(fig)
     finally:
         con.close()
