@@ -16,6 +16,7 @@ Layout of a config file::
 
     [[study]]                # one or more studies; each is the cartesian product of its grid
     name = "architectures"
+    sample = 40              # optional: a seeded random subset of the grid (sample_seed, default 0)
     [study.grid]
     dataset = ["iris", "wine"]
     activation = ["relu", "sigmoid"]
@@ -33,6 +34,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.errors import ConfigError
 from pipeline.runspec import (
     ACTIVATIONS,
@@ -40,17 +43,19 @@ from pipeline.runspec import (
     INITS,
     NORMS,
     OPTIMIZERS,
+    REGULARIZERS,
     RUN_FIELDS,
     SIZE_PRESETS,
     SIZES,
     RunSpec,
 )
+from pipeline.training.regularizers import USES
 
 _TOP_KEYS = {"corpus", "run", "study", "dataset"}
 #: Run fields a config may set (the dataset digest is derived, never written by hand).
 USER_FIELDS = set(RUN_FIELDS) - {"dataset_digest"}
 _CORPUS_KEYS = {"name", "description"}
-_STUDY_KEYS = {"name", "description", "grid"}
+_STUDY_KEYS = {"name", "description", "grid", "sample", "sample_seed"}
 _CUSTOM_DATASET_KEYS = {"name", "path", "target", "task", "description"}
 _TASKS = ("classification", "regression")
 
@@ -61,6 +66,7 @@ _CHOICES = {
     "optimizer": OPTIMIZERS,
     "family": FAMILIES,
     "size": SIZES,
+    "regularizer": REGULARIZERS,
 }
 # (type, minimum, maximum, minimum is exclusive)
 _NUMERIC = {
@@ -72,6 +78,9 @@ _NUMERIC = {
     "weight_decay": (float, 0.0, 1.0, False),
     "batch_size": (int, 1, 1 << 20, False),
     "epochs": (int, 1, 100_000, False),
+    "penalty": (float, 0.0, 100.0, True),
+    "rho": (float, 0.0, 10.0, True),
+    "fisher_eta": (float, 0.0, 1e6, False),
     "metric_checkpoints": (int, 2, 10_000, False),
     "spectral_snapshots": (int, 1, 1_000, False),
     "probe_size": (int, 1, 1 << 20, False),
@@ -179,6 +188,7 @@ def parse_config(raw: dict, where: str = "<config>", base_dir: Path | None = Non
         _check_keys(grid, USER_FIELDS, f"{key}.grid.", fail)
         runs = _expand_grid(run_defaults, grid, f"{key}.grid", known_datasets, fail,
                             {c.name: c.digest for c in custom})
+        runs = _sample(runs, study_raw, key, fail)
         studies.append(Study(sname, _string(study_raw.get("description", ""), f"{key}.description", fail),
                              tuple(runs)))
     return CorpusConfig(Path(where), name, description, tuple(studies), tuple(custom))
@@ -259,6 +269,25 @@ def _expand_grid(defaults: dict, grid: dict, key: str, known_datasets: set[str],
     return runs
 
 
+def _sample(runs: list[RunSpec], study: dict, key: str, fail) -> list[RunSpec]:
+    """The study's distinct runs, or ``sample`` of them drawn without replacement (``sample_seed``)."""
+    distinct = list({r.run_id: r for r in runs}.values())
+    if "sample" not in study:
+        if "sample_seed" in study:
+            raise fail(f"{key}.sample_seed", "given without sample")
+        return distinct
+    n = study["sample"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise fail(f"{key}.sample", f"expected a positive integer, got {n!r}")
+    if n > len(distinct):
+        raise fail(f"{key}.sample", f"{n} is more than the grid's {len(distinct)} distinct runs")
+    seed = study.get("sample_seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise fail(f"{key}.sample_seed", f"expected a non-negative integer, got {seed!r}")
+    picked = np.sort(np.random.default_rng(seed).choice(len(distinct), size=n, replace=False))
+    return [distinct[i] for i in picked]
+
+
 def _make_spec(fields: dict, key: str, fail) -> RunSpec:
     fields = dict(fields)
     widths = fields.get("widths")
@@ -274,9 +303,15 @@ def _make_spec(fields: dict, key: str, fail) -> RunSpec:
             raise fail(f"{key}.size", "'custom' needs explicit widths = [...]")
         fields["size"] = size
         fields["widths"] = SIZE_PRESETS[size]
-    for name in ("train_fraction", "label_noise", "dropout", "lr", "momentum", "weight_decay"):
+    for name in ("train_fraction", "label_noise", "dropout", "lr", "momentum", "weight_decay", "penalty", "rho",
+                 "fisher_eta"):
         if name in fields:
             fields[name] = float(fields[name])
+    # a strength the run's regularizer does not use is reset, so that it cannot split one run into two ids
+    used = USES[fields.get("regularizer", "none")]
+    for name in ("penalty", "rho", "fisher_eta"):
+        if name not in used:
+            fields[name] = RUN_FIELDS[name].default
     n_spectral = fields.get("spectral_snapshots", RUN_FIELDS["spectral_snapshots"].default)
     if n_spectral > fields.get("metric_checkpoints", RUN_FIELDS["metric_checkpoints"].default):
         raise fail(f"{key}.spectral_snapshots", "must not exceed metric_checkpoints")

@@ -18,6 +18,8 @@ NORMS = ("none", "batchnorm", "layernorm")
 INITS = ("kaiming", "xavier", "normal")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 FAMILIES = ("mlp",)
+#: Training regularizers (see pipeline/training/regularizers.py).
+REGULARIZERS = ("none", "grad_norm", "hessian_trace", "sam", "fisher_sam")
 #: Hidden widths of the size presets: the paper's "no", "sure" and "huge" models.
 SIZE_PRESETS: dict[str, tuple[int, ...]] = {
     "small": (16,),
@@ -47,6 +49,12 @@ class RunSpec:
     weight_decay: float = 0.0
     batch_size: int = 32
     epochs: int = 30
+    #: Which gradient the optimizer follows, and its strengths: ``penalty`` (lambda of the
+    #: gradient-norm and Hessian-trace penalties), ``rho`` (SAM's radius), ``fisher_eta`` (Fisher SAM).
+    regularizer: str = "none"
+    penalty: float = 0.01
+    rho: float = 0.05
+    fisher_eta: float = 1.0
     metric_checkpoints: int = 60
     spectral_snapshots: int = 10
     probe_size: int = 256
@@ -74,7 +82,8 @@ class RunSpec:
 
 #: Fields left out of the hash while they hold this value, so that adding an optional field keeps
 #: the ids of every run that does not use it.
-HASH_OMIT_AT_DEFAULT = {"dataset_digest": ""}
+HASH_OMIT_AT_DEFAULT = {"dataset_digest": "", "regularizer": "none", "penalty": 0.01, "rho": 0.05,
+                        "fisher_eta": 1.0}
 
 
 def run_id_of(spec: RunSpec) -> str:

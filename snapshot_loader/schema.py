@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # name -> list of (column, DuckDB type); PRIMARY KEYs below.
 TABLES: dict[str, list[tuple[str, str]]] = {
@@ -27,7 +27,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("family", "VARCHAR"), ("size", "VARCHAR"), ("widths", "INTEGER[]"), ("depth", "INTEGER"),
         ("activation", "VARCHAR"), ("norm", "VARCHAR"), ("dropout", "DOUBLE"), ("init", "VARCHAR"),
         ("optimizer", "VARCHAR"), ("lr", "DOUBLE"), ("momentum", "DOUBLE"), ("weight_decay", "DOUBLE"),
-        ("batch_size", "INTEGER"), ("epochs", "INTEGER"), ("metric_checkpoints", "INTEGER"),
+        ("batch_size", "INTEGER"), ("epochs", "INTEGER"), ("regularizer", "VARCHAR"), ("penalty", "DOUBLE"),
+        ("rho", "DOUBLE"), ("fisher_eta", "DOUBLE"), ("metric_checkpoints", "INTEGER"),
         ("spectral_snapshots", "INTEGER"), ("probe_size", "INTEGER"), ("hessian_exact_limit", "INTEGER"),
         ("hvp_budget", "INTEGER"), ("seed", "INTEGER"), ("device", "VARCHAR"),
         ("config_json", "VARCHAR"), ("n_params", "BIGINT"), ("n_train", "INTEGER"), ("n_test", "INTEGER"),
@@ -78,6 +79,26 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("shape", "INTEGER[]"), ("values", "FLOAT[]"),
     ],
     "timings": [("run_id", "VARCHAR"), ("step", "INTEGER"), ("what", "VARCHAR"), ("seconds", "DOUBLE")],
+    # spectral snapshots: margin signatures per (split, representation, correct_only), status says why
+    # a row has no statistics (no_points, zero_variation, single_class, not_classification)
+    "margins": [
+        ("run_id", "VARCHAR"), ("step", "INTEGER"), ("split", "VARCHAR"), ("representation", "VARCHAR"),
+        ("layer_index", "INTEGER"), ("correct_only", "BOOLEAN"), ("status", "VARCHAR"), ("n_points", "INTEGER"),
+        ("count", "INTEGER"), ("q1", "DOUBLE"), ("median", "DOUBLE"), ("q3", "DOUBLE"), ("lower_fence", "DOUBLE"),
+        ("upper_fence", "DOUBLE"), ("mean", "DOUBLE"), ("std", "DOUBLE"), ("total_variation", "DOUBLE"),
+    ],
+    # the raw margins behind them, in the order of the split's rows in ``splits``
+    "margin_values": [
+        ("run_id", "VARCHAR"), ("step", "INTEGER"), ("split", "VARCHAR"), ("representation", "VARCHAR"),
+        ("layer_index", "INTEGER"), ("margins", "FLOAT[]"), ("correct", "BOOLEAN[]"),
+    ],
+    # spectral snapshots: whole-model SAM sharpness and top loss-Hessian eigenvalue on the probe batch
+    "sharpness": [
+        ("run_id", "VARCHAR"), ("step", "INTEGER"), ("n_params", "INTEGER"), ("n_probe", "INTEGER"),
+        ("rho", "DOUBLE"), ("loss", "DOUBLE"), ("sharpness", "DOUBLE"), ("sharpness_one_step", "DOUBLE"),
+        ("ascent_steps", "INTEGER"), ("hessian_top_eigenvalue", "DOUBLE"), ("hessian_top_converged", "BOOLEAN"),
+        ("n_hvp", "INTEGER"), ("seconds", "DOUBLE"),
+    ],
 }
 
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
@@ -90,6 +111,9 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "weights": ("run_id", "step", "layer_index", "tensor"),
     "timings": ("run_id", "step", "what"),
     "hessian_spectra": ("run_id", "step", "layer_index", "kind"),
+    "margins": ("run_id", "step", "split", "representation", "correct_only"),
+    "margin_values": ("run_id", "step", "split", "representation"),
+    "sharpness": ("run_id", "step"),
 }
 
 #: Tables a run's shard holds (``datasets`` rows are shared: inserted once per data set).

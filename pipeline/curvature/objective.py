@@ -106,3 +106,34 @@ def loss_objective(model: nn.Module, layer_index: int, X: torch.Tensor, y: torch
     outputs, theta0 = output_function(model, layer_index, X)
     q, d = model.blocks[layer_index].linear.weight.shape
     return BlockObjective(lambda theta: loss_fn(outputs(theta), y), theta0, q, d)
+
+
+@dataclass(frozen=True)
+class ModelObjective:
+    """f: (P,) -> scalar over every trainable parameter of a model, flattened in ``named_parameters``
+    order, around theta0; ``names`` and ``shapes`` say how theta splits back into tensors."""
+
+    f: Callable[[torch.Tensor], torch.Tensor]
+    theta0: torch.Tensor
+    names: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+
+    @property
+    def n_params(self) -> int:
+        return int(self.theta0.numel())
+
+
+def model_loss_objective(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> ModelObjective:
+    """L(theta) = loss_fn(model(X; theta), y) over all of the model's trainable parameters at once."""
+    named = [(k, v) for k, v in model.named_parameters() if v.requires_grad]
+    names = tuple(k for k, _ in named)
+    shapes = tuple(v.shape for _, v in named)
+    sizes = [v.numel() for _, v in named]
+    buffers = dict(model.named_buffers())
+
+    def f(theta: torch.Tensor) -> torch.Tensor:
+        params = {k: t.view(s) for k, t, s in zip(names, torch.split(theta, sizes), shapes, strict=True)}
+        return loss_fn(functional_call(model, (params, buffers), (X,)), y)
+
+    theta0 = torch.cat([v.detach().reshape(-1) for _, v in named])
+    return ModelObjective(f, theta0, names, shapes)

@@ -25,19 +25,21 @@ import numpy as np
 import scipy.sparse.linalg as sla
 import torch
 
-from pipeline.curvature.objective import BlockObjective
+from pipeline.curvature.objective import BlockObjective, ModelObjective
 
 MatVec = Callable[[np.ndarray], np.ndarray]
 
 
 class GraphHVP:
-    """v -> H v for f at theta0 (float64 numpy in and out), counting products in ``calls``."""
+    """v -> H v for f at theta0 (float64 numpy in and out), counting products in ``calls``.
 
-    def __init__(self, obj: BlockObjective):
+    ``obj`` is anything with ``f`` and a flat ``theta0``: a block's objective or the whole model's."""
+
+    def __init__(self, obj: BlockObjective | ModelObjective):
         self.theta = obj.theta0.detach().clone().requires_grad_(True)
         (self.g,) = torch.autograd.grad(obj.f(self.theta), self.theta, create_graph=True)
         self.linear = not self.g.requires_grad  # constant gradient: H = 0
-        self.n = obj.n_params
+        self.n = self.theta.numel()
         self.calls = 0
 
     def gradient(self) -> torch.Tensor:

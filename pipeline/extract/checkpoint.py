@@ -1,5 +1,6 @@
-"""What one checkpoint measures: metrics and norms at every metric checkpoint, and per-layer
-spectra, alignment, similarity, saturation and the weights themselves at spectral snapshots.
+"""What one checkpoint measures: metrics and norms at every metric checkpoint; at spectral snapshots
+per-layer spectra, alignment, similarity, saturation, the weights themselves, margins on the
+training and test sets, and whole-model sharpness.
 
 All gradients are of the mean training loss on the run's probe batch with the model in eval mode
 (dropout off, batch norm on its running statistics), so they are reproducible and comparable
@@ -9,13 +10,16 @@ across checkpoints; they never touch the optimizer's ``.grad`` buffers.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from pipeline.curvature.engine import CurvatureSettings, curvature_snapshot
+from pipeline.curvature.sharpness import loss_sharpness_row
 from pipeline.datasets.run_data import RunData
 from pipeline.models.mlp import MLP
+from pipeline.snapshot.margins import margin_rows, not_classification_rows
 from pipeline.snapshot.saturation import saturation_stats
 from pipeline.snapshot.weight_spectra import adjacent_similarity, singular_summary, weight_gradient_alignment
 from pipeline.training.metrics import classification_metrics, regression_metrics
@@ -82,10 +86,32 @@ def evaluate_checkpoint(model: MLP, data: RunData, tensors: dict, loss_fn) -> tu
     return row, layers, grads
 
 
+@dataclass(frozen=True)
+class SpectralSnapshot:
+    """What a spectral snapshot adds: per-layer columns of ``layer_stats`` and rows of its own tables."""
+
+    layer_stats: list[dict]
+    weights: list[dict]
+    hessian_spectra: list[dict]
+    margins: list[dict]
+    margin_values: list[dict]
+    sharpness: list[dict]
+
+    def tables(self) -> dict[str, list[dict]]:
+        return {"weights": self.weights, "hessian_spectra": self.hessian_spectra, "margins": self.margins,
+                "margin_values": self.margin_values, "sharpness": self.sharpness}
+
+
+#: Seed stream of the sharpness ascent and top-eigenvalue Lanczos (apart from the per-layer streams).
+SHARPNESS_STREAM = 1_000_003
+
+
 def spectral_snapshot(model: MLP, probe: tuple[torch.Tensor, torch.Tensor], grads: list, loss_fn, task: str,
-                      settings: CurvatureSettings, seed: int, step: int) -> tuple[list[dict], list[dict], list[dict]]:
-    """Per-layer spectral columns of ``layer_stats``, the ``weights`` rows of every block tensor, and
-    the ``hessian_spectra`` rows (local, loss and Gauss-Newton spectra of every layer)."""
+                      settings: CurvatureSettings, seed: int, step: int,
+                      margin_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> SpectralSnapshot:
+    """Per-layer spectra, alignment, similarity, saturation and curvature; every block tensor; the
+    local, loss and Gauss-Newton spectra of every layer; whole-model sharpness; and the margins of
+    ``margin_splits`` (split -> (X, y); None for a regression run, which gets rows saying so)."""
     probe_X = probe[0]
     was_training = model.training
     model.eval()
@@ -113,4 +139,10 @@ def spectral_snapshot(model: MLP, probe: tuple[torch.Tensor, torch.Tensor], grad
             weight_rows.append({"layer_index": i, "tensor": name, "shape": list(tensor.shape),
                                 # a copy: a view would follow the parameters as training goes on
                                 "values": tensor.detach().reshape(-1).float().numpy().copy()})
-    return stats, weight_rows, hessian_rows
+    if margin_splits is None:
+        margins, margin_values = not_classification_rows(), []
+    else:
+        margins, margin_values = margin_rows(model, margin_splits)
+    sharp = loss_sharpness_row(model, *probe, loss_fn, task, np.random.default_rng([seed, step, SHARPNESS_STREAM]),
+                               settings.device)
+    return SpectralSnapshot(stats, weight_rows, hessian_rows, margins, margin_values, [sharp])

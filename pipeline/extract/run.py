@@ -25,6 +25,7 @@ from pipeline.extract.shards import shard_is_complete, write_shard
 from pipeline.models.mlp import MLP, build_model, count_parameters
 from pipeline.runspec import RunSpec
 from pipeline.training.optim import loss_function, make_optimizer
+from pipeline.training.regularizers import training_step
 from pipeline.training.schedule import metric_steps, spectral_steps, steps_per_epoch
 
 ProgressFn = Callable[[int, int], None]
@@ -78,31 +79,31 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
 
     settings = CurvatureSettings(spec.hessian_exact_limit, spec.hvp_budget, "sum", device)
     rows: dict[str, list[dict]] = {k: [] for k in ("checkpoints", "layer_stats", "weights", "timings",
-                                                   "hessian_spectra")}
+                                                   "hessian_spectra", "margins", "margin_values", "sharpness")}
+    margin_splits = {s: tensors[s] for s in ("train", "test")} if dataset.task == "classification" else None
     status, diverged_step, final_step = "complete", None, 0
 
     def checkpoint(step: int) -> None:
         t = time.perf_counter()
         row, layer_rows, grads = evaluate_checkpoint(model, data, tensors, loss_fn)
         is_spectral = step in spectral_at
-        spectral, weights, hessians = (spectral_snapshot(model, tensors["probe"], grads, loss_fn, dataset.task,
-                                                         settings, spec.seed, step)
-                                       if is_spectral else (None, [], []))
+        snap = (spectral_snapshot(model, tensors["probe"], grads, loss_fn, dataset.task, settings, spec.seed, step,
+                                  margin_splits) if is_spectral else None)
         seconds = time.perf_counter() - t
         rows["checkpoints"].append({"run_id": run_id, "step": step, "epoch": step / per_epoch,
                                     "is_spectral": is_spectral, **row, "wall_seconds": seconds})
         for i, lr in enumerate(layer_rows):
             rows["layer_stats"].append({"run_id": run_id, "step": step, "layer_index": i, **lr,
-                                        **(spectral[i] if spectral else {})})
-        for w in weights:
-            rows["weights"].append({"run_id": run_id, "step": step, **w})
-        for h in hessians:
-            rows["hessian_spectra"].append({"run_id": run_id, "step": step, **h})
+                                        **(snap.layer_stats[i] if snap else {})})
+        if snap:
+            for table, table_rows in snap.tables().items():
+                rows[table].extend({"run_id": run_id, "step": step, **r} for r in table_rows)
         rows["timings"].append({"run_id": run_id, "step": step,
                                 "what": "spectral" if is_spectral else "metrics", "seconds": seconds})
 
     X_train, y_train = tensors["train"]
     generator = torch.Generator().manual_seed(spec.seed)
+    probe_generator = torch.Generator().manual_seed(spec.seed + 1)  # Hutchinson probes of the trace penalty
     step, train_seconds, last_ckpt = 0, 0.0, 0
     try:
         checkpoint(0)
@@ -112,12 +113,10 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
             for b in range(per_epoch):
                 idx = order[b * spec.batch_size:(b + 1) * spec.batch_size]
                 t = time.perf_counter()
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(X_train[idx]), y_train[idx])
-                if not torch.isfinite(loss):
-                    raise FloatingPointError("training loss is not finite")
-                loss.backward()
-                optimizer.step()
+                Xb, yb = X_train[idx], y_train[idx]
+                training_step(model, optimizer, lambda Xb=Xb, yb=yb: loss_fn(model(Xb), yb), spec.regularizer,
+                              penalty=spec.penalty, rho=spec.rho, fisher_eta=spec.fisher_eta,
+                              generator=probe_generator)
                 train_seconds += time.perf_counter() - t
                 step += 1
                 if step in metric_set:

@@ -1,0 +1,166 @@
+"""Normalized margins of a classifier at every representation (definition 7; Jiang et al. 2019).
+
+For a point x with label i and logits f(x), j = argmax_{k != i} f_k(x) is the highest other class.
+At a representation h of x (the input, the output of hidden block l after its activation, or the
+logits themselves) the first-order distance to the decision boundary between i and j is
+
+    d(x) = (f_i - f_j) / sqrt(eps + ||grad_h (f_i - f_j)||^2),      eps = MARGIN_EPS = 1e-6,
+
+and the stored margin is d / TV(h), TV(h) = sqrt(tr Cov(h)) the total variation of h over the
+split's points (population covariance, ddof = 0), which makes margins comparable across layers and
+networks. At the output, grad_h (f_i - f_j) = e_i - e_j, so the denominator is sqrt(eps + 2).
+d > 0 iff the point is classified correctly (ties count as wrong).
+
+The model runs in eval mode in float64 (a copy), so every point is its own function of x (dropout
+off, batch norm on its running statistics) and one backward pass of sum_n (f_i - f_j)(x_n) gives
+each point's gradient at every representation at once.
+
+Signature of a set of margins (Jiang et al.'s distribution summary): Q1, median, Q3 (numpy's
+linear-interpolation percentiles), the fences Q1 - 1.5 IQR and Q3 + 1.5 IQR, mean, std (ddof 0)
+and count.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+MARGIN_EPS = 1e-6
+#: Why a signature has no statistics (``status`` column of ``margins``).
+OK, NO_POINTS, ZERO_VARIATION, SINGLE_CLASS, NOT_CLASSIFICATION = (
+    "ok", "no_points", "zero_variation", "single_class", "not_classification")
+
+
+def representation_names(n_blocks: int) -> list[str]:
+    """``input``, ``h0`` .. ``h{L-2}`` (hidden blocks' outputs), ``output`` (logits) for L blocks."""
+    return ["input", *(f"h{i}" for i in range(n_blocks - 1)), "output"]
+
+
+def representation_layer(name: str, n_blocks: int) -> int | None:
+    """The ``layer_index`` of the block whose output a representation is (NULL for the input)."""
+    if name == "input":
+        return None
+    return n_blocks - 1 if name == "output" else int(name[1:])
+
+
+@dataclass(frozen=True)
+class RepresentationMargins:
+    """Margins of N points at one representation: ``margins`` (N,) float64 (NaN unless status is
+    ok), ``correct`` (N,) bool, the total variation used to normalize, and a status."""
+
+    name: str
+    margins: np.ndarray
+    correct: np.ndarray
+    total_variation: float
+    status: str
+
+
+def normalized_margins(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
+                       eps: float = MARGIN_EPS) -> list[RepresentationMargins]:
+    """Margins of points X (N, d) with labels y (N,) at every representation of an MLP of blocks.
+
+    ``model.blocks`` is the chain of blocks; the model is copied to float64 and put in eval mode.
+    """
+    m64 = copy.deepcopy(model).double().eval()
+    X = X.detach().to(torch.float64)
+    y = y.detach().reshape(-1).long()
+    n_blocks = len(m64.blocks)
+    names = representation_names(n_blocks)
+    n = X.shape[0]
+    if n == 0:
+        return [RepresentationMargins(name, np.empty(0), np.empty(0, bool), math.nan, NO_POINTS) for name in names]
+    reps = [X.clone().requires_grad_(True)]
+    h = reps[0]
+    for block in m64.blocks:
+        h = block(h)
+        reps.append(h)
+    logits = reps[-1]
+    if logits.shape[1] < 2:
+        nan = np.full(n, math.nan)
+        return [RepresentationMargins(name, nan, np.zeros(n, bool), math.nan, SINGLE_CLASS) for name in names]
+    rows = torch.arange(n)
+    others = logits.detach().clone()
+    others[rows, y] = -math.inf
+    j = others.argmax(dim=1)
+    numerator = logits[rows, y] - logits[rows, j]
+    grads = torch.autograd.grad(numerator.sum(), reps, allow_unused=True)
+    num = numerator.detach().numpy()
+    correct = num > 0
+    out = []
+    for name, rep, g in zip(names, reps, grads, strict=True):
+        g = torch.zeros_like(rep) if g is None else g
+        distance = num / np.sqrt(eps + (g.detach() ** 2).sum(dim=1).numpy())
+        tv = total_variation(rep.detach().numpy())
+        if n < 2 or tv == 0:
+            out.append(RepresentationMargins(name, np.full(n, math.nan), correct, tv, ZERO_VARIATION))
+        else:
+            out.append(RepresentationMargins(name, distance / tv, correct, tv, OK))
+    return out
+
+
+def total_variation(h: np.ndarray) -> float:
+    """sqrt(tr Cov(h)) of points h (N, k), population covariance: sqrt(sum_k Var(h[:, k]))."""
+    if h.shape[0] == 0:
+        return math.nan
+    return float(np.sqrt(h.var(axis=0).sum()))
+
+
+def margin_signature(values: np.ndarray) -> dict:
+    """Q1, median, Q3, lower/upper fence, mean, std (ddof 0), count of the finite values (m,).
+
+    Statistics are None with no finite value (count 0)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return {k: None for k in ("q1", "median", "q3", "lower_fence", "upper_fence", "mean", "std")} | {"count": 0}
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    iqr = q3 - q1
+    return {"q1": float(q1), "median": float(med), "q3": float(q3), "lower_fence": float(q1 - 1.5 * iqr),
+            "upper_fence": float(q3 + 1.5 * iqr), "mean": float(v.mean()), "std": float(v.std()),
+            "count": int(v.size)}
+
+
+def margin_rows(model: nn.Module,
+                splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[dict], list[dict]]:
+    """Rows of ``margins`` (signatures) and ``margin_values`` (raw margins) for each split's (X, y).
+
+    Per split and representation: one ``margin_values`` row (margins of every point in split order,
+    NULL where undefined, and whether each point is classified correctly) and two signatures, over
+    all points and over correctly classified ones (``correct_only``). A set with no point gets status
+    ``no_points`` and a constant representation ``zero_variation``; their statistics are NULL."""
+    n_blocks = len(model.blocks)
+    signatures, values = [], []
+    for split, (X, y) in splits.items():
+        for rep in normalized_margins(model, X, y):
+            layer = representation_layer(rep.name, n_blocks)
+            finite = np.isfinite(rep.margins)
+            values.append({"split": split, "representation": rep.name, "layer_index": layer,
+                           "margins": [float(m) if f else None for m, f in zip(rep.margins, finite, strict=True)],
+                           "correct": rep.correct.tolist()})
+            for correct_only in (False, True):
+                chosen = rep.margins[rep.correct] if correct_only else rep.margins
+                status = rep.status if chosen.size else NO_POINTS
+                sig = margin_signature(chosen if status == OK else np.empty(0))
+                sig["count"] = int(chosen.size)
+                signatures.append({"split": split, "representation": rep.name, "layer_index": layer,
+                                   "correct_only": correct_only, "status": status,
+                                   "total_variation": _finite_or_none(rep.total_variation),
+                                   "n_points": int(rep.margins.size), **sig})
+    return signatures, values
+
+
+def not_classification_rows(splits: tuple[str, ...] = ("train", "test")) -> list[dict]:
+    """Signature rows saying that a regression run has no margins (one per split and correct_only)."""
+    empty = margin_signature(np.empty(0))
+    return [{"split": s, "representation": "output", "layer_index": None, "correct_only": c,
+             "status": NOT_CLASSIFICATION, "total_variation": None, "n_points": 0, **empty}
+            for s in splits for c in (False, True)]
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
