@@ -204,7 +204,8 @@ def wilson_ci(k: int, n: int) -> tuple[float, float, float]:
 # --- the collecting stage -------------------------------------------------------------------------
 
 #: Every stage that writes verdicts; the collecting stage reads their tables.
-VERDICT_STAGES = ("dynamics", "correlations", "cca", "umap", "pressure", "diagnostics", "topology")
+VERDICT_STAGES = ("dynamics", "correlations", "cca", "umap", "pressure", "diagnostics", "topology", "gap",
+                  "regularizers")
 READS = tuple(f"analysis_{s}_verdicts" for s in VERDICT_STAGES)
 WRITES = ("analysis_verdicts",)
 TITLE = "Verdicts"

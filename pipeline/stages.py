@@ -40,10 +40,12 @@ from analyses import (
     diagnostics,
     dynamics,
     features,
+    generalization_gap,
     local_hessian_example,
     normality,
     overview,
     pressure,
+    regularizers,
     snapshot_umap,
     topology,
     verdicts,
@@ -133,6 +135,8 @@ STAGES: tuple[Stage, ...] = order_stages([
     Stage("diagnostics", diagnostics),
     Stage("local_hessian_example", local_hessian_example),
     Stage("topology", topology),
+    Stage("gap", generalization_gap),
+    Stage("regularizers", regularizers),
     Stage("verdicts", verdicts),
 ])
 

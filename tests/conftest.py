@@ -42,6 +42,12 @@ name = "train_fraction"
 [study.grid]
 dataset = "breast_cancer"
 train_fraction = [0.25, 0.5, 1.0]
+
+[[study]]
+name = "regularizers"
+[study.grid]
+dataset = "wine"
+regularizer = ["none", "sam", "fisher_sam", "hessian_trace"]
 """
 
 
