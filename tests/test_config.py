@@ -45,6 +45,16 @@ MALFORMED = [
      "study[0].grid.batch_size", "batch norm needs batches of at least 2"),
     ("[run]\ndataset_digest = 'x'\n" + STUDY, "run.dataset_digest", "unknown key"),
     ("[run]\nhvp_budget = 5\n" + STUDY, "run.hvp_budget", "out of range"),
+    ('[[study]]\nname = "s"\n[study.grid]\ndataset = "iris"\nregularizer = "dropconnect"\n',
+     "study[0].grid.regularizer", "unknown regularizer 'dropconnect'"),
+    ("[run]\nrho = 0\n" + STUDY, "run.rho", "out of range"),
+    ("[run]\npenalty = -1.0\n" + STUDY, "run.penalty", "out of range"),
+    ('[[study]]\nname = "s"\nsample = 5\n[study.grid]\ndataset = ["iris", "wine"]\n', "study[0].sample",
+     "more than the grid's 2 distinct runs"),
+    ('[[study]]\nname = "s"\nsample = 0\n[study.grid]\ndataset = "iris"\n', "study[0].sample",
+     "positive integer"),
+    ('[[study]]\nname = "s"\nsample_seed = 3\n[study.grid]\ndataset = "iris"\n', "study[0].sample_seed",
+     "without sample"),
 ]
 
 
@@ -75,7 +85,7 @@ def test_cli_rejects_bad_config_and_writes_nothing(tmp_path: Path) -> None:
 def test_grid_expansion_and_defaults(tiny_config: Path) -> None:
     config = load_config(tiny_config)
     runs = config.runs()
-    assert len(runs) == 4 + 2 + 3
+    assert len(runs) == 4 + 2 + 3 + 4
     mix = config.studies[0].runs
     assert {(r.dataset, r.activation) for r in mix} == {(d, a) for d in ("iris", "diabetes")
                                                          for a in ("relu", "sigmoid")}
@@ -111,10 +121,45 @@ def test_shipped_configs_are_valid() -> None:
     tasks = [REGISTRY[d].task for d in datasets]
     assert tasks.count("classification") == 22 and tasks.count("regression") == 15
     assert len(paper.runs()) >= 147
+    gap = load_config(root / "gap.toml").runs()
+    assert len(gap) >= 377 and {r.dataset for r in gap} and all(REGISTRY[r.dataset].task == "classification"
+                                                                for r in gap)
+    for field in ("widths", "lr", "batch_size", "weight_decay", "dropout", "train_fraction", "label_noise"):
+        assert len({getattr(r, field) for r in gap}) >= 2, field
+    regs = load_config(root / "regularizers.toml").runs()
+    per = {}
+    for r in regs:
+        per.setdefault(r.regularizer, set()).add((r.dataset, r.seed))
+    assert set(per) == {"none", "grad_norm", "hessian_trace", "sam", "fisher_sam"}
+    assert all(len({d for d, _ in v}) >= 5 and len({s for _, s in v}) >= 3 for v in per.values())
     assert {r.optimizer for r in paper.runs()} == {"adam", "sgd", "rmsprop"}
     assert {r.activation for r in paper.runs()} >= {"relu", "sigmoid", "tanh"}
     assert {r.size for r in paper.runs()} == {"small", "medium", "large"}
     assert len({r.init for r in paper.runs()}) >= 3
+
+
+def test_regularizer_fields_keep_old_run_ids_and_unused_strengths_are_reset() -> None:
+    import tomllib
+
+    # the new fields at their defaults leave the id of every earlier run as it was
+    assert RunSpec(dataset="iris", regularizer="none", rho=0.05).run_id == "71a80a81b31f5ca8"
+    cfg = parse_config(tomllib.loads('[run]\nrho = 0.2\npenalty = 0.5\n[[study]]\nname = "s"\n[study.grid]\n'
+                                     'dataset = "iris"\nregularizer = ["none", "sam", "grad_norm"]\n'))
+    by_reg = {r.regularizer: r for r in cfg.runs()}
+    assert by_reg["none"].run_id == RunSpec(dataset="iris").run_id  # rho and penalty unused: reset
+    assert (by_reg["sam"].rho, by_reg["sam"].penalty) == (0.2, RunSpec.penalty)
+    assert (by_reg["grad_norm"].penalty, by_reg["grad_norm"].rho) == (0.5, RunSpec.rho)
+
+
+def test_study_sample_is_a_seeded_subset_of_the_grid() -> None:
+    import tomllib
+
+    text = '[[study]]\nname = "s"\nsample = 4\nsample_seed = {seed}\n[study.grid]\ndataset = ["iris", "wine"]\n' \
+           'seed = [0, 1, 2, 3, 4]\n'
+    a = parse_config(tomllib.loads(text.format(seed=0))).runs()
+    assert len(a) == 4 and len({r.run_id for r in a}) == 4
+    assert [r.run_id for r in a] == [r.run_id for r in parse_config(tomllib.loads(text.format(seed=0))).runs()]
+    assert {r.run_id for r in a} != {r.run_id for r in parse_config(tomllib.loads(text.format(seed=1))).runs()}
 
 
 def test_tiny_config_text_is_a_valid_config() -> None:
