@@ -38,6 +38,7 @@ bench: setup
 	$(PY) benchmarks/curvature.py
 	$(PY) benchmarks/analyses.py
 	$(PY) benchmarks/topology.py
+	$(PY) benchmarks/margins.py
 
 lint: setup
 	$(PY) -m ruff check .
