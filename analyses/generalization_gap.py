@@ -43,7 +43,8 @@ models); ``target`` is the gap at the stage (``gap``) or at the end of training 
 ``sample`` is ``all`` (every model with the features at that stage) or ``all_stages`` (models
 with the main features at all three stages: the stage and transfer comparisons use these, paired).
 
-``analysis_gap_predictions`` holds the main specification's out-of-fold predictions per model;
+``analysis_gap_predictions`` holds the main specification's out-of-fold predictions per model and row
+(stage, fit_stage, target, sample);
 ``analysis_gap_verdicts`` the three claims.
 """
 
@@ -291,7 +292,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
             kept = frame.filter(pl.Series(keep))
             predictions.append(pl.DataFrame({
                 "run_id": kept["run_id"], "dataset": kept["dataset"], "stage": stage, "fit_stage": fit_stage,
-                "target": target, "gap": y[keep], "predicted_cv": oof}))
+                "target": target, "sample": sample, "gap": y[keep], "predicted_cv": oof}))
         return row
 
     by_stage = {s: models.filter(pl.col("stage") == s).sort("run_id") for s in STAGES}
@@ -320,7 +321,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     frame = pl.DataFrame(rows, schema=_REGRESSION_SCHEMA)  # noqa: F841
     con.execute("CREATE OR REPLACE TABLE analysis_gap_regression AS SELECT * FROM frame")
     pred_schema = {"run_id": pl.Utf8, "dataset": pl.Utf8, "stage": pl.Utf8, "fit_stage": pl.Utf8, "target": pl.Utf8,
-                   "gap": pl.Float64, "predicted_cv": pl.Float64}
+                   "sample": pl.Utf8, "gap": pl.Float64, "predicted_cv": pl.Float64}
     preds = (pl.concat([p.cast(pred_schema) for p in predictions]) if predictions  # noqa: F841
              else pl.DataFrame(schema=pred_schema)).with_columns(pl.col(pl.Float64).fill_nan(None))
     con.execute("CREATE OR REPLACE TABLE analysis_gap_predictions AS SELECT * FROM preds")
@@ -391,22 +392,21 @@ def predicted_vs_actual_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     """Out-of-fold predicted vs actual gap, at the end of training and for the late-fitted model on
     the middle snapshots; colour = data set."""
     title = "Generalization gap: cross-validated prediction from margins vs actual"
-    panels = [("late", "late", "last snapshot (fit and predict late)"),
-              ("middle", "late", "middle snapshot, predicted by the late fit")]
-    frames = {p[:2]: con.sql(f"""SELECT p.*, r.r2_cv, r.n_models, r.n_datasets FROM analysis_gap_predictions p
+    panels = [("late", "late", "all", "last snapshot (fit and predict late)"),
+              ("middle", "late", "all_stages", "middle snapshot, predicted by the late fit")]
+    frames = {p[:3]: con.sql(f"""SELECT p.*, r.r2_cv, r.n_models, r.n_datasets FROM analysis_gap_predictions p
                                  JOIN analysis_gap_regression r ON r.spec = '{MAIN}' AND r.stage = p.stage
-                                  AND r.fit_stage = p.fit_stage AND r.target = p.target
-                                  AND r.sample = CASE WHEN p.stage = 'late' THEN 'all' ELSE 'all_stages' END
+                                  AND r.fit_stage = p.fit_stage AND r.target = p.target AND r.sample = p.sample
                                   AND r.cv_scheme = 'grouped_by_dataset'
                                  WHERE p.stage = '{p[0]}' AND p.fit_stage = '{p[1]}' AND p.target = 'gap'
-                                   AND p.predicted_cv IS NOT NULL""").pl() for p in panels}
+                                   AND p.sample = '{p[2]}' AND p.predicted_cv IS NOT NULL""").pl() for p in panels}
     if all(f.height == 0 for f in frames.values()):
         return empty_figure(title, "no model has out-of-fold predictions (too few models or data sets)")
     datasets = sorted({d for f in frames.values() for d in f["dataset"].to_list()})
     colors = {d: plt.cm.tab20(i % 20) for i, d in enumerate(datasets)}
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.4))
-    for ax, (stage, fit, label) in zip(axes, panels, strict=True):
-        f = frames[(stage, fit)]
+    for ax, (stage, fit, sample, label) in zip(axes, panels, strict=True):
+        f = frames[(stage, fit, sample)]
         if f.height == 0:
             ax.text(0.5, 0.5, "no predictions", ha="center", va="center", transform=ax.transAxes)
             ax.set_title(label)
@@ -443,7 +443,7 @@ def r2_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
         what = f"{spec} @ {stage}" + (f" (fit @ {fit})" if fit != stage else "")
         return what + (" -> final gap" if target == "final_gap" else "")
 
-    rows = sorted(rows, key=lambda r: (r[4] != "all", r[5] if r[4] == "all" else 0))
+    rows = sorted(rows, key=lambda r: (r[4] != "all", -r[5] if r[4] == "all" else 0))
     fig, ax = plt.subplots(figsize=(9, 0.34 * len(rows) + 1.8))
     y = np.arange(len(rows))
     est = np.array([r[5] for r in rows], float)
@@ -457,7 +457,10 @@ def r2_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(y, [label(*r[:5]) for r in rows], fontsize=8)
     ax.set_xlabel("R^2 of out-of-fold predictions (95% bootstrap interval)")
-    ax.set_xlim(max(-1.0, float(np.nanmin(np.append(lo, est))) - 0.05), 1.0)
+    left = max(-1.0, float(np.nanmin(np.append(lo, est))) - 0.05)
+    ax.set_xlim(left, 1.0)
+    for yi, e in zip(y, est, strict=True):  # the value itself, also for bars clipped at the left edge
+        ax.text(max(e, 0.0) + 0.01, yi, f"{e:.2f}", va="center", ha="left", fontsize=7)
     ax.invert_yaxis()
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("blue: every model at its last snapshot; orange: the same models at every stage", fontsize=9)
@@ -476,7 +479,8 @@ CAPTIONS = {
     "gap_r2": (
         "R^2 of out-of-fold predictions for each predictor set (blue: every model at its last snapshot) and for "
         "the margin model at each training stage and in transfer (orange: models with all three stages). "
-        "Values below 0 predict held-out data sets worse than their mean gap would. Red: the paper's R^2."),
+        "Values below 0 predict held-out data sets worse than their mean gap would; the axis stops at -1 and each "
+        "bar is labelled with its value. Red: the paper's R^2."),
 }
 
 
