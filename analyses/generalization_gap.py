@@ -75,6 +75,8 @@ SIGNATURE = ("q1", "median", "q3", "lower_fence", "upper_fence")
 #: Target fraction of training of each stage's snapshot.
 STAGE_FRACTIONS = {"early": 0.2, "middle": 0.5, "late": 1.0}
 STAGES = tuple(STAGE_FRACTIONS)
+#: Largest distance, in fraction of training, between a stage's snapshot and its target.
+STAGE_TOLERANCE = 0.1
 #: Folds of the random (not grouped) cross-validation row, Jiang et al.'s 90/10 split.
 RANDOM_FOLDS = 10
 #: Bootstrap resamples of the cross-validated R^2.
@@ -126,7 +128,8 @@ _REGRESSION_SCHEMA = {
     "n_models": pl.Int32,
     "n_datasets": pl.Int32, "n_excluded": pl.Int32, "cv_folds": pl.Int32, "r2": pl.Float64,
     "r2_adj": pl.Float64, "r2_cv": pl.Float64, "r2_cv_low": pl.Float64, "r2_cv_high": pl.Float64,
-    "kendall_tau": pl.Float64, "kendall_tau_cv": pl.Float64, "kendall_p_cv": pl.Float64,
+    "stage_fraction": pl.Float64, "kendall_tau": pl.Float64, "kendall_tau_feature": pl.Float64,
+    "kendall_tau_cv": pl.Float64, "kendall_p_cv": pl.Float64,
     "paper_r2": pl.Float64, "note": pl.Utf8,
 }
 
@@ -134,7 +137,9 @@ _REGRESSION_SCHEMA = {
 # --- the per-model table ---------------------------------------------------------------------------
 
 def _stage_steps(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """(run_id, stage, step, fraction) for every completed classification run."""
+    """(run_id, stage, step, fraction) for every completed classification run: ``late`` always, ``early`` and
+    ``middle`` only where a snapshot other than the stages already taken lies within STAGE_TOLERANCE of the
+    target fraction (a run without one drops out of the paired stage comparisons)."""
     snaps = con.sql("""
         SELECT c.run_id, c.step, c.step::DOUBLE / r.total_steps AS fraction
         FROM checkpoints c JOIN runs r USING (run_id)
@@ -145,11 +150,14 @@ def _stage_steps(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         steps, fractions = g["step"].to_numpy(), g["fraction"].to_numpy()
         last = len(steps) - 1
         rows.append({"run_id": run_id, "stage": "late", "step": int(steps[last]), "fraction": float(fractions[last])})
-        if last == 0:
-            continue
+        used = {last}
         for stage in ("early", "middle"):
-            i = int(np.argmin(np.abs(fractions[:last] - STAGE_FRACTIONS[stage])))
-            rows.append({"run_id": run_id, "stage": stage, "step": int(steps[i]), "fraction": float(fractions[i])})
+            distance = np.abs(fractions - STAGE_FRACTIONS[stage])
+            distance[list(used)] = np.inf  # each stage its own snapshot
+            i = int(np.argmin(distance))
+            if distance[i] <= STAGE_TOLERANCE:
+                used.add(i)
+                rows.append({"run_id": run_id, "stage": stage, "step": int(steps[i]), "fraction": float(fractions[i])})
     schema = {"run_id": pl.Utf8, "stage": pl.Utf8, "step": pl.Int32, "fraction": pl.Float64}
     return pl.DataFrame(rows, schema=schema)
 
@@ -174,7 +182,8 @@ def _write_models(con: duckdb.DuckDBPyConnection) -> None:
                  FROM layer_stats WHERE weight_spectral_norm > 0 GROUP BY run_id, step),
         dist AS (SELECT w.run_id, w.step,
                         sqrt(sum(list_distance(w."values"::DOUBLE[], w0."values"::DOUBLE[]) ^ 2)) AS distance_from_init
-                 FROM weights w JOIN gap_stage_steps s ON s.run_id = w.run_id AND s.step = w.step
+                 FROM weights w JOIN (SELECT DISTINCT run_id, step FROM gap_stage_steps) s
+                                  ON s.run_id = w.run_id AND s.step = w.step
                  JOIN weights w0 ON w0.run_id = w.run_id AND w0.step = 0 AND w0.layer_index = w.layer_index
                                 AND w0.tensor = w.tensor
                  WHERE w.tensor IN ({tensors}) GROUP BY w.run_id, w.step)
@@ -236,7 +245,7 @@ def fit_row(X_fit: np.ndarray, y_fit: np.ndarray, groups: np.ndarray, X_eval: np
     folds = gr.n_folds(cv_groups, n_cv)
     out = {"n_models": n, "n_datasets": len(np.unique(groups)), "k": k, "cv_folds": folds, "r2": None,
            "r2_adj": None, "r2_cv": None, "r2_cv_low": None, "r2_cv_high": None, "kendall_tau": None,
-           "kendall_tau_cv": None, "kendall_p_cv": None, "note": None}
+           "kendall_tau_feature": None, "kendall_tau_cv": None, "kendall_p_cv": None, "note": None}
     oof = np.full(n, np.nan)
     if n < k + 3:
         out["note"] = f"too few models ({n}) for {k} features"
@@ -244,11 +253,16 @@ def fit_row(X_fit: np.ndarray, y_fit: np.ndarray, groups: np.ndarray, X_eval: np
     if X_eval is X_fit:
         r2, r2_adj, fitted = gr.ols_fit(X_fit, y_fit)
         out.update(r2=r2, r2_adj=r2_adj, kendall_tau=gr.kendall_tau(fitted, y_fit)[0])
+        if k == 1:  # the predictor's own rank agreement, with its sign
+            out["kendall_tau_feature"] = gr.kendall_tau(X_fit[:, 0], y_fit)[0]
     if folds == 0:
         out["note"] = "one data set: no grouped cross-validation"
         return out, oof
     oof = gr.transfer_predictions(X_fit, y_fit, X_eval, cv_groups, n_cv)
     out["r2_cv"] = gr.cv_r2(y_eval, oof)
+    missing = int((~np.isfinite(oof)).sum())
+    if missing:
+        out["note"] = f"{missing} models in folds too small to fit are left out of r2_cv"
     out["kendall_tau_cv"], out["kendall_p_cv"] = gr.kendall_tau(oof, y_eval)
     # resample models within data sets; a drawn model keeps its fold, so its copies never score each other
     resamples = gr.stratified_resamples(groups, n_boot, seed)
@@ -278,13 +292,15 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
             Xf = design(fit_frame, features)
             yf = fit_frame["gap"].cast(pl.Float64).fill_null(math.nan).to_numpy()
             keep = _complete(X, y) & _complete(Xf, yf)
-            cols, oof = fit_row(Xf[keep], yf[keep], groups[keep], X[keep], y[keep], seed=len(rows))
+            cols, oof = fit_row(Xf[keep], yf[keep], groups[keep], X[keep], y[keep], seed=len(rows),
+                                random_folds=random_folds)
         else:
             keep = _complete(X, y)
             cols, oof = fit_row(X[keep], y[keep], groups[keep], seed=len(rows), random_folds=random_folds)
         row = {"spec": spec, "family": family, "description": description, "features": list(features),
                "stage": stage, "fit_stage": fit_stage, "target": target, "sample": sample,
                "cv_scheme": f"random_{RANDOM_FOLDS}_fold" if random_folds else "grouped_by_dataset",
+               "stage_fraction": frame.filter(pl.Series(keep))["fraction"].median() if keep.any() else None,
                "n_excluded": int((~keep).sum()) + (n_candidates - frame.height if sample == "all" else 0),
                "paper_r2": PAPER_R2 if spec == MAIN and stage == "late" and fit_stage == "late" else None, **cols}
         rows.append(_clean(row))
@@ -300,7 +316,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     for spec in SPECIFICATIONS:
         row = add(spec, "late", by_stage["late"], "late", "gap", "all")
         main_row = row if spec == MAIN else main_row
-    add(MAIN, "late", by_stage["late"], "late", "gap", "all", random_folds=True)
+    main_random = add(MAIN, "late", by_stage["late"], "late", "gap", "all", random_folds=True)
 
     # the paired comparisons: models with the main features at every stage
     main_features = SPECIFICATIONS[MAIN][1]
@@ -312,11 +328,12 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         ok_ids = ids if ok_ids is None else ok_ids & ids
     ok_ids = ok_ids or set()
     paired = {s: by_stage[s].filter(pl.col("run_id").is_in(sorted(ok_ids))).sort("run_id") for s in STAGES}
-    for s in STAGES:
-        add(MAIN, s, paired[s], s, "gap", "all_stages")
-    for s in ("early", "middle"):
-        add(MAIN, s, paired[s], s, "final_gap", "all_stages")
-        add(MAIN, s, paired[s], "late", "gap", "all_stages", fit_frame=paired["late"])
+    for random_folds in (False, True):
+        for s in STAGES:
+            add(MAIN, s, paired[s], s, "gap", "all_stages", random_folds=random_folds)
+        for s in ("early", "middle"):
+            add(MAIN, s, paired[s], s, "final_gap", "all_stages", random_folds=random_folds)
+            add(MAIN, s, paired[s], "late", "gap", "all_stages", fit_frame=paired["late"], random_folds=random_folds)
 
     frame = pl.DataFrame(rows, schema=_REGRESSION_SCHEMA)  # noqa: F841
     con.execute("CREATE OR REPLACE TABLE analysis_gap_regression AS SELECT * FROM frame")
@@ -325,7 +342,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     preds = (pl.concat([p.cast(pred_schema) for p in predictions]) if predictions  # noqa: F841
              else pl.DataFrame(schema=pred_schema)).with_columns(pl.col(pl.Float64).fill_nan(None))
     con.execute("CREATE OR REPLACE TABLE analysis_gap_predictions AS SELECT * FROM preds")
-    write_verdicts(con, "gap", _verdicts(main_row, paired))
+    write_verdicts(con, "gap", _verdicts(main_row, main_random, paired))
 
 
 # --- verdicts ----------------------------------------------------------------------------------------
@@ -333,12 +350,15 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
 def _paired_difference(paired: dict[str, pl.DataFrame], first: tuple[str, str], second: tuple[str, str],
                        n_boot: int = N_BOOT) -> tuple[float, float, float, int, int]:
     """R^2_cv(first) - R^2_cv(second) on the same models, each a (feature stage, fit stage) pair, with
-    a stratified bootstrap interval (both terms on the same resamples). Returns (effect, lo, hi, n, n_datasets)."""
+    :data:`RANDOM_FOLDS` random folds of models (the same folds for both terms: the paper's within-data-set
+    setting) and a stratified bootstrap interval (both terms on the same resamples). Returns
+    (effect, lo, hi, n, n_datasets)."""
     features = SPECIFICATIONS[MAIN][1]
     late = paired["late"]
     groups = late["dataset"].to_numpy()
     n = len(groups)
-    if n == 0 or gr.n_folds(groups) == 0:
+    folds = np.random.default_rng(7).permutation(n) % RANDOM_FOLDS
+    if n < len(features) + 3 or gr.n_folds(folds, RANDOM_FOLDS) == 0:
         return math.nan, math.nan, math.nan, n, len(np.unique(groups))
 
     def parts(stage_pair):
@@ -350,8 +370,8 @@ def _paired_difference(paired: dict[str, pl.DataFrame], first: tuple[str, str], 
     a, b = parts(first), parts(second)
 
     def score(idx):
-        ra = gr.cv_r2(a[3][idx], gr.transfer_predictions(a[0][idx], a[1][idx], a[2][idx], groups[idx]))
-        rb = gr.cv_r2(b[3][idx], gr.transfer_predictions(b[0][idx], b[1][idx], b[2][idx], groups[idx]))
+        ra = gr.cv_r2(a[3][idx], gr.transfer_predictions(a[0][idx], a[1][idx], a[2][idx], folds[idx], RANDOM_FOLDS))
+        rb = gr.cv_r2(b[3][idx], gr.transfer_predictions(b[0][idx], b[1][idx], b[2][idx], folds[idx], RANDOM_FOLDS))
         return ra - rb
 
     effect = score(np.arange(n))
@@ -359,29 +379,41 @@ def _paired_difference(paired: dict[str, pl.DataFrame], first: tuple[str, str], 
     return effect, lo, hi, n, len(np.unique(groups))
 
 
-def _verdicts(main: dict, paired: dict[str, pl.DataFrame]) -> list[Verdict]:
-    out = []
-    out.append(Verdict(
+def _verdicts(main: dict, random: dict, paired: dict[str, pl.DataFrame]) -> list[Verdict]:
+    def covers(row: dict) -> str:
+        lo, hi = row["r2_cv_low"], row["r2_cv_high"]
+        if lo is None or hi is None:
+            return "no interval"
+        return f"the paper's {PAPER_R2} is {'inside' if lo <= PAPER_R2 <= hi else 'outside'} the interval"
+
+    out = [Verdict(
         "gap.margins_predict_gap", "004; Jiang et al. 2019",
         f"A linear model on training-set margin statistics predicts the generalization gap (R^2 = {PAPER_R2} "
         f"over {PAPER_N_MODELS} models).",
-        "OLS of the final gap on the margin signature at input, h0 and output (slog), cross-validated with "
-        "folds grouped by data set; stratified bootstrap over models", "r2_cv", "positive",
-        main["r2_cv"], main["r2_cv_low"], main["r2_cv_high"], main["n_models"], "models",
-        detail=f"{main['n_datasets']} data sets; in-sample R^2 = {fmt_number(main['r2'])}, adjusted "
-               f"{fmt_number(main['r2_adj'])}; the paper's R^2 = {PAPER_R2} over {PAPER_N_MODELS} models"))
+        f"OLS of the final gap on the margin signature at input, h0 and output (slog), {RANDOM_FOLDS} random folds "
+        "of models (the paper's setting: a model's data set is in the fit); bootstrap of models within data sets",
+        "r2_cv", "positive", random["r2_cv"], random["r2_cv_low"], random["r2_cv_high"], random["n_models"],
+        "models", detail=f"{random['n_datasets']} data sets; in-sample R^2 = {fmt_number(random['r2'])}, adjusted "
+                         f"{fmt_number(random['r2_adj'])}; {covers(random)}; the interval holds the data sets fixed"),
+        Verdict(
+        "gap.margins_predict_unseen_datasets", "004; Jiang et al. 2019",
+        "The margin model also predicts the gap of networks on data sets it was not fitted on (a stricter test "
+        "than the paper's).",
+        "The same OLS, cross-validated with folds grouped by data set; bootstrap of models within data sets",
+        "r2_cv", "positive", main["r2_cv"], main["r2_cv_low"], main["r2_cv_high"], main["n_models"], "models",
+        detail=f"{main['n_datasets']} data sets; {covers(main)}")]
     eff, lo, hi, n, k = _paired_difference(paired, ("late", "late"), ("early", "early"))
     out.append(Verdict(
         "gap.late_only", "004", "Margin statistics relate to the gap only late in training.",
-        "R^2_cv at the last snapshot minus R^2_cv at the snapshot nearest 20 % of training (gap at the same "
-        "step), same models, paired bootstrap", "r2_cv(late) - r2_cv(early)", "positive", eff, lo, hi, n, "models",
-        detail=f"{k} data sets"))
+        f"R^2_cv ({RANDOM_FOLDS} random folds) at the last snapshot minus at the snapshot nearest 20 % of training "
+        "(gap at the same step), same models and folds, paired bootstrap", "r2_cv(late) - r2_cv(early)", "positive",
+        eff, lo, hi, n, "models", detail=f"{k} data sets"))
     eff, lo, hi, n, k = _paired_difference(paired, ("middle", "late"), ("late", "late"))
     out.append(Verdict(
         "gap.no_transfer", "004", "A gap model fitted on long-trained networks does not carry over to "
         "shorter-trained ones.",
-        "R^2 of the late-fitted model on held-out data sets' models at the middle snapshot (about half the "
-        "steps) minus its R^2 on their late models, paired bootstrap", "r2(late fit -> middle) - r2_cv(late)",
+        f"R^2 of the late-fitted model ({RANDOM_FOLDS} random folds) on held-out models at the snapshot nearest half "
+        "the steps minus its R^2 on their late snapshots, paired bootstrap", "r2(late fit -> middle) - r2_cv(late)",
         "negative", eff, lo, hi, n, "models", detail=f"{k} data sets"))
     return out
 
@@ -523,32 +555,44 @@ def report(con: duckdb.DuckDBPyConnection) -> dict:
                f"{fmt_number(random[0][4])}]." if random else ""))
     elif main:
         paragraphs.append(f"The margin model could not be cross-validated: {main[0][8] or 'too few models'}.")
-    stage_rows = dict(((s, f, t), (r, lo, hi, n)) for s, f, t, r, lo, hi, n in con.execute(f"""
-        SELECT stage, fit_stage, target, r2_cv, r2_cv_low, r2_cv_high, n_models FROM analysis_gap_regression
-        WHERE spec = '{MAIN}' AND sample = 'all_stages'""").fetchall())
-    if stage_rows.get(("late", "late", "gap"), (None,))[0] is not None:
-        def fmt(key):
-            r, lo, hi, _ = stage_rows.get(key, (None, None, None, 0))
+    for scheme, label in ((f"random_{RANDOM_FOLDS}_fold", f"{RANDOM_FOLDS} random folds of models"),
+                          ("grouped_by_dataset", "folds grouped by data set")):
+        stage_rows = {(st, f, t): (r, lo, hi, n, frac) for st, f, t, r, lo, hi, n, frac in con.execute(f"""
+            SELECT stage, fit_stage, target, r2_cv, r2_cv_low, r2_cv_high, n_models, stage_fraction
+            FROM analysis_gap_regression WHERE spec = '{MAIN}' AND sample = 'all_stages' AND cv_scheme = ?""",
+            [scheme]).fetchall()}
+        if stage_rows.get(("late", "late", "gap"), (None,))[0] is None:
+            continue
+
+        def fmt(key, rows=stage_rows):
+            r, lo, hi, _, _ = rows.get(key, (None, None, None, 0, None))
             return f"{fmt_number(r)} [{fmt_number(lo)}, {fmt_number(hi)}]"
-        n = stage_rows[("late", "late", "gap")][3]
+
+        def pct(stage, rows=stage_rows):
+            frac = rows.get((stage, stage, "gap"), (None,) * 5)[4]
+            return "n/a" if frac is None else f"{100 * frac:.0f} %"
+
         paragraphs.append(
-            f"By training stage, on the {n} models with margins at every stage: R^2_cv = "
-            f"{fmt(('early', 'early', 'gap'))} early (about 20 % of the steps), {fmt(('middle', 'middle', 'gap'))} "
-            f"in the middle, {fmt(('late', 'late', 'gap'))} at the end. The late-fitted model applied to the middle "
-            f"snapshots (networks trained about half as long) reaches {fmt(('middle', 'late', 'gap'))}, and "
-            f"{fmt(('early', 'late', 'gap'))} on the early ones. The verdict rows below test both caveats.")
-    others = con.execute("""SELECT spec, r2_cv, kendall_tau FROM analysis_gap_regression
+            f"By training stage ({label}), on the {stage_rows[('late', 'late', 'gap')][3]} models with margins at "
+            f"every stage: R^2_cv = {fmt(('early', 'early', 'gap'))} early (median {pct('early')} of the steps), "
+            f"{fmt(('middle', 'middle', 'gap'))} in the middle (median {pct('middle')}), "
+            f"{fmt(('late', 'late', 'gap'))} at the end. The late-fitted model applied to the middle snapshots "
+            f"reaches {fmt(('middle', 'late', 'gap'))}, and {fmt(('early', 'late', 'gap'))} on the early ones.")
+    others = con.execute("""SELECT spec, r2_cv, coalesce(kendall_tau_feature, kendall_tau) FROM analysis_gap_regression
                             WHERE family = 'other' AND sample = 'all' AND r2_cv IS NOT NULL
                             ORDER BY r2_cv DESC""").fetchall()
     if others:
-        paragraphs.append("Other predictors alone (cross-validated R^2, in-sample Kendall tau): " + "; ".join(
+        paragraphs.append("Other predictors alone (R^2 on held-out data sets; Kendall tau of the predictor itself "
+                          "with the gap, of the fit for the combined set): " + "; ".join(
             f"{s}: {fmt_number(r)}, tau {fmt_number(t)}" for s, r, t in others) + ".")
     tables = [
         {"caption": "Gap regressions (analysis_gap_regression)",
-         "sql": """SELECT spec, stage, fit_stage, target, sample, k, n_models, n_datasets, n_excluded,
+         "sql": """SELECT spec, cv_scheme, stage, fit_stage, target, sample, k, n_models, n_datasets, n_excluded,
                           round(r2, 3) AS r2, round(r2_adj, 3) AS r2_adj, round(r2_cv, 3) AS r2_cv,
                           round(r2_cv_low, 3) AS r2_cv_low, round(r2_cv_high, 3) AS r2_cv_high,
-                          round(kendall_tau, 3) AS tau, round(kendall_tau_cv, 3) AS tau_cv, paper_r2, note
+                          round(kendall_tau, 3) AS tau, round(kendall_tau_feature, 3) AS tau_feature,
+                          round(kendall_tau_cv, 3) AS tau_cv, round(stage_fraction, 3) AS stage_fraction, paper_r2,
+                          note
                    FROM analysis_gap_regression ORDER BY sample, family, r2_cv DESC NULLS LAST"""},
     ]
     return {"paragraphs": paragraphs, "tables": tables}

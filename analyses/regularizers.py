@@ -14,7 +14,7 @@ group*. Only completed classification runs enter. Per run, at its last snapshot:
 gap (train - test accuracy), the loss-Hessian trace (the sum of the Linear blocks' traces), the top
 eigenvalue of the whole loss Hessian and SAM sharpness (both on the probe batch).
 
-``analysis_regularizers``: per (arm, metric) the mean over runs with a 95% t interval over *units*
+``analysis_regularizers``: per (arm, metric) the mean over *units* with a 95% t interval
 (a unit is one (data set, model) pair: its seeds are averaged first, since runs of one data set are
 not independent), n runs and n units.
 
@@ -184,6 +184,10 @@ def _verdicts(pairs: pl.DataFrame) -> list[Verdict]:
         hit = pairs.filter((pl.col("arm") == arm) & (pl.col("baseline") == baseline) & (pl.col("metric") == metric))
         return hit.row(0, named=True) if hit.height else None
 
+    def slug(arm: str) -> str:
+        """``hessian_trace (lambda 0.01)`` -> ``hessian_trace_lambda_0.01``: ids stay unique across strengths."""
+        return arm.replace(" (", "_").replace(")", "").replace(", ", "_").replace(" ", "_")
+
     def verdict(claim_id: str, claim: str, test: str, effect_name: str, predicted: str, r: dict) -> Verdict:
         return Verdict(claim_id, "004", claim, test, effect_name, predicted, r["mean_difference"], r["ci_low"],
                        r["ci_high"], r["n_units"], "data set x model units",
@@ -197,14 +201,15 @@ def _verdicts(pairs: pl.DataFrame) -> list[Verdict]:
                 r = row(arm, "none", metric)
                 if r:
                     out.append(verdict(
-                        f"regularizers.flatten.{reg}.{metric}", "Curvature penalties flatten the minimum.",
+                        f"regularizers.flatten.{slug(arm)}.{metric}", "Curvature penalties flatten the minimum.",
                         f"{arm} vs plain training on matched runs: mean over units of ln(final loss-Hessian {what} "
                         "ratio); t interval over units", f"ln({what} ratio)", "negative", r))
             for sam in sams:
                 r = row(arm, sam, "test_accuracy")
                 if r:
                     out.append(verdict(
-                        f"regularizers.worse_than_sam.{reg}", "Curvature penalties generalize worse than SAM.",
+                        f"regularizers.worse_than_sam.{slug(arm)}.vs.{slug(sam)}",
+                        "Curvature penalties generalize worse than SAM.",
                         f"{arm} vs {sam} on matched runs: test accuracy difference at the end; t interval over units",
                         "test accuracy difference", "negative", r))
         if reg == "fisher_sam":
@@ -212,7 +217,7 @@ def _verdicts(pairs: pl.DataFrame) -> list[Verdict]:
                 r = row(arm, sam, "test_accuracy")
                 if r:
                     out.append(verdict(
-                        "regularizers.fisher_sam_beats_sam",
+                        f"regularizers.fisher_sam_beats_sam.{slug(arm)}.vs.{slug(sam)}",
                         "SAM with a Riemannian (Fisher) metric slightly beats SAM.",
                         f"{arm} vs {sam} on matched runs: test accuracy difference at the end; t interval over units",
                         "test accuracy difference", "positive", r))
@@ -288,7 +293,8 @@ def report(con: duckdb.DuckDBPyConnection) -> dict:
             paragraphs.append(f"Against plain training, {what}: " + "; ".join(
                 f"{a}: {fmt_number(m)} [{fmt_number(lo)}, {fmt_number(hi)}]" for a, m, lo, hi in rows) + ".")
     tables = [
-        {"caption": "Final metrics per arm: mean over runs with a t interval over units (analysis_regularizers)",
+        {"caption": "Final metrics per arm: mean over (data set, model) units (seeds averaged first), with the "
+                    "test accuracy's t interval (analysis_regularizers)",
          "sql": """SELECT arm, n_runs, n_units,
                           round(max(mean) FILTER (WHERE metric = 'test_accuracy'), 4) AS test_accuracy,
                           round(max(ci_low) FILTER (WHERE metric = 'test_accuracy'), 4) AS acc_low,

@@ -116,16 +116,24 @@ def test_gap_stage_on_the_tiny_corpus(built_corpus) -> None:
                              JOIN checkpoints c ON c.run_id = r.run_id AND c.step = r.final_step
                              WHERE g.stage = 'late' AND abs(g.gap - c.gap_accuracy) > 1e-12""").fetchall()[0][0]
         assert bad == 0
-        # distance from initialization, recomputed from the stored weights for one model
-        run_id, step, dist = con.execute("""SELECT run_id, step, distance_from_init FROM analysis_gap_models
-                                            WHERE stage = 'late' ORDER BY run_id LIMIT 1""").fetchall()[0]
-        w = con.execute("""SELECT w.tensor, w.layer_index, w."values", w0."values" FROM weights w
-                           JOIN weights w0 ON w0.run_id = w.run_id AND w0.step = 0 AND w0.tensor = w.tensor
-                                          AND w0.layer_index = w.layer_index
-                           WHERE w.run_id = ? AND w.step = ?""", [run_id, step]).fetchall()
-        ref = math.sqrt(sum(float(((np.array(a, np.float64) - np.array(b, np.float64)) ** 2).sum())
-                            for t, _, a, b in w if t in gap.TRAINED_TENSORS))
-        assert dist == pytest.approx(ref, rel=1e-9)
+        # every stage of a run is its own snapshot, within the tolerance of its target fraction
+        dup = con.execute("""SELECT count(*) FROM (SELECT run_id, step FROM analysis_gap_models
+                             GROUP BY ALL HAVING count(*) > 1)""").fetchall()[0][0]
+        assert dup == 0
+        far = con.execute("""SELECT count(*) FROM analysis_gap_models WHERE stage <> 'late'
+                             AND abs(fraction - CASE stage WHEN 'early' THEN 0.2 ELSE 0.5 END) > ?""",
+                          [gap.STAGE_TOLERANCE]).fetchall()[0][0]
+        assert far == 0  # the tiny runs' only middle snapshot is at 8 % of training: no early or middle stage
+        # distance from initialization at every stage, recomputed from the stored weights
+        for run_id, step, dist in con.execute("SELECT run_id, step, distance_from_init FROM analysis_gap_models"
+                                              ).fetchall():
+            w = con.execute("""SELECT w.tensor, w."values", w0."values" FROM weights w
+                               JOIN weights w0 ON w0.run_id = w.run_id AND w0.step = 0 AND w0.tensor = w.tensor
+                                              AND w0.layer_index = w.layer_index
+                               WHERE w.run_id = ? AND w.step = ?""", [run_id, step]).fetchall()
+            ref = math.sqrt(sum(float(((np.array(a, np.float64) - np.array(b, np.float64)) ** 2).sum())
+                                for t, a, b in w if t in gap.TRAINED_TENSORS))
+            assert dist == pytest.approx(ref, rel=1e-9)
         rows = con.execute("""SELECT spec, r2_cv, note, n_models FROM analysis_gap_regression
                               WHERE sample = 'all' AND cv_scheme = 'grouped_by_dataset'""").fetchall()
         assert {r[0] for r in rows} == set(gap.SPECIFICATIONS)
@@ -133,7 +141,8 @@ def test_gap_stage_on_the_tiny_corpus(built_corpus) -> None:
         assert by_spec[gap.MAIN][1] is None and "too few" in by_spec[gap.MAIN][2]  # 15 features, ~11 models
         assert by_spec["sharpness"][1] is not None  # one feature: cross-validated over the 3 data sets
         verdicts = con.execute("SELECT claim_id, verdict FROM analysis_verdicts WHERE stage = 'gap'").fetchall()
-        assert {c for c, _ in verdicts} == {"gap.margins_predict_gap", "gap.late_only", "gap.no_transfer"}
+        assert {c for c, _ in verdicts} == {"gap.margins_predict_gap", "gap.margins_predict_unseen_datasets",
+                                            "gap.late_only", "gap.no_transfer"}
         assert all(v == "inconclusive" for _, v in verdicts)
         for name, make in gap.FIGURES.items():
             fig = make(con)
@@ -185,11 +194,28 @@ def test_regularizer_stage_on_the_tiny_corpus(built_corpus) -> None:
         assert ("fisher_sam (rho 0.05, eta 1)", "sam (rho 0.05)", 1, 1) in pairs
         verdicts = con.execute("""SELECT claim_id, verdict FROM analysis_verdicts
                                   WHERE stage = 'regularizers'""").fetchall()
-        assert {c for c, _ in verdicts} >= {"regularizers.fisher_sam_beats_sam",
-                                           "regularizers.worse_than_sam.hessian_trace"}
+        ids = {c for c, _ in verdicts}
+        assert "regularizers.fisher_sam_beats_sam.fisher_sam_rho_0.05_eta_1.vs.sam_rho_0.05" in ids
+        assert "regularizers.worse_than_sam.hessian_trace_lambda_0.01.vs.sam_rho_0.05" in ids
+        assert "regularizers.flatten.hessian_trace_lambda_0.01.hessian_trace" in ids
         assert all(v == "inconclusive" for _, v in verdicts)  # one unit: no interval
         fig = reg.comparison_figure(con)
         assert fig.get_suptitle() and sum(len(ax.lines) for ax in fig.axes) > 0
         plt.close(fig)
     finally:
         con.close()
+
+
+def test_stages_never_share_a_snapshot_and_stay_near_their_target() -> None:
+    con = duckdb.connect()
+    con.execute("CREATE TABLE runs (run_id VARCHAR, total_steps INT, task VARCHAR, status VARCHAR)")
+    con.execute("CREATE TABLE checkpoints (run_id VARCHAR, step INT, is_spectral BOOLEAN)")
+    con.execute("INSERT INTO runs VALUES ('a', 100, 'classification', 'complete'), "
+                "('b', 100, 'classification', 'complete'), ('r', 100, 'regression', 'complete')")
+    # a: one snapshot between start and end (at 30 %): early takes it, middle has none left within 0.1
+    # b: snapshots at 18 %, 52 %: both stages found
+    con.execute("INSERT INTO checkpoints VALUES ('a', 0, true), ('a', 30, true), ('a', 100, true), "
+                "('b', 0, true), ('b', 18, true), ('b', 52, true), ('b', 100, true), ('r', 100, true)")
+    stages = {(r, s): step for r, s, step, _ in gap._stage_steps(con).rows()}
+    assert stages == {("a", "late"): 100, ("a", "early"): 30, ("b", "late"): 100, ("b", "early"): 18,
+                      ("b", "middle"): 52}

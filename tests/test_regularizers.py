@@ -156,6 +156,11 @@ def test_sharpness_at_a_minimum_uses_a_random_start() -> None:
     assert est.sharpness == pytest.approx(0.5 * 4.0 * 0.1 ** 2, rel=1e-6)  # rho^2 lambda_max / 2
 
 
+def test_a_loss_that_overflows_inside_the_ball_is_undefined_not_a_number() -> None:
+    est = sam_sharpness(lambda w: torch.exp(1e4 * w).sum(), torch.zeros(2, dtype=torch.float64), 0.5)
+    assert math.isnan(est.sharpness)  # not max(nan, 0) = 0 and not inf
+
+
 def test_top_eigenvalue_of_the_whole_model_matches_the_exact_hessian() -> None:
     torch.manual_seed(0)
     model = MLP(3, (5,), 3, activation="tanh").double().eval()

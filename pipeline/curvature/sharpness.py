@@ -73,8 +73,13 @@ def sam_sharpness(f, theta0: torch.Tensor, rho: float = SHARPNESS_RHO, steps: in
             break
         eps = eps + rho * gk / gnorm
         eps = rho * eps / torch.linalg.norm(eps)
-        best = max(best, float(f(theta0 + eps).detach()) - loss)
-    return SharpnessEstimate(max(best, 0.0), one_step, loss, n_grad)
+        value = float(f(theta0 + eps).detach()) - loss
+        best = value if not math.isfinite(value) else max(best, value)
+        if not math.isfinite(best):
+            break
+    # a non-finite value anywhere makes the estimate undefined (max() would hide a NaN)
+    estimate = max(best, 0.0) if math.isfinite(best) and math.isfinite(one_step) else math.nan
+    return SharpnessEstimate(estimate, one_step, loss, n_grad)
 
 
 def loss_sharpness_row(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, task: str,
@@ -90,8 +95,14 @@ def loss_sharpness_row(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
     hvp = GraphHVP(obj)
     top = lanczos_extreme(hvp, obj.n_params, 1, "LA", TOP_EIGENVALUE_BUDGET, rng)
     top_value = float(top.values.max()) if top.values.size else None
-    return {"n_params": obj.n_params, "n_probe": int(X.shape[0]), "rho": SHARPNESS_RHO, "loss": est.loss,
-            "sharpness": est.sharpness, "sharpness_one_step": est.one_step, "ascent_steps": ASCENT_STEPS,
-            "hessian_top_eigenvalue": top_value if top_value is None or math.isfinite(top_value) else None,
+    return {"n_params": obj.n_params, "n_probe": int(X.shape[0]), "rho": SHARPNESS_RHO, "loss": _finite(est.loss),
+            "sharpness": _finite(est.sharpness), "sharpness_one_step": _finite(est.one_step),
+            "ascent_steps": ASCENT_STEPS,
+            "hessian_top_eigenvalue": _finite(top_value),
             "hessian_top_converged": top.converged, "n_hvp": top.n_matvec,
             "seconds": time.perf_counter() - t}
+
+
+def _finite(x: float | None) -> float | None:
+    """NULL in the table for a value that is not finite (a loss that overflows inside the ball)."""
+    return x if x is not None and math.isfinite(x) else None

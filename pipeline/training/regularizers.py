@@ -9,9 +9,10 @@ For a mini-batch loss L(theta) with gradient g = grad L(theta):
   through the Hessian-vector product; lambda = ``penalty``.
 - ``sam`` (Foret et al. 2021): the gradient at theta + eps, eps = rho g / ||g||.
 - ``fisher_sam`` (Kim et al. 2022, "Fisher SAM: information geometry and sharpness aware
-  minimisation"): the ascent step in the metric F = diag(1 + eta g * g) (the diagonal empirical
-  Fisher from the batch gradient): eps = rho F^{-1} g / sqrt(g^T F^{-1} g). With eta = 0 (F = I) it is
-  SAM exactly.
+  minimisation"): the ascent step in the metric F = diag(1 + eta g * g), g the mini-batch mean gradient
+  squared coordinate-wise (a cheap stand-in for the diagonal Fisher: the per-example empirical Fisher
+  mean_n g_n * g_n is larger, and does not vanish at a minimum): eps = rho F^{-1} g / sqrt(g^T F^{-1} g).
+  With eta = 0 (F = I) it is SAM exactly; with eta = 1 and small gradients F is close to I.
 
 SAM's perturbed pass leaves batch-norm running statistics alone (momentum 0 during it), so the
 statistics see each batch once, as in plain training. The reported loss is always L(theta), the
