@@ -30,16 +30,14 @@ seeds within a unit, with the mean over units, its t interval and p. Baselines: 
 from __future__ import annotations
 
 import json
-import math
 
 import duckdb
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from analyses.presentation import empty_figure, fmt_number
-from analyses.verdicts import Verdict, mean_ci, write_verdicts
+from analyses.verdicts import Verdict, mean_ci, mean_t_p, write_verdicts
 from pipeline.training.regularizers import USES
 
 READS = ("runs", "checkpoints", "hessian_spectra", "sharpness")
@@ -135,13 +133,6 @@ def paired_differences(frame: pl.DataFrame, arm: str, baseline: str, metric: str
     return units["d"].to_numpy(), used.height, dropped
 
 
-def _t_p(values: np.ndarray) -> float:
-    v = values[np.isfinite(values)]
-    if len(v) < 2 or v.std(ddof=1) == 0:
-        return math.nan
-    return float(stats.ttest_1samp(v, 0.0).pvalue)
-
-
 def run(con: duckdb.DuckDBPyConnection) -> None:
     """Write the summary, the paired comparisons and the verdicts."""
     frame = _compared(_final_values(con))
@@ -169,7 +160,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                 pairs.append({"arm": arm, "regularizer": regularizer, "baseline": baseline, "metric": metric,
                               "scale": METRICS[metric], "n_pairs": n_pairs, "n_units": n_units,
                               "n_dropped": dropped, "mean_difference": m, "ci_low": lo, "ci_high": hi,
-                              "p_value": _t_p(d)})
+                              "p_value": mean_t_p(d)})
     s = pl.DataFrame(summary, schema=_SUMMARY_SCHEMA).with_columns(pl.col(pl.Float64).fill_nan(None))  # noqa: F841
     p = pl.DataFrame(pairs, schema=_PAIR_SCHEMA).with_columns(pl.col(pl.Float64).fill_nan(None))
     con.execute("CREATE OR REPLACE TABLE analysis_regularizers AS SELECT * FROM s")

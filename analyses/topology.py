@@ -69,7 +69,7 @@ from tqdm import tqdm
 from analyses import persistent_homology as ph
 from analyses.features import POSITIONS, layer_position
 from analyses.presentation import empty_figure
-from analyses.verdicts import Verdict, mean_ci, row_bootstrap, write_verdicts
+from analyses.verdicts import Verdict, mean_ci, mean_t_p, row_bootstrap, write_verdicts
 
 READS = ("runs", "weights", "analysis_features_layer")
 WRITES = ("layer_topology", "layer_topology_bars", "analysis_topology_snapshots", "analysis_topology_runs",
@@ -404,21 +404,13 @@ def _correlation_rows(runs: pl.DataFrame) -> list[dict]:
                          "mean within-run partial spearman")):
                     values = cls[column].cast(pl.Float64).fill_null(math.nan).to_numpy()
                     kept = cls.filter(pl.col(column).is_not_null())
-                    add(metric, position, analysis, method, *_mean_r_ci(values), _t_p(values),
+                    add(metric, position, analysis, method, *_mean_r_ci(values), mean_t_p(values),
                         int(np.isfinite(values).sum()), None, kept["dataset"].n_unique())
             per = sweep_spearman(g)
             values = per["spearman"].to_numpy()
-            add(metric, position, "train_fraction", "mean within-sweep spearman", *_mean_r_ci(values), _t_p(values),
+            add(metric, position, "train_fraction", "mean within-sweep spearman", *_mean_r_ci(values), mean_t_p(values),
                 len(values), None, per["dataset"].n_unique(), unit="sweeps")
     return out
-
-
-def _t_p(values: np.ndarray) -> float:
-    v = np.asarray(values, float)
-    v = v[np.isfinite(v)]
-    if len(v) < 2 or np.ptp(v) == 0:
-        return math.nan
-    return float(stats.ttest_1samp(v, 0.0).pvalue)
 
 
 def sweep_spearman(frame: pl.DataFrame) -> pl.DataFrame:
@@ -519,7 +511,7 @@ def _verdicts(corr: pl.DataFrame, runs: pl.DataFrame) -> list[Verdict]:
                   + ("ln ratio" if metric in LOG_METRICS else "difference")
                   + ") of the first hidden layer minus that of the output layer; mean over runs with a t interval"),
             effect_name="mean paired difference of the change", predicted="nonzero", effect=m, ci_low=lo,
-            ci_high=hi, n=n, n_unit="runs", p_value=_t_p(paired), negligible=NEGLIGIBLE_CHANGE[metric],
+            ci_high=hi, n=n, n_unit="runs", p_value=mean_t_p(paired), negligible=NEGLIGIBLE_CHANGE[metric],
             detail=("runs where both layers have the metric at both ends; negligible band "
                     f"+-{NEGLIGIBLE_CHANGE[metric]:.3g}")))
     return out

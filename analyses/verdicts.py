@@ -190,6 +190,15 @@ def mean_ci(values: np.ndarray) -> tuple[float, float, float, int]:
     return m, m - half, m + half, n
 
 
+def mean_t_p(values: np.ndarray) -> float:
+    """Two-sided p of the one-sample t test of mean 0 over the finite values; NaN below two or with no spread."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2 or np.ptp(v) == 0:
+        return math.nan
+    return float(stats.ttest_1samp(v, 0.0).pvalue)
+
+
 def wilson_ci(k: int, n: int) -> tuple[float, float, float]:
     """Proportion k/n with its Wilson 95% interval."""
     if n == 0:
