@@ -16,7 +16,8 @@ from pipeline.errors import PipelineError
 
 DEFAULT_CONFIG = Path("configs/default.toml")
 DEFAULT_DB = Path("build/corpus.duckdb")
-DEFAULT_SHARDS = Path("build/shards")
+DEFAULT_SHARDS = "build/shards"
+SHARDS_HELP = "shard store: a folder or an fsspec URL every worker can reach (s3://bucket/corpus)"
 DEFAULT_REPORT = Path("build/report")
 DEFAULT_FIGURES = Path("build/figures")
 
@@ -29,27 +30,34 @@ def _add_common(p: argparse.ArgumentParser, config: bool = True, db: bool = True
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_executor(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=("process", "inline", "dask", "dask-local"), default="process",
+                   help="process: a local pool (default); dask: a running cluster (--scheduler); "
+                        "dask-local: a Dask LocalCluster of --workers processes; inline: this process")
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address for --executor dask (tcp://host:port)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("plan", help="list the runs a config asks for and how many are done")
     _add_common(p)
-    p.add_argument("--shards", type=Path, default=DEFAULT_SHARDS)
+    p.add_argument("--shards", default=DEFAULT_SHARDS, help=SHARDS_HELP)
     p.add_argument("--json", action="store_true", help="one JSON object per run")
 
     p = sub.add_parser("extract", help="train and measure every run not yet extracted, into shards")
     _add_common(p)
-    p.add_argument("--shards", type=Path, default=DEFAULT_SHARDS, help="folder of per-run shard folders")
-    p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
-    p.add_argument("--executor", choices=("process", "inline"), default="process")
+    p.add_argument("--shards", default=DEFAULT_SHARDS, help=SHARDS_HELP)
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (process, dask-local)")
+    _add_executor(p)
     p.add_argument("--limit", type=int, default=None, help="extract at most this many runs (in plan order)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where the curvature engine runs (CPU when no GPU is present)")
 
     p = sub.add_parser("ingest", help="load complete shards of the config's runs into the database")
     _add_common(p)
-    p.add_argument("--shards", type=Path, default=DEFAULT_SHARDS)
+    p.add_argument("--shards", default=DEFAULT_SHARDS, help=SHARDS_HELP)
 
     p = sub.add_parser("analyze", help="run the analysis stages on the database")
     _add_common(p)
@@ -66,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("all", help="extract, ingest, analyze and report in one go (what `make report` runs)")
     _add_common(p)
-    p.add_argument("--shards", type=Path, default=DEFAULT_SHARDS)
+    p.add_argument("--shards", default=DEFAULT_SHARDS, help=SHARDS_HELP)
     p.add_argument("--workers", type=int, default=2)
+    _add_executor(p)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--out", type=Path, default=DEFAULT_REPORT)
 
@@ -85,11 +94,12 @@ def _custom_specs(config) -> dict:
 
 def cmd_plan(args) -> None:
     from pipeline.config import load_config
-    from pipeline.extract.shards import shard_is_complete
+    from pipeline.extract.shards import ShardStore
 
     config = load_config(args.config)
     runs = config.runs()
-    done = {r.run_id for r in runs if shard_is_complete(args.shards / r.run_id)}
+    store = ShardStore(args.shards)
+    done = {r.run_id for r in runs if store.is_complete(r.dataset, r.run_id)}
     if args.json:
         for r in runs:
             print(json.dumps({"run_id": r.run_id, "extracted": r.run_id in done, **r.to_dict()}))
@@ -101,6 +111,13 @@ def cmd_plan(args) -> None:
 
 
 def cmd_extract(args) -> None:
+    failed = _extract(args)
+    if failed:
+        raise PipelineError(failed)
+
+
+def _extract(args) -> str | None:
+    """Extract; returns the one-line error when some runs failed twice (the others are kept)."""
     from pipeline.config import load_config
     from pipeline.executors import run_extraction
 
@@ -109,7 +126,7 @@ def cmd_extract(args) -> None:
         raise PipelineError(f"--workers: must be at least 1, got {args.workers}")
     if args.limit is not None and args.limit < 1:
         raise PipelineError(f"--limit: must be at least 1, got {args.limit}")
-    if args.shards.exists() and not args.shards.is_dir():
+    if "://" not in args.shards and Path(args.shards).exists() and not Path(args.shards).is_dir():
         raise PipelineError(f"--shards: {args.shards} exists and is not a folder")
     runs = config.runs()[: args.limit] if args.limit is not None else config.runs()
     device = args.device
@@ -123,15 +140,16 @@ def cmd_extract(args) -> None:
     t0 = time.perf_counter()
     outcomes, failures = run_extraction(runs, args.shards, _custom_specs(config), workers=args.workers,
                                         executor=args.executor, show_progress=False if args.quiet else None,
-                                        device=device)
+                                        device=device, scheduler=args.scheduler)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("complete", "diverged", "skipped")}
     print(f"extract: {counts['complete']} complete, {counts['diverged']} diverged, {counts['skipped']} already "
           f"done, {len(failures)} failed in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     for f in failures:
         print(f"  run {f.run_id} failed: {f.error}", file=sys.stderr)
     if failures:
-        raise PipelineError(f"{len(failures)} of {len(runs)} runs failed (first: run {failures[0].run_id}: "
-                            f"{failures[0].error}); the others are kept, re-run to retry")
+        return (f"{len(failures)} of {len(runs)} runs failed twice (first: run {failures[0].run_id}: "
+                f"{failures[0].error}); recorded in run_failures, the others are kept, re-run to retry")
+    return None
 
 
 def cmd_ingest(args) -> None:
@@ -142,7 +160,8 @@ def cmd_ingest(args) -> None:
     runs = config.runs()
     studies = [(config.name, s, r) for s, r in config.study_membership()]
     report = ingest_shards(args.db, args.shards, studies, only={r.run_id for r in runs})
-    print(f"ingest: {len(report.ingested)} runs added, {report.already_present} already present "
+    failed = f", {report.failed_runs} recorded as failed" if report.failed_runs else ""
+    print(f"ingest: {len(report.ingested)} runs added, {report.already_present} already present{failed} "
           f"-> {args.db}", file=sys.stderr)
     if report.errors:
         for e in report.errors:
@@ -175,12 +194,14 @@ def cmd_figures(args) -> None:
 
 
 def cmd_all(args) -> None:
-    args.executor, args.limit = "process", None
-    cmd_extract(args)
+    args.limit = None
+    failed = _extract(args)  # runs that failed twice are recorded; the report is built from the others
     cmd_ingest(args)
     args.stage, args.force = None, False
     cmd_analyze(args)
     cmd_report(args)
+    if failed:
+        raise PipelineError(failed)
 
 
 def cmd_datasets(args) -> None:

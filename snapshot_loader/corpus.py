@@ -1,7 +1,7 @@
 """Read access to a corpus: SQL in, polars out; runs rebuilt as torch models from stored weights.
 
 >>> import snapshot_loader
->>> corpus = snapshot_loader.open("build/corpus.duckdb")
+>>> corpus = snapshot_loader.open("build/corpus.duckdb")   # or "build/shards": Parquet, no ingest
 >>> corpus.sql("SELECT dataset, avg(test_accuracy) FROM checkpoints JOIN runs USING (run_id) GROUP BY 1")
 >>> model = corpus.model(run_id, step)          # torch.nn.Module in eval mode
 >>> X, y = corpus.probe_batch(run_id)           # the run's fixed probe batch
@@ -26,11 +26,17 @@ from snapshot_loader.database import connect_readonly
 
 
 class Corpus:
-    """A read-only view of a corpus database."""
+    """A read-only view of a corpus: a DuckDB database, or a shard store read without ingest."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._con = connect_readonly(self.path)
+        if _is_store(path):
+            # imported here: the shard store imports the schema, which this package's import runs
+            from snapshot_loader.parquet_corpus import parquet_connection
+
+            self.path, self._con = path, parquet_connection(str(path))
+        else:
+            self.path = Path(path)
+            self._con = connect_readonly(self.path)
 
     def close(self) -> None:
         self._con.close()
@@ -113,6 +119,15 @@ class Corpus:
         return model.eval()
 
 
+def _is_store(path: str | Path) -> bool:
+    """A shard store (folder or fsspec URL of hive-partitioned Parquet) rather than a DuckDB file."""
+    text = str(path)
+    if "://" in text:
+        return not text.endswith((".duckdb", ".db"))
+    return Path(path).is_dir()
+
+
 def open(path: str | Path) -> Corpus:  # noqa: A001 - the documented entry point
-    """Open a corpus database read-only."""
+    """Open a corpus read-only: the DuckDB file (``build/corpus.duckdb``) or the shard store it was
+    ingested from (``build/shards``, or an fsspec URL such as ``s3://bucket/corpus``)."""
     return Corpus(path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 
 from pipeline.errors import ShardError
-from pipeline.extract.shards import complete_shards, read_manifest
+from pipeline.extract.shards import ShardRef, ShardStore
 from snapshot_loader.database import connect_writable
 from snapshot_loader.schema import SHARD_TABLES
 
@@ -24,52 +24,64 @@ class IngestReport:
     ingested: list[str] = field(default_factory=list)
     already_present: int = 0
     errors: list[str] = field(default_factory=list)
+    failed_runs: int = 0
 
 
-def _quote(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
-def ingest_shards(db_path: Path, shards_dir: Path, studies: list[tuple[str, str, str]] | None = None,
+def ingest_shards(db_path: Path, shards: ShardStore | str | Path, studies: list[tuple[str, str, str]] | None = None,
                   only: set[str] | None = None) -> IngestReport:
-    """Load every complete shard under ``shards_dir`` not yet in ``db_path``.
+    """Load every complete shard in the store ``shards`` not yet in ``db_path``.
 
-    studies: (corpus, study, run_id) rows to record; only: restrict to these run ids.
+    studies: (corpus, study, run_id) rows to record; only: restrict to these run ids. Runs the
+    extraction recorded as failed go into ``run_failures`` (and leave it once ingested).
     """
+    store = shards if isinstance(shards, ShardStore) else ShardStore(shards)
+    store.adopt_legacy_layout()
     report = IngestReport()
     con = connect_writable(db_path)
     try:
         present = {r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()}
-        for folder in complete_shards(shards_dir):
-            run_id = folder.name
-            if only is not None and run_id not in only:
+        for ref in store.refs():
+            if only is not None and ref.run_id not in only:
                 continue
-            if run_id in present:
+            if ref.run_id in present:
                 report.already_present += 1
                 continue
             try:
-                read_manifest(folder)
+                store.read_manifest(ref)
             except ShardError as exc:
                 report.errors.append(str(exc))
                 continue
-            _ingest_one(con, folder)
-            report.ingested.append(run_id)
+            _ingest_one(con, store, ref)
+            report.ingested.append(ref.run_id)
         held = present | set(report.ingested)
         rows = [s for s in studies or [] if s[2] in held]
         if rows:
             con.executemany("INSERT OR IGNORE INTO studies VALUES (?, ?, ?)", rows)
+        failures = [f for f in store.failures() if f["run_id"] not in held and (only is None or f["run_id"] in only)]
+        con.execute("BEGIN TRANSACTION")
+        if only is None:
+            con.execute("DELETE FROM run_failures")
+        else:
+            con.execute("DELETE FROM run_failures WHERE list_contains(?, run_id)", [sorted(held | only)])
+        for f in failures:
+            con.execute("INSERT INTO run_failures VALUES (?, ?, ?, ?, ?)",
+                        [f["run_id"], f["dataset"], f["error"], f["attempts"], f["config_json"]])
+        con.execute("COMMIT")
+        report.failed_runs = len(failures)
     finally:
         con.close()
     return report
 
 
-def _ingest_one(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
+def _ingest_one(con: duckdb.DuckDBPyConnection, store: ShardStore, ref: ShardRef) -> None:
+    arrays = {table: store.read_table(ref, table) for table in SHARD_TABLES}  # read before the transaction
     con.execute("BEGIN TRANSACTION")
     try:
-        for table in SHARD_TABLES:
-            path = _quote(folder / f"{table}.parquet")
+        for table, arrow in arrays.items():
             verb = "INSERT OR IGNORE" if table == "datasets" else "INSERT"
-            con.execute(f"{verb} INTO {table} BY NAME SELECT * FROM read_parquet({path})")
+            con.register("shard_rows", arrow)
+            con.execute(f"{verb} INTO {table} BY NAME SELECT * FROM shard_rows")
+            con.unregister("shard_rows")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

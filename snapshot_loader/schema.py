@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+
+#: Version of the tables a worker writes into a shard (unchanged by database-only migrations, so
+#: shards extracted under schema 3 are still ingested).
+SHARD_SCHEMA_VERSION = 3
 
 # name -> list of (column, DuckDB type); PRIMARY KEYs below.
 TABLES: dict[str, list[tuple[str, str]]] = {
@@ -123,8 +127,17 @@ SHARD_TABLES = tuple(TABLES)
 DB_ONLY_TABLES = {
     "schema_version": [("version", "INTEGER"), ("written_at", "TIMESTAMP")],
     "studies": [("corpus", "VARCHAR"), ("study", "VARCHAR"), ("run_id", "VARCHAR")],
+    # Runs whose extraction failed twice (an error, or its worker died), with the last error.
+    "run_failures": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("error", "VARCHAR"),
+                     ("attempts", "INTEGER"), ("config_json", "VARCHAR")],
 }
-DB_ONLY_KEYS = {"studies": ("corpus", "study", "run_id")}
+DB_ONLY_KEYS = {"studies": ("corpus", "study", "run_id"), "run_failures": ("run_id",)}
+
+#: Statements that bring a database of version v up to v + 1 (applied in order, in one transaction).
+MIGRATIONS: dict[int, list[str]] = {
+    3: ['CREATE TABLE IF NOT EXISTS run_failures ("run_id" VARCHAR, "dataset" VARCHAR, "error" VARCHAR, '
+        '"attempts" INTEGER, "config_json" VARCHAR, PRIMARY KEY (run_id))'],
+}
 
 _ARROW = {
     "VARCHAR": pa.string(), "INTEGER": pa.int32(), "BIGINT": pa.int64(), "DOUBLE": pa.float64(),

@@ -29,9 +29,13 @@ def _two_shards(tmp_path: Path) -> tuple[Path, list[str]]:
     return shards, ids
 
 
+def _folder(shards: Path, run_id: str) -> Path:
+    return next(shards.glob(f"dataset=*/run_id={run_id}"))
+
+
 def test_corrupt_shard_is_named_and_the_rest_ingested(tmp_path: Path) -> None:
     shards, ids = _two_shards(tmp_path)
-    victim = shards / ids[0] / "checkpoints.parquet"
+    victim = _folder(shards, ids[0]) / "checkpoints.parquet"
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
@@ -42,7 +46,7 @@ def test_corrupt_shard_is_named_and_the_rest_ingested(tmp_path: Path) -> None:
 
 def test_cli_ingest_of_a_partial_shard_exits_nonzero_naming_the_file(tmp_path: Path) -> None:
     shards, ids = _two_shards(tmp_path)
-    (shards / ids[1] / "manifest.json").unlink()
+    (_folder(shards, ids[1]) / "manifest.json").unlink()
     config = tmp_path / "c.toml"
     config.write_text('[run]\nepochs = 2\nmetric_checkpoints = 4\nspectral_snapshots = 2\nprobe_size = 32\n'
                       '[[study]]\nname = "s"\n[study.grid]\ndataset = ["iris", "wine"]\n')
@@ -109,7 +113,7 @@ def test_unknown_stage_is_refused(tmp_path: Path) -> None:
 def test_stale_temp_folders_are_cleared_and_never_ingested(tmp_path: Path) -> None:
     shards, ids = _two_shards(tmp_path)
     stale = shards / f".tmp-{ids[0]}-999999"
-    shutil.copytree(shards / ids[0], stale)
+    shutil.copytree(_folder(shards, ids[0]), stale)
     report = ingest_shards(tmp_path / "c.duckdb", shards)
     assert sorted(report.ingested) == sorted(ids)
     from pipeline.executors import run_extraction

@@ -71,7 +71,7 @@ def _start_extract(config: Path, shards: Path) -> subprocess.Popen:
 def _wait_for_shards(shards: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = [p for p in shards.glob("*") if p.is_dir() and not p.name.startswith(".")] if shards.exists() else []
+        done = list(shards.glob("dataset=*/run_id=*"))
         if len(done) >= n:
             return
         assert proc.poll() is None, f"extraction ended early: {proc.stderr.read().decode()}"
@@ -98,7 +98,7 @@ def test_interrupted_extraction_resumes_to_identical_rows(reference, tmp_path: P
     assert rc != 0
     if sig == signal.SIGINT:
         assert "run the same command again to resume" in proc.stderr.read().decode()
-    n_done = len([p for p in shards.glob("*") if p.is_dir() and not p.name.startswith(".")])
+    n_done = len(list(shards.glob("dataset=*/run_id=*")))
     assert n_done < 4, "the kill came too late to interrupt anything"
 
     resumed = run_cli("extract", "--config", str(reference["config"]), "--shards", str(shards), "--workers", "2",

@@ -21,7 +21,7 @@ from pipeline.curvature.engine import CurvatureSettings
 from pipeline.datasets.registry import DatasetSpec, get_spec
 from pipeline.datasets.run_data import RunData, prepared_dataset, run_data
 from pipeline.extract.checkpoint import evaluate_checkpoint, spectral_snapshot
-from pipeline.extract.shards import shard_is_complete, write_shard
+from pipeline.extract.shards import ShardStore
 from pipeline.models.mlp import MLP, build_model, count_parameters
 from pipeline.runspec import RunSpec
 from pipeline.training.optim import loss_function, make_optimizer
@@ -38,18 +38,19 @@ class RunOutcome:
     seconds: float
 
 
-def extract_run(spec: RunSpec, shards_dir: Path, custom: dict[str, DatasetSpec] | None = None,
+def extract_run(spec: RunSpec, store: ShardStore | str | Path, custom: dict[str, DatasetSpec] | None = None,
                 progress: ProgressFn | None = None, device: str = "cpu") -> RunOutcome:
     """Train and measure one run unless its shard is already complete; write the shard atomically."""
     run_id = spec.run_id
-    if shard_is_complete(shards_dir / run_id):
+    store = store if isinstance(store, ShardStore) else ShardStore(store)
+    if store.is_complete(spec.dataset, run_id):
         return RunOutcome(run_id, "skipped", 0.0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         t0 = time.perf_counter()
         rows = train_and_measure(spec, custom, progress, device)
-        write_shard(shards_dir, run_id, rows)
+        store.write(spec.dataset, run_id, rows)
         return RunOutcome(run_id, rows["runs"][0]["status"], time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)

@@ -1,130 +1,293 @@
-"""Shards: one folder of Parquet files per run, complete or absent.
+"""Shards: one folder of Parquet files per run, complete or absent, in a hive-partitioned store.
 
-A worker writes into ``<shards>/.tmp-<run_id>-<pid>`` and renames it to ``<shards>/<run_id>`` only
-after every file and ``manifest.json`` (row count and SHA-256 of each file) is on disk, so a
-folder named by a run id is a finished run. A folder that fails its manifest check is corrupt.
+Layout, under a local folder or any fsspec URL (``s3://bucket/corpus``, ``file:///data/corpus``)::
+
+    <store>/dataset=<name>/run_id=<id>/<table>.parquet    one file per table of the schema
+    <store>/dataset=<name>/run_id=<id>/manifest.json      row count and SHA-256 of each file
+    <store>/failures/<run_id>.json                        runs that failed twice, with their error
+
+so ``read_parquet('<store>/*/*/runs.parquet', hive_partitioning = true)`` in DuckDB or
+``pl.scan_parquet(..., hive_partitioning=True)`` in polars reads a table of the whole corpus.
+
+A run's shard is complete when its manifest is present and every file matches it. On a local
+folder a worker writes into ``<store>/.tmp-<run_id>-<pid>`` and renames it into place once every
+file and the manifest are on disk, so a run folder is never seen half-written. Object stores have
+no atomic rename of a folder: there the files go straight into the run folder and the manifest
+last, so a folder without one is a partial shard (redone by the next extraction, never ingested).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
-from pipeline.errors import ShardError
-from snapshot_loader.schema import SCHEMA_VERSION, SHARD_TABLES, arrow_schema
+from pipeline.errors import PipelineError, ShardError
+from snapshot_loader.schema import SHARD_SCHEMA_VERSION, SHARD_TABLES, arrow_schema
 
 MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
+FAILURES = "failures"
 
 
-def _sha256(path: Path) -> str:
+@dataclass(frozen=True)
+class ShardRef:
+    """A run's folder in the store (``path`` without the fsspec protocol)."""
+
+    dataset: str
+    run_id: str
+    path: str
+
+
+def _sha256(fh) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        h.update(chunk)
     return h.hexdigest()
 
 
-def write_shard(shards_dir: Path, run_id: str, rows: dict[str, list[dict]]) -> Path:
-    """Write one run's tables atomically; returns the final folder."""
-    shards_dir.mkdir(parents=True, exist_ok=True)
-    final = shards_dir / run_id
-    tmp = shards_dir / f"{TMP_PREFIX}{run_id}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        manifest = {"run_id": run_id, "schema_version": SCHEMA_VERSION, "tables": {}}
+def _partition_value(value: str, what: str) -> str:
+    if not value or "/" in value or "=" in value or value.startswith("."):
+        raise PipelineError(f"{what} {value!r} cannot name a shard folder (no '/', '=' or leading '.')")
+    return value
+
+
+class ShardStore:
+    """The shards of a corpus, at a local path or an fsspec URL.
+
+    >>> store = ShardStore("build/shards")
+    >>> store.is_complete("iris", run_id)
+    >>> [ref.run_id for ref in store.complete()]
+    """
+
+    def __init__(self, location: str | Path):
+        self.location = str(location)
+        try:
+            self.fs, root = fsspec.core.url_to_fs(self.location)
+        except (ImportError, ValueError) as exc:
+            raise PipelineError(f"--shards: cannot open {self.location!r}: {exc}") from None
+        self.root = root.rstrip("/") or "/"
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"ShardStore({self.location!r})"
+
+    def __reduce__(self):  # workers rebuild the store from its location
+        return (ShardStore, (self.location,))
+
+    # -- paths --------------------------------------------------------------------------------
+    def folder(self, dataset: str, run_id: str) -> str:
+        return (f"{self.root}/dataset={_partition_value(dataset, 'data set')}"
+                f"/run_id={_partition_value(run_id, 'run id')}")
+
+    def url(self, path: str) -> str:
+        """``path`` with the store's protocol, as DuckDB or polars take it."""
+        return path if self.is_local else self.fs.unstrip_protocol(path)
+
+    def refs(self) -> list[ShardRef]:
+        """Every run folder, complete or not (temp folders excluded), sorted by data set and run."""
+        refs = []
+        for path in self.fs.glob(f"{self.root}/dataset=*/run_id=*"):
+            parts = path.rstrip("/").split("/")
+            if self.fs.isdir(path):
+                refs.append(ShardRef(parts[-2].split("=", 1)[1], parts[-1].split("=", 1)[1], path))
+        return sorted(refs, key=lambda r: (r.dataset, r.run_id))
+
+    # -- reading ------------------------------------------------------------------------------
+    def read_manifest(self, ref: ShardRef, verify: bool = True) -> dict:
+        """The manifest of a complete shard; with ``verify``, every file's row count and checksum
+        are checked against it first."""
+        mpath = f"{ref.path}/{MANIFEST}"
+        try:
+            with self.fs.open(mpath, "rb") as fh:
+                manifest = json.loads(fh.read())
+        except FileNotFoundError:
+            raise ShardError(f"{self.url(mpath)}: missing manifest: the shard is incomplete") from None
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ShardError(f"{self.url(mpath)}: unreadable manifest: {exc}") from None
+        if manifest.get("schema_version") != SHARD_SCHEMA_VERSION:
+            raise ShardError(f"{self.url(mpath)}: shard has schema version {manifest.get('schema_version')}, "
+                             f"this tool writes {SHARD_SCHEMA_VERSION}: delete the shard and extract again")
+        if manifest.get("run_id") != ref.run_id:
+            raise ShardError(f"{self.url(mpath)}: manifest names run {manifest.get('run_id')!r}, "
+                             f"folder is {ref.run_id!r}")
+        for table in SHARD_TABLES:
+            entry = manifest.get("tables", {}).get(table)
+            path = f"{ref.path}/{table}.parquet"
+            if entry is None:
+                raise ShardError(f"{self.url(mpath)}: no entry for table {table!r}")
+            if not verify:
+                continue
+            try:
+                with self.fs.open(path, "rb") as fh:
+                    digest = _sha256(fh)
+            except FileNotFoundError:
+                raise ShardError(f"{self.url(path)}: missing shard file") from None
+            if digest != entry["sha256"]:
+                raise ShardError(f"{self.url(path)}: checksum does not match the manifest (corrupt or partial file)")
+            try:
+                with self.fs.open(path, "rb") as fh:
+                    n = pq.read_metadata(fh).num_rows
+            except Exception as exc:
+                raise ShardError(f"{self.url(path)}: not a readable Parquet file: {exc}") from None
+            if n != entry["rows"]:
+                raise ShardError(f"{self.url(path)}: {n} rows, manifest says {entry['rows']}")
+        return manifest
+
+    def is_complete(self, dataset: str, run_id: str) -> bool:
+        try:
+            self.read_manifest(ShardRef(dataset, run_id, self.folder(dataset, run_id)))
+        except ShardError:
+            return False
+        return True
+
+    def complete(self, verify: bool = False) -> list[ShardRef]:
+        """Run folders with a manifest (``verify``: and every file matching it)."""
+        out = []
+        for ref in self.refs():
+            try:
+                self.read_manifest(ref, verify=verify)
+            except ShardError:
+                continue
+            out.append(ref)
+        return out
+
+    def read_table(self, ref: ShardRef, table: str) -> pa.Table:
+        with self.fs.open(f"{ref.path}/{table}.parquet", "rb") as fh:
+            return pq.read_table(fh, schema=arrow_schema(table))
+
+    # -- writing ------------------------------------------------------------------------------
+    def write(self, dataset: str, run_id: str, rows: dict[str, list[dict]]) -> ShardRef:
+        """Write one run's tables (table -> rows) as a complete shard; returns its folder."""
+        ref = ShardRef(dataset, run_id, self.folder(dataset, run_id))
+        files = {}
+        manifest = {"run_id": run_id, "dataset": dataset, "schema_version": SHARD_SCHEMA_VERSION, "tables": {}}
         for table in SHARD_TABLES:
             schema = arrow_schema(table)
             data = rows.get(table, [])
             arrow = pa.Table.from_pylist(data, schema=schema) if data else schema.empty_table()
-            path = tmp / f"{table}.parquet"
-            pq.write_table(arrow, path, compression="zstd")
-            manifest["tables"][table] = {"file": path.name, "rows": arrow.num_rows, "sha256": _sha256(path)}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        _fsync_dir(tmp)
-        if final.exists():  # a corrupt earlier attempt; a valid one would have been skipped
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _fsync_dir(shards_dir)
-    except BaseException:
+            buf = io.BytesIO()
+            pq.write_table(arrow, buf, compression="zstd")
+            files[f"{table}.parquet"] = blob = buf.getvalue()
+            manifest["tables"][table] = {"file": f"{table}.parquet", "rows": arrow.num_rows,
+                                         "sha256": hashlib.sha256(blob).hexdigest()}
+        files[MANIFEST] = json.dumps(manifest, indent=1).encode()  # last: its presence marks completion
+        try:
+            if self.is_local:
+                self._write_local(ref, files)
+            else:
+                self._write_remote(ref, files)
+        except OSError as exc:
+            raise PipelineError(f"{self.url(ref.path)}: cannot write the shard: "
+                                f"{exc.strerror or exc}") from None
+        self.clear_failure(run_id)
+        return ref
+
+    def _write_local(self, ref: ShardRef, files: dict[str, bytes]) -> None:
+        final = Path(ref.path)
+        tmp = Path(self.root) / f"{TMP_PREFIX}{ref.run_id}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+        try:
+            tmp.mkdir(parents=True)
+            for name, blob in files.items():
+                with open(tmp / name, "wb") as fh:
+                    fh.write(blob)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            _fsync_dir(tmp)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                # Another writer (a retried or orphaned task) got there first: the run is seeded, so
+                # a complete shard there holds the same rows; an incomplete one is replaced.
+                if self.is_complete(ref.dataset, ref.run_id):
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return
+                shutil.rmtree(final)
+                os.rename(tmp, final)
+            _fsync_dir(final.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _write_remote(self, ref: ShardRef, files: dict[str, bytes]) -> None:
+        if self.fs.exists(ref.path):
+            self.fs.rm(ref.path, recursive=True)
+        self.fs.makedirs(ref.path, exist_ok=True)
+        for name, blob in files.items():  # manifest.json is the last key
+            self.fs.pipe_file(f"{ref.path}/{name}", blob)
+
+    def remove(self, ref: ShardRef) -> None:
+        self.fs.rm(ref.path, recursive=True)
+
+    # -- failures -----------------------------------------------------------------------------
+    def record_failure(self, run_id: str, dataset: str, error: str, attempts: int, config: dict) -> None:
+        record = {"run_id": run_id, "dataset": dataset, "error": error, "attempts": attempts,
+                  "config_json": json.dumps(config, sort_keys=True)}
+        self.fs.makedirs(f"{self.root}/{FAILURES}", exist_ok=True)
+        self.fs.pipe_file(f"{self.root}/{FAILURES}/{run_id}.json", json.dumps(record).encode())
+
+    def clear_failure(self, run_id: str) -> None:
+        path = f"{self.root}/{FAILURES}/{run_id}.json"
+        if self.fs.exists(path):
+            self.fs.rm(path)
+
+    def failures(self) -> list[dict]:
+        out = []
+        for path in sorted(self.fs.glob(f"{self.root}/{FAILURES}/*.json")):
+            with self.fs.open(path, "rb") as fh:
+                try:
+                    out.append(json.loads(fh.read()))
+                except json.JSONDecodeError:
+                    continue  # a record cut short by a crash; the run is retried anyway
+        return out
+
+    # -- housekeeping (coordinator only, while no worker writes) ------------------------------
+    def remove_stale_temps(self, run_id: str | None = None) -> int:
+        """Delete temp folders left by killed workers (all, or one run's)."""
+        if not self.is_local or not Path(self.root).is_dir():
+            return 0
+        pattern = f"{TMP_PREFIX}{run_id}-*" if run_id else f"{TMP_PREFIX}*"
+        n = 0
+        for p in Path(self.root).glob(pattern):
+            shutil.rmtree(p, ignore_errors=True)
+            n += 1
+        return n
+
+    def adopt_legacy_layout(self) -> int:
+        """Move complete shards of the earlier flat layout (``<store>/<run_id>/``) into the hive layout."""
+        if not self.is_local or not Path(self.root).is_dir():
+            return 0
+        n = 0
+        for p in Path(self.root).iterdir():
+            if p.is_dir() and "=" not in p.name and not p.name.startswith(".") and p.name != FAILURES \
+                    and (p / MANIFEST).is_file() and (p / "runs.parquet").is_file():
+                datasets = pq.read_table(p / "runs.parquet", columns=["dataset"]).column(0).to_pylist()
+                if len(datasets) == 1:
+                    target = Path(self.folder(datasets[0], p.name))
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    if not target.exists():
+                        os.rename(p, target)
+                        n += 1
+        return n
 
 
 def _fsync_dir(path: Path) -> None:
-    for p in path.iterdir() if path.is_dir() else ():
-        if p.is_file():
-            with p.open("rb") as f:
-                os.fsync(f.fileno())
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def read_manifest(folder: Path) -> dict:
-    """The manifest of a complete shard, after checking every file's row count and checksum."""
-    mpath = folder / MANIFEST
-    try:
-        manifest = json.loads(mpath.read_text())
-    except FileNotFoundError:
-        raise ShardError(f"{mpath}: missing manifest: the shard is incomplete") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ShardError(f"{mpath}: unreadable manifest: {exc}") from None
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ShardError(f"{mpath}: shard has schema version {manifest.get('schema_version')}, "
-                         f"this tool writes {SCHEMA_VERSION}: delete the shard and extract again")
-    if manifest.get("run_id") != folder.name:
-        raise ShardError(f"{mpath}: manifest names run {manifest.get('run_id')!r}, folder is {folder.name!r}")
-    for table in SHARD_TABLES:
-        entry = manifest.get("tables", {}).get(table)
-        path = folder / f"{table}.parquet"
-        if entry is None:
-            raise ShardError(f"{mpath}: no entry for table {table!r}")
-        if not path.is_file():
-            raise ShardError(f"{path}: missing shard file")
-        if _sha256(path) != entry["sha256"]:
-            raise ShardError(f"{path}: checksum does not match the manifest (corrupt or partial file)")
-        try:
-            n = pq.read_metadata(path).num_rows
-        except Exception as exc:
-            raise ShardError(f"{path}: not a readable Parquet file: {exc}") from None
-        if n != entry["rows"]:
-            raise ShardError(f"{path}: {n} rows, manifest says {entry['rows']}")
-    return manifest
-
-
-def shard_is_complete(folder: Path) -> bool:
-    try:
-        read_manifest(folder)
-    except ShardError:
-        return False
-    return True
-
-
-def complete_shards(shards_dir: Path) -> list[Path]:
-    """Folders named by a run id (no temp folders), sorted; not yet checked."""
-    if not shards_dir.is_dir():
-        return []
-    return sorted(p for p in shards_dir.iterdir() if p.is_dir() and not p.name.startswith(TMP_PREFIX))
-
-
-def remove_stale_temps(shards_dir: Path) -> int:
-    """Delete temp folders left by killed workers (call only when no worker is running)."""
-    n = 0
-    if shards_dir.is_dir():
-        for p in shards_dir.iterdir():
-            if p.is_dir() and p.name.startswith(TMP_PREFIX):
-                shutil.rmtree(p, ignore_errors=True)
-                n += 1
-    return n

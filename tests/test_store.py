@@ -1,0 +1,144 @@
+"""The store at scale: a hive-partitioned Parquet corpus queried without ingest, fsspec URLs,
+the earlier flat layout, schema migration, and a reader opening the database while ingest writes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+import snapshot_loader
+from pipeline.errors import SchemaError
+from pipeline.executors import run_extraction
+from pipeline.extract.shards import ShardStore
+from pipeline.runspec import RunSpec
+from snapshot_loader.database import connect_readonly, connect_writable
+from snapshot_loader.ingest import ingest_shards
+from snapshot_loader.schema import PRIMARY_KEYS, SCHEMA_VERSION, TABLES, WALL_TIME_COLUMNS
+from tests.conftest import ROOT
+
+TINY = dict(epochs=2, metric_checkpoints=4, spectral_snapshots=2, probe_size=32)
+
+
+def _contents(corpus: snapshot_loader.Corpus) -> dict[str, pl.DataFrame]:
+    out = {}
+    for table, cols in TABLES.items():
+        keep = ", ".join(f'"{c}"' for c, _ in cols if (table, c) not in WALL_TIME_COLUMNS)
+        out[table] = corpus.sql(f"SELECT {keep} FROM {table} ORDER BY {', '.join(PRIMARY_KEYS[table])}")
+    return out
+
+
+def test_open_on_the_shard_folder_equals_the_ingested_database(built_corpus) -> None:
+    with snapshot_loader.open(built_corpus["shards"]) as parquet, snapshot_loader.open(built_corpus["db"]) as db:
+        a, b = _contents(parquet), _contents(db)
+        for table in TABLES:
+            assert a[table].height == b[table].height > 0 or table in ("margins", "margin_values"), table
+            assert a[table].equals(b[table]), f"{table}: the Parquet view differs from the database"
+        run_id = db.runs()["run_id"][0]
+        step = db.steps(run_id)[-1]
+        assert str(parquet.model(run_id, step).state_dict()) == str(db.model(run_id, step).state_dict())
+
+
+def test_duckdb_and_polars_read_the_hive_partitions_directly(built_corpus) -> None:
+    root = built_corpus["shards"]
+    by_sql = duckdb.sql(f"SELECT dataset, count(DISTINCT run_id) AS runs FROM "
+                        f"read_parquet('{root}/*/*/checkpoints.parquet', hive_partitioning = true) "
+                        "GROUP BY dataset ORDER BY dataset").pl()
+    by_polars = (pl.scan_parquet(f"{root}/*/*/checkpoints.parquet", hive_partitioning=True)
+                 .group_by("dataset").agg(pl.col("run_id").n_unique().cast(pl.Int64).alias("runs"))
+                 .sort("dataset").collect())
+    with snapshot_loader.open(built_corpus["db"]) as db:
+        expected = db.sql("SELECT dataset, count(*) AS runs FROM runs GROUP BY dataset ORDER BY dataset")
+    assert by_sql.equals(expected) and by_polars.equals(expected)
+
+
+def test_an_fsspec_url_store_extracts_ingests_and_opens(tmp_path: Path) -> None:
+    url = f"memory://store-{tmp_path.name}"
+    specs = [RunSpec(dataset=d, **TINY) for d in ("iris", "wine")]
+    outcomes, failures = run_extraction(specs, url, executor="inline", show_progress=False)
+    assert not failures and [o.status for o in outcomes] == ["complete", "complete"]
+    store = ShardStore(url)
+    assert not store.is_local and [r.dataset for r in store.complete(verify=True)] == ["iris", "wine"]
+    # a folder with files but no manifest (a writer died before the last file) is not part of the corpus
+    store.fs.pipe_file(f"{store.folder('diabetes', 'deadbeefdeadbeef')}/runs.parquet", b"partial")
+    with snapshot_loader.open(url) as corpus:
+        assert sorted(corpus.runs()["dataset"]) == ["iris", "wine"]
+    report = ingest_shards(tmp_path / "c.duckdb", url)
+    assert sorted(report.ingested) == sorted(s.run_id for s in specs)
+    assert len(report.errors) == 1 and "missing manifest" in report.errors[0] and "memory://" in report.errors[0]
+    # the same runs extracted to a local folder give the same rows
+    run_extraction(specs, tmp_path / "local", executor="inline", show_progress=False)
+    ingest_shards(tmp_path / "local.duckdb", tmp_path / "local")
+    with snapshot_loader.open(tmp_path / "c.duckdb") as a, snapshot_loader.open(tmp_path / "local.duckdb") as b:
+        ca, cb = _contents(a), _contents(b)
+        assert all(ca[t].equals(cb[t]) for t in TABLES)
+
+
+def test_shards_of_the_earlier_flat_layout_are_adopted(tmp_path: Path) -> None:
+    shards = tmp_path / "shards"
+    spec = RunSpec(dataset="iris", **TINY)
+    run_extraction([spec], shards, executor="inline", show_progress=False)
+    folder = shards / "dataset=iris" / f"run_id={spec.run_id}"
+    shutil.move(folder, shards / spec.run_id)  # how issue-2..6 builds stored it
+    outcomes, _ = run_extraction([spec], shards, executor="inline", show_progress=False)
+    assert outcomes[0].status == "skipped" and folder.is_dir() and not (shards / spec.run_id).exists()
+
+
+def test_a_version_3_database_is_migrated_by_ingest_and_named_when_read(tmp_path: Path) -> None:
+    db = tmp_path / "old.duckdb"
+    connect_writable(db).close()
+    with duckdb.connect(str(db)) as con:  # what schema 3 looked like: no run_failures
+        con.execute("DROP TABLE run_failures")
+        con.execute("DELETE FROM schema_version")
+        con.execute("INSERT INTO schema_version VALUES (3, now())")
+    with pytest.raises(SchemaError, match=r"old.duckdb: database has schema version 3, this tool reads version "
+                                          rf"{SCHEMA_VERSION}: run `pipeline ingest` once to migrate it in place"):
+        connect_readonly(db)
+    connect_writable(db).close()
+    con = connect_readonly(db)
+    assert con.execute("SELECT max(version) FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    assert con.execute("SELECT count(*) FROM run_failures").fetchall() == [(0,)]
+    con.close()
+
+
+HOLD_AND_INGEST = """
+import sys, time
+from snapshot_loader.database import connect_writable
+from snapshot_loader.ingest import ingest_shards
+con = connect_writable(sys.argv[1])
+print("holding", flush=True)
+time.sleep(2.0)
+con.close()
+ingest_shards(sys.argv[1], sys.argv[2])
+"""
+
+
+def test_a_reader_opening_while_ingest_writes_sees_whole_runs(tmp_path: Path) -> None:
+    shards, db = tmp_path / "shards", tmp_path / "c.duckdb"
+    specs = [RunSpec(dataset=d, **TINY) for d in ("iris", "wine", "diabetes")]
+    run_extraction(specs, shards, executor="inline", show_progress=False)
+    per_run = {}
+    with snapshot_loader.open(shards) as parquet:
+        for run_id, n in parquet.sql("SELECT run_id, count(*) FROM checkpoints GROUP BY 1").rows():
+            per_run[run_id] = n
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_AND_INGEST, str(db), str(shards)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline().strip() == "holding"
+    seen = []
+    while proc.poll() is None or not seen:
+        t0 = time.monotonic()
+        with snapshot_loader.open(db) as corpus:  # waits while the writer holds the file
+            counts = dict(corpus.sql("SELECT run_id, count(*) FROM checkpoints GROUP BY 1").rows())
+            runs = set(corpus.runs()["run_id"])
+        assert set(counts) == runs and all(counts[r] == per_run[r] for r in runs), "a run was seen half-ingested"
+        seen.append((time.monotonic() - t0, len(runs)))
+    assert proc.wait() == 0
+    assert seen[0][0] > 1.0, "the first open should have waited for the writer"
+    with snapshot_loader.open(db) as corpus:
+        assert corpus.runs().height == 3
