@@ -92,6 +92,20 @@ def _custom_specs(config) -> dict:
     return {c.name: file_spec(c.name, str(c.path), c.target, c.task, c.description) for c in config.custom_datasets}
 
 
+def _check_custom_data(config, used: set[str]) -> None:
+    """Load every user data file the plan uses before any worker starts, so a bad file is one error
+    naming it rather than a failure in every run that reads it."""
+    from pipeline.datasets.preprocess import prepare
+    from pipeline.errors import DatasetError
+
+    for name, spec in _custom_specs(config).items():
+        if name in used:
+            try:
+                prepare(spec)
+            except DatasetError as exc:
+                raise DatasetError(f"{spec.item}: {exc}") from None
+
+
 def cmd_plan(args) -> None:
     from pipeline.config import load_config
     from pipeline.extract.shards import ShardStore
@@ -129,6 +143,7 @@ def _extract(args) -> str | None:
     if "://" not in args.shards and Path(args.shards).exists() and not Path(args.shards).is_dir():
         raise PipelineError(f"--shards: {args.shards} exists and is not a folder")
     runs = config.runs()[: args.limit] if args.limit is not None else config.runs()
+    _check_custom_data(config, {r.dataset for r in runs})
     device = args.device
     if device == "cuda":
         import torch
@@ -179,9 +194,24 @@ def cmd_analyze(args) -> None:
     print(f"analyze: ran {ran}{skipped}", file=sys.stderr)
 
 
+def _check_writable(folder: Path, flag: str) -> None:
+    """Fail before the work, not after it, when the output folder cannot be written."""
+    import tempfile
+
+    from pipeline.errors import StoreError
+
+    existing = next(p for p in [folder, *folder.absolute().parents] if p.exists())
+    try:
+        with tempfile.TemporaryFile(dir=existing):  # the folder, or where it will be created
+            pass
+    except OSError as exc:
+        raise StoreError(f"{flag}: cannot write to {folder}: {exc.strerror or exc}") from None
+
+
 def cmd_report(args) -> None:
     from reports.builder import build_report
 
+    _check_writable(args.out, "--out")
     path = build_report(args.db, args.out)
     print(f"report: {path}", file=sys.stderr)
 
@@ -189,6 +219,7 @@ def cmd_report(args) -> None:
 def cmd_figures(args) -> None:
     from reports.builder import write_figures
 
+    _check_writable(args.out, "--out")
     paths = write_figures(args.db, args.out)
     print(f"figures: {len(paths)} files in {args.out}", file=sys.stderr)
 

@@ -19,3 +19,8 @@ class ShardError(PipelineError):
 
 class SchemaError(PipelineError):
     """A database was written by another schema version of this tool."""
+
+
+class StoreError(PipelineError):
+    """The shard store or an output folder cannot be written (read-only, full, unreachable): not a
+    fault of one run, so extraction stops instead of retrying every run."""

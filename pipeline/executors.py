@@ -33,7 +33,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.datasets.registry import DatasetSpec
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, StoreError
 from pipeline.extract.run import RunOutcome, extract_run
 from pipeline.extract.shards import ShardStore
 from pipeline.runspec import RunSpec
@@ -68,6 +68,11 @@ class _Finished:
 class _Failed:
     run_id: str
     error: str
+    fatal: bool = False  # the store cannot be written: stop, retrying other runs cannot help
+
+
+def _failed(run_id: str, exc: BaseException) -> _Failed:
+    return _Failed(run_id, _describe(exc), isinstance(exc, StoreError))
 
 
 @contextmanager
@@ -81,7 +86,7 @@ def shards_lock(store: ShardStore) -> Iterator[None]:
         root.mkdir(parents=True, exist_ok=True)
         fh = open(root / ".lock", "w")
     except OSError as exc:
-        raise PipelineError(f"--shards: cannot write to {root}: {exc.strerror}") from None
+        raise StoreError(f"--shards: cannot write to {root}: {exc.strerror}") from None
     with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -149,6 +154,9 @@ def _coordinate(backend, store: ShardStore, todo: list[RunSpec], disable) -> tup
                     close_bar(event.run_id)
                     if isinstance(event, _Finished):
                         outcomes.append(event.outcome)
+                    elif event.fatal:
+                        store.remove_stale_temps(event.run_id)
+                        raise StoreError(event.error.split(": ", 1)[1])
                     else:
                         attempts[event.run_id] += 1
                         store.remove_stale_temps(event.run_id)
@@ -214,7 +222,7 @@ class _InlineBackend(_Backend):
         try:
             return [_Finished(spec.run_id, extract_run(spec, self.store, self.custom, progress, self.device))]
         except Exception as exc:  # one bad run must not stop the corpus
-            return [_Failed(spec.run_id, _describe(exc))]
+            return [_failed(spec.run_id, exc)]
         finally:
             bar.close()
 
@@ -250,7 +258,7 @@ def _process_worker(conn, parent: int, store: ShardStore, custom, device: str) -
         try:
             conn.send(_Finished(spec.run_id, extract_run(spec, store, custom, progress, device)))
         except Exception as exc:
-            conn.send(_Failed(spec.run_id, _describe(exc)))
+            conn.send(_failed(spec.run_id, exc))
 
 
 @dataclass
@@ -396,7 +404,7 @@ class _DaskBackend(_Backend):
             try:
                 events.append(_Finished(spec.run_id, fut.result()))
             except Exception as exc:
-                events.append(_Failed(spec.run_id, _describe(exc)))
+                events.append(_failed(spec.run_id, exc))
         return events
 
     def close(self, cancel: bool) -> None:

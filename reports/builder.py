@@ -98,6 +98,14 @@ def build_report(db_path: Path, out_dir: Path, show_progress: bool | None = None
             FROM analysis_overview ORDER BY dataset, size, activation, optimizer, seed""")
         studies_cols, studies_rows = _rows(con, """
             SELECT corpus, study, count(*) AS runs FROM studies GROUP BY ALL ORDER BY corpus, study""")
+        excluded = _rows(con, """
+            SELECT run_id, dataset, 'diverged' AS status, diverged_step AS at_step,
+                   'snapshots up to step ' || final_step || ' kept; left out of analyses of the trained state'
+                       AS note
+            FROM runs WHERE status = 'diverged'
+            UNION ALL
+            SELECT run_id, dataset, 'failed', NULL, 'not extracted after ' || attempts || ' attempts: ' || error
+            FROM run_failures ORDER BY status, dataset, run_id""")
         verdict_cols, verdict_rows = _rows(con, """
             SELECT stage, claim_id, source, claim, test, effect_name, predicted, effect, ci_low, ci_high,
                    null_value, n, n_unit, p_value, verdict, detail FROM analysis_verdicts""")
@@ -121,13 +129,17 @@ def build_report(db_path: Path, out_dir: Path, show_progress: bool | None = None
     html = env.get_template("index.html").render(
         title="Snapshot atlas: corpus report", generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         db_path=str(db_path), summary=summary, datasets=(ds_cols, ds_rows), runs=(run_cols, run_rows),
-        studies=(studies_cols, studies_rows), sections=sections, verdicts=(verdict_cols, verdict_rows),
-        verdict_counts=counts)
-    out_dir.mkdir(parents=True, exist_ok=True)
+        studies=(studies_cols, studies_rows), excluded=excluded, sections=sections,
+        verdicts=(verdict_cols, verdict_rows), verdict_counts=counts)
     target = out_dir / "index.html"
     tmp = out_dir / ".index.html.tmp"
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, target)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(html, encoding="utf-8")
+        os.replace(tmp, target)  # a reader never sees half a report
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PipelineError(f"{target}: cannot write the report: {exc.strerror or exc}") from None
     return target
 
 
@@ -153,8 +165,12 @@ def write_figures(db_path: Path, out_dir: Path, show_progress: bool | None = Non
         for name, make in tqdm(all_figures().items(), desc="figures", unit="fig",
                                disable=None if show_progress is None else not show_progress):
             fig = make(con)
-            paths += save_figure(fig, out_dir, name)
-            plt.close(fig)
+            try:
+                paths += save_figure(fig, out_dir, name)
+            except OSError as exc:
+                raise PipelineError(f"{out_dir}: cannot write figure {name}: {exc.strerror or exc}") from None
+            finally:
+                plt.close(fig)
     finally:
         con.close()
     return paths

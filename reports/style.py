@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from pathlib import Path
 
 import matplotlib
@@ -31,6 +32,11 @@ def save_figure(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
     paths = []
     for ext in ("png", "pdf"):
         path = out_dir / f"{name}.{ext}"
-        fig.savefig(path, format=ext)
+        tmp = out_dir / f".{name}.{ext}.tmp"
+        try:
+            fig.savefig(tmp, format=ext)
+            os.replace(tmp, path)  # never a half-written figure under its real name
+        finally:
+            tmp.unlink(missing_ok=True)
         paths.append(path)
     return paths

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline.errors import ShardError
+from pipeline.errors import ShardError, StoreError
 from pipeline.extract.shards import ShardRef, ShardStore
 from snapshot_loader.database import connect_writable
 from snapshot_loader.schema import SHARD_TABLES
@@ -51,7 +51,7 @@ def ingest_shards(db_path: Path, shards: ShardStore | str | Path, studies: list[
             except ShardError as exc:
                 report.errors.append(str(exc))
                 continue
-            _ingest_one(con, store, ref)
+            _ingest_one(con, store, ref, db_path)
             report.ingested.append(ref.run_id)
         held = present | set(report.ingested)
         rows = [s for s in studies or [] if s[2] in held]
@@ -73,7 +73,7 @@ def ingest_shards(db_path: Path, shards: ShardStore | str | Path, studies: list[
     return report
 
 
-def _ingest_one(con: duckdb.DuckDBPyConnection, store: ShardStore, ref: ShardRef) -> None:
+def _ingest_one(con: duckdb.DuckDBPyConnection, store: ShardStore, ref: ShardRef, db_path: Path) -> None:
     arrays = {table: store.read_table(ref, table) for table in SHARD_TABLES}  # read before the transaction
     con.execute("BEGIN TRANSACTION")
     try:
@@ -83,6 +83,16 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, store: ShardStore, ref: ShardRef
             con.execute(f"{verb} INTO {table} BY NAME SELECT * FROM shard_rows")
             con.unregister("shard_rows")
         con.execute("COMMIT")
+    except duckdb.Error as exc:  # e.g. the disk filled: the run's transaction is rolled back whole
+        _rollback(con)
+        raise StoreError(f"{db_path}: cannot ingest run {ref.run_id}: {str(exc).splitlines()[0]}") from None
     except BaseException:
-        con.execute("ROLLBACK")
+        _rollback(con)
         raise
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass  # the failed statement already ended the transaction

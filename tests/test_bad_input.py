@@ -1,11 +1,15 @@
-"""Bad input: corrupt shards, a database of another schema version, divergence, unknown stages."""
+"""Bad input: corrupt shards, a database of another schema version, divergence, unknown stages, bad data
+files, read-only and full output folders."""
 
 from __future__ import annotations
 
+import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pytest
 import torch
 
@@ -89,18 +93,29 @@ def test_missing_database_is_a_one_line_error(tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()
 
 
-def test_diverged_run_is_marked_and_keeps_earlier_checkpoints(tmp_path: Path) -> None:
+def test_diverged_run_is_marked_keeps_earlier_checkpoints_and_the_report_notes_it(tmp_path: Path) -> None:
     spec = RunSpec(dataset="wine", optimizer="sgd", lr=5.0, epochs=20, metric_checkpoints=40, spectral_snapshots=5)
     shards = tmp_path / "shards"
     assert extract_run(spec, shards).status == "diverged"
+    for ds in ("iris", "wine", "diabetes"):
+        assert extract_run(RunSpec(dataset=ds, **TINY), shards).status == "complete"
     ingest_shards(tmp_path / "c.duckdb", shards)
     with snapshot_loader.open(tmp_path / "c.duckdb") as corpus:
-        run = corpus.runs().row(0, named=True)
+        run = corpus.runs().filter(pl.col("run_id") == spec.run_id).row(0, named=True)
         assert run["status"] == "diverged" and run["diverged_step"] > run["final_step"] > 0
         ckpt = corpus.sql("SELECT max(step) AS last, count(*) AS n, bool_and(isfinite(train_loss)) AS finite "
-                          "FROM checkpoints").row(0, named=True)
+                          "FROM checkpoints WHERE run_id = ?", [spec.run_id]).row(0, named=True)
         assert ckpt["last"] == run["final_step"] and ckpt["n"] > 1 and ckpt["finite"]
-        assert corpus.sql("SELECT max(step) AS s FROM timings")["s"][0] <= run["final_step"]
+        assert corpus.sql("SELECT max(step) AS s FROM timings WHERE run_id = ?", [spec.run_id])["s"][0] \
+            <= run["final_step"]
+    db = str(tmp_path / "c.duckdb")
+    run_cli("analyze", "--db", db, "--quiet", check=True)
+    run_cli("report", "--db", db, "--out", str(tmp_path / "report"), "--quiet", check=True)
+    with snapshot_loader.open(tmp_path / "c.duckdb") as corpus:
+        in_features = corpus.sql("SELECT count(*) AS n FROM analysis_features WHERE run_id = ?", [spec.run_id])
+        assert in_features["n"][0] == 0, "the diverged run reached the trained-state features"
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert "Runs left out" in html and spec.run_id in html and f"snapshots up to step {run['final_step']} kept" in html
 
 
 def test_unknown_stage_is_refused(tmp_path: Path) -> None:
@@ -151,3 +166,127 @@ def test_non_finite_outputs_at_a_checkpoint_mark_the_run_diverged(monkeypatch) -
     run = rows["runs"][0]
     assert run["status"] == "diverged" and run["diverged_step"] == 3 and run["final_step"] < 3
     assert max(c["step"] for c in rows["checkpoints"]) == run["final_step"]
+
+
+def _custom_config(tmp_path: Path, data: Path, task: str = "regression") -> Path:
+    config = tmp_path / "c.toml"
+    config.write_text(f'[[dataset]]\nname = "mine"\npath = "{data}"\ntarget = "y"\ntask = "{task}"\n'
+                      '[run]\nepochs = 2\nmetric_checkpoints = 3\nspectral_snapshots = 2\nprobe_size = 16\n'
+                      '[[study]]\nname = "s"\n[study.grid]\ndataset = ["mine", "iris"]\n')
+    return config
+
+
+BAD_FILES = {
+    "non-numeric target": ("x,y\n" + "".join(f"{i},abc\n" for i in range(30)), "csv",
+                           "regression target 'y' is not numeric"),
+    "missing target": ("x,y\n" + "".join(f"{i},\n" for i in range(30)), "csv", "only 0 usable rows"),
+    "empty after filtering": ("x,y\n" + "".join(f"{i},{'' if i > 2 else i}\n" for i in range(30)), "csv",
+                              "only 3 usable rows"),
+    "no rows": ("x,y\n", "csv", "usable rows"),
+    "unreadable file": ("\x00\x01 not parquet \xff", "parquet", "cannot load"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_data_file_is_one_error_naming_it_before_any_run(tmp_path: Path, case: str) -> None:
+    text, ext, fragment = BAD_FILES[case]
+    data = tmp_path / f"mine.{ext}"
+    data.write_text(text)
+    config = _custom_config(tmp_path, data)
+    proc = run_cli("extract", "--config", str(config), "--shards", str(tmp_path / "shards"), "--quiet")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {data}: dataset 'mine': ") and fragment in lines[0]
+    assert not list((tmp_path / "shards").glob("dataset=*")), "a run was extracted despite the bad file"
+
+
+@contextmanager
+def _unprivileged():
+    """Drop root's power to write anywhere (root ignores permission bits), for a read-only folder."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def _open_tree(path: Path) -> None:
+    """Make path and its parents traversable, so the unprivileged user can reach the test's files."""
+    for p in [path, *path.parents]:
+        if p == Path("/tmp") or p == Path("/"):
+            break
+        p.chmod(p.stat().st_mode | 0o755)
+
+
+def test_read_only_output_folders_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    import pipeline.executors  # noqa: F401 - imported while the interpreter's files are still readable
+    import reports.builder  # noqa: F401
+    from pipeline.cli import main
+
+    shards, _ = _two_shards(tmp_path)
+    ingest_shards(tmp_path / "c.duckdb", shards)
+    config = tmp_path / "c.toml"
+    config.write_text('[run]\nepochs = 2\nmetric_checkpoints = 4\nspectral_snapshots = 2\nprobe_size = 32\n'
+                      '[[study]]\nname = "s"\n[study.grid]\ndataset = ["iris", "wine", "diabetes"]\n')
+    locked = tmp_path / "locked"
+    (locked / "shards").mkdir(parents=True)
+    _open_tree(tmp_path)
+    for p in (tmp_path / "c.duckdb", config):
+        p.chmod(0o644)
+    locked.chmod(0o555)
+    (locked / "shards").chmod(0o555)
+    try:
+        with _unprivileged():
+            rc_extract = main(["extract", "--config", str(config), "--shards", str(locked / "shards"),
+                               "--executor", "inline", "--quiet"])
+            err_extract = capsys.readouterr().err
+            rc_ingest = main(["ingest", "--config", str(config), "--shards", str(shards),
+                              "--db", str(locked / "c.duckdb"), "--quiet"])
+            err_ingest = capsys.readouterr().err
+            rc_report = main(["report", "--db", str(tmp_path / "c.duckdb"), "--out", str(locked / "report"),
+                              "--quiet"])
+            err_report = capsys.readouterr().err
+    finally:
+        locked.chmod(0o755)
+        (locked / "shards").chmod(0o755)
+    assert rc_extract == 2 and err_extract.strip() == (
+        f"error: --shards: cannot write to {locked / 'shards'}: Permission denied")
+    assert rc_ingest == 2 and err_ingest.strip().startswith(f"error: {locked / 'c.duckdb'}: cannot open database")
+    assert rc_report == 2
+    assert err_report.strip() == f"error: --out: cannot write to {locked / 'report'}: Permission denied"
+    assert sorted(p.name for p in locked.rglob("*")) == ["shards"], "something was written"
+
+
+def test_a_full_disk_stops_extraction_with_one_error_and_no_partial_shard(tmp_path: Path, monkeypatch,
+                                                                          capsys) -> None:
+    import errno
+
+    import pipeline.extract.shards as shards_module
+    from pipeline.cli import main
+
+    config = tmp_path / "c.toml"
+    config.write_text('[run]\nepochs = 2\nmetric_checkpoints = 4\nspectral_snapshots = 2\nprobe_size = 32\n'
+                      '[[study]]\nname = "s"\n[study.grid]\ndataset = ["iris", "wine", "diabetes"]\n')
+    real_fsync, calls = os.fsync, {"n": 0}
+
+    def fsync_fills_the_disk(fd):
+        calls["n"] += 1
+        if calls["n"] > 20:  # the first run's shard goes through; the disk fills during the second
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(shards_module.os, "fsync", fsync_fills_the_disk)
+    shards = tmp_path / "shards"
+    rc = main(["extract", "--config", str(config), "--shards", str(shards), "--executor", "inline", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("error: ") and err[-1].endswith(
+        ": cannot write the shard: No space left on device") and str(shards) in err[-1]
+    complete = list(shards.glob("dataset=*/run_id=*"))
+    assert len(complete) == 1 and (complete[0] / "manifest.json").is_file()
+    assert not list(shards.glob(".tmp-*")) and not list(shards.glob("failures/*")), "half-written or misrecorded"
+    assert calls["n"] > 20

@@ -346,10 +346,16 @@ def test_engine_falls_back_without_allocating_dense_matrices(monkeypatch) -> Non
         assert a["gradient_pressure"] == pytest.approx(e["gradient_pressure"], rel=1e-8)
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["one-piece", "block-by-block"])
 @pytest.mark.parametrize("n", [4, 9, 40])
-def test_closed_form_spectrum_both_routes_match_the_dense_blocks(n: int) -> None:
-    """N <= (d+1)/2 takes the factored N x N route; both give every eigenvalue and the same bias share."""
+def test_closed_form_spectrum_both_routes_match_the_dense_blocks(n: int, chunked: bool, monkeypatch) -> None:
+    """N <= (d+1)/2 takes the factored N x N route; both give every eigenvalue and the same bias share,
+    whether the neuron blocks are decomposed together or one at a time (the memory bound for wide layers)."""
+    from pipeline.curvature import local_hessian
     from pipeline.curvature.local_hessian import local_closed_form_spectrum
+
+    if chunked:
+        monkeypatch.setattr(local_hessian, "CLOSED_FORM_CHUNK_BYTES", 1)
 
     torch.manual_seed(n)
     m = MLP(20, (6,), 2, "tanh").double().eval()

@@ -107,6 +107,10 @@ def local_hessian_closed_form(block: nn.Module, z: torch.Tensor, phi: str = "sum
     return LocalHessianBlocks(torch.einsum("nj,nk,nl->jkl", c, zt, zt) / z.shape[0])
 
 
+#: Memory for one chunk of per-neuron blocks decomposed together by :func:`local_closed_form_spectrum`.
+CLOSED_FORM_CHUNK_BYTES = 256 * 2**20
+
+
 def local_closed_form_spectrum(block: nn.Module, z: torch.Tensor,
                                phi: str = "sum") -> tuple[torch.Tensor, float | None]:
     """All q (d + 1) eigenvalues (ascending) and the bias share, by the cheaper exact route.
@@ -118,20 +122,29 @@ def local_closed_form_spectrum(block: nn.Module, z: torch.Tensor,
     """
     c, zt = _coefficients(block, z, phi)
     n, m = zt.shape
-    if n <= m // 2:
+    thin = n <= m // 2
+    if thin:
         q_basis, r = torch.linalg.qr(zt.T)
-        middle = torch.matmul(r[None] * c.T[:, None, :], r.T) / n
-        values, vectors = finite_eigh(middle)
-        bias_components = torch.matmul(q_basis[-1], vectors)  # (Q v_k)[bias] for every block and k
-        zeros = torch.zeros(values.shape[0] * (m - n), dtype=values.dtype, device=values.device)
-        eigenvalues = torch.cat([values.reshape(-1), zeros])
-    else:
-        values, vectors = finite_eigh(torch.einsum("nj,nk,nl->jkl", c, zt, zt) / n)
-        bias_components = vectors[:, -1, :]
-        eigenvalues = values.reshape(-1)
-    total = values.abs().sum()
-    bias = None if total == 0 else float((values.abs() * bias_components**2).sum() / total)
-    return eigenvalues.sort().values, bias
+    k = n if thin else m
+    # Decompose the q blocks a chunk at a time so that a wide layer's q x k x k stack never has to
+    # fit in memory at once (a 1024-wide layer with 1024 probes would need 8.6 GB in one piece).
+    chunk = max(1, CLOSED_FORM_CHUNK_BYTES // (k * k * 8))
+    parts, abs_sum, weighted = [], 0.0, 0.0
+    for start in range(0, c.shape[1], chunk):
+        cj = c[:, start:start + chunk]
+        if thin:
+            values, vectors = finite_eigh(torch.matmul(r[None] * cj.T[:, None, :], r.T) / n)
+            bias_components = torch.matmul(q_basis[-1], vectors)  # (Q v_k)[bias] for every block and k
+        else:
+            values, vectors = finite_eigh(torch.einsum("nj,nk,nl->jkl", cj, zt, zt) / n)
+            bias_components = vectors[:, -1, :]
+        parts.append(values.reshape(-1))
+        abs_sum += float(values.abs().sum())
+        weighted += float((values.abs() * bias_components**2).sum())
+    if thin:  # the other d + 1 - N eigenvalues of every block are exactly zero
+        parts.append(torch.zeros(c.shape[1] * (m - n), dtype=c.dtype, device=c.device))
+    bias = None if abs_sum == 0 else weighted / abs_sum
+    return torch.cat(parts).sort().values, bias
 
 
 def is_exactly_zero(block: nn.Module, phi: str) -> bool:

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from pipeline.errors import PipelineError, ShardError
+from pipeline.errors import PipelineError, ShardError, StoreError
 from snapshot_loader.schema import SHARD_SCHEMA_VERSION, SHARD_TABLES, arrow_schema
 
 MANIFEST = "manifest.json"
@@ -188,8 +188,7 @@ class ShardStore:
             else:
                 self._write_remote(ref, files)
         except OSError as exc:
-            raise PipelineError(f"{self.url(ref.path)}: cannot write the shard: "
-                                f"{exc.strerror or exc}") from None
+            raise StoreError(f"{self.url(ref.path)}: cannot write the shard: {exc.strerror or exc}") from None
         self.clear_failure(run_id)
         return ref
 
