@@ -19,9 +19,11 @@ def test_readme_has_sql_examples() -> None:
 
 
 @pytest.mark.parametrize("query", QUERIES, ids=[q.splitlines()[0][3:40] for q in QUERIES])
-def test_readme_query_runs_in_the_duckdb_shell(built_corpus, query: str) -> None:
+def test_readme_query_runs_in_the_duckdb_shell(built_corpus, query: str, tmp_path: Path) -> None:
     assert DUCKDB_CLI.exists(), "duckdb-cli is a dev dependency: `make setup` installs it"
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "shards").symlink_to(built_corpus["shards"])  # for the queries on the Parquet store
     proc = subprocess.run([str(DUCKDB_CLI), "-readonly", "-csv", str(built_corpus["db"]), "-c", query],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 0 and "Error" not in proc.stderr, proc.stderr
     assert len(proc.stdout.strip().splitlines()) >= 2, f"query returned no rows:\n{proc.stdout}"
