@@ -39,6 +39,7 @@ bench: setup
 	$(PY) benchmarks/analyses.py
 	$(PY) benchmarks/topology.py
 	$(PY) benchmarks/margins.py
+	$(PY) benchmarks/scale.py
 
 lint: setup
 	$(PY) -m ruff check .

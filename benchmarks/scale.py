@@ -1,6 +1,6 @@
 """Benchmark: extraction throughput by executor, peak memory, and DuckDB latency at paper scale.
 
-1. Runs per minute of ``pipeline extract`` on one plan (:data:`PLAN`, 16 runs), each executor in a
+1. Runs per minute of ``pipeline extract`` on one plan (:data:`PLAN`, 32 runs), each executor in a
    fresh shard folder, in one invocation: the process pool with 1 worker (the baseline), with 2
    workers, and a 2-worker Dask ``LocalCluster``. Wall time includes start-up (imports, spawning
    workers), as a user sees it. Peak resident memory of the whole process tree (coordinator, workers,
@@ -51,7 +51,7 @@ widths = [48, 48]
 name = "s"
 [study.grid]
 dataset = ["iris", "wine", "breast_cancer", "diabetes", "penguins", "kyphosis", "pima", "titanic"]
-seed = [0, 1]
+seed = [0, 1, 2, 3]
 """
 
 EXECUTORS = [("process, 1 worker", ["--workers", "1"]), ("process, 2 workers", ["--workers", "2"]),

@@ -321,7 +321,22 @@ class _ProcessBackend(_Backend):
             if dead or worker.process.sentinel in ready:
                 worker.process.join(timeout=5)
                 if worker.process.exitcode is not None or dead:
+                    events.extend(self._last_words(worker))
                     events.extend(self._bury(worker))
+        return events
+
+    @staticmethod
+    def _last_words(worker: _Worker) -> list:
+        """Messages a dead worker sent after the wait returned (a run it finished just before dying)."""
+        events = []
+        try:
+            while worker.conn.poll():
+                event = worker.conn.recv()
+                events.append(event)
+                if not isinstance(event, _Progress):
+                    worker.spec = None
+        except (EOFError, OSError):
+            pass
         return events
 
     def _bury(self, worker: _Worker) -> list:
@@ -366,8 +381,7 @@ class _DaskBackend(_Backend):
         from distributed import Client, LocalCluster
 
         self.cluster = None
-        self._config = dask.config.set({"distributed.scheduler.allowed-failures": 0,
-                                        "distributed.worker.daemon": False})
+        self._config = dask.config.set({"distributed.scheduler.allowed-failures": 0})
         self._config.__enter__()
         try:
             if self.scheduler:

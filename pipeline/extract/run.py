@@ -2,8 +2,10 @@
 
 Deterministic on CPU for a fixed spec: data split, subsample, label noise and probe batch come from
 the spec's seed, the initialization and dropout from ``torch.manual_seed(seed)``, batch order from
-a seeded generator, and each run computes on one thread (``torch.set_num_threads(1)``), so the
-order of floating-point reductions never depends on how many workers run beside it.
+a seeded generator, and each run computes on one thread (``torch.set_num_threads(1)``, and the BLAS
+and OpenMP pools numpy and scipy use limited to one by threadpoolctl), so the order of floating-point
+reductions never depends on how many workers run beside it, and two workers on two cores do not
+oversubscribe them (OpenBLAS's spare threads spin while they wait).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from pipeline.curvature.engine import CurvatureSettings
 from pipeline.datasets.registry import DatasetSpec, get_spec
@@ -48,8 +51,9 @@ def extract_run(spec: RunSpec, store: ShardStore | str | Path, custom: dict[str,
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        t0 = time.perf_counter()
-        rows = train_and_measure(spec, custom, progress, device)
+        with threadpool_limits(limits=1):
+            t0 = time.perf_counter()
+            rows = train_and_measure(spec, custom, progress, device)
         store.write(spec.dataset, run_id, rows)
         return RunOutcome(run_id, rows["runs"][0]["status"], time.perf_counter() - t0)
     finally:
