@@ -310,25 +310,17 @@ class _ProcessBackend(_Backend):
         for worker in list(self.pool):
             dead = False
             if worker.conn in ready:
-                try:
-                    while worker.conn.poll():
-                        event = worker.conn.recv()
-                        events.append(event)
-                        if not isinstance(event, _Progress):
-                            worker.spec = None
-                except (EOFError, OSError):
-                    dead = True
+                dead = self._read(worker, events)
             if dead or worker.process.sentinel in ready:
                 worker.process.join(timeout=5)
                 if worker.process.exitcode is not None or dead:
-                    events.extend(self._last_words(worker))
+                    self._read(worker, events)  # what it sent after the wait returned, e.g. a finished run
                     events.extend(self._bury(worker))
         return events
 
     @staticmethod
-    def _last_words(worker: _Worker) -> list:
-        """Messages a dead worker sent after the wait returned (a run it finished just before dying)."""
-        events = []
+    def _read(worker: _Worker, events: list) -> bool:
+        """Append the worker's pending messages to events; True when its pipe is closed (it died)."""
         try:
             while worker.conn.poll():
                 event = worker.conn.recv()
@@ -336,8 +328,8 @@ class _ProcessBackend(_Backend):
                 if not isinstance(event, _Progress):
                     worker.spec = None
         except (EOFError, OSError):
-            pass
-        return events
+            return True
+        return False
 
     def _bury(self, worker: _Worker) -> list:
         self.pool.remove(worker)
