@@ -163,7 +163,8 @@ def _extract(args) -> str | None:
         print(f"  run {f.run_id} failed: {f.error}", file=sys.stderr)
     if failures:
         return (f"{len(failures)} of {len(runs)} runs failed twice (first: run {failures[0].run_id}: "
-                f"{failures[0].error}); recorded in run_failures, the others are kept, re-run to retry")
+                f"{failures[0].error}); recorded in {args.shards}/failures (ingest puts them in run_failures); "
+                "the others are kept, re-run to retry")
     return None
 
 
@@ -226,6 +227,8 @@ def cmd_figures(args) -> None:
 
 def cmd_all(args) -> None:
     args.limit = None
+    _check_writable(args.out, "--out")  # before the extraction, not after it
+    _check_writable(args.db.parent, "--db")
     failed = _extract(args)  # runs that failed twice are recorded; the report is built from the others
     cmd_ingest(args)
     args.stage, args.force = None, False

@@ -109,19 +109,25 @@ def run_extraction(specs: list[RunSpec], shards: ShardStore | str | Path,
     if executor == "dask" and not scheduler:
         raise PipelineError("--scheduler: the dask executor needs a scheduler address (tcp://host:port)")
     store = shards if isinstance(shards, ShardStore) else ShardStore(shards)
+    if executor != "inline" and not store.shared:
+        raise PipelineError(f"--shards: {store.location} lives in this process only: use --executor inline")
     disable = None if show_progress is None else not show_progress
     with shards_lock(store):
         store.remove_stale_temps()
         store.adopt_legacy_layout()
-        outcomes = [RunOutcome(s.run_id, "skipped", 0.0) for s in specs if store.is_complete(s.dataset, s.run_id)]
-        skipped = {o.run_id for o in outcomes}
-        todo = [s for s in specs if s.run_id not in skipped]
-        if not todo:
-            return outcomes, []
-        backend = _BACKENDS[executor](store, custom, device, max(1, workers), scheduler)
-        backend.disable = disable
-        done, failures = _coordinate(backend, store, todo, disable)
-        return outcomes + done, failures
+        try:
+            outcomes = [RunOutcome(s.run_id, "skipped", 0.0) for s in specs
+                        if store.is_complete(s.dataset, s.run_id)]
+            skipped = {o.run_id for o in outcomes}
+            todo = [s for s in specs if s.run_id not in skipped]
+            if not todo:
+                return outcomes, []
+            backend = _BACKENDS[executor](store, custom, device, max(1, workers), scheduler)
+            backend.disable = disable
+            done, failures = _coordinate(backend, store, todo, disable)
+            return outcomes + done, failures
+        finally:  # workers stopped by an interrupt or a store error may have left temp folders
+            store.remove_stale_temps()
 
 
 def _coordinate(backend, store: ShardStore, todo: list[RunSpec], disable) -> tuple[list[RunOutcome], list[RunFailure]]:
@@ -155,12 +161,11 @@ def _coordinate(backend, store: ShardStore, todo: list[RunSpec], disable) -> tup
                     if isinstance(event, _Finished):
                         outcomes.append(event.outcome)
                     elif event.fatal:
-                        store.remove_stale_temps(event.run_id)
                         raise StoreError(event.error.split(": ", 1)[1])
                     else:
                         attempts[event.run_id] += 1
-                        store.remove_stale_temps(event.run_id)
                         spec = by_id[event.run_id]
+                        store.discard_partial(spec.dataset, spec.run_id)
                         if attempts[event.run_id] < MAX_ATTEMPTS:
                             tqdm.write(f"extract: run {event.run_id}: {event.error}; retrying "
                                        f"(attempt {attempts[event.run_id] + 1} of {MAX_ATTEMPTS})", file=sys.stderr)
@@ -294,14 +299,23 @@ class _ProcessBackend(_Backend):
         self.queue.append(spec)
 
     def _dispatch(self) -> None:
-        for worker in self.pool:
+        for worker in list(self.pool):
             if worker.spec is None and self.queue:
-                worker.spec = self.queue.popleft()
-                worker.conn.send(worker.spec)
+                self._assign(worker)
         while self.queue and len(self.pool) < self.workers:
-            worker = self._start()
-            worker.spec = self.queue.popleft()
-            worker.conn.send(worker.spec)
+            self._assign(self._start())
+
+    def _assign(self, worker: _Worker) -> None:
+        spec = self.queue.popleft()
+        try:
+            worker.conn.send(spec)
+        except OSError:  # it died idle, between two runs: nothing was lost; a fresh worker takes the run
+            self.queue.appendleft(spec)
+            self.pool.remove(worker)
+            worker.process.join(timeout=5)
+            worker.conn.close()
+            return
+        worker.spec = spec
 
     def poll(self, timeout: float) -> list:
         self._dispatch()
@@ -364,8 +378,10 @@ def _dask_task(spec: RunSpec, store: ShardStore, custom, device: str) -> RunOutc
 
 
 class _DaskBackend(_Backend):
-    """One Dask task per run. Retries are the coordinator's: with ``allowed-failures`` at 0 a task
-    whose worker dies comes back at once as ``KilledWorker`` and counts as one failed attempt."""
+    """One Dask task per run. Retries are the coordinator's: on the ``LocalCluster`` this starts,
+    ``allowed-failures`` is 0, so a task whose worker dies comes back at once as ``KilledWorker`` and
+    counts as one failed attempt. An external scheduler keeps its own setting (Dask's default
+    reschedules a task up to 3 times before ``KilledWorker``)."""
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -404,6 +420,8 @@ class _DaskBackend(_Backend):
             done = wait(list(self.futures), timeout=timeout, return_when="FIRST_COMPLETED").done
         except TimeoutError:
             return []
+        except OSError as exc:  # the scheduler went away
+            raise PipelineError(f"--scheduler: lost the Dask scheduler: {_describe(exc)}") from None
         events = []
         for fut in done:
             spec = self.futures.pop(fut)

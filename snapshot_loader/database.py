@@ -30,7 +30,7 @@ def _connect(path: Path, **kwargs) -> duckdb.DuckDBPyConnection:
             return duckdb.connect(str(path), **kwargs)
         except duckdb.IOException as exc:
             if "Could not set lock" not in str(exc) or time.monotonic() > deadline:
-                holder = str(exc).split("Conflicting lock is held in", 1)[-1].split(".", 1)[0].strip()
+                holder = str(exc).split("Conflicting lock is held in", 1)[-1].split(". See", 1)[0].strip()
                 what = f"in use by another process ({holder})" if "Could not set lock" in str(exc) else \
                     str(exc).splitlines()[0]
                 raise SchemaError(f"{path}: cannot open database: {what}") from None

@@ -35,7 +35,6 @@ def ingest_shards(db_path: Path, shards: ShardStore | str | Path, studies: list[
     extraction recorded as failed go into ``run_failures`` (and leave it once ingested).
     """
     store = shards if isinstance(shards, ShardStore) else ShardStore(shards)
-    store.adopt_legacy_layout()
     report = IngestReport()
     con = connect_writable(db_path)
     try:

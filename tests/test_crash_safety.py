@@ -112,9 +112,9 @@ def test_kill9_of_the_coordinator_at_a_random_point_resumes_to_identical_rows(re
         time.sleep(reference["startup"] * u * 0.8)
     else:  # stratified over training, shard writing and ingest: seed k in the (k-1)-th eighth of that work
         _wait_for_workers(proc)
-        time.sleep(reference["work"] * (seed - 2 + u) / (len(SEEDS) - 2))
+        time.sleep(0.9 * reference["work"] * (seed - 2 + u) / (len(SEEDS) - 2))
     workers = _workers(proc.pid)
-    print(f"seed {seed}: shards {len(list(shards.glob('dataset=*/run_id=*')))}, db {db.exists()}")
+    assert proc.poll() is None, "the coordinator had already finished: the kill would test nothing"
     proc.kill()  # the coordinator only: its workers must not outlive it and keep writing
     proc.wait(timeout=30)
     deadline = time.monotonic() + 10
@@ -145,7 +145,6 @@ def test_kill9_of_a_worker_at_a_random_point_is_retried_without_loss(reference, 
     _, err = proc.communicate(timeout=300)
     assert victim is not None, "the plan finished before any worker could be killed"
     assert proc.returncode == 0, err
-    assert "0 failed" in err
-    print(f"seed {seed}: killed {victim}; retried: {'retrying' in err}")
+    assert ", 0 failed in" in err
     assert not list(shards.glob(".tmp-*"))
     assert_same_corpus(reference["db"], db)

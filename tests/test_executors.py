@@ -116,6 +116,7 @@ def test_cli_exits_nonzero_naming_the_failed_run_and_keeps_the_rest(small_plan: 
                  "--quiet"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == (f"error: 1 of 3 runs failed twice (first: run {runs[0].run_id}: MemoryError: injected); "
-                    "recorded in run_failures, the others are kept, re-run to retry")
+                    f"recorded in {shards}/failures (ingest puts them in run_failures); the others are kept, "
+                    "re-run to retry")
     assert len(list(shards.glob("dataset=*/run_id=*/manifest.json"))) == 2
     assert (shards / "failures" / f"{runs[0].run_id}.json").is_file() and not list(shards.glob(".tmp-*"))

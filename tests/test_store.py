@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 import snapshot_loader
-from pipeline.errors import SchemaError
+from pipeline.errors import PipelineError, SchemaError
 from pipeline.executors import run_extraction
 from pipeline.extract.shards import ShardStore
 from pipeline.runspec import RunSpec
@@ -63,6 +63,8 @@ def test_an_fsspec_url_store_extracts_ingests_and_opens(tmp_path: Path) -> None:
     specs = [RunSpec(dataset=d, **TINY) for d in ("iris", "wine")]
     outcomes, failures = run_extraction(specs, url, executor="inline", show_progress=False)
     assert not failures and [o.status for o in outcomes] == ["complete", "complete"]
+    with pytest.raises(PipelineError, match="lives in this process only: use --executor inline"):
+        run_extraction(specs, url, executor="process", show_progress=False)
     store = ShardStore(url)
     assert not store.is_local and [r.dataset for r in store.complete(verify=True)] == ["iris", "wine"]
     # a folder with files but no manifest (a writer died before the last file) is not part of the corpus

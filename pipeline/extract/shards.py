@@ -82,8 +82,15 @@ class ShardStore:
     def __repr__(self) -> str:
         return f"ShardStore({self.location!r})"
 
-    def __reduce__(self):  # workers rebuild the store from its location
-        return (ShardStore, (self.location,))
+    def __reduce__(self):
+        # Workers rebuild the store from an absolute location: a relative path would resolve
+        # against a remote worker's own working directory.
+        return (ShardStore, (self.root if self.is_local else self.fs.unstrip_protocol(self.root),))
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes see this store (an in-process ``memory://`` store they do not)."""
+        return "memory" not in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
 
     # -- paths --------------------------------------------------------------------------------
     def folder(self, dataset: str, run_id: str) -> str:
@@ -229,8 +236,14 @@ class ShardStore:
         for name, blob in files.items():  # manifest.json is the last key
             self.fs.pipe_file(f"{ref.path}/{name}", blob)
 
-    def remove(self, ref: ShardRef) -> None:
-        self.fs.rm(ref.path, recursive=True)
+    def discard_partial(self, dataset: str, run_id: str) -> None:
+        """Remove what a failed or killed writer left of a run: its temp folders on a local store,
+        its run folder without a valid manifest on an object store."""
+        self.remove_stale_temps(run_id)
+        if not self.is_local:
+            path = self.folder(dataset, run_id)
+            if self.fs.exists(path) and not self.is_complete(dataset, run_id):
+                self.fs.rm(path, recursive=True)
 
     # -- failures -----------------------------------------------------------------------------
     def record_failure(self, run_id: str, dataset: str, error: str, attempts: int, config: dict) -> None:
