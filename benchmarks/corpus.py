@@ -25,16 +25,9 @@ import duckdb
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-
-def _tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
+from benchmarks.timing import tree_rss  # noqa: E402
 
 
 def measure(config: Path, workers: int) -> dict:
@@ -54,7 +47,7 @@ def measure(config: Path, workers: int) -> dict:
             nonlocal peak
             while not done.is_set():
                 try:
-                    peak = max(peak, _tree_rss(ps))
+                    peak = max(peak, tree_rss(ps))
                 except psutil.Error:
                     pass
                 time.sleep(0.05)

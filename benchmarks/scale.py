@@ -36,7 +36,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.timing import median_time  # noqa: E402
+from benchmarks.timing import median_time, tree_rss  # noqa: E402
 from snapshot_loader.schema import SHARD_TABLES  # noqa: E402
 
 PLAN = """
@@ -60,15 +60,6 @@ EXECUTORS = [("process, 1 worker", ["--workers", "1"]), ("process, 2 workers", [
              ("dask-local, 2 workers", ["--executor", "dask-local", "--workers", "2"])]
 
 
-def _tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
 
 def extract_once(config: Path, args: list[str]) -> tuple[float, float, int]:
     """(wall seconds, the command's own extraction seconds, peak tree RSS bytes) of one extraction
@@ -83,7 +74,7 @@ def extract_once(config: Path, args: list[str]) -> tuple[float, float, int]:
 
         def sample() -> None:
             while proc.poll() is None:
-                peak[0] = max(peak[0], _tree_rss(root))
+                peak[0] = max(peak[0], tree_rss(root))
                 time.sleep(0.05)
 
         sampler = threading.Thread(target=sample, daemon=True)
