@@ -17,6 +17,10 @@ class ShardError(PipelineError):
     """A shard folder is incomplete or its files do not match the manifest."""
 
 
+class ShardVersionError(ShardError):
+    """A shard was written by another shard schema version: stale, not partial."""
+
+
 class SchemaError(PipelineError):
     """A database was written by another schema version of this tool."""
 

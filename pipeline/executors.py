@@ -23,6 +23,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -183,7 +184,7 @@ def _coordinate(backend, store: ShardStore, todo: list[RunSpec], disable) -> tup
     return outcomes, failures
 
 
-class _Backend:
+class _Backend(ABC):
     """Runs submitted specs somewhere and reports progress, completion and failure as events."""
 
     def __init__(self, store: ShardStore, custom, device: str, workers: int, scheduler: str | None):
@@ -196,14 +197,16 @@ class _Backend:
     def __exit__(self, exc_type, *_) -> None:
         self.close(cancel=exc_type is not None)
 
+    @abstractmethod
     def submit(self, spec: RunSpec) -> None:
-        raise NotImplementedError
+        """Queue one run (a retry is submitted again)."""
 
+    @abstractmethod
     def poll(self, timeout: float) -> list:
-        raise NotImplementedError
+        """Events (_Progress, _Finished, _Failed) that arrived within about ``timeout`` seconds."""
 
-    def close(self, cancel: bool) -> None:
-        pass
+    def close(self, cancel: bool) -> None:  # noqa: B027 - nothing to release unless a backend holds workers
+        """Release workers; ``cancel`` drops the runs in flight (an interrupt or a store error)."""
 
 
 class _InlineBackend(_Backend):

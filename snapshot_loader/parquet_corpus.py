@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import duckdb
 
-from pipeline.errors import PipelineError, ShardError
+from pipeline.errors import PipelineError
 from pipeline.extract.shards import ShardStore
 from snapshot_loader.schema import DB_ONLY_TABLES, SCHEMA_VERSION, SHARD_TABLES, TABLES
 
@@ -29,15 +29,7 @@ def parquet_connection(location: str) -> duckdb.DuckDBPyConnection:
     store = ShardStore(location)
     if not store.fs.exists(store.root):
         raise PipelineError(f"{location}: no such shard store")
-    refs = []
-    for ref in store.refs():
-        try:
-            store.read_manifest(ref, verify=False)
-        except ShardError as exc:
-            if "schema version" in str(exc):
-                raise
-            continue  # a run still being written, or a partial shard: not part of the corpus yet
-        refs.append(ref)
+    refs = store.complete(verify=False)  # a run still being written, or a partial shard, is left out
     con = duckdb.connect(":memory:")
     if not store.is_local:
         con.register_filesystem(store.fs)

@@ -144,3 +144,11 @@ def test_a_reader_opening_while_ingest_writes_sees_whole_runs(tmp_path: Path) ->
     assert seen[0][0] > 1.0, "the first open should have waited for the writer"
     with snapshot_loader.open(db) as corpus:
         assert corpus.runs().height == 3
+
+
+def test_a_shard_of_another_version_is_named_when_the_store_is_opened(tmp_path: Path) -> None:
+    store = ShardStore(f"memory://stale-{tmp_path.name}")
+    stale = store.folder("iris", "0123456789abcdef")
+    store.fs.pipe_file(f"{stale}/manifest.json", b'{"run_id": "0123456789abcdef", "schema_version": 2}')
+    with pytest.raises(PipelineError, match=r"manifest.json: shard has schema version 2, this tool writes 3"):
+        snapshot_loader.open(store.location)

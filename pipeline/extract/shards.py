@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from pipeline.errors import PipelineError, ShardError, StoreError
+from pipeline.errors import PipelineError, ShardError, ShardVersionError, StoreError
 from snapshot_loader.schema import SHARD_SCHEMA_VERSION, SHARD_TABLES, arrow_schema
 
 MANIFEST = "manifest.json"
@@ -123,7 +123,7 @@ class ShardStore:
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ShardError(f"{self.url(mpath)}: unreadable manifest: {exc}") from None
         if manifest.get("schema_version") != SHARD_SCHEMA_VERSION:
-            raise ShardError(f"{self.url(mpath)}: shard has schema version {manifest.get('schema_version')}, "
+            raise ShardVersionError(f"{self.url(mpath)}: shard has schema version {manifest.get('schema_version')}, "
                              f"this tool writes {SHARD_SCHEMA_VERSION}: delete the shard and extract again")
         if manifest.get("run_id") != ref.run_id:
             raise ShardError(f"{self.url(mpath)}: manifest names run {manifest.get('run_id')!r}, "
@@ -159,11 +159,14 @@ class ShardStore:
         return True
 
     def complete(self, verify: bool = False) -> list[ShardRef]:
-        """Run folders with a manifest (``verify``: and every file matching it)."""
+        """Run folders with a manifest (``verify``: and every file matching it). A shard of another
+        schema version raises :class:`ShardVersionError`: it is stale, not merely unfinished."""
         out = []
         for ref in self.refs():
             try:
                 self.read_manifest(ref, verify=verify)
+            except ShardVersionError:
+                raise
             except ShardError:
                 continue
             out.append(ref)
