@@ -1,5 +1,11 @@
-"""MLPs as chains of blocks C_i = (P_i, A_i): a Linear map, an optional normalization, an activation.
+"""MLPs as directed acyclic graphs of blocks C_i = (P_i, A_i): a Linear map, an optional
+normalization, an activation.
 
+The plain MLP is a chain. Two kinds of extra edges make it a DAG:
+- ``residual="every"`` (the template): h_i = z_i + C_i(z_i) at every block whose input and output
+  widths agree (the hidden-to-hidden blocks; the first and the output block stay plain);
+- gated edges (``pipeline.models.gated_edge``): z_dst <- z_dst + g * P(h_src), added at the start or
+  during training (skip-connection synthesis), each with its gate at 0 when added.
 ``layer_index`` i is the position of block i's Linear in forward order (0 = first hidden layer,
 the last index = the output layer, whose activation is the identity and which has no norm or
 dropout). The pre-activation u_i is the Linear output after the normalization (in eval mode for
@@ -14,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pipeline.models.gated_edge import EdgeSpec, GatedEdge
 from pipeline.runspec import RunSpec
 
 
@@ -44,46 +51,112 @@ class Block(nn.Module):
 
 @dataclass(frozen=True)
 class Intermediates:
-    """Per block i: inputs[i] (N, d_i) feeding it and preacts[i] (N, q_i) entering its activation."""
+    """Per block i: inputs[i] (N, d_i) feeding it (edges included) and preacts[i] (N, q_i) entering
+    its activation; outputs[i] (N, q_i) is h_i, what leaves the block (its residual included)."""
 
     inputs: list[torch.Tensor]
     preacts: list[torch.Tensor]
+    outputs: list[torch.Tensor]
     output: torch.Tensor
 
 
 class MLP(nn.Module):
     def __init__(self, d_in: int, widths: tuple[int, ...], d_out: int, activation: str = "relu",
-                 norm: str = "none", dropout: float = 0.0):
+                 norm: str = "none", dropout: float = 0.0, residual: str = "none"):
         super().__init__()
         dims = [d_in, *widths]
         blocks = [Block(a, b, activation, norm, dropout) for a, b in zip(dims[:-1], dims[1:], strict=True)]
         blocks.append(Block(dims[-1], d_out, "identity", "none", 0.0))
         self.blocks = nn.ModuleList(blocks)
+        self.dims = (*dims, d_out)
+        self.activation_name = activation
+        self.residual = residual
+        #: block i adds its input to its output (the residual template)
+        self.residual_at = tuple(residual == "every" and 0 < i < len(blocks) - 1 and dims[i] == dims[i + 1]
+                                 for i in range(len(blocks)))
+        self.skips = nn.ModuleDict()
+        self.edges: list[EdgeSpec] = []
+
+    def width_in(self, dst: int) -> int:
+        """Width of the input of block ``dst`` (dst = n_blocks: the network output)."""
+        return self.dims[dst]
+
+    def width_out(self, src: int) -> int:
+        """Width of h_src (src = -1: the network input)."""
+        return self.dims[src + 1]
+
+    def add_edges(self, edges: list[EdgeSpec], seed: int) -> list[nn.Parameter]:
+        """Insert gated edges (gates at 0, projections drawn from ``seed``); returns their parameters."""
+        new = []
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            for edge in edges:
+                edge.validate(len(self.blocks))
+                if edge.key in self.skips:
+                    raise ValueError(f"edge {edge.key} is already in the model")
+                module = GatedEdge(self.width_out(edge.src), self.width_in(edge.dst), edge.kind,
+                                   activation_module(self.activation_name))
+                module.to(dtype=next(self.parameters()).dtype, device=next(self.parameters()).device)
+                self.skips[edge.key] = module
+                self.edges.append(edge)
+                new.extend(module.parameters())
+        return new
+
+    def _incoming(self, dst: int, z: torch.Tensor, h: dict[int, torch.Tensor]) -> torch.Tensor:
+        for edge in self.edges:
+            if edge.dst == dst:
+                z = z + self.skips[edge.key](h[edge.src])
+        return z
+
+    def representations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[x, h_0, ..., h_{L-1}]: the input and every block's output; h_{L-1} (with any edge into the
+        output added) is the network output."""
+        return self._run(x, None)
+
+    def _run(self, x: torch.Tensor, record: tuple[list, list] | None) -> list[torch.Tensor]:
+        h = {-1: x}
+        z = x
+        for i, block in enumerate(self.blocks):
+            z = self._incoming(i, z, h)
+            if record is None:
+                out = block(z)
+            else:
+                record[0].append(z)
+                u = block.preactivation(z)
+                record[1].append(u)
+                out = block.dropout(block.activation(u))
+            if self.residual_at[i]:
+                out = out + z
+            h[i] = z = out
+        h[len(self.blocks) - 1] = self._incoming(len(self.blocks), z, h)
+        return [h[i] for i in range(-1, len(self.blocks))]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x
+        if not self.edges and not any(self.residual_at):
+            for block in self.blocks:  # the plain chain, as fx traces it
+                x = block(x)
+            return x
+        return self.representations(x)[-1]
 
     def intermediates(self, x: torch.Tensor) -> Intermediates:
-        """One forward pass recording each block's input and pre-activation."""
+        """One forward pass recording each block's input, pre-activation and output."""
         inputs, preacts = [], []
-        for block in self.blocks:
-            inputs.append(x)
-            u = block.preactivation(x)
-            preacts.append(u)
-            x = block.dropout(block.activation(u))
-        return Intermediates(inputs, preacts, x)
+        reps = self._run(x, (inputs, preacts))
+        return Intermediates(inputs, preacts, reps[1:], reps[-1])
 
     @property
     def linears(self) -> list[nn.Linear]:
         return [b.linear for b in self.blocks]
 
+    def block_names(self) -> list[str]:
+        """The coupling blocks: ``blocks.i`` (gated edges are not blocks of their own)."""
+        return [f"blocks.{i}" for i in range(len(self.blocks))]
+
 
 def build_model(spec: RunSpec, d_in: int, d_out: int) -> MLP:
     """The run's network, initialized from ``torch.manual_seed(spec.seed)``."""
     torch.manual_seed(spec.seed)
-    model = MLP(d_in, spec.widths, d_out, spec.activation, spec.norm, spec.dropout)
+    model = MLP(d_in, spec.widths, d_out, spec.activation, spec.norm, spec.dropout, spec.residual)
     initialize(model, spec.init, spec.activation)
     return model
 

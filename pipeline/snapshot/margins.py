@@ -64,7 +64,8 @@ def normalized_margins(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
                        eps: float = MARGIN_EPS) -> list[RepresentationMargins]:
     """Margins of points X (N, d) with labels y (N,) at every representation of an MLP of blocks.
 
-    ``model.blocks`` is the chain of blocks; the model is copied to float64 and put in eval mode.
+    ``model.representations`` gives [x, h_0, ..., output] (residual and gated edges included); the
+    model is copied to float64 and put in eval mode.
     """
     m64 = copy.deepcopy(model).double().eval()
     X = X.detach().to(torch.float64)
@@ -74,11 +75,7 @@ def normalized_margins(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
     n = X.shape[0]
     if n == 0:
         return [RepresentationMargins(name, np.empty(0), np.empty(0, bool), math.nan, NO_POINTS) for name in names]
-    reps = [X.clone().requires_grad_(True)]
-    h = reps[0]
-    for block in m64.blocks:
-        h = block(h)
-        reps.append(h)
+    reps = m64.representations(X.clone().requires_grad_(True))
     logits = reps[-1]
     if logits.shape[1] < 2:
         nan = np.full(n, math.nan)
