@@ -39,11 +39,13 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.runspec import (
     ACTIVATIONS,
+    AUGMENTS,
     FAMILIES,
     INITS,
     NORMS,
     OPTIMIZERS,
     REGULARIZERS,
+    RESIDUALS,
     RUN_FIELDS,
     SIZE_PRESETS,
     SIZES,
@@ -67,6 +69,8 @@ _CHOICES = {
     "family": FAMILIES,
     "size": SIZES,
     "regularizer": REGULARIZERS,
+    "residual": RESIDUALS,
+    "augment": AUGMENTS,
 }
 # (type, minimum, maximum, minimum is exclusive)
 _NUMERIC = {
@@ -87,6 +91,10 @@ _NUMERIC = {
     "hessian_exact_limit": (int, 0, 20_000, False),
     "hvp_budget": (int, 20, 100_000, False),
     "seed": (int, 0, 2**31 - 1, False),
+    "coupling_probes": (int, 0, 10_000, False),
+    "augment_at": (float, 0.0, 1.0, True),
+    "edge_budget": (int, 1, 100, False),
+    "trial_steps": (int, 1, 10_000, False),
 }
 
 
@@ -304,7 +312,7 @@ def _make_spec(fields: dict, key: str, fail) -> RunSpec:
         fields["size"] = size
         fields["widths"] = SIZE_PRESETS[size]
     for name in ("train_fraction", "label_noise", "dropout", "lr", "momentum", "weight_decay", "penalty", "rho",
-                 "fisher_eta"):
+                 "fisher_eta", "augment_at"):
         if name in fields:
             fields[name] = float(fields[name])
     # a strength the run's regularizer does not use is reset, so that it cannot split one run into two ids
@@ -317,6 +325,13 @@ def _make_spec(fields: dict, key: str, fail) -> RunSpec:
         raise fail(f"{key}.spectral_snapshots", "must not exceed metric_checkpoints")
     if fields.get("norm") == "batchnorm" and fields.get("batch_size", RUN_FIELDS["batch_size"].default) < 2:
         raise fail(f"{key}.batch_size", "batch norm needs batches of at least 2 rows")
+    augment = fields.get("augment", "none")
+    if augment == "none":  # synthesis settings of a run that does not synthesize: reset, as above
+        for name in ("augment_at", "edge_budget", "trial_steps"):
+            fields[name] = RUN_FIELDS[name].default
+    elif fields.get("coupling_probes", 0) < 2:
+        raise fail(f"{key}.coupling_probes", f"augment = {augment!r} reads the coupling map: "
+                   "set coupling_probes to at least 2")
     return RunSpec(**fields)
 
 

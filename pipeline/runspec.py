@@ -27,6 +27,11 @@ SIZE_PRESETS: dict[str, tuple[int, ...]] = {
     "large": (256, 256, 256),
 }
 SIZES = (*SIZE_PRESETS, "custom")
+#: ``every``: the residual template, an identity edge around every hidden-to-hidden block.
+RESIDUALS = ("none", "every")
+#: Gated edges added during training: none, chosen by skip-connection synthesis, or as many placed at
+#: random (pipeline/propagation/synthesis.py).
+AUGMENTS = ("none", "synthesized", "random")
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,14 @@ class RunSpec:
     hessian_exact_limit: int = 1000
     hvp_budget: int = 150
     seed: int = 0
+    residual: str = "none"
+    #: Rademacher probes per block for the curvature coupling map at spectral snapshots (0: no map).
+    coupling_probes: int = 0
+    augment: str = "none"
+    #: Synthesis happens at the first metric checkpoint after this fraction of the training steps.
+    augment_at: float = 0.25
+    edge_budget: int = 2
+    trial_steps: int = 10
     #: For a user's own file: a digest of its bytes, target and task (set by the config loader).
     dataset_digest: str = ""
 
@@ -83,7 +96,8 @@ class RunSpec:
 #: Fields left out of the hash while they hold this value, so that adding an optional field keeps
 #: the ids of every run that does not use it.
 HASH_OMIT_AT_DEFAULT = {"dataset_digest": "", "regularizer": "none", "penalty": 0.01, "rho": 0.05,
-                        "fisher_eta": 1.0}
+                        "fisher_eta": 1.0, "residual": "none", "coupling_probes": 0, "augment": "none",
+                        "augment_at": 0.25, "edge_budget": 2, "trial_steps": 10}
 
 
 def run_id_of(spec: RunSpec) -> str:

@@ -20,6 +20,7 @@ from pipeline.datasets.preprocess import PreparedDataset
 from pipeline.datasets.registry import DatasetSpec, file_spec
 from pipeline.datasets.run_data import RunData, prepared_dataset, run_data
 from pipeline.errors import PipelineError
+from pipeline.models.gated_edge import EdgeSpec
 from pipeline.models.mlp import MLP, build_model
 from pipeline.runspec import RunSpec
 from snapshot_loader.database import connect_readonly
@@ -100,7 +101,8 @@ class Corpus:
             f"SELECT step FROM checkpoints WHERE run_id = ?{where} ORDER BY step", [run_id]).fetchall()]
 
     def model(self, run_id: str, step: int) -> MLP:
-        """The network at a spectral snapshot, rebuilt from the stored tensors, in eval mode."""
+        """The network at a spectral snapshot, rebuilt from the stored tensors, in eval mode, with the
+        gated edges (``augmentations``) it had by then."""
         spec = self.run_spec(run_id)
         dataset = self._dataset(spec)
         with torch.random.fork_rng():  # build_model seeds torch; keep the caller's generator as it was
@@ -110,9 +112,13 @@ class Corpus:
         if not rows:
             raise PipelineError(f"{self.path}: run {run_id} has no stored weights at step {step} "
                                 f"(spectral steps: {self.steps(run_id)})")
+        edges = self._con.execute("SELECT src, dst, kind, step FROM augmentations WHERE run_id = ? AND step < ? "
+                                  "ORDER BY edge_index", [run_id, step]).fetchall()
+        if edges:
+            model.add_edges([EdgeSpec(src, dst, kind) for src, dst, kind, _ in edges], seed=0)  # weights loaded below
         state = model.state_dict()
         for layer_index, tensor, shape, values in rows:
-            key = f"blocks.{layer_index}.{tensor}"
+            key = tensor if layer_index < 0 else f"blocks.{layer_index}.{tensor}"
             target = state[key]
             state[key] = torch.tensor(np.asarray(values, dtype=np.float32)).reshape(shape).to(target.dtype)
         model.load_state_dict(state)

@@ -13,11 +13,15 @@ import duckdb
 
 from pipeline.errors import PipelineError
 from pipeline.extract.shards import ShardStore
-from snapshot_loader.schema import DB_ONLY_TABLES, SCHEMA_VERSION, SHARD_TABLES, TABLES
+from snapshot_loader.schema import ADDED_COLUMNS, DB_ONLY_TABLES, SCHEMA_VERSION, SHARD_TABLES, TABLES
 
 
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _literal(value: object) -> str:
+    return _quote(value) if isinstance(value, str) else repr(value)
 
 
 def _empty_table(name: str, cols: list[tuple[str, str]]) -> str:
@@ -34,13 +38,19 @@ def parquet_connection(location: str) -> duckdb.DuckDBPyConnection:
     if not store.is_local:
         con.register_filesystem(store.fs)
     for table in SHARD_TABLES:
-        cols = ", ".join(f'"{c}"' for c, _ in TABLES[table])
-        if not refs:
+        # one glob per table: shards of an older version lack the newer tables
+        files_now = store.fs.glob(f"{store.root}/dataset=*/run_id=*/{table}.parquet")
+        present = {p.rstrip("/").rsplit("/", 1)[0] for p in files_now}
+        paths = [r.path for r in refs if r.path.rstrip("/") in present]
+        if not paths:
             con.execute(_empty_table(table, TABLES[table]))
             continue
-        files = ", ".join(_quote(store.url(f"{r.path}/{table}.parquet")) for r in refs)
+        cols = ", ".join(f'coalesce("{c}", {_literal(ADDED_COLUMNS[(table, c)])}) AS "{c}"'
+                         if (table, c) in ADDED_COLUMNS else f'"{c}"' for c, _ in TABLES[table])
+        files = ", ".join(_quote(store.url(f"{p}/{table}.parquet")) for p in paths)
         distinct = "DISTINCT " if table == "datasets" else ""  # one row per data set, as after ingest
-        con.execute(f"CREATE VIEW {table} AS SELECT {distinct}{cols} FROM read_parquet([{files}])")
+        con.execute(f"CREATE VIEW {table} AS SELECT {distinct}{cols} "
+                    f"FROM read_parquet([{files}], union_by_name = true)")
     for table, cols in DB_ONLY_TABLES.items():
         con.execute(_empty_table(table, cols))
     con.execute("INSERT INTO schema_version VALUES (?, now())", [SCHEMA_VERSION])

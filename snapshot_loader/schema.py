@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
-#: Version of the tables a worker writes into a shard (unchanged by database-only migrations, so
-#: shards extracted under schema 3 are still ingested).
-SHARD_SCHEMA_VERSION = 3
+#: Version of the tables a worker writes into a shard (unchanged by database-only migrations).
+SHARD_SCHEMA_VERSION = 4
+#: Older shard versions still read: their missing tables are empty and their missing columns take
+#: the values of :data:`ADDED_COLUMNS` (what every run extracted before them had).
+READABLE_SHARD_VERSIONS = (3, 4)
 
 # name -> list of (column, DuckDB type); PRIMARY KEYs below.
 TABLES: dict[str, list[tuple[str, str]]] = {
@@ -34,7 +36,9 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("batch_size", "INTEGER"), ("epochs", "INTEGER"), ("regularizer", "VARCHAR"), ("penalty", "DOUBLE"),
         ("rho", "DOUBLE"), ("fisher_eta", "DOUBLE"), ("metric_checkpoints", "INTEGER"),
         ("spectral_snapshots", "INTEGER"), ("probe_size", "INTEGER"), ("hessian_exact_limit", "INTEGER"),
-        ("hvp_budget", "INTEGER"), ("seed", "INTEGER"), ("device", "VARCHAR"),
+        ("hvp_budget", "INTEGER"), ("seed", "INTEGER"), ("residual", "VARCHAR"), ("coupling_probes", "INTEGER"),
+        ("augment", "VARCHAR"), ("augment_at", "DOUBLE"), ("edge_budget", "INTEGER"), ("trial_steps", "INTEGER"),
+        ("device", "VARCHAR"),
         ("config_json", "VARCHAR"), ("n_params", "BIGINT"), ("n_train", "INTEGER"), ("n_test", "INTEGER"),
         ("n_probe", "INTEGER"), ("n_noisy", "INTEGER"), ("total_steps", "INTEGER"), ("final_step", "INTEGER"),
         ("status", "VARCHAR"), ("diverged_step", "INTEGER"), ("torch_version", "VARCHAR"),
@@ -103,6 +107,42 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("ascent_steps", "INTEGER"), ("hessian_top_eigenvalue", "DOUBLE"), ("hessian_top_converged", "BOOLEAN"),
         ("n_hvp", "INTEGER"), ("seconds", "DOUBLE"),
     ],
+    # the coupling blocks of a run's model (parameter groups, forward order) and which blocks each feeds
+    # directly, in the final model (gated edges added during training included)
+    "blocks": [
+        ("run_id", "VARCHAR"), ("block_index", "INTEGER"), ("name", "VARCHAR"), ("parameters", "VARCHAR[]"),
+        ("successors", "INTEGER[]"), ("n_params", "INTEGER"),
+    ],
+    # curvature coupling kappa_ij = ||H_ij||_F / sqrt(||H_ii||_F ||H_jj||_F) of the loss Hessian, pairs
+    # i <= j, estimated from n_probes Rademacher probes per block (jackknife stderr); path_length: fewest
+    # block hops between i and j in the model at that step (NULL: no path); trace: Hutchinson trace
+    # of H_ii from the same products (diagonal rows)
+    "curvature_coupling": [
+        ("run_id", "VARCHAR"), ("step", "INTEGER"), ("block_i", "INTEGER"), ("block_j", "INTEGER"),
+        ("path_exists", "BOOLEAN"), ("path_length", "INTEGER"), ("kappa", "DOUBLE"), ("stderr", "DOUBLE"),
+        ("frobenius", "DOUBLE"), ("n_probes", "INTEGER"), ("trace", "DOUBLE"), ("trace_stderr", "DOUBLE"),
+    ],
+    # gated edges added to the model: from the output of block src (-1: the input) into the input of
+    # block dst (n_blocks: the output); method synthesized | random; gain: the coherence its trial
+    # restored (NULL for random edges); gate: its value at the end of training
+    "augmentations": [
+        ("run_id", "VARCHAR"), ("step", "INTEGER"), ("edge_index", "INTEGER"), ("src", "INTEGER"),
+        ("dst", "INTEGER"), ("kind", "VARCHAR"), ("method", "VARCHAR"), ("gain", "DOUBLE"),
+        ("n_params", "INTEGER"), ("gate", "DOUBLE"),
+    ],
+    # every gentle trial of a synthesis: candidate edge, the coherence with and without it after
+    # trial_steps steps from the same state on the same batches, and whether greedy selection kept it
+    "augmentation_trials": [
+        ("run_id", "VARCHAR"), ("step", "INTEGER"), ("round", "INTEGER"), ("src", "INTEGER"), ("dst", "INTEGER"),
+        ("kind", "VARCHAR"), ("relative_coupling", "DOUBLE"), ("coherence_control", "DOUBLE"),
+        ("coherence_trial", "DOUBLE"), ("gain", "DOUBLE"), ("selected", "BOOLEAN"),
+    ],
+}
+
+#: Columns added to a table after its first version, with the value rows written before had.
+ADDED_COLUMNS: dict[tuple[str, str], object] = {
+    ("runs", "residual"): "none", ("runs", "coupling_probes"): 0, ("runs", "augment"): "none",
+    ("runs", "augment_at"): 0.25, ("runs", "edge_budget"): 2, ("runs", "trial_steps"): 10,
 }
 
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
@@ -118,6 +158,10 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "margins": ("run_id", "step", "split", "representation", "correct_only"),
     "margin_values": ("run_id", "step", "split", "representation"),
     "sharpness": ("run_id", "step"),
+    "blocks": ("run_id", "block_index"),
+    "curvature_coupling": ("run_id", "step", "block_i", "block_j"),
+    "augmentations": ("run_id", "edge_index"),
+    "augmentation_trials": ("run_id", "step", "round", "src", "dst", "kind"),
 }
 
 #: Tables a run's shard holds (``datasets`` rows are shared: inserted once per data set).
@@ -137,6 +181,7 @@ DB_ONLY_KEYS = {"studies": ("corpus", "study", "run_id"), "run_failures": ("run_
 MIGRATIONS: dict[int, list[str]] = {
     3: ['CREATE TABLE IF NOT EXISTS run_failures ("run_id" VARCHAR, "dataset" VARCHAR, "error" VARCHAR, '
         '"attempts" INTEGER, "config_json" VARCHAR, PRIMARY KEY (run_id))'],
+    4: "propagation",  # filled in below from TABLES: the four propagation tables and six runs columns
 }
 
 _ARROW = {
@@ -158,13 +203,27 @@ def arrow_schema(table: str) -> pa.Schema:
     return pa.schema([(c, arrow_type(t)) for c, t in TABLES[table]])
 
 
+def create_table(name: str) -> str:
+    """The CREATE TABLE statement of one table, with its primary key."""
+    cols = {**TABLES, **DB_ONLY_TABLES}[name]
+    body = ", ".join(f'"{c}" {t}' for c, t in cols)
+    key = PRIMARY_KEYS.get(name) or DB_ONLY_KEYS.get(name)
+    if key:
+        body += f", PRIMARY KEY ({', '.join(key)})"
+    return f"CREATE TABLE IF NOT EXISTS {name} ({body})"
+
+
 def ddl() -> list[str]:
     """CREATE TABLE statements for every table, with primary keys."""
-    out = []
-    for name, cols in {**TABLES, **DB_ONLY_TABLES}.items():
-        body = ", ".join(f'"{c}" {t}' for c, t in cols)
-        key = PRIMARY_KEYS.get(name) or DB_ONLY_KEYS.get(name)
-        if key:
-            body += f", PRIMARY KEY ({', '.join(key)})"
-        out.append(f"CREATE TABLE IF NOT EXISTS {name} ({body})")
-    return out
+    return [create_table(name) for name in {**TABLES, **DB_ONLY_TABLES}]
+
+
+def _sql_literal(value: object) -> str:
+    return f"'{value}'" if isinstance(value, str) else repr(value)
+
+
+MIGRATIONS[4] = [
+    *(create_table(t) for t in ("blocks", "curvature_coupling", "augmentations", "augmentation_trials")),
+    *(f'ALTER TABLE {t} ADD COLUMN IF NOT EXISTS "{c}" {dict(TABLES[t])[c]} DEFAULT {_sql_literal(v)}'
+      for (t, c), v in ADDED_COLUMNS.items()),
+]

@@ -139,6 +139,9 @@ def spectral_snapshot(model: MLP, probe: tuple[torch.Tensor, torch.Tensor], grad
             weight_rows.append({"layer_index": i, "tensor": name, "shape": list(tensor.shape),
                                 # a copy: a view would follow the parameters as training goes on
                                 "values": tensor.detach().reshape(-1).float().numpy().copy()})
+    for name, tensor in model.skips.state_dict().items():  # gated edges: layer_index -1, full module path
+        weight_rows.append({"layer_index": -1, "tensor": f"skips.{name}", "shape": list(tensor.shape),
+                            "values": tensor.detach().reshape(-1).float().numpy().copy()})
     if margin_splits is None:
         margins, margin_values = not_classification_rows(), []
     else:

@@ -24,6 +24,7 @@ from pipeline.curvature.engine import CurvatureSettings
 from pipeline.datasets.registry import DatasetSpec, get_spec
 from pipeline.datasets.run_data import RunData, prepared_dataset, run_data
 from pipeline.extract.checkpoint import evaluate_checkpoint, spectral_snapshot
+from pipeline.extract.propagation import PropagationTracker
 from pipeline.extract.shards import ShardStore
 from pipeline.models.mlp import MLP, build_model, count_parameters
 from pipeline.runspec import RunSpec
@@ -84,9 +85,11 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
 
     settings = CurvatureSettings(spec.hessian_exact_limit, spec.hvp_budget, "sum", device)
     rows: dict[str, list[dict]] = {k: [] for k in ("checkpoints", "layer_stats", "weights", "timings",
-                                                   "hessian_spectra", "margins", "margin_values", "sharpness")}
+                                                   "hessian_spectra", "margins", "margin_values", "sharpness",
+                                                   "curvature_coupling")}
     margin_splits = {s: tensors[s] for s in ("train", "test")} if dataset.task == "classification" else None
     status, diverged_step, final_step = "complete", None, 0
+    propagation = PropagationTracker(spec, model, tensors["probe"], loss_fn, dataset.task, device, metric_at)
 
     def checkpoint(step: int) -> None:
         t = time.perf_counter()
@@ -94,6 +97,8 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
         is_spectral = step in spectral_at
         snap = (spectral_snapshot(model, tensors["probe"], grads, loss_fn, dataset.task, settings, spec.seed, step,
                                   margin_splits) if is_spectral else None)
+        rows["curvature_coupling"].extend({"run_id": run_id, **r}
+                                          for r in propagation.at_checkpoint(step, is_spectral))
         seconds = time.perf_counter() - t
         rows["checkpoints"].append({"run_id": run_id, "step": step, "epoch": step / per_epoch,
                                     "is_spectral": is_spectral, **row, "wall_seconds": seconds})
@@ -130,6 +135,7 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
                     train_seconds = 0.0
                     checkpoint(step)
                     last_ckpt = step
+                    propagation.maybe_augment(step, optimizer, tensors["train"])
                     if progress:
                         progress(step, total)
         final_step = last_ckpt
@@ -143,6 +149,8 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
     rows["splits"] = [{"run_id": run_id, "split": s, "rows": r.astype(np.int32)}
                       for s, r in (("train", data.train_rows), ("test", data.test_rows), ("probe", data.probe_rows))]
     rows["datasets"] = [dataset_row(spec.dataset, custom)]
+    for table, table_rows in propagation.final_rows().items():
+        rows[table] = [{"run_id": run_id, **r} for r in table_rows]
     return rows
 
 

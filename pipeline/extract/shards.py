@@ -33,7 +33,13 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.errors import PipelineError, ShardError, ShardVersionError, StoreError
-from snapshot_loader.schema import SHARD_SCHEMA_VERSION, SHARD_TABLES, arrow_schema
+from snapshot_loader.schema import (
+    ADDED_COLUMNS,
+    READABLE_SHARD_VERSIONS,
+    SHARD_SCHEMA_VERSION,
+    SHARD_TABLES,
+    arrow_schema,
+)
 
 MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
@@ -60,6 +66,10 @@ def _partition_value(value: str, what: str) -> str:
     if not value or "/" in value or "=" in value or value.startswith("."):
         raise PipelineError(f"{what} {value!r} cannot name a shard folder (no '/', '=' or leading '.')")
     return value
+
+
+#: Tables shards of version 3 do not have.
+_TABLES_SINCE_V4 = ("blocks", "curvature_coupling", "augmentations", "augmentation_trials")
 
 
 class ShardStore:
@@ -122,15 +132,18 @@ class ShardStore:
             raise ShardError(f"{self.url(mpath)}: missing manifest: the shard is incomplete") from None
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ShardError(f"{self.url(mpath)}: unreadable manifest: {exc}") from None
-        if manifest.get("schema_version") != SHARD_SCHEMA_VERSION:
+        if manifest.get("schema_version") not in READABLE_SHARD_VERSIONS:
             raise ShardVersionError(f"{self.url(mpath)}: shard has schema version {manifest.get('schema_version')}, "
                              f"this tool writes {SHARD_SCHEMA_VERSION}: delete the shard and extract again")
+        old = manifest["schema_version"] < SHARD_SCHEMA_VERSION
         if manifest.get("run_id") != ref.run_id:
             raise ShardError(f"{self.url(mpath)}: manifest names run {manifest.get('run_id')!r}, "
                              f"folder is {ref.run_id!r}")
         for table in SHARD_TABLES:
             entry = manifest.get("tables", {}).get(table)
             path = f"{ref.path}/{table}.parquet"
+            if entry is None and old and table in _TABLES_SINCE_V4:
+                continue  # an older shard: the table did not exist yet, it reads as empty
             if entry is None:
                 raise ShardError(f"{self.url(mpath)}: no entry for table {table!r}")
             if not verify:
@@ -173,8 +186,19 @@ class ShardStore:
         return out
 
     def read_table(self, ref: ShardRef, table: str) -> pa.Table:
-        with self.fs.open(f"{ref.path}/{table}.parquet", "rb") as fh:
-            return pq.read_table(fh, schema=arrow_schema(table))
+        """One table of a complete shard, in the current schema (an older shard's missing table is
+        empty and its missing columns take their :data:`ADDED_COLUMNS` values)."""
+        schema = arrow_schema(table)
+        path = f"{ref.path}/{table}.parquet"
+        if table in _TABLES_SINCE_V4 and not self.fs.exists(path):
+            return schema.empty_table()
+        with self.fs.open(path, "rb") as fh:
+            arrow = pq.read_table(fh)
+        for name in schema.names:
+            if name not in arrow.column_names:
+                arrow = arrow.append_column(name, pa.array([ADDED_COLUMNS[(table, name)]] * arrow.num_rows,
+                                                           schema.field(name).type))
+        return arrow.select(schema.names).cast(schema)
 
     # -- writing ------------------------------------------------------------------------------
     def write(self, dataset: str, run_id: str, rows: dict[str, list[dict]]) -> ShardRef:
