@@ -214,7 +214,7 @@ def wilson_ci(k: int, n: int) -> tuple[float, float, float]:
 
 #: Every stage that writes verdicts; the collecting stage reads their tables.
 VERDICT_STAGES = ("dynamics", "correlations", "cca", "umap", "pressure", "diagnostics", "topology", "gap",
-                  "regularizers")
+                  "regularizers", "propagation")
 READS = tuple(f"analysis_{s}_verdicts" for s in VERDICT_STAGES)
 WRITES = ("analysis_verdicts",)
 TITLE = "Verdicts"

@@ -4,7 +4,7 @@ A stage is a module in ``analyses/`` that declares
 
 - ``READS``: the tables it reads (corpus tables or other stages' outputs);
 - ``WRITES``: the tables it writes, each named ``analysis_<stage>[_<what>]`` (or one of the derived
-  corpus tables the issues name: ``findings``, ``layer_topology``, ``layer_topology_bars``);
+  corpus tables the issues name: ``findings``, ``layer_topology``, ``layer_topology_bars``, ``shadows``);
 - ``run(con)``: computes and writes them (``CREATE OR REPLACE``);
 - ``FIGURES``: figure name -> function of a read-only connection returning a matplotlib figure,
   and ``CAPTIONS``: figure name -> caption; ``TITLE`` and an optional ``report(con)`` for the HTML
@@ -45,6 +45,7 @@ from analyses import (
     normality,
     overview,
     pressure,
+    propagation,
     regularizers,
     snapshot_umap,
     topology,
@@ -137,6 +138,7 @@ STAGES: tuple[Stage, ...] = order_stages([
     Stage("topology", topology),
     Stage("gap", generalization_gap),
     Stage("regularizers", regularizers),
+    Stage("propagation", propagation),
     Stage("verdicts", verdicts),
 ])
 
