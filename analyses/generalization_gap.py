@@ -484,7 +484,9 @@ def r2_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     colors = ["C0" if r[4] == "all" else "C1" for r in rows]
     ax.barh(y, est, color=colors, alpha=0.8)
     has = np.isfinite(lo) & np.isfinite(hi)
-    ax.errorbar(est[has], y[has], xerr=[est[has] - lo[has], hi[has] - est[has]], fmt="none", color="black", lw=1)
+    # a bootstrap percentile interval need not contain the full-sample estimate: clip, do not fail
+    xerr = [np.clip(est[has] - lo[has], 0, None), np.clip(hi[has] - est[has], 0, None)]
+    ax.errorbar(est[has], y[has], xerr=xerr, fmt="none", color="black", lw=1)
     ax.axvline(PAPER_R2, color="C3", ls="--", lw=1.2, label=f"paper 004: R^2 = {PAPER_R2} ({PAPER_N_MODELS} models)")
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(y, [label(*r[:5]) for r in rows], fontsize=8)
