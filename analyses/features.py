@@ -5,7 +5,8 @@ step. Every statistics stage (correlations, CCA, normality, UMAP, diagnostics) r
 Tables
 ------
 ``analysis_features_layer``
-    one row per (run_id, step, layer_index) at a spectral snapshot: the run's configuration, the
+    one row per (run_id, step, layer_index) at a spectral snapshot of an MLP run (the other families
+    have no per-Linear measures): the run's configuration, the
     layer's position (``relative_depth`` = layer_index / (n_layers - 1), ``is_output``), every
     feature of :data:`FEATURES` as measured (raw values), and the quality metrics at that step.
 ``analysis_features``
@@ -183,7 +184,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
              AND hs.layer_index = s.layer_index AND hs.kind = 'loss'
         LEFT JOIN hessian_spectra hg ON hg.run_id = s.run_id AND hg.step = s.step
              AND hg.layer_index = s.layer_index AND hg.kind = 'ggn'
-        WHERE c.is_spectral AND r.status <> 'diverged'
+        WHERE c.is_spectral AND r.status <> 'diverged' AND r.family = 'mlp'  -- per-Linear measures
         ORDER BY s.run_id, s.step, s.layer_index""")
     aggs = ",\n       ".join(
         f"avg({slog_sql(f.name) if f.log_scale else f.name}) AS {f.name}" for f in FEATURES)

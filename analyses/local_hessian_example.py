@@ -188,7 +188,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         SELECT r.run_id, r.dataset, r.activation, r.norm, l.layer_index, l.in_features, l.out_features, l.is_output,
                coalesce(s.n_spectral, 0) AS n_spectral
         FROM runs r JOIN layers l USING (run_id) LEFT JOIN snaps s USING (run_id)
-        WHERE r.status <> 'diverged'
+        WHERE r.status <> 'diverged' AND r.family = 'mlp'
         ORDER BY r.run_id, l.layer_index""").pl()
     choice = choose_example(candidates) if candidates.height else None
     if choice is None:

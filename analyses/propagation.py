@@ -14,10 +14,10 @@ Tables
     below SHADOW_RATIO of the median at its path length in each map (pipeline/propagation/shadows.py);
     ``step_first``/``step_last`` bound the window.
 ``analysis_propagation_runs``
-    per run: arm, final test metric (accuracy; R2 for regression), final train loss, steps to the
-    data set's target loss (the median final train loss of its runs; NULL when never reached),
-    edges added, global coherence (mean kappa over path pairs) of its first and last map, and the
-    shadows in its last window.
+    per MLP run with a coupling map (the arms are MLP options): arm, final test metric (accuracy;
+    R2 for regression), final train loss, steps to the data set's target loss (the median final
+    train loss of its runs; NULL when never reached), edges added, global coherence (mean kappa
+    over path pairs) of its first and last map, and the shadows in its last window.
 ``analysis_propagation``
     per (data set, arm) and over all data sets: means of the above; the fraction of runs reaching
     the target and the median steps to it (a run that never reaches it counts as its total steps);
@@ -116,7 +116,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
             SELECT r.run_id, r.dataset, r.task, {_ARM_SQL} AS arm, r.lr, r.seed, r.epochs, r.status, r.total_steps,
                    md5(concat_ws('|', r.dataset, r.widths::VARCHAR, r.activation, r.optimizer, r.epochs,
                                  r.batch_size, r.seed, r.lr)) AS cell
-            FROM runs r WHERE r.coupling_probes > 0
+            FROM runs r WHERE r.coupling_probes > 0 AND r.family = 'mlp'
         ), last AS (
             SELECT b.run_id, c.train_loss AS final_train_loss,
                    CASE WHEN b.task = 'classification' THEN c.test_accuracy ELSE c.test_r2 END AS final_test_metric
@@ -231,7 +231,7 @@ def coupling_maps_figure(con: duckdb.DuckDBPyConnection, max_panels: int = 6) ->
     """Heatmaps of kappa_ij at the example run's checkpoints; shadows of each map's window outlined."""
     run_id = example_run(con)
     if run_id is None:
-        return empty_figure("No run has a coupling map (set coupling_probes in the config).")
+        return empty_figure("Curvature coupling", "No run has a coupling map (set coupling_probes in the config).")
     maps = coupling_matrices(con, run_id)
     if len(maps) > max_panels:
         keep = np.unique(np.round(np.linspace(0, len(maps) - 1, max_panels)).astype(int))
@@ -261,7 +261,7 @@ def shadow_graph_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     of its last window (red dashed, below) and the gated edges it gained (green, above)."""
     run_id = example_run(con)
     if run_id is None:
-        return empty_figure("No run has a coupling map (set coupling_probes in the config).")
+        return empty_figure("Curvature coupling", "No run has a coupling map (set coupling_probes in the config).")
     blocks = con.execute("SELECT block_index, name, successors FROM blocks WHERE run_id = ? ORDER BY 1",
                          [run_id]).fetchall()
     added = con.execute("SELECT src, dst, kind, gate FROM augmentations WHERE run_id = ?", [run_id]).fetchall()
@@ -305,7 +305,7 @@ def arms_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     """Final test metric against learning rate per arm (mean over seeds, bars: min-max), per data set."""
     df = con.sql("SELECT * FROM analysis_propagation_runs WHERE final_test_metric IS NOT NULL").pl()
     if df.is_empty():
-        return empty_figure("No runs of the propagation study.")
+        return empty_figure("Four arms", "No runs of the propagation study.")
     datasets = sorted(df["dataset"].unique().to_list())
     fig, axes = plt.subplots(1, len(datasets), figsize=(3.6 * len(datasets), 3.4), squeeze=False, sharey=True)
     palette = dict(zip(ARMS, sns.color_palette("colorblind", len(ARMS)), strict=True))
@@ -331,8 +331,33 @@ def arms_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     return fig
 
 
+def families_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
+    """The last coupling map of one run per family (and of the residual template), blocks labelled."""
+    picks = con.execute("""
+        SELECT family || CASE WHEN residual = 'every' THEN ' (residual)' ELSE '' END AS label, min(run_id)
+        FROM runs WHERE coupling_probes > 0 AND status = 'complete' AND augment = 'none'
+        GROUP BY ALL ORDER BY label""").fetchall()
+    if not picks:
+        return empty_figure("Coupling maps by family", "No run has a coupling map (set coupling_probes).")
+    fig, axes = plt.subplots(1, len(picks), figsize=(3.4 * len(picks) + 1, 3.8), squeeze=False)
+    for ax, (label, run_id) in zip(axes[0], picks, strict=True):
+        step, kappa, _ = coupling_matrices(con, run_id)[-1]
+        names = [r[0] for r in con.execute("SELECT name FROM blocks WHERE run_id = ? ORDER BY block_index",
+                                           [run_id]).fetchall()]
+        dataset = con.execute("SELECT dataset FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
+        im = ax.imshow(kappa, cmap="viridis", vmin=0, vmax=max(1.5, float(np.nanmax(kappa))))
+        if len(names) <= 8:
+            ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+            ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_title(f"{label}, {dataset}, step {step}", fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.7)
+    fig.suptitle("Curvature coupling κ_ij at the last snapshot, one run per family", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 FIGURES = {"propagation_coupling_maps": coupling_maps_figure, "propagation_shadow_graph": shadow_graph_figure,
-           "propagation_arms": arms_figure}
+           "propagation_arms": arms_figure, "propagation_families": families_figure}
 CAPTIONS = {
     "propagation_coupling_maps": "Curvature coupling κ_ij = ||H_ij||_F / sqrt(||H_ii||_F ||H_jj||_F) of the loss "
                                  "Hessian at the stored checkpoints of one run (Rademacher probes, definition 9); "
@@ -341,6 +366,9 @@ CAPTIONS = {
                                 "gated edges synthesis added (final gate value), red dashed the shadows of its last "
                                 "window (relative coupling r below the threshold at the pair's path length).",
     "propagation_arms": "Final test metric of the four arms against the learning rate, per data set.",
+    "propagation_families": "The coupling map of every family at its last snapshot: the MLP chain, its residual "
+                            "template, the 1-D/2-D CNN and the Transformer encoder (blocks are parameter groups; "
+                            "the residual stream links every Transformer sublayer to all later ones).",
 }
 
 

@@ -326,6 +326,11 @@ def _make_spec(fields: dict, key: str, fail) -> RunSpec:
     if fields.get("norm") == "batchnorm" and fields.get("batch_size", RUN_FIELDS["batch_size"].default) < 2:
         raise fail(f"{key}.batch_size", "batch norm needs batches of at least 2 rows")
     augment = fields.get("augment", "none")
+    family = fields.get("family", "mlp")
+    for name, plain in (("augment", "none"), ("residual", "none"), ("norm", "none"), ("dropout", 0.0),
+                        ("regularizer", "none")):
+        if family != "mlp" and fields.get(name, plain) != plain:
+            raise fail(f"{key}.{name}", f"is an MLP option; family {family!r} takes only {name} = {plain!r}")
     if augment == "none":  # synthesis settings of a run that does not synthesize: reset, as above
         for name in ("augment_at", "edge_budget", "trial_steps"):
             fields[name] = RUN_FIELDS[name].default

@@ -17,7 +17,8 @@ ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu")
 NORMS = ("none", "batchnorm", "layernorm")
 INITS = ("kaiming", "xavier", "normal")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
-FAMILIES = ("mlp",)
+#: Network families (pipeline/models/build.py).
+FAMILIES = ("mlp", "cnn1d", "cnn2d", "transformer")
 #: Training regularizers (see pipeline/training/regularizers.py).
 REGULARIZERS = ("none", "grad_norm", "hessian_trace", "sam", "fisher_sam")
 #: Hidden widths of the size presets: the paper's "no", "sure" and "huge" models.

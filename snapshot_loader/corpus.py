@@ -20,8 +20,9 @@ from pipeline.datasets.preprocess import PreparedDataset
 from pipeline.datasets.registry import DatasetSpec, file_spec
 from pipeline.datasets.run_data import RunData, prepared_dataset, run_data
 from pipeline.errors import PipelineError
+from pipeline.models.build import build_network
 from pipeline.models.gated_edge import EdgeSpec
-from pipeline.models.mlp import MLP, build_model
+from pipeline.models.mlp import MLP
 from pipeline.runspec import RunSpec
 from snapshot_loader.database import connect_readonly
 
@@ -100,13 +101,13 @@ class Corpus:
         return [r[0] for r in self._con.execute(
             f"SELECT step FROM checkpoints WHERE run_id = ?{where} ORDER BY step", [run_id]).fetchall()]
 
-    def model(self, run_id: str, step: int) -> MLP:
+    def model(self, run_id: str, step: int) -> MLP | torch.nn.Module:
         """The network at a spectral snapshot, rebuilt from the stored tensors, in eval mode, with the
         gated edges (``augmentations``) it had by then."""
         spec = self.run_spec(run_id)
         dataset = self._dataset(spec)
         with torch.random.fork_rng():  # build_model seeds torch; keep the caller's generator as it was
-            model = build_model(spec, dataset.X.shape[1], dataset.output_dim)
+            model = build_network(spec, dataset.X.shape[1], dataset.output_dim, dataset.feature_names)
         rows = self._con.execute("SELECT layer_index, tensor, shape, \"values\" FROM weights "
                                  "WHERE run_id = ? AND step = ?", [run_id, step]).fetchall()
         if not rows:
@@ -116,9 +117,10 @@ class Corpus:
                                   "ORDER BY edge_index", [run_id, step]).fetchall()
         if edges:
             model.add_edges([EdgeSpec(src, dst, kind) for src, dst, kind, _ in edges], seed=0)  # weights loaded below
+        names = dict(self._con.execute("SELECT layer_index, name FROM layers WHERE run_id = ?", [run_id]).fetchall())
         state = model.state_dict()
         for layer_index, tensor, shape, values in rows:
-            key = tensor if layer_index < 0 else f"blocks.{layer_index}.{tensor}"
+            key = tensor if layer_index < 0 else f"{names[layer_index]}.{tensor}"
             target = state[key]
             state[key] = torch.tensor(np.asarray(values, dtype=np.float32)).reshape(shape).to(target.dtype)
         model.load_state_dict(state)

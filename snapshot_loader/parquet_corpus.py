@@ -24,6 +24,14 @@ def _literal(value: object) -> str:
     return _quote(value) if isinstance(value, str) else repr(value)
 
 
+def _column(table: str, column: str, have: set[str]) -> str:
+    """A view column: as stored, or, for a column older shards lack, its default where missing."""
+    if (table, column) not in ADDED_COLUMNS:
+        return f'"{column}"'
+    default = _literal(ADDED_COLUMNS[(table, column)])
+    return f'coalesce("{column}", {default}) AS "{column}"' if column in have else f'{default} AS "{column}"'
+
+
 def _empty_table(name: str, cols: list[tuple[str, str]]) -> str:
     return f"CREATE TABLE {name} (" + ", ".join(f'"{c}" {t}' for c, t in cols) + ")"
 
@@ -45,12 +53,12 @@ def parquet_connection(location: str) -> duckdb.DuckDBPyConnection:
         if not paths:
             con.execute(_empty_table(table, TABLES[table]))
             continue
-        cols = ", ".join(f'coalesce("{c}", {_literal(ADDED_COLUMNS[(table, c)])}) AS "{c}"'
-                         if (table, c) in ADDED_COLUMNS else f'"{c}"' for c, _ in TABLES[table])
         files = ", ".join(_quote(store.url(f"{p}/{table}.parquet")) for p in paths)
+        source = f"read_parquet([{files}], union_by_name = true)"
+        have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        cols = ", ".join(_column(table, c, have) for c, _ in TABLES[table])
         distinct = "DISTINCT " if table == "datasets" else ""  # one row per data set, as after ingest
-        con.execute(f"CREATE VIEW {table} AS SELECT {distinct}{cols} "
-                    f"FROM read_parquet([{files}], union_by_name = true)")
+        con.execute(f"CREATE VIEW {table} AS SELECT {distinct}{cols} FROM {source}")
     for table, cols in DB_ONLY_TABLES.items():
         con.execute(_empty_table(table, cols))
     con.execute("INSERT INTO schema_version VALUES (?, now())", [SCHEMA_VERSION])

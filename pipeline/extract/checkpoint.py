@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from pipeline.curvature.engine import CurvatureSettings, curvature_snapshot
 from pipeline.curvature.sharpness import loss_sharpness_row
@@ -39,12 +40,32 @@ def _split_metrics(model: MLP, X: torch.Tensor, y: torch.Tensor, loss_fn, data: 
     return {"loss": loss, **metrics}
 
 
-def probe_gradients(model: MLP, X: torch.Tensor, y: torch.Tensor, loss_fn) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(dL/dW_i, dL/db_i) for each block's Linear on the probe batch, eval mode."""
-    params = [p for lin in model.linears for p in (lin.weight, lin.bias)]
-    loss = loss_fn(model(X), y)
-    grads = torch.autograd.grad(loss, params)
-    return [(grads[2 * i], grads[2 * i + 1]) for i in range(len(model.linears))]
+def layer_groups(model: nn.Module) -> list[tuple[list[nn.Parameter], list[nn.Parameter]]]:
+    """(weights, biases) per layer: an MLP's Linear blocks; for another family, each coupling block's
+    parameters, split by name (``*bias`` vs the rest)."""
+    if isinstance(model, MLP):
+        return [([lin.weight], [lin.bias]) for lin in model.linears]
+    named = list(model.named_parameters())
+    groups = []
+    for block in model.block_names():
+        mine = [(n, p) for n, p in named if n.startswith(block + ".")]
+        groups.append(([p for n, p in mine if not n.endswith("bias")], [p for n, p in mine if n.endswith("bias")]))
+    return groups
+
+
+def probe_gradients(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn) -> list[tuple]:
+    """Per layer (dL/dW, dL/db) on the probe batch, eval mode: tensors for an MLP's Linear blocks,
+    lists of tensors (one per parameter of the block) for another family."""
+    groups = layer_groups(model)
+    params = [p for ws, bs in groups for p in (*ws, *bs)]
+    grads = iter(torch.autograd.grad(loss_fn(model(X), y), params))
+    out = [([next(grads) for _ in ws], [next(grads) for _ in bs]) for ws, bs in groups]
+    return [(w[0], b[0]) for w, b in out] if isinstance(model, MLP) else out
+
+
+def _norm(tensors) -> float:
+    tensors = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
+    return math.sqrt(sum(float(torch.linalg.norm(t.detach().double())) ** 2 for t in tensors))
 
 
 def evaluate_checkpoint(model: MLP, data: RunData, tensors: dict, loss_fn) -> tuple[dict, list[dict], list]:
@@ -71,13 +92,9 @@ def evaluate_checkpoint(model: MLP, data: RunData, tensors: dict, loss_fn) -> tu
     row["gap_accuracy"] = (row["train_accuracy"] - row["test_accuracy"]
                            if data.dataset.task == "classification" else None)
     layers = []
-    for lin, (gw, gb) in zip(model.linears, grads, strict=True):
-        layers.append({
-            "weight_norm": float(torch.linalg.norm(lin.weight.detach().double())),
-            "bias_norm": float(torch.linalg.norm(lin.bias.detach().double())),
-            "grad_norm": float(torch.linalg.norm(gw.double())),
-            "grad_bias_norm": float(torch.linalg.norm(gb.double())),
-        })
+    for (ws, bs), (gw, gb) in zip(layer_groups(model), grads, strict=True):
+        layers.append({"weight_norm": _norm(ws), "bias_norm": _norm(bs), "grad_norm": _norm(gw),
+                       "grad_bias_norm": _norm(gb)})
     row["weight_norm"] = math.sqrt(sum(r["weight_norm"] ** 2 + r["bias_norm"] ** 2 for r in layers))
     row["grad_norm"] = math.sqrt(sum(r["grad_norm"] ** 2 + r["grad_bias_norm"] ** 2 for r in layers))
     for key in ("train_loss", "test_loss", "weight_norm", "grad_norm"):
@@ -149,3 +166,18 @@ def spectral_snapshot(model: MLP, probe: tuple[torch.Tensor, torch.Tensor], grad
     sharp = loss_sharpness_row(model, *probe, loss_fn, task, np.random.default_rng([seed, step, SHARPNESS_STREAM]),
                                settings.device)
     return SpectralSnapshot(stats, weight_rows, hessian_rows, margins, margin_values, [sharp])
+
+
+def block_snapshot(model: nn.Module, probe: tuple[torch.Tensor, torch.Tensor], loss_fn, task: str,
+                   settings: CurvatureSettings, seed: int, step: int) -> SpectralSnapshot:
+    """A spectral snapshot of a non-MLP family: every block's tensors (``layer_index`` = block
+    index) and whole-model sharpness; the per-layer spectra and margins are defined for Linear
+    blocks of an MLP only, so those tables get no rows."""
+    weight_rows = []
+    for i, name in enumerate(model.block_names()):
+        for tensor_name, tensor in model.get_submodule(name).state_dict().items():
+            weight_rows.append({"layer_index": i, "tensor": tensor_name, "shape": list(tensor.shape),
+                                "values": tensor.detach().reshape(-1).float().numpy().copy()})
+    sharp = loss_sharpness_row(model, *probe, loss_fn, task, np.random.default_rng([seed, step, SHARPNESS_STREAM]),
+                               settings.device)
+    return SpectralSnapshot([{} for _ in model.block_names()], weight_rows, [], [], [], [sharp])

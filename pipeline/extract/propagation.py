@@ -131,7 +131,7 @@ class PropagationTracker:
         graph = trace_block_graph(self.model, self.model.block_names())
         params = dict(self.model.named_parameters())
         blocks = [{**r, "n_params": sum(params[n].numel() for n in r["parameters"])} for r in graph.rows()]
-        edges = self.model.edges
+        edges = getattr(self.model, "edges", [])
         for row in self.augmentation_rows:
             edge = next(e for e in edges if (e.src, e.dst, e.kind) == (row["src"], row["dst"], row["kind"]))
             row["gate"] = float(self.model.skips[edge.key].gate.detach())

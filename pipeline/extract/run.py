@@ -23,10 +23,11 @@ from threadpoolctl import threadpool_limits
 from pipeline.curvature.engine import CurvatureSettings
 from pipeline.datasets.registry import DatasetSpec, get_spec
 from pipeline.datasets.run_data import RunData, prepared_dataset, run_data
-from pipeline.extract.checkpoint import evaluate_checkpoint, spectral_snapshot
+from pipeline.extract.checkpoint import block_snapshot, evaluate_checkpoint, spectral_snapshot
 from pipeline.extract.propagation import PropagationTracker
 from pipeline.extract.shards import ShardStore
-from pipeline.models.mlp import MLP, build_model, count_parameters
+from pipeline.models.build import build_network
+from pipeline.models.mlp import MLP, count_parameters
 from pipeline.runspec import RunSpec
 from pipeline.training.optim import loss_function, make_optimizer
 from pipeline.training.regularizers import training_step
@@ -72,7 +73,7 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
     dataset = prepared_dataset(spec.dataset, custom)
     data = run_data(spec, dataset)
     tensors = {s: data.tensors(s) for s in ("train", "test", "probe")}
-    model = build_model(spec, dataset.X.shape[1], dataset.output_dim)
+    model = build_network(spec, dataset.X.shape[1], dataset.output_dim, dataset.feature_names)
     optimizer = make_optimizer(spec, model.parameters())
     loss_fn = loss_function(dataset.task)
 
@@ -95,8 +96,13 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
         t = time.perf_counter()
         row, layer_rows, grads = evaluate_checkpoint(model, data, tensors, loss_fn)
         is_spectral = step in spectral_at
-        snap = (spectral_snapshot(model, tensors["probe"], grads, loss_fn, dataset.task, settings, spec.seed, step,
-                                  margin_splits) if is_spectral else None)
+        if not is_spectral:
+            snap = None
+        elif isinstance(model, MLP):
+            snap = spectral_snapshot(model, tensors["probe"], grads, loss_fn, dataset.task, settings, spec.seed, step,
+                                     margin_splits)
+        else:
+            snap = block_snapshot(model, tensors["probe"], loss_fn, dataset.task, settings, spec.seed, step)
         rows["curvature_coupling"].extend({"run_id": run_id, **r}
                                           for r in propagation.at_checkpoint(step, is_spectral))
         seconds = time.perf_counter() - t
@@ -145,7 +151,8 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
 
     rows["runs"] = [{**_run_row(spec, dataset, data, model, total, final_step, status, diverged_step,
                                 time.perf_counter() - t_start), "device": device}]
-    rows["layers"] = [_layer_row(run_id, i, block) for i, block in enumerate(model.blocks)]
+    rows["layers"] = ([_layer_row(run_id, i, block) for i, block in enumerate(model.blocks)] if isinstance(model, MLP)
+                      else _block_layer_rows(run_id, model, spec))
     rows["splits"] = [{"run_id": run_id, "split": s, "rows": r.astype(np.int32)}
                       for s, r in (("train", data.train_rows), ("test", data.test_rows), ("probe", data.probe_rows))]
     rows["datasets"] = [dataset_row(spec.dataset, custom)]
@@ -172,6 +179,16 @@ def _layer_row(run_id: str, i: int, block) -> dict:
             "out_features": lin.out_features, "activation": block.activation_name,
             "norm": block.norm_name,
             "n_params": sum(p.numel() for p in block.parameters()), "is_output": block.activation_name == "identity"}
+
+
+def _block_layer_rows(run_id: str, model: torch.nn.Module, spec: RunSpec) -> list[dict]:
+    """``layers`` rows of a non-MLP family: one per coupling block (no single in/out width)."""
+    names = model.block_names()
+    return [{"run_id": run_id, "layer_index": i, "name": name, "in_features": None, "out_features": None,
+             "activation": spec.activation, "norm": "none",
+             "n_params": sum(p.numel() for p in model.get_submodule(name).parameters()),
+             "is_output": i == len(names) - 1}
+            for i, name in enumerate(names)]
 
 
 def dataset_row(name: str, custom: dict[str, DatasetSpec] | None = None) -> dict:

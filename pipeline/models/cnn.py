@@ -1,7 +1,9 @@
 """A small convolutional network: a stack of convolution blocks and a linear head.
 
 Input rows of d features are read as a 1-D signal of length d with one channel (``dims=1``), or
-as an image of ``image_shape`` (``dims=2``; the 64 features of ``digits`` are its 8 x 8 pixels).
+as an image of ``image_shape`` (``dims=2``): feature k lands on pixel ``pixels[k]`` (row-major
+flat index; default k), the others stay 0. ``digits`` keeps 61 of its 8 x 8 pixels (preprocessing
+drops constant columns), and its names ``pixel_<row>_<col>`` place them (:func:`pixel_layout`).
 Block i (``convs.i``) is Conv(k, padding k//2) -> activation; the head (``head``) flattens and
 applies a Linear map. Blocks, in forward order: ``convs.0``, ..., ``head``.
 """
@@ -29,23 +31,33 @@ class ConvBlock(nn.Module):
 
 class SmallCNN(nn.Module):
     def __init__(self, d_in: int, d_out: int, channels: tuple[int, ...] = (8, 8), kernel: int = 3, dims: int = 1,
-                 activation: str = "relu", image_shape: tuple[int, int] | None = None):
+                 activation: str = "relu", image_shape: tuple[int, int] | None = None,
+                 pixels: list[int] | None = None):
         super().__init__()
         if dims == 2:
             side = int(round(math.sqrt(d_in)))
-            image_shape = image_shape or (side, side)
-            if image_shape[0] * image_shape[1] != d_in:
-                raise ValueError(f"a 2-D CNN needs image_shape with {d_in} pixels, got {image_shape}")
+            image_shape = tuple(image_shape or (side, side))
+            pixels = list(range(d_in)) if pixels is None else list(pixels)
+            n = image_shape[0] * image_shape[1]
+            if len(pixels) != d_in or len(set(pixels)) != d_in or not all(0 <= k < n for k in pixels):
+                raise ValueError(f"a 2-D CNN needs {d_in} distinct pixels of its {image_shape} image")
+            # features -> image as one matrix product (no in-place scatter, so fx and forward-mode AD see
+            # a plain function)
+            scatter = torch.zeros(d_in, n)
+            scatter[torch.arange(d_in), torch.tensor(pixels)] = 1.0
+            self.register_buffer("scatter", scatter)
         elif dims != 1:
             raise ValueError(f"dims must be 1 or 2, got {dims}")
-        self.dims, self.d_in = dims, d_in
-        self.image_shape = tuple(image_shape) if dims == 2 else (d_in,)
+        self.dims = dims
+        self.image_shape = image_shape if dims == 2 else (d_in,)
         c = [1, *channels]
         self.convs = nn.ModuleList(ConvBlock(a, b, kernel, dims, activation)
                                    for a, b in zip(c[:-1], c[1:], strict=True))
-        self.head = nn.Linear(channels[-1] * d_in, d_out)
+        self.head = nn.Linear(channels[-1] * math.prod(self.image_shape), d_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dims == 2:
+            x = x @ self.scatter
         h = x.reshape(x.shape[0], 1, *self.image_shape)
         for block in self.convs:
             h = block(h)
@@ -53,3 +65,18 @@ class SmallCNN(nn.Module):
 
     def block_names(self) -> list[str]:
         return [f"convs.{i}" for i in range(len(self.convs))] + ["head"]
+
+
+def pixel_layout(feature_names: list[str] | tuple[str, ...]) -> tuple[tuple[int, int], list[int]] | None:
+    """(image shape, flat pixel index per feature) from names ending in ``_<row>_<col>``; None if any
+    name does not."""
+    coords = []
+    for name in feature_names:
+        parts = name.rsplit("_", 2)
+        if len(parts) != 3 or not (parts[1].isdigit() and parts[2].isdigit()):
+            return None
+        coords.append((int(parts[1]), int(parts[2])))
+    rows = max(r for r, _ in coords) + 1
+    cols = max(c for _, c in coords) + 1
+    side = max(rows, cols)  # the kept pixels may miss a border row or column: assume a square image
+    return (side, side), [r * side + c for r, c in coords]
