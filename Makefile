@@ -40,6 +40,7 @@ bench: setup
 	$(PY) benchmarks/topology.py
 	$(PY) benchmarks/margins.py
 	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/coupling.py
 
 lint: setup
 	$(PY) -m ruff check .

@@ -199,9 +199,10 @@ def _build_db(planted: bool) -> duckdb.DuckDBPyConnection:
     n_int = len(STEPS) - 1
     for run_id, status, steps in specs:
         total = steps[-1]
-        runs.append({"run_id": run_id, "dataset": "iris", "task": "classification", "train_fraction": 1.0,
-                     "size": "small", "activation": "tanh", "norm": "none", "optimizer": "adam", "init": "default",
-                     "seed": 0, "total_steps": total, "final_step": total, "status": status, "n_params": 2 * N_PARAMS})
+        runs.append({"run_id": run_id, "dataset": "iris", "task": "classification", "family": "mlp",
+                     "train_fraction": 1.0, "size": "small", "activation": "tanh", "norm": "none", "optimizer": "adam",
+                     "init": "default", "seed": 0, "total_steps": total, "final_step": total, "status": status,
+                     "n_params": 2 * N_PARAMS})
         extra = sorted(set(steps) | {total // 3, total // 2})
         for s in extra:
             bad = status == "diverged" and s >= steps[2]

@@ -242,6 +242,14 @@ name = "template"
 [study.grid]
 dataset = "iris"
 residual = "every"
+[[study]]
+name = "families"
+[study.grid]
+dataset = "digits"
+family = ["cnn2d", "transformer"]
+widths = [[4, 4]]
+epochs = 1
+probe_size = 32
 """
 
 
@@ -261,12 +269,13 @@ def test_propagation_study_end_to_end(propagation_db):
     arms = dict(con.execute("SELECT arm, count(*) FROM analysis_propagation_runs GROUP BY arm").fetchall())
     assert arms == {"plain": 1, "template": 1, "synthesized": 1, "random": 1}
     # every map holds the B(B+1)/2 pairs of its blocks, with a stderr and the probe count
-    bad = con.execute("""SELECT count(*) FROM (SELECT run_id, step, count(*) AS k FROM curvature_coupling
-                         GROUP BY ALL) WHERE k != 11 * 12 / 2""").fetchone()[0]
+    bad = con.execute("""SELECT count(*) FROM (SELECT run_id, step, count(*) AS k, any_value(b.n) AS n
+                         FROM curvature_coupling JOIN (SELECT run_id, count(*) AS n FROM blocks GROUP BY run_id) b
+                         USING (run_id) GROUP BY ALL) WHERE k != n * (n + 1) / 2""").fetchone()[0]
     assert bad == 0
     assert con.execute("SELECT min(n_probes), count(*) FILTER (WHERE stderr IS NULL) FROM curvature_coupling "
                        "WHERE block_i != block_j").fetchone() == (8, 0)
-    assert con.execute("SELECT count(DISTINCT run_id) FROM blocks").fetchone()[0] == 4
+    assert con.execute("SELECT count(DISTINCT run_id) FROM blocks").fetchone()[0] == 6
     # synthesis ran its trials in both edge arms, identically, and the random arm added as many edges
     per = dict(con.execute("""SELECT p.arm, count(a.run_id) FROM analysis_propagation_runs p
                               LEFT JOIN augmentations a USING (run_id) GROUP BY p.arm""").fetchall())
@@ -316,3 +325,98 @@ def test_synthesis_needs_a_coupling_map(tmp_path):
     proc = run_cli("plan", "--config", str(cfg))
     assert proc.returncode != 0
     assert "coupling_probes" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_other_families_train_with_coupling_maps_and_rebuild(propagation_db):
+    """A 2-D CNN on the digits images and a Transformer over the digits pixels as tokens: trained in
+    the worker, blocks and maps stored, and the stored weights rebuild the model."""
+    import snapshot_loader
+
+    con = duckdb.connect(str(propagation_db), read_only=True)
+    corpus = snapshot_loader.open(propagation_db)
+    expected = {"cnn2d": ["convs.0", "convs.1", "head"],
+                "transformer": ["embed", "layers.0.attn", "layers.0.mlp", "layers.1.attn", "layers.1.mlp", "head"]}
+    for family, names in expected.items():
+        run_id, step, loss = con.execute("""SELECT r.run_id, r.final_step, c.train_loss FROM runs r JOIN checkpoints c
+                                            ON c.run_id = r.run_id AND c.step = r.final_step
+                                            WHERE r.family = ?""", [family]).fetchone()
+        assert [r[0] for r in con.execute("SELECT name FROM blocks WHERE run_id = ? ORDER BY block_index",
+                                          [run_id]).fetchall()] == names
+        assert con.execute("SELECT count(*) FROM curvature_coupling WHERE run_id = ? AND step = ? "
+                           "AND kappa IS NOT NULL", [run_id, step]).fetchone()[0] == len(names) * (len(names) + 1) // 2
+        model = corpus.model(run_id, step)
+        X, y = corpus.split(run_id, "train")
+        with torch.no_grad():
+            assert nn.functional.cross_entropy(model(X), y).item() == pytest.approx(loss, rel=1e-5)
+
+
+def test_digits_pixels_land_on_their_image_positions():
+    from pipeline.datasets.run_data import prepared_dataset
+    from pipeline.models.cnn import pixel_layout
+
+    names = prepared_dataset("digits").feature_names
+    shape, pixels = pixel_layout(names)
+    assert shape == (8, 8) and len(pixels) == len(names) < 64
+    assert pixels[names.index("pixel_3_5")] == 3 * 8 + 5
+    cnn = SmallCNN(len(names), 10, dims=2, image_shape=shape, pixels=pixels)
+    x = torch.zeros(1, len(names))
+    x[0, names.index("pixel_3_5")] = 1.0
+    assert torch.equal((x @ cnn.scatter).reshape(8, 8).nonzero(), torch.tensor([[3, 5]]))
+    assert pixel_layout(["age", "bmi"]) is None
+
+
+def test_mlp_options_refused_for_other_families(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[corpus]\nname = "x"\n[[study]]\nname = "s"\n[study.grid]\ndataset = "iris"\n'
+                   'family = "transformer"\nresidual = "every"\n')
+    proc = run_cli("plan", "--config", str(cfg))
+    assert proc.returncode != 0 and "residual" in proc.stderr and "family" in proc.stderr
+
+
+def test_parquet_view_equals_database_for_the_propagation_tables(propagation_db):
+    import snapshot_loader
+    from snapshot_loader.schema import PRIMARY_KEYS, TABLES, WALL_TIME_COLUMNS
+
+    shards = propagation_db.parent / "shards"
+    with snapshot_loader.open(shards) as view, snapshot_loader.open(propagation_db) as db:
+        for table in ("runs", "blocks", "curvature_coupling", "augmentations", "augmentation_trials", "weights"):
+            keep = ", ".join(f'"{c}"' for c, _ in TABLES[table] if (table, c) not in WALL_TIME_COLUMNS)
+            sql = f"SELECT {keep} FROM {table} ORDER BY {', '.join(PRIMARY_KEYS[table])}"
+            a, b = view.sql(sql), db.sql(sql)
+            assert a.height > 0 and a.equals(b), table
+
+
+def test_a_version_3_shard_is_still_read(propagation_db, tmp_path):
+    """A shard written before schema 5 (no propagation tables, no new runs columns, manifest version 3)
+    is ingested and viewed with the fields' defaults."""
+    import hashlib
+    import json
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    import snapshot_loader
+    from snapshot_loader.ingest import ingest_shards
+    from snapshot_loader.schema import ADDED_COLUMNS
+
+    src = next((propagation_db.parent / "shards").glob("dataset=iris/run_id=*"))
+    store = tmp_path / "shards"
+    dst = store / "dataset=iris" / src.name
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["schema_version"] = 3
+    for table in ("blocks", "curvature_coupling", "augmentations", "augmentation_trials"):
+        (dst / f"{table}.parquet").unlink()
+        del manifest["tables"][table]
+    runs = pq.read_table(dst / "runs.parquet")
+    runs = runs.drop_columns([c for (t, c) in ADDED_COLUMNS if t == "runs"])
+    pq.write_table(runs, dst / "runs.parquet")
+    manifest["tables"]["runs"]["sha256"] = hashlib.sha256((dst / "runs.parquet").read_bytes()).hexdigest()
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    report = ingest_shards(tmp_path / "c.duckdb", store)
+    assert report.ingested == [src.name.split("=", 1)[1]] and not report.errors
+    for opened in (snapshot_loader.open(tmp_path / "c.duckdb"), snapshot_loader.open(store)):
+        with opened as corpus:
+            row = corpus.sql("SELECT residual, coupling_probes, augment, edge_budget FROM runs").row(0)
+            assert row == ("none", 0, "none", 2)
+            assert corpus.sql("SELECT count(*) AS n FROM curvature_coupling")["n"][0] == 0
