@@ -4,8 +4,9 @@ of skip-connection synthesis.
 Arms (runs with a coupling map, ``coupling_probes > 0``): ``plain`` (no edges), ``template`` (a
 residual edge at every hidden-to-hidden block), ``synthesized`` (gated edges chosen from the map,
 see pipeline/propagation/synthesis.py) and ``random`` (as many gated edges placed at random). A
-*cell* is one (data set, architecture, epochs, seed, learning rate): the arms of a cell start from
-the same initialization and see the same batches until synthesis.
+*cell* is one configuration but for the arm fields (``residual``, ``augment`` and the synthesis
+settings): the arms of a cell start from the same initialization and see the same batches until
+synthesis. Two runs of one arm in a cell (a sweep of the synthesis settings) are averaged.
 
 Tables
 ------
@@ -17,7 +18,7 @@ Tables
     per MLP run with a coupling map (the arms are MLP options): arm, final test metric (accuracy;
     R2 for regression), final train loss, steps to the data set's target loss (the median final
     train loss of its runs; NULL when never reached), edges added, global coherence (mean kappa
-    over path pairs) of its first and last map, and the shadows in its last window.
+    over path pairs) of its first and last map, and the shadows over its last three spectral maps.
 ``analysis_propagation``
     per (data set, arm) and over all data sets: means of the above; the fraction of runs reaching
     the target and the median steps to it (a run that never reaches it counts as its total steps);
@@ -32,6 +33,9 @@ Tables
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import duckdb
 import matplotlib.pyplot as plt
 import numpy as np
@@ -40,6 +44,7 @@ import seaborn as sns
 
 from analyses.presentation import empty_figure, fmt_number
 from analyses.verdicts import Verdict, mean_ci, mean_t_p, write_verdicts
+from pipeline.curvature.coupling import global_coherence
 from pipeline.propagation.shadows import SHADOW_RATIO, SHADOW_WINDOW, find_shadows
 
 READS = ("runs", "checkpoints", "curvature_coupling", "blocks", "augmentations", "augmentation_trials")
@@ -51,48 +56,45 @@ _ARM_SQL = """CASE WHEN r.residual = 'every' THEN 'template' WHEN r.augment = 'n
                    ELSE r.augment END"""
 
 
-def coupling_matrices(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(step, kappa (B, B), pair path lengths (B, B), -1 where none) of every stored map, by step."""
-    rows = con.execute("""SELECT step, block_i, block_j, kappa, coalesce(path_length, -1)
-                          FROM curvature_coupling WHERE run_id = ? ORDER BY step""", [run_id]).fetchall()
+def coupling_matrices(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[int, np.ndarray, np.ndarray, bool]]:
+    """(step, kappa (B, B), pair path lengths (B, B), -1 where none, is_spectral) of every stored map, by
+    step."""
+    rows = con.execute("""SELECT c.step, c.block_i, c.block_j, c.kappa, coalesce(c.path_length, -1),
+                                 coalesce(k.is_spectral, false)
+                          FROM curvature_coupling c LEFT JOIN checkpoints k USING (run_id, step)
+                          WHERE c.run_id = ? ORDER BY c.step""", [run_id]).fetchall()
     out = []
     for step in sorted({r[0] for r in rows}):
         mine = [r for r in rows if r[0] == step]
         n = max(max(r[1], r[2]) for r in mine) + 1
         kappa, lengths = np.full((n, n), np.nan), np.full((n, n), -1)
-        for _, i, j, k, length in mine:
+        for _, i, j, k, length, _ in mine:
             kappa[i, j] = kappa[j, i] = np.nan if k is None else k
             lengths[i, j] = lengths[j, i] = length
-        out.append((step, kappa, lengths))
+        out.append((step, kappa, lengths, bool(mine[0][5])))
     return out
 
 
-def global_coherence_of(kappa: np.ndarray, lengths: np.ndarray) -> float:
-    iu = np.triu_indices(kappa.shape[0], k=1)
-    values = kappa[iu][(lengths[iu] > 0) & np.isfinite(kappa[iu])]
-    return float(values.mean()) if values.size else float("nan")
-
-
 def _shadow_rows(con: duckdb.DuckDBPyConnection) -> tuple[list[dict], dict[str, dict]]:
+    """Shadow rows of every window of consecutive maps, and per run: coherence of its first and last
+    map over the pairs of the model as built, and the shadows of its last SHADOW_WINDOW spectral maps
+    (the same checkpoints in every arm, so the count compares across arms)."""
     rows, per_run = [], {}
     run_ids = [r[0] for r in con.execute("SELECT DISTINCT run_id FROM curvature_coupling ORDER BY 1").fetchall()]
     for run_id in run_ids:
         maps = coupling_matrices(con, run_id)
-        first_lengths = maps[0][2]
-        last = []
         for end in range(SHADOW_WINDOW - 1, len(maps)):
             window = maps[end - SHADOW_WINDOW + 1: end + 1]
-            lengths = window[-1][2]
-            if any(m[1].shape != lengths.shape for m in window):
-                continue
-            last = find_shadows([m[1] for m in window], lengths)
             rows += [{"run_id": run_id, "step_first": window[0][0], "step_last": window[-1][0],
                       "block_i": s.block_i, "block_j": s.block_j, "path_length": s.path_length,
                       "max_relative": s.max_relative, "mean_relative": s.mean_relative, "n_maps": len(window)}
-                     for s in last]
-        # coherence over the pairs the model had as built, so that added edges do not change the pair set
-        per_run[run_id] = {"coherence_first": global_coherence_of(maps[0][1], first_lengths),
-                           "coherence_last": global_coherence_of(maps[-1][1], first_lengths),
+                     for s in find_shadows([m[1] for m in window], [m[2] for m in window])]
+        spectral = [m for m in maps if m[3]][-SHADOW_WINDOW:]
+        last = (find_shadows([m[1] for m in spectral], [m[2] for m in spectral])
+                if len(spectral) == SHADOW_WINDOW else [])
+        first_lengths = maps[0][2]
+        per_run[run_id] = {"coherence_first": global_coherence(maps[0][1], first_lengths),
+                           "coherence_last": global_coherence(maps[-1][1], first_lengths),
                            "shadows_last": len(last)}
     return rows, per_run
 
@@ -110,13 +112,13 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     coherence = pl.DataFrame([{"run_id": k, **v} for k, v in per_run.items()],  # noqa: F841
                              schema={"run_id": pl.Utf8, "coherence_first": pl.Float64, "coherence_last": pl.Float64,
                                      "shadows_last": pl.Int32})
+    cells = _cells(con)  # noqa: F841
     con.execute(f"""
         CREATE OR REPLACE TABLE analysis_propagation_runs AS
         WITH base AS (
             SELECT r.run_id, r.dataset, r.task, {_ARM_SQL} AS arm, r.lr, r.seed, r.epochs, r.status, r.total_steps,
-                   md5(concat_ws('|', r.dataset, r.widths::VARCHAR, r.activation, r.optimizer, r.epochs,
-                                 r.batch_size, r.seed, r.lr)) AS cell
-            FROM runs r WHERE r.coupling_probes > 0 AND r.family = 'mlp'
+                   cells.cell
+            FROM runs r JOIN cells USING (run_id) WHERE r.coupling_probes > 0 AND r.family = 'mlp'
         ), last AS (
             SELECT b.run_id, c.train_loss AS final_train_loss,
                    CASE WHEN b.task = 'classification' THEN c.test_accuracy ELSE c.test_r2 END AS final_test_metric
@@ -164,10 +166,24 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     write_verdicts(con, "propagation", _verdicts(con.sql("SELECT * FROM analysis_propagation_runs").pl()))
 
 
+#: Fields that make the arms of one cell differ.
+ARM_FIELDS = ("residual", "augment", "augment_at", "edge_budget", "trial_steps")
+
+
+def _cells(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """run_id -> cell: a hash of the run's configuration without the arm fields."""
+    rows = con.execute("SELECT run_id, config_json FROM runs").fetchall()
+    cells = []
+    for _, config in rows:
+        d = {k: v for k, v in json.loads(config).items() if k not in ARM_FIELDS}
+        cells.append(hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16])
+    return pl.DataFrame({"run_id": [r[0] for r in rows], "cell": cells}, schema={"run_id": pl.Utf8, "cell": pl.Utf8})
+
+
 def _paired(frame: pl.DataFrame, arm: str, baseline: str, column: str, unit: list[str]) -> np.ndarray:
     """Per unit, the seed-averaged difference arm - baseline of ``column`` within cells."""
     wide = (frame.filter(pl.col("arm").is_in([arm, baseline]))
-            .pivot(on="arm", index=["cell", "dataset", "lr", "seed"], values=column, aggregate_function="first"))
+            .pivot(on="arm", index=["cell", "dataset", "lr", "seed"], values=column, aggregate_function="mean"))
     if arm not in wide.columns or baseline not in wide.columns:
         return np.empty(0)
     diff = wide.with_columns((pl.col(arm) - pl.col(baseline)).alias("d")).drop_nulls("d")
@@ -241,7 +257,7 @@ def coupling_maps_figure(con: duckdb.DuckDBPyConnection, max_panels: int = 6) ->
     shadows = con.execute("SELECT step_last, block_i, block_j FROM shadows WHERE run_id = ?", [run_id]).fetchall()
     vmax = max(1.5, float(np.nanmax([np.nanmax(m[1]) for m in maps])))
     fig, axes = plt.subplots(1, len(maps), figsize=(3.1 * len(maps) + 1, 3.4), squeeze=False)
-    for ax, (step, kappa, _) in zip(axes[0], maps, strict=True):
+    for ax, (step, kappa, _, _) in zip(axes[0], maps, strict=True):
         im = ax.imshow(kappa, cmap="viridis", vmin=0, vmax=vmax)
         for s_last, i, j in shadows:
             if s_last == step:
@@ -341,7 +357,7 @@ def families_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
         return empty_figure("Coupling maps by family", "No run has a coupling map (set coupling_probes).")
     fig, axes = plt.subplots(1, len(picks), figsize=(3.4 * len(picks) + 1, 3.8), squeeze=False)
     for ax, (label, run_id) in zip(axes[0], picks, strict=True):
-        step, kappa, _ = coupling_matrices(con, run_id)[-1]
+        step, kappa, _, _ = coupling_matrices(con, run_id)[-1]
         names = [r[0] for r in con.execute("SELECT name FROM blocks WHERE run_id = ? ORDER BY block_index",
                                            [run_id]).fetchall()]
         dataset = con.execute("SELECT dataset FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]

@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ConfigError
+from pipeline.models.build import TRANSFORMER_HEADS
+from pipeline.propagation.shadows import SHADOW_WINDOW
 from pipeline.runspec import (
     ACTIVATIONS,
     AUGMENTS,
@@ -92,7 +94,7 @@ _NUMERIC = {
     "hvp_budget": (int, 20, 100_000, False),
     "seed": (int, 0, 2**31 - 1, False),
     "coupling_probes": (int, 0, 10_000, False),
-    "augment_at": (float, 0.0, 1.0, True),
+    "augment_at": (float, 0.0, 0.95, True),
     "edge_budget": (int, 1, 100, False),
     "trial_steps": (int, 1, 10_000, False),
 }
@@ -331,6 +333,19 @@ def _make_spec(fields: dict, key: str, fail) -> RunSpec:
                         ("regularizer", "none")):
         if family != "mlp" and fields.get(name, plain) != plain:
             raise fail(f"{key}.{name}", f"is an MLP option; family {family!r} takes only {name} = {plain!r}")
+    probes = fields.get("coupling_probes", 0)
+    if probes == 1:
+        raise fail(f"{key}.coupling_probes", "the jackknife needs at least 2 probes per block (or 0: no map)")
+    if family == "transformer" and fields["widths"][0] % TRANSFORMER_HEADS:
+        raise fail(f"{key}.widths", f"family 'transformer' reads widths[0] as d_model: {fields['widths'][0]} is "
+                   f"not a multiple of its {TRANSFORMER_HEADS} heads")
+    if augment != "none" and fields.get("residual", "none") != "none":
+        raise fail(f"{key}.augment", "gated edges go on a plain network: the residual template is its own arm "
+                   "(residual = 'every' with augment = 'none')")
+    if augment != "none" and fields.get("metric_checkpoints", RUN_FIELDS["metric_checkpoints"].default) < \
+            SHADOW_WINDOW + 1:
+        raise fail(f"{key}.metric_checkpoints", f"augment = {augment!r} needs at least {SHADOW_WINDOW + 1}: a window "
+                   f"of {SHADOW_WINDOW} coupling maps before synthesis and training after it")
     if augment == "none":  # synthesis settings of a run that does not synthesize: reset, as above
         for name in ("augment_at", "edge_budget", "trial_steps"):
             fields[name] = RUN_FIELDS[name].default

@@ -13,22 +13,18 @@ import duckdb
 
 from pipeline.errors import PipelineError
 from pipeline.extract.shards import ShardStore
-from snapshot_loader.schema import ADDED_COLUMNS, DB_ONLY_TABLES, SCHEMA_VERSION, SHARD_TABLES, TABLES
+from snapshot_loader.schema import ADDED_COLUMNS, DB_ONLY_TABLES, SCHEMA_VERSION, SHARD_TABLES, TABLES, sql_literal
 
 
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _literal(value: object) -> str:
-    return _quote(value) if isinstance(value, str) else repr(value)
-
-
 def _column(table: str, column: str, have: set[str]) -> str:
     """A view column: as stored, or, for a column older shards lack, its default where missing."""
     if (table, column) not in ADDED_COLUMNS:
         return f'"{column}"'
-    default = _literal(ADDED_COLUMNS[(table, column)])
+    default = sql_literal(ADDED_COLUMNS[(table, column)])
     return f'coalesce("{column}", {default}) AS "{column}"' if column in have else f'{default} AS "{column}"'
 
 

@@ -181,7 +181,6 @@ DB_ONLY_KEYS = {"studies": ("corpus", "study", "run_id"), "run_failures": ("run_
 MIGRATIONS: dict[int, list[str]] = {
     3: ['CREATE TABLE IF NOT EXISTS run_failures ("run_id" VARCHAR, "dataset" VARCHAR, "error" VARCHAR, '
         '"attempts" INTEGER, "config_json" VARCHAR, PRIMARY KEY (run_id))'],
-    4: "propagation",  # filled in below from TABLES: the four propagation tables and six runs columns
 }
 
 _ARROW = {
@@ -218,12 +217,15 @@ def ddl() -> list[str]:
     return [create_table(name) for name in {**TABLES, **DB_ONLY_TABLES}]
 
 
-def _sql_literal(value: object) -> str:
-    return f"'{value}'" if isinstance(value, str) else repr(value)
+def sql_literal(value: object) -> str:
+    """A SQL literal of a string or number."""
+    return "'" + value.replace("'", "''") + "'" if isinstance(value, str) else repr(value)
 
 
+# version 4 -> 5: the propagation tables, and the six runs columns with the values earlier runs had
+# (the columns land at the end of an existing runs table; inserts and queries go by name)
 MIGRATIONS[4] = [
     *(create_table(t) for t in ("blocks", "curvature_coupling", "augmentations", "augmentation_trials")),
-    *(f'ALTER TABLE {t} ADD COLUMN IF NOT EXISTS "{c}" {dict(TABLES[t])[c]} DEFAULT {_sql_literal(v)}'
+    *(f'ALTER TABLE {t} ADD COLUMN IF NOT EXISTS "{c}" {dict(TABLES[t])[c]} DEFAULT {sql_literal(v)}'
       for (t, c), v in ADDED_COLUMNS.items()),
 ]

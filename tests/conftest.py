@@ -48,6 +48,16 @@ name = "regularizers"
 [study.grid]
 dataset = "wine"
 regularizer = ["none", "sam", "fisher_sam", "hessian_trace"]
+
+[[study]]
+name = "propagation"
+[study.grid]
+dataset = "iris"
+size = "custom"
+widths = [[8, 8, 8]]
+activation = "sigmoid"
+coupling_probes = 4
+augment = ["none", "synthesized"]
 """
 
 

@@ -16,7 +16,7 @@ from tests.conftest import run_cli
 def test_tables_hold_every_run_whole(built_corpus) -> None:
     with snapshot_loader.open(built_corpus["db"]) as corpus:
         runs = corpus.runs()
-        assert runs.height == 13 and set(runs["status"]) == {"complete"}
+        assert runs.height == 15 and set(runs["status"]) == {"complete"}
         counts = corpus.sql("""
             SELECT r.run_id, r.depth, r.final_step,
                    (SELECT count(*) FROM checkpoints c WHERE c.run_id = r.run_id) AS n_ckpt,
@@ -105,7 +105,7 @@ def test_figures_written_as_png_and_pdf(built_corpus) -> None:
 def test_plan_reports_progress(built_corpus) -> None:
     proc = run_cli("plan", "--config", str(built_corpus["config"]), "--shards", str(built_corpus["shards"]),
                    check=True)
-    assert "13 runs, 13 extracted, 0 to do" in proc.stdout
+    assert "15 runs, 15 extracted, 0 to do" in proc.stdout
 
 
 def test_every_spectral_snapshot_has_all_three_kinds_for_every_layer(built_corpus) -> None:

@@ -3,6 +3,8 @@ shadows, gated edges, synthesis, and the propagation study end to end."""
 
 from __future__ import annotations
 
+import copy
+
 import duckdb
 import numpy as np
 import pytest
@@ -25,7 +27,7 @@ from pipeline.models.gated_edge import EdgeSpec
 from pipeline.models.mlp import MLP
 from pipeline.models.transformer import SmallTransformer
 from pipeline.propagation.shadows import find_shadows, relative_coupling
-from pipeline.propagation.synthesis import candidate_edges, gentle_trial, random_edges, synthesize
+from pipeline.propagation.synthesis import Candidate, candidate_edges, gentle_trial, random_edges, synthesize
 from tests.conftest import run_cli
 
 
@@ -90,24 +92,16 @@ def test_jackknife_of_a_known_square_table():
     np.testing.assert_allclose(frob, np.sqrt([[4, 1], [1, 9]]))
 
 
-def test_coupling_map_of_twenty_blocks_costs_no_more_products_than_hutchinson_traces(monkeypatch):
+def test_coupling_map_of_twenty_blocks_costs_no_more_products_than_hutchinson_traces():
     """20 blocks x m probes: the whole map (every column block) from exactly the products the
-    Hutchinson traces of the 20 diagonal blocks take at the same m; its traces agree with them."""
+    Hutchinson traces of the 20 diagonal blocks take at the same m (each counted as evaluated:
+    rows through the vmap-ed jvp, or GraphHVP calls); its traces agree with the exact ones."""
     torch.manual_seed(0)
     model = MLP(3, (4,) * 19, 3, activation="tanh")
     graph, loss = _loss(model, 3)
     assert graph.n_blocks == 20
-    counted = []
-    original = coupling_module.hvp_batch
-
-    def counting(f, theta, V):
-        counted.append(V.shape[0])
-        return original(f, theta, V)
-
-    monkeypatch.setattr(coupling_module, "hvp_batch", counting)
     m = 8
     cmap = coupling_map(loss, m, np.random.default_rng(0))
-    map_products = sum(counted)
     hutchinson_products = 0
     for s in loss.slices:
         def f_block(t, s=s):
@@ -118,27 +112,103 @@ def test_coupling_map_of_twenty_blocks_costs_no_more_products_than_hutchinson_tr
         hvp = GraphHVP(obj)
         hutchinson_trace(hvp, s.stop - s.start, m, np.random.default_rng(0))
         hutchinson_products += hvp.calls
-    assert map_products == cmap.n_hvp == 20 * m
-    assert map_products <= hutchinson_products
+    assert hutchinson_products == 20 * m
+    assert cmap.n_hvp <= hutchinson_products
     h = torch.autograd.functional.hessian(loss.f, loss.theta0.detach()).numpy()
     exact_traces = np.array([np.trace(h[s, s]) for s in loss.slices])
     assert (np.abs(cmap.trace - exact_traces) <= 4 * cmap.trace_stderr + 1e-12).all()
 
 
-def test_gate_at_zero_leaves_outputs_loss_and_hessian_unchanged():
+def test_products_refused_by_forward_mode_are_redone_chunk_by_chunk(monkeypatch):
+    """Where vmap-ed forward-over-reverse fails, the chunk is redone by reverse-over-reverse: the
+    same map, and each product still counted once."""
     torch.manual_seed(0)
-    plain = MLP(5, (8, 8, 8, 8), 3, activation="tanh").double().eval()
-    gated = MLP(5, (8, 8, 8, 8), 3, activation="tanh").double().eval()
+    _, loss = _loss(MLP(4, (6, 6), 3, activation="tanh"), 4)
+    reference = coupling_map(loss, 6, np.random.default_rng(0))
+
+    def refuse(fn):
+        def batched(*args):
+            raise RuntimeError("ZeroTensors are immutable (simulated)")
+        return batched
+
+    monkeypatch.setattr(coupling_module, "vmap", refuse)
+    fallback = coupling_map(loss, 6, np.random.default_rng(0))
+    assert fallback.n_hvp == reference.n_hvp == 3 * 6
+    np.testing.assert_allclose(fallback.kappa, reference.kappa, rtol=1e-10)
+
+
+@pytest.mark.parametrize("variant", ["plain", "residual", "batchnorm-train", "float32"])
+def test_gate_at_zero_leaves_outputs_loss_and_hessian_unchanged(variant):
+    torch.manual_seed(0)
+    kw = {"residual": {"residual": "every"}, "batchnorm-train": {"norm": "batchnorm"}}.get(variant, {})
+    plain = MLP(5, (8, 8, 8, 8), 3, activation="tanh", **kw)
+    gated = MLP(5, (8, 8, 8, 8), 3, activation="tanh", **kw)
     gated.load_state_dict(plain.state_dict())
     gated.add_edges([EdgeSpec(0, 3), EdgeSpec(-1, 2), EdgeSpec(1, 5), EdgeSpec(2, 4, "adapter")], seed=3)
-    X = torch.randn(32, 5, dtype=torch.float64)
+    dtype = torch.float32 if variant == "float32" else torch.float64
+    plain, gated = plain.to(dtype), gated.to(dtype)
+    for m in (plain, gated):
+        m.train(variant == "batchnorm-train")
+    X = torch.randn(32, 5, dtype=dtype)
     y = torch.randint(0, 3, (32,))
     assert (plain(X) - gated(X)).abs().max().item() <= 1e-7
     fn = nn.CrossEntropyLoss()
     assert abs(fn(plain(X), y).item() - fn(gated(X), y).item()) <= 1e-7
-    k_plain = exact_coupling(block_loss(plain, trace_block_graph(plain, plain.block_names()), X, y, fn))[1]
-    k_gated = exact_coupling(block_loss(gated, trace_block_graph(gated, gated.block_names()), X, y, fn))[1]
-    np.testing.assert_allclose(k_gated, k_plain, rtol=1e-10, atol=1e-12)
+    if variant in ("plain", "residual"):
+        frob_plain = exact_coupling(block_loss(plain, trace_block_graph(plain, plain.block_names()), X, y, fn))[1]
+        frob_gated = exact_coupling(block_loss(gated, trace_block_graph(gated, gated.block_names()), X, y, fn))[1]
+        np.testing.assert_allclose(frob_gated, frob_plain, rtol=1e-10, atol=1e-12)
+
+
+def test_a_diverged_trial_neither_wins_nor_blocks_a_finite_candidate():
+    model = MLP(3, (4, 4, 4), 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    candidates = [Candidate(EdgeSpec(0, 2), 0.1), Candidate(EdgeSpec(1, 3), 0.2)]
+    values = iter([0.5, float("nan"), 0.9])  # control, then the two candidates
+
+    chosen, trials = synthesize(model, optimizer, candidates, lambda m, o: None, lambda m: next(values), budget=1,
+                                seed=0)
+    assert chosen == [EdgeSpec(1, 3)]
+    assert [t.selected for t in trials] == [False, True]
+
+
+def test_trials_leave_the_run_untouched():
+    """Parameters, buffers, optimizer state and the global random state are the same after the
+    trials (dropout in the trials draws from their own stream)."""
+    torch.manual_seed(0)
+    model = MLP(4, (8, 8, 8), 3, norm="batchnorm", dropout=0.2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    for _ in range(3):  # a non-empty Adam state
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(X), y).backward()
+        optimizer.step()
+    state = copy.deepcopy(model.state_dict())
+    opt_state = copy.deepcopy(optimizer.state_dict())
+    rng = torch.random.get_rng_state()
+
+    def train_steps(m, opt):
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(m(X), y).backward()
+            opt.step()
+
+    synthesize(model, optimizer, [Candidate(EdgeSpec(0, 2), 0.1), Candidate(EdgeSpec(1, 3), 0.2)], train_steps,
+               lambda m: float(m(X).std()), budget=2, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    after = optimizer.state_dict()
+    assert after["param_groups"] == opt_state["param_groups"]
+    for k, v in opt_state["state"].items():
+        assert all(torch.equal(t, after["state"][k][n]) for n, t in v.items())
+
+
+def test_random_edges_match_the_kinds_synthesis_chose():
+    edges = random_edges(["skip", "adapter", "skip"], 6, np.random.default_rng(0))
+    assert sorted(e.kind for e in edges) == ["adapter", "skip", "skip"] and len(set(edges)) == 3
+    for e in edges:
+        e.validate(6)
+        assert e.kind == "adapter" or e.dst < 6
 
 
 def test_relative_coupling_and_shadow_window():
@@ -211,7 +281,7 @@ def test_chosen_edge_restores_more_coherence_than_random_edges():
     assert len(chosen) == 1 and trials[0].round == 0
     chosen_gain = max(t.gain for t in trials if t.selected)
     control = gentle_trial(model, optimizer, [], train_steps, coherence, 0)
-    random_gains = [gentle_trial(model, optimizer, random_edges(1, 6, np.random.default_rng(k)), train_steps,
+    random_gains = [gentle_trial(model, optimizer, random_edges(["skip"], 6, np.random.default_rng(k)), train_steps,
                                  coherence, 0) - control for k in range(6)]
     assert chosen_gain > 0
     assert chosen_gain > np.mean(random_gains), (chosen, chosen_gain, random_gains)
@@ -318,13 +388,23 @@ def test_augmented_model_is_rebuilt_from_the_database(propagation_db):
     assert np.isfinite(loss)
 
 
-def test_synthesis_needs_a_coupling_map(tmp_path):
+@pytest.mark.parametrize(("grid", "key"), [
+    ('augment = "synthesized"', "coupling_probes"),
+    ("coupling_probes = 1", "coupling_probes"),
+    ('augment = "synthesized"\ncoupling_probes = 4\nmetric_checkpoints = 3\nspectral_snapshots = 2',
+     "metric_checkpoints"),
+    ('augment = "random"\ncoupling_probes = 4\nresidual = "every"', "augment"),
+    ('family = "transformer"\nsize = "custom"\nwidths = [3, 3]', "widths"),
+    ('augment = "synthesized"\ncoupling_probes = 4\naugment_at = 1.0', "augment_at"),
+    ('family = "resnet"', "family"),
+])
+def test_bad_propagation_settings_are_refused_by_name(tmp_path, grid, key):
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('[corpus]\nname = "x"\n[[study]]\nname = "s"\n[study.grid]\ndataset = "iris"\n'
-                   'augment = "synthesized"\n')
+    cfg.write_text(f'[corpus]\nname = "x"\n[[study]]\nname = "s"\n[study.grid]\ndataset = "iris"\n{grid}\n')
     proc = run_cli("plan", "--config", str(cfg))
-    assert proc.returncode != 0
-    assert "coupling_probes" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"grid.{key}" in lines[0], lines
 
 
 def test_other_families_train_with_coupling_maps_and_rebuild(propagation_db):
@@ -420,3 +500,47 @@ def test_a_version_3_shard_is_still_read(propagation_db, tmp_path):
             row = corpus.sql("SELECT residual, coupling_probes, augment, edge_budget FROM runs").row(0)
             assert row == ("none", 0, "none", 2)
             assert corpus.sql("SELECT count(*) AS n FROM curvature_coupling")["n"][0] == 0
+
+
+def test_a_version_4_shard_without_its_coupling_file_is_refused(propagation_db, tmp_path):
+    import shutil
+
+    from pipeline.errors import ShardError
+    from pipeline.extract.shards import ShardStore
+    from snapshot_loader.ingest import ingest_shards
+
+    src = next((propagation_db.parent / "shards").glob("dataset=iris/run_id=*"))
+    store = tmp_path / "shards"
+    shutil.copytree(src, store / "dataset=iris" / src.name)
+    (store / "dataset=iris" / src.name / "curvature_coupling.parquet").unlink()
+    report = ingest_shards(tmp_path / "c.duckdb", store)
+    assert not report.ingested and len(report.errors) == 1 and "curvature_coupling.parquet" in report.errors[0]
+    with pytest.raises(ShardError, match="curvature_coupling.parquet"):
+        ShardStore(store).read_manifest(ShardStore(store).refs()[0])
+
+
+def test_a_version_4_database_migrates_to_5_with_the_defaults(propagation_db, tmp_path):
+    """A v4 database (no propagation tables, runs without the six columns) is migrated in place by
+    the next ingest; its runs get the values they had."""
+    import shutil
+
+    from snapshot_loader.database import connect_writable
+    from snapshot_loader.schema import ADDED_COLUMNS
+
+    db = tmp_path / "old.duckdb"
+    shutil.copy(propagation_db, db)
+    con = duckdb.connect(str(db))
+    for table in ("blocks", "curvature_coupling", "augmentations", "augmentation_trials"):
+        con.execute(f"DROP TABLE {table}")
+    for (_, column) in ADDED_COLUMNS:
+        con.execute(f'ALTER TABLE runs DROP COLUMN "{column}"')
+    con.execute("DELETE FROM schema_version")
+    con.execute("INSERT INTO schema_version VALUES (4, now())")
+    n_runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+    con.close()
+    con = connect_writable(db)
+    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 5
+    assert con.execute("SELECT count(*), bool_and(residual = 'none' AND coupling_probes = 0 AND augment = 'none') "
+                       "FROM runs").fetchone() == (n_runs, True)
+    assert con.execute("SELECT count(*) FROM curvature_coupling").fetchone()[0] == 0
+    con.close()

@@ -15,7 +15,8 @@ off-diagonal estimate averages the 2m squares from probes on j and on i. Standar
 jackknife over probes (leaving out the k-th probe of every block at once).
 
 Products are forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``), ``vmap``-ed over
-chunks of probes (reverse-over-reverse, one row at a time, where forward-mode AD refuses a graph).
+chunks of probes sized to a memory budget (reverse-over-reverse, one row at a time, where
+forward-mode AD refuses a graph).
 """
 
 from __future__ import annotations
@@ -30,8 +31,13 @@ from torch.func import functional_call, grad, jvp, vmap
 
 from pipeline.models.block_graph import BlockGraph
 
-#: Probes per vmap-ed batch of Hessian-vector products (bounds memory: one activation copy each).
+#: Most probes per vmap-ed batch of Hessian-vector products.
 HVP_CHUNK = 32
+#: Memory a vmap-ed batch may take: each probe carries its own copy of the activations the backward
+#: pass saves (and their tangents), so wide batches of attention maps would otherwise take gigabytes.
+HVP_CHUNK_BYTES = 256 * 2**20
+#: Forward-over-reverse keeps about this many copies of the saved activations per probe.
+_COPIES_PER_PROBE = 4
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,8 @@ def block_loss(model: nn.Module, graph: BlockGraph, X: torch.Tensor, y: torch.Te
     names = [n for block in graph.params for n in block]
     shapes = [named[n].shape for n in names]
     sizes = [named[n].numel() for n in names]
-    fixed = {k: v.detach() for k, v in named.items() if k not in set(names)}
+    in_blocks = set(names)
+    fixed = {k: v.detach() for k, v in named.items() if k not in in_blocks}
     buffers = dict(model.named_buffers())
     slices, start = [], 0
     for block in graph.params:
@@ -73,17 +80,48 @@ def block_loss(model: nn.Module, graph: BlockGraph, X: torch.Tensor, y: torch.Te
     return BlockLoss(f, theta0, tuple(slices))
 
 
-def hvp_batch(f: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-    """H V for the rows of V (k, P): forward-over-reverse products, vmap-ed in chunks of HVP_CHUNK."""
+def saved_activation_bytes(f: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor) -> int:
+    """Bytes of the tensors one backward pass of f at theta saves (counted with saved-tensor hooks)."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    t = theta.detach().clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        f(t)
+    return total
+
+
+def hvp_chunk(f: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor) -> int:
+    """Probes per vmap-ed batch: at most HVP_CHUNK, and within HVP_CHUNK_BYTES."""
+    per_probe = _COPIES_PER_PROBE * max(1, saved_activation_bytes(f, theta))
+    return int(max(1, min(HVP_CHUNK, HVP_CHUNK_BYTES // per_probe)))
+
+
+def hvp_batch(f: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor,
+              V: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(H V, products evaluated) for the rows of V (k, P): forward-over-reverse products, vmap-ed in
+    chunks sized by :func:`hvp_chunk`; a chunk forward-mode AD refuses is redone row by row."""
     def one(v: torch.Tensor) -> torch.Tensor:
         return jvp(grad(f), (theta,), (v,))[1]
 
-    try:
-        return torch.cat([vmap(one)(V[s:s + HVP_CHUNK]) for s in range(0, V.shape[0], HVP_CHUNK)])
-    except RuntimeError:
-        # some graphs (a loss with structurally zero second derivatives in a batched tangent) trip
-        # forward-mode AD's immutable ZeroTensors; reverse-over-reverse gives the same products
-        return hvp_loop(f, theta, V)
+    chunk, parts, products = hvp_chunk(f, theta), [], 0
+    for start in range(0, V.shape[0], chunk):
+        rows = V[start:start + chunk]
+        try:
+            parts.append(vmap(one)(rows))
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError:
+            # forward-mode AD refuses some graphs (a batched tangent meeting one of its immutable
+            # ZeroTensors, seen on a gated edge into the output under an MSE loss); reverse-over-reverse
+            # gives the same products
+            parts.append(hvp_loop(f, theta, rows))
+        products += rows.shape[0]
+    return torch.cat(parts), products
 
 
 def hvp_loop(f: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
@@ -102,7 +140,7 @@ def hvp_loop(f: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, V: 
 @dataclass(frozen=True)
 class CouplingMap:
     """kappa, stderr, frobenius: (B, B) symmetric; trace, trace_stderr: (B,) Hutchinson traces of
-    the diagonal blocks; n_probes per block; n_hvp products in all (= B x n_probes)."""
+    the diagonal blocks; n_probes per block; n_hvp Hessian-vector products evaluated (B x n_probes)."""
 
     kappa: np.ndarray
     stderr: np.ndarray
@@ -130,14 +168,15 @@ def coupling_map(loss: BlockLoss, n_probes: int, rng: np.random.Generator) -> Co
     probes = rademacher_block_probes(loss.slices, P, n_probes, rng)
     theta = loss.theta0.detach()
     V = torch.as_tensor(probes.reshape(B * n_probes, P), dtype=theta.dtype, device=theta.device)
-    HV = hvp_batch(loss.f, theta, V).reshape(B, n_probes, P).cpu().double().numpy()
+    HV, n_products = hvp_batch(loss.f, theta, V)
+    HV = HV.reshape(B, n_probes, P).cpu().double().numpy()
     # sq[k, i, j] = ||(H v_j^(k))_i||^2 ; quad[k, j] = v_j^(k)T (H v_j^(k))_j
     sq = np.stack([np.stack([(HV[j, :, s] ** 2).sum(axis=1) for s in loss.slices], axis=1)
                    for j in range(B)], axis=2)
     quad = np.stack([(HV[j, :, s] * probes[j, :, s]).sum(axis=1) for j, s in enumerate(loss.slices)], axis=1)
     kappa, stderr, frob = kappa_with_jackknife(sq)
     m = n_probes
-    return CouplingMap(kappa, stderr, frob, quad.mean(axis=0), quad.std(axis=0, ddof=1) / np.sqrt(m), m, B * m)
+    return CouplingMap(kappa, stderr, frob, quad.mean(axis=0), quad.std(axis=0, ddof=1) / np.sqrt(m), m, n_products)
 
 
 def kappa_from_squares(fsq: np.ndarray) -> np.ndarray:

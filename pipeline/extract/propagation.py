@@ -15,6 +15,7 @@ random state and a re-run reproduces every number.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -34,14 +35,20 @@ COUPLING_STREAM, TRIAL_STREAM, COHERENCE_STREAM, EDGE_STREAM, RANDOM_EDGE_STREAM
 
 
 def synthesis_step(spec: RunSpec, metric_at: np.ndarray) -> tuple[int | None, list[int]]:
-    """(the synthesis step, the metric checkpoints of its shadow window); (None, []) without synthesis."""
+    """(the synthesis step, the metric checkpoints of its shadow window); (None, []) without synthesis.
+
+    The step is the first metric checkpoint at or after ``augment_at`` of training, moved later if
+    fewer than SHADOW_WINDOW checkpoints precede it and earlier if none follows it. Raises
+    ValueError when the run has too few checkpoints for a window and some training after it."""
     if spec.augment == "none":
         return None, []
+    if len(metric_at) < SHADOW_WINDOW + 1:
+        raise ValueError(f"augment = {spec.augment!r} needs at least {SHADOW_WINDOW + 1} distinct metric "
+                         f"checkpoints (a window of {SHADOW_WINDOW} maps and training after it); this run has "
+                         f"{len(metric_at)}: raise metric_checkpoints or epochs")
     total = int(metric_at[-1])
     idx = int(np.searchsorted(metric_at, spec.augment_at * total))
-    idx = min(max(idx, SHADOW_WINDOW - 1), len(metric_at) - 2)  # leave training after it
-    if idx < SHADOW_WINDOW - 1:
-        return None, []
+    idx = min(max(idx, SHADOW_WINDOW - 1), len(metric_at) - 2)
     return int(metric_at[idx]), [int(s) for s in metric_at[idx - SHADOW_WINDOW + 1: idx + 1]]
 
 
@@ -76,10 +83,12 @@ class PropagationTracker:
         return [{"step": step, **r} for r in coupling_rows(graph, cmap)]
 
     def maybe_augment(self, step: int, optimizer: torch.optim.Optimizer, train: tuple[torch.Tensor, torch.Tensor],
-                      progress: Callable[[], None] | None = None) -> None:
-        """At the synthesis step: find shadows, trial candidates, add the chosen (or random) edges."""
+                      progress: Callable[[], None] | None = None) -> float | None:
+        """At the synthesis step: find shadows, trial candidates, add the chosen (or random) edges;
+        returns the seconds it took (None at every other step)."""
         if step != self.aug_step:
-            return
+            return None
+        t0 = time.perf_counter()
         spec, n_blocks = self.spec, len(self.model.blocks)
         kappas = [self.maps[s] for s in self.window]
         shadows = find_shadows(kappas, self.lengths)
@@ -114,7 +123,8 @@ class PropagationTracker:
                             "coherence_trial": _finite(t.coherence_trial), "gain": _finite(t.gain),
                             "selected": t.selected} for t in trials]
         if spec.augment == "random":
-            chosen = random_edges(len(chosen), n_blocks, np.random.default_rng([spec.seed, step, RANDOM_EDGE_STREAM]))
+            chosen = random_edges([e.kind for e in chosen], n_blocks,
+                                  np.random.default_rng([spec.seed, step, RANDOM_EDGE_STREAM]))
             gains = {}
         if chosen:
             new = self.model.add_edges(chosen, edge_seed)
@@ -125,6 +135,7 @@ class PropagationTracker:
                 "step": step, "edge_index": k, "src": edge.src, "dst": edge.dst, "kind": edge.kind,
                 "method": spec.augment, "gain": _finite(gains.get(edge)),
                 "n_params": sum(p.numel() for p in module.parameters()), "gate": None})
+        return time.perf_counter() - t0
 
     def final_rows(self) -> dict[str, list[dict]]:
         """``blocks`` of the final model, ``augmentations`` with their final gates, ``augmentation_trials``."""

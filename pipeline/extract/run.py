@@ -141,7 +141,10 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
                     train_seconds = 0.0
                     checkpoint(step)
                     last_ckpt = step
-                    propagation.maybe_augment(step, optimizer, tensors["train"])
+                    synthesis_seconds = propagation.maybe_augment(step, optimizer, tensors["train"])
+                    if synthesis_seconds is not None:  # the step synthesis ran at, and its cost
+                        rows["timings"].append({"run_id": run_id, "step": step, "what": "synthesis",
+                                                "seconds": synthesis_seconds})
                     if progress:
                         progress(step, total)
         final_step = last_ckpt

@@ -190,7 +190,8 @@ class ShardStore:
         empty and its missing columns take their :data:`ADDED_COLUMNS` values)."""
         schema = arrow_schema(table)
         path = f"{ref.path}/{table}.parquet"
-        if table in _TABLES_SINCE_V4 and not self.fs.exists(path):
+        if table in _TABLES_SINCE_V4 and not self.fs.exists(path) and \
+                self.read_manifest(ref, verify=False)["schema_version"] < 4:
             return schema.empty_table()
         with self.fs.open(path, "rb") as fh:
             arrow = pq.read_table(fh)

@@ -92,8 +92,7 @@ def trace_block_graph(model: nn.Module, block_names: list[str] | tuple[str, ...]
                 queue.extend(user.users)
             elif j != i:
                 succ[i].add(j)
-            elif user is not node:
-                continue  # inside block i: its own later nodes are searched from themselves
+            # a later node of block i itself: the search from that node covers what follows it
     params = tuple(tuple(n for n, p in model.named_parameters() if _owner(n, names) == i and p.requires_grad)
                    for i in range(len(names)))
     for i, p in enumerate(params):

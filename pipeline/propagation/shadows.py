@@ -53,15 +53,20 @@ class Shadow:
     mean_relative: float
 
 
-def find_shadows(kappas: list[np.ndarray], pair_lengths: np.ndarray, ratio: float = SHADOW_RATIO) -> list[Shadow]:
+def find_shadows(kappas: list[np.ndarray], pair_lengths: np.ndarray | list[np.ndarray],
+                 ratio: float = SHADOW_RATIO) -> list[Shadow]:
     """Pairs i < j with a path whose relative coupling is below ``ratio`` in every map of ``kappas``
-    (the window, oldest first), weakest first."""
-    rel = np.stack([relative_coupling(k, pair_lengths) for k in kappas])
+    (the window, oldest first), weakest first. ``pair_lengths`` is one matrix for every map, or one
+    per map (a gated edge added inside the window shortens paths: each map is judged against the
+    pairs at the same length in its own graph); the reported length is the last map's."""
+    lengths = list(pair_lengths) if isinstance(pair_lengths, list) else [pair_lengths] * len(kappas)
+    rel = np.stack([relative_coupling(k, n) for k, n in zip(kappas, lengths, strict=True)])
+    last = lengths[-1]
     out = []
-    for i, j in zip(*np.triu_indices(pair_lengths.shape[0], k=1), strict=True):
+    for i, j in zip(*np.triu_indices(last.shape[0], k=1), strict=True):
         r = rel[:, i, j]
-        if pair_lengths[i, j] > 0 and np.isfinite(r).all() and (r < ratio).all():
-            out.append(Shadow(int(i), int(j), int(pair_lengths[i, j]), float(r.max()), float(r.mean())))
+        if all(n[i, j] > 0 for n in lengths) and np.isfinite(r).all() and (r < ratio).all():
+            out.append(Shadow(int(i), int(j), int(last[i, j]), float(r.max()), float(r.mean())))
     return sorted(out, key=lambda s: (s.max_relative, s.block_i, s.block_j))
 
 

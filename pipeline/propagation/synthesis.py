@@ -14,7 +14,7 @@ the global coherence each edge restores.
    and keeps the largest gain, while it is positive and the edge budget lasts. The chosen edges then
    enter the real model (gates at 0, the projections the trials used) and training continues.
 
-``random_edges`` places the same number of gated skip edges uniformly at random (the control arm).
+``random_edges`` places as many gated edges of the same kinds uniformly at random (the control arm).
 """
 
 from __future__ import annotations
@@ -85,11 +85,14 @@ def gentle_trial(model: torch.nn.Module, optimizer: torch.optim.Optimizer, edges
     """C after ``train_steps`` on a copy of (model, optimizer) with ``edges`` added (gates at 0,
     projections drawn from ``seed``). The copies share parameters as the originals do."""
     trial_model, trial_optimizer = copy.deepcopy((model, optimizer))
-    if edges:
-        trial_optimizer.add_param_group({"params": trial_model.add_edges(list(edges), seed)})
-    trial_model.train()
-    train_steps(trial_model, trial_optimizer)
-    return coherence(trial_model)
+    # the trial's own random stream (dropout masks, probes): the run's generator never moves
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if edges:
+            trial_optimizer.add_param_group({"params": trial_model.add_edges(list(edges), seed)})
+        trial_model.train()
+        train_steps(trial_model, trial_optimizer)
+        return coherence(trial_model)
 
 
 def synthesize(model: torch.nn.Module, optimizer: torch.optim.Optimizer, candidates: list[Candidate],
@@ -109,8 +112,11 @@ def synthesize(model: torch.nn.Module, optimizer: torch.optim.Optimizer, candida
                                                seed)))
             if progress:
                 progress()
-        best_cand, best_c = max(results, key=lambda r: (r[1] - control, -remaining.index(r[0])))
-        keep = np.isfinite(best_c - control) and best_c - control > 0
+        # a diverged trial measures NaN: it can be neither chosen nor block a finite candidate
+        finite = [r for r in results if np.isfinite(r[1] - control)]
+        best_cand, best_c = (max(finite, key=lambda r: (r[1] - control, -remaining.index(r[0]))) if finite
+                             else (None, np.nan))
+        keep = best_cand is not None and best_c - control > 0
         trials += [Trial(rnd, c.edge, c.relative, control, value, keep and c is best_cand) for c, value in results]
         if not keep:
             break
@@ -119,8 +125,15 @@ def synthesize(model: torch.nn.Module, optimizer: torch.optim.Optimizer, candida
     return chosen, trials
 
 
-def random_edges(count: int, n_blocks: int, rng: np.random.Generator) -> list[EdgeSpec]:
-    """``count`` distinct skip edges between blocks (0 <= src, src + 2 <= dst < n_blocks), uniformly."""
-    pool = [EdgeSpec(s, d) for s in range(n_blocks) for d in range(s + 2, n_blocks)]
-    count = min(count, len(pool))
-    return sorted(pool[i] for i in rng.choice(len(pool), size=count, replace=False)) if count else []
+def random_edges(kinds: list[str], n_blocks: int, rng: np.random.Generator) -> list[EdgeSpec]:
+    """One random edge per entry of ``kinds``, distinct, uniformly among the valid edges of that kind:
+    a skip between blocks (0 <= src, src + 2 <= dst < n_blocks), or an adapter parallel to a block b
+    (edge b - 1 -> b + 1), so the random arm adds what synthesis added, placed by chance."""
+    pools = {"skip": [EdgeSpec(s, d) for s in range(n_blocks) for d in range(s + 2, n_blocks)],
+             "adapter": [EdgeSpec(b - 1, b + 1, "adapter") for b in range(n_blocks)]}
+    out: list[EdgeSpec] = []
+    for kind in kinds:
+        pool = [e for e in pools[kind] if e not in out]
+        if pool:
+            out.append(pool[int(rng.integers(len(pool)))])
+    return sorted(out)
