@@ -214,19 +214,20 @@ def _verdicts(frame: pl.DataFrame) -> list[Verdict]:
                            mean_t_p(values), 0.0, negligible, f"SHADOW_RATIO {SHADOW_RATIO}, window {SHADOW_WINDOW}"))
 
     unit = "(data set, lr) units"
-    add("propagation.synthesis_beats_plain", "Skip-connections synthesized where the coupling map shows shadows improve the "
-        "final test metric of deep plain networks", "paired difference synthesized - plain within cells, seeds "
+    add("propagation.synthesis_beats_plain", "Skip-connections synthesized where the coupling map shows shadows "
+        "improve the final test metric of deep plain networks", "paired difference synthesized - plain within cells, seeds "
         "averaged per (data set, lr); t interval", "final test metric difference",
         _paired(frame, "synthesized", "plain", "final_test_metric", ["dataset", "lr"]), unit, 0.005)
-    add("propagation.synthesis_beats_random", "Synthesized edges improve the final test metric more than the same number of "
-        "randomly placed gated edges", "paired difference synthesized - random within cells, seeds averaged per "
+    add("propagation.synthesis_beats_random", "Synthesized edges improve the final test metric more than the same "
+        "number of randomly placed gated edges", "paired difference synthesized - random within cells, seeds averaged per "
         "(data set, lr); t interval", "final test metric difference",
         _paired(frame, "synthesized", "random", "final_test_metric", ["dataset", "lr"]), unit, 0.005)
     add("propagation.synthesis_lowers_lr_sensitivity", "Synthesized edges lower the dependence on the learning rate",
         "per (data set, seed): range over learning rates of the final test metric, plain - synthesized; t interval",
         "reduction of the learning-rate range", _lr_range_difference(frame, "synthesized", "plain"),
         "(data set, seed) units", 0.005)
-    add("propagation.synthesis_restores_coherence", "Synthesized edges restore the coherence of curvature between blocks",
+    add("propagation.synthesis_restores_coherence",
+        "Synthesized edges restore the coherence of curvature between blocks",
         "paired difference of the final global coherence (mean kappa over path pairs), synthesized - plain, seeds "
         "averaged per (data set, lr); t interval", "final coherence difference",
         _paired(frame, "synthesized", "plain", "coherence_last", ["dataset", "lr"]), unit, 0.01)
