@@ -216,11 +216,13 @@ def _verdicts(frame: pl.DataFrame) -> list[Verdict]:
     unit = "(data set, lr) units"
     add("propagation.synthesis_beats_plain", "Skip-connections synthesized where the coupling map shows shadows "
         "improve the final test metric of deep plain networks",
-        "paired difference synthesized - plain within cells, seeds averaged per (data set, lr); t interval", "final test metric difference",
+        "paired difference synthesized - plain within cells, seeds averaged per (data set, lr); t interval",
+        "final test metric difference",
         _paired(frame, "synthesized", "plain", "final_test_metric", ["dataset", "lr"]), unit, 0.005)
     add("propagation.synthesis_beats_random", "Synthesized edges improve the final test metric more than the same "
         "number of randomly placed gated edges",
-        "paired difference synthesized - random within cells, seeds averaged per (data set, lr); t interval", "final test metric difference",
+        "paired difference synthesized - random within cells, seeds averaged per (data set, lr); t interval",
+        "final test metric difference",
         _paired(frame, "synthesized", "random", "final_test_metric", ["dataset", "lr"]), unit, 0.005)
     add("propagation.synthesis_lowers_lr_sensitivity", "Synthesized edges lower the dependence on the learning rate",
         "per (data set, seed): range over learning rates of the final test metric, plain - synthesized; t interval",
