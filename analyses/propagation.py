@@ -268,6 +268,10 @@ def coupling_maps_figure(con: duckdb.DuckDBPyConnection, max_panels: int = 6) ->
                     ax.add_patch(plt.Rectangle((b - 0.5, a - 0.5), 1, 1, fill=False, ec="red", lw=1.5))
         ax.set_title(f"step {step}", fontsize=10)
         ax.set_xlabel("block j")
+        ax.grid(False)
+        ax.set_xticks(range(kappa.shape[0]))
+        ax.set_yticks(range(kappa.shape[0]))
+        ax.tick_params(labelsize=7)
     axes[0][0].set_ylabel("block i")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="κ_ij")
     fig.suptitle(f"Curvature coupling κ_ij of run {run_id} ({info[0]}, {info[1]}, lr {info[2]}, seed {info[3]}); "
@@ -365,9 +369,11 @@ def families_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
                                            [run_id]).fetchall()]
         dataset = con.execute("SELECT dataset FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
         im = ax.imshow(kappa, cmap="viridis", vmin=0, vmax=max(1.5, float(np.nanmax(kappa))))
-        if len(names) <= 8:
-            ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-            ax.set_yticks(range(len(names)), names, fontsize=7)
+        labels = names if len(names) <= 8 else [str(i) for i in range(len(names))]
+        ax.set_xticks(range(len(names)), labels, rotation=60 if len(names) <= 8 else 0,
+                      ha="right" if len(names) <= 8 else "center", fontsize=7)
+        ax.set_yticks(range(len(names)), labels, fontsize=7)
+        ax.grid(False)
         ax.set_title(f"{label}, {dataset}, step {step}", fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.7)
     fig.suptitle("Curvature coupling κ_ij at the last snapshot, one run per family", fontsize=10)
