@@ -144,7 +144,12 @@ def fit_cca(x: np.ndarray, y: np.ndarray, orient: np.ndarray | None = None) -> C
     correlates positively with it. Raises ValueError when a block is collinear."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     model = CanCorr(y, x)
-    table = model.corr_test().stats
+    try:
+        table = model.corr_test().stats
+    except ZeroDivisionError:
+        # a canonical correlation of exactly 1 (Wilks' lambda 0): the blocks are collinear, seen in a
+        # small held-out fold of the test corpus
+        raise ValueError("a canonical correlation is exactly 1: the blocks are collinear") from None
     # statsmodels scales the variates to unit norm; rescale them to unit sample variance
     scale = math.sqrt(max(len(x) - 1, 1))
     a, b = np.asarray(model.x_cancoef, float) * scale, np.asarray(model.y_cancoef, float) * scale
