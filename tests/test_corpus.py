@@ -81,7 +81,7 @@ def test_ingest_again_adds_nothing(built_corpus) -> None:
     before.close()
     proc = run_cli("ingest", "--config", str(built_corpus["config"]), "--db", str(built_corpus["db"]),
                    "--shards", str(built_corpus["shards"]), check=True)
-    assert "0 runs added, 13 already present" in proc.stderr
+    assert "0 runs added, 15 already present" in proc.stderr
     with snapshot_loader.open(built_corpus["db"]) as corpus:
         assert corpus.sql("SELECT count(*) AS n FROM checkpoints")["n"][0] == n_before
 
