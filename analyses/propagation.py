@@ -403,15 +403,18 @@ def report(con: duckdb.DuckDBPyConnection) -> dict:
     if not n[0]:
         return {"paragraphs": ["No run in this corpus has a coupling map (coupling_probes = 0 everywhere); "
                                "configs/propagation.toml has the study."], "tables": []}
-    trials = con.execute("""SELECT count(*), count(DISTINCT run_id), sum(selected::INTEGER),
-                                   avg(gain) FILTER (WHERE selected) FROM augmentation_trials""").fetchone()
+    trials = con.execute("""SELECT count(*), count(DISTINCT t.run_id), sum(t.selected::INTEGER),
+                                   avg(t.gain) FILTER (WHERE t.selected)
+                            FROM augmentation_trials t JOIN runs r USING (run_id)
+                            WHERE r.augment = 'synthesized'""").fetchone()
     shadows = con.execute("SELECT count(DISTINCT run_id), count(*) FROM shadows").fetchone()
     paragraphs = [
         f"{n[0]} runs in {n[1]} cells (data set, seed, learning rate) of deep plain networks, four arms each where "
         f"the config has them. {shadows[0]} runs show shadows in some window ({shadows[1]} pair-windows, threshold "
         f"{SHADOW_RATIO} of the median coupling at the same path length, {SHADOW_WINDOW} consecutive maps).",
-        f"Synthesis ran {trials[0]} gentle trials in {trials[1]} runs and kept {trials[2] or 0} edges "
-        f"(mean coherence gain of a kept edge {fmt_number(trials[3])}); a run whose map showed no shadow, or whose "
+        f"Synthesis ran {trials[0]} gentle trials in {trials[1]} synthesized runs and kept {trials[2] or 0} edges "
+        f"(mean coherence gain of a kept edge {fmt_number(trials[3])}); each random run repeats its twin's trials "
+        "only to add as many edges of the same kinds at random. A run whose map showed no shadow, or whose "
         "trials restored no coherence, adds none and trains exactly as its plain twin.",
     ]
     tables = [
