@@ -544,3 +544,32 @@ def test_a_version_4_database_migrates_to_5_with_the_defaults(propagation_db, tm
                        "FROM runs").fetchone() == (n_runs, True)
     assert con.execute("SELECT count(*) FROM curvature_coupling").fetchone()[0] == 0
     con.close()
+
+
+def test_the_worker_finds_the_planted_shadow_and_synthesizes_over_it():
+    """The tracker the training loop uses: maps at the window's checkpoints, shadows over the window,
+    candidates, trials and the chosen edges entering the model at gate 0 with their rows."""
+    from pipeline.extract.propagation import PropagationTracker
+    from pipeline.runspec import RunSpec
+
+    model, X, y = _planted()
+    model = model.float()
+    X, y = X.float(), y.float()
+    spec = RunSpec(dataset="iris", augment="synthesized", coupling_probes=16, batch_size=32, trial_steps=10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    tracker = PropagationTracker(spec, model, (X, y), nn.MSELoss(), "regression", "cpu", np.array([0, 5, 10, 15, 20]))
+    assert (tracker.aug_step, tracker.window) == (10, [0, 5, 10])
+    rows = [r for step in (0, 5, 10) for r in tracker.at_checkpoint(step, is_spectral=step == 0)]
+    assert len(rows) == 3 * 6 * 7 // 2
+    with torch.no_grad():
+        before = model(X).clone()
+    assert tracker.maybe_augment(10, optimizer, (X, y)) is not None
+    trials = tracker.trial_rows
+    assert (1, 3, "skip") in {(t["src"], t["dst"], t["kind"]) for t in trials if t["round"] == 0}
+    chosen = [(r["src"], r["dst"]) for r in tracker.augmentation_rows]
+    assert chosen and all(t["gain"] > 0 for t in trials if t["selected"])
+    assert len(model.edges) == 1 + len(chosen)  # the planted edge into the output, and the new ones
+    with torch.no_grad():
+        assert torch.equal(model(X), before)  # gates at 0
+    final = tracker.final_rows()
+    assert [r["gate"] for r in final["augmentations"]] == [0.0] * len(chosen)
