@@ -70,7 +70,6 @@ class MLP(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.dims = (*dims, d_out)
         self.activation_name = activation
-        self.residual = residual
         #: block i adds its input to its output (the residual template)
         self.residual_at = tuple(residual == "every" and 0 < i < len(blocks) - 1 and dims[i] == dims[i + 1]
                                  for i in range(len(blocks)))
@@ -133,7 +132,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.edges and not any(self.residual_at):
-            for block in self.blocks:  # the plain chain, as fx traces it
+            for block in self.blocks:  # the plain chain: the same operations as before DAGs existed
                 x = block(x)
             return x
         return self.representations(x)[-1]
