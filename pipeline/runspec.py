@@ -65,7 +65,7 @@ class RunSpec:
     spectral_snapshots: int = 10
     probe_size: int = 256
     hessian_exact_limit: int = 1000
-    hvp_budget: int = 150
+    hvp_budget: int = 320
     seed: int = 0
     residual: str = "none"
     #: Rademacher probes per block for the curvature coupling map at spectral snapshots (0: no map).

@@ -466,43 +466,33 @@ def test_parquet_view_equals_database_for_the_propagation_tables(propagation_db)
             assert a.height > 0 and a.equals(b), table
 
 
-def test_a_version_3_shard_is_still_read(propagation_db, tmp_path):
-    """A shard written before schema 5 (no propagation tables, no new runs columns, manifest version 3)
-    is ingested and viewed with the fields' defaults."""
-    import hashlib
+def test_a_shard_from_before_schema_5_is_stale_and_extracted_again(propagation_db, tmp_path):
+    """Shards written before schema 5 hold curvature from the old estimators (no standard errors, zeros
+    by a fixed tolerance): the store does not count them complete, so `pipeline extract` runs them
+    again, and reading the store names the file instead of mixing old and new rows."""
     import json
     import shutil
 
-    import pyarrow.parquet as pq
-
-    import snapshot_loader
-    from snapshot_loader.ingest import ingest_shards
-    from snapshot_loader.schema import ADDED_COLUMNS
+    from pipeline.errors import PipelineError
+    from pipeline.extract.shards import ShardStore
 
     src = next((propagation_db.parent / "shards").glob("dataset=iris/run_id=*"))
     store = tmp_path / "shards"
     dst = store / "dataset=iris" / src.name
     shutil.copytree(src, dst)
-    manifest = json.loads((dst / "manifest.json").read_text())
-    manifest["schema_version"] = 3
-    for table in ("blocks", "curvature_coupling", "augmentations", "augmentation_trials"):
-        (dst / f"{table}.parquet").unlink()
-        del manifest["tables"][table]
-    runs = pq.read_table(dst / "runs.parquet")
-    runs = runs.drop_columns([c for (t, c) in ADDED_COLUMNS if t == "runs"])
-    pq.write_table(runs, dst / "runs.parquet")
-    manifest["tables"]["runs"]["sha256"] = hashlib.sha256((dst / "runs.parquet").read_bytes()).hexdigest()
-    (dst / "manifest.json").write_text(json.dumps(manifest))
-    report = ingest_shards(tmp_path / "c.duckdb", store)
-    assert report.ingested == [src.name.split("=", 1)[1]] and not report.errors
-    for opened in (snapshot_loader.open(tmp_path / "c.duckdb"), snapshot_loader.open(store)):
-        with opened as corpus:
-            row = corpus.sql("SELECT residual, coupling_probes, augment, edge_budget FROM runs").row(0)
-            assert row == ("none", 0, "none", 2)
-            assert corpus.sql("SELECT count(*) AS n FROM curvature_coupling")["n"][0] == 0
+    run_id = src.name.split("=", 1)[1]
+    assert ShardStore(store).is_complete("iris", run_id)
+    for version in (3, 4):
+        manifest = json.loads((dst / "manifest.json").read_text())
+        manifest["schema_version"] = version
+        (dst / "manifest.json").write_text(json.dumps(manifest))
+        assert not ShardStore(store).is_complete("iris", run_id)
+        with pytest.raises(PipelineError, match=rf"manifest.json: shard has schema version {version}, this tool "
+                                                "writes 5: delete the shard and extract again"):
+            ShardStore(store).complete()
 
 
-def test_a_version_4_shard_without_its_coupling_file_is_refused(propagation_db, tmp_path):
+def test_a_shard_without_its_coupling_file_is_refused(propagation_db, tmp_path):
     import shutil
 
     from pipeline.errors import ShardError
@@ -519,13 +509,14 @@ def test_a_version_4_shard_without_its_coupling_file_is_refused(propagation_db, 
         ShardStore(store).read_manifest(ShardStore(store).refs()[0])
 
 
-def test_a_version_4_database_migrates_to_5_with_the_defaults(propagation_db, tmp_path):
-    """A v4 database (no propagation tables, runs without the six columns) is migrated in place by
-    the next ingest; its runs get the values they had."""
+def test_a_version_4_database_migrates_to_6_with_the_defaults(propagation_db, tmp_path):
+    """A v4 database (no propagation tables, runs without the six columns, no curvature errors) is
+    migrated in place by the next ingest; its runs get the values they had, its curvature rows the
+    error columns (unknown: NULL) and zero counts under the noise floor."""
     import shutil
 
     from snapshot_loader.database import connect_writable
-    from snapshot_loader.schema import ADDED_COLUMNS
+    from snapshot_loader.schema import ADDED_COLUMNS, ESTIMATED_SUMMARIES, SCHEMA_VERSION, TABLES
 
     db = tmp_path / "old.duckdb"
     shutil.copy(propagation_db, db)
@@ -534,12 +525,21 @@ def test_a_version_4_database_migrates_to_5_with_the_defaults(propagation_db, tm
         con.execute(f"DROP TABLE {table}")
     for (_, column) in ADDED_COLUMNS:
         con.execute(f'ALTER TABLE runs DROP COLUMN "{column}"')
+    exact = con.execute("SELECT run_id, step, layer_index, kind, n_zero, condition_number FROM hessian_spectra "
+                        "WHERE method <> 'lanczos' ORDER BY ALL").fetchall()
+    for column, _ in TABLES["hessian_spectra"][-(len(ESTIMATED_SUMMARIES) + 3):]:
+        con.execute(f'ALTER TABLE hessian_spectra DROP COLUMN "{column}"')
+    con.execute("UPDATE hessian_spectra SET n_zero = -1, condition_number = -1")  # what v4 had: to be recomputed
     con.execute("DELETE FROM schema_version")
     con.execute("INSERT INTO schema_version VALUES (4, now())")
     n_runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
     con.close()
     con = connect_writable(db)
-    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 5
+    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 6
+    assert con.execute("SELECT run_id, step, layer_index, kind, n_zero, condition_number FROM hessian_spectra "
+                       "WHERE method <> 'lanczos' ORDER BY ALL").fetchall() == exact
+    assert con.execute("SELECT count(*) FILTER (WHERE zero_floor IS NULL), count(std_stderr) FROM hessian_spectra "
+                       "WHERE method <> 'lanczos'").fetchone() == (0, 0)
     assert con.execute("SELECT count(*), bool_and(residual = 'none' AND coupling_probes = 0 AND augment = 'none') "
                        "FROM runs").fetchone() == (n_runs, True)
     assert con.execute("SELECT count(*) FROM curvature_coupling").fetchone()[0] == 0

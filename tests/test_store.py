@@ -20,7 +20,7 @@ from pipeline.extract.shards import ShardStore
 from pipeline.runspec import RunSpec
 from snapshot_loader.database import connect_readonly, connect_writable
 from snapshot_loader.ingest import ingest_shards
-from snapshot_loader.schema import PRIMARY_KEYS, SCHEMA_VERSION, TABLES, WALL_TIME_COLUMNS
+from snapshot_loader.schema import PRIMARY_KEYS, SCHEMA_VERSION, SHARD_SCHEMA_VERSION, TABLES, WALL_TIME_COLUMNS
 from tests.conftest import ROOT
 
 TINY = dict(epochs=2, metric_checkpoints=4, spectral_snapshots=2, probe_size=32)
@@ -154,5 +154,6 @@ def test_a_shard_of_another_version_is_named_when_the_store_is_opened(tmp_path: 
     store = ShardStore(f"memory://stale-{tmp_path.name}")
     stale = store.folder("iris", "0123456789abcdef")
     store.fs.pipe_file(f"{stale}/manifest.json", b'{"run_id": "0123456789abcdef", "schema_version": 2}')
-    with pytest.raises(PipelineError, match=r"manifest.json: shard has schema version 2, this tool writes 4"):
+    with pytest.raises(PipelineError, match=rf"manifest.json: shard has schema version 2, this tool writes "
+                                            rf"{SHARD_SCHEMA_VERSION}"):
         snapshot_loader.open(store.location)

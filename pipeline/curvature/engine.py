@@ -1,26 +1,31 @@
 """The curvature of one spectral snapshot: for every layer, three spectra and two scalars.
 
-kinds (rows of ``hessian_spectra``):
-- ``local``: the local Hessian with phi = sum (definition 1): ``closed_form`` whenever the block
-  allows it (any size: only the q small blocks are formed), else ``vmap`` up to the exact limit, else
-  ``lanczos`` on local Hessian-vector products;
-- ``loss``: the loss block Hessian H_ii (definition 2): exact up to the exact limit (``vmap`` or the
-  row loop ``rows``, whichever the benchmark found faster at that size), else ``lanczos``;
-- ``ggn``: the Gauss-Newton block G_ii (definition 3): ``exact`` up to the limit, else ``lanczos`` on
-  GGN-vector products.
-Exact kinds store every eigenvalue and the full spectral summary. Above the limit nothing of size
-p x p is allocated: the row stores the Ritz values of a top-k (and, for the indefinite kinds, a
-bottom-k) Lanczos run (``converged`` and ``bottom_converged`` say whether ARPACK met its tolerance
-within the budget for each; the bottom of a loss spectrum is a crowd of tiny eigenvalues and rarely
-does), the Hutch++ trace with its standard error, and the stochastic Lanczos
-quadrature density (grid and values), from which the negative mass, standard deviation, skewness
-and effective rank are estimated; fields that need the whole spectrum are NULL.
+Every kind is built from the block's Kronecker form H = sum_n M_n (x) z~_n z~_n^T
+(:mod:`pipeline.curvature.kronecker`): q products with respect to the block's pre-activations, not
+p = q (d + 1) through the network. kinds (rows of ``hessian_spectra``), by ``method``:
 
-The product budget per layer and kind (``hvp_budget``) is split: indefinite kinds 40 % top-k, 20 %
-bottom-k, 20 % Hutch++, 20 % density; the GGN (positive semi-definite, so no bottom-k) 40 % top-k,
-20 % Hutch++, 20 % density and 20 % conjugate-gradient iterations for the natural-gradient norm.
-``layer_stats`` gains the gradient pressure g^T H g / ||g||^2 and the damped natural-gradient norm
-g^T (G + lambda I)^{-1} g (a lower bound, flagged, when CG stops at its cap).
+- ``local``: the local Hessian with phi = sum (definition 1): ``closed_form`` whenever the block is
+  Linear + elementwise activation (M_n diagonal; any size: only the q small blocks are formed); for
+  layer norm ``kronecker`` (the dense matrix from the Kronecker form) up to the exact limit, else
+  ``lanczos`` on Kronecker products;
+- ``loss``: the loss block H_ii (definition 2): ``kronecker`` up to the exact limit, else ``lanczos``;
+- ``ggn``: the Gauss-Newton block G_ii (definition 3): ``gram``, exact at any width, from the smaller
+  of the p x p matrix and the (N m') x (N m') Gram matrix S S^T while that fits GGN_EXACT_MAX; else
+  ``lanczos`` (never reached by the built-in configs).
+
+Exact rows store every eigenvalue and the full spectral summary, with standard errors 0 and
+``zero_floor``, the noise floor below which an eigenvalue counts as zero. ``lanczos`` rows
+(:func:`pipeline.curvature.matrix_free.matrix_free_summary`) have the exact trace and standard
+deviation (from tr H and ||H||_F^2 of the Kronecker form), estimated skewness, negative mass and
+effective rank with jackknife standard errors, both extremes with their residuals and per-end
+convergence, and the stochastic Lanczos quadrature density; the columns that need the whole
+spectrum are NULL. Nothing of size p x p is allocated above the exact limit.
+
+``layer_stats`` gains the gradient pressure g^T H_ii g / ||g||^2 (exact at any width, by a Kronecker
+product) and the damped natural-gradient norm g^T (G + lambda I)^{-1} g (exact: a dense solve, or the
+Woodbury identity on the Gram matrix, g^T (G + mu I)^{-1} g = (||g||^2 - s^T (mu I + S S^T)^{-1} s) / mu
+with s = S g; by conjugate gradients, ``natural_gradient_converged`` recording whether CG met its
+tolerance, only above GGN_EXACT_MAX).
 
 All work is in float64 on a copy of the model in eval mode, on ``device``; every random draw is
 seeded from (run seed, step, layer, kind).
@@ -36,31 +41,49 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.curvature.dense_hessian import auto_method, dense_hessian, finite_eigh
+from pipeline.curvature.dense_hessian import finite_eigh
 from pipeline.curvature.ggn import (
-    GGNProduct,
-    ggn_exact,
+    GGNFactor,
+    ggn_factor,
     gradient_pressure,
     natural_gradient_norm_cg,
     natural_gradient_norm_dense,
+    natural_gradient_norm_gram,
 )
-from pipeline.curvature.local_hessian import closed_form_applies, is_exactly_zero, local_closed_form_spectrum
+from pipeline.curvature.kronecker import KroneckerSum, local_kronecker, loss_kronecker
+from pipeline.curvature.local_hessian import (
+    closed_form_applies,
+    closed_form_solve_order,
+    is_exactly_zero,
+    local_closed_form_spectrum,
+)
+from pipeline.curvature.matrix_free import matrix_free_summary
 from pipeline.curvature.objective import BlockObjective, local_objective, loss_objective
-from pipeline.curvature.spectral_summary import NEAR_ZERO_RTOL, spectral_summary
-from pipeline.curvature.stochastic import GraphHVP, hutchpp_trace, lanczos_extreme, slq_density
+from pipeline.curvature.spectral_summary import spectral_summary
+from pipeline.curvature.stochastic import GraphHVP
 
 KINDS = ("local", "loss", "ggn")
 KIND_CODE = {k: i for i, k in enumerate(KINDS)}
-#: Ritz values asked of each Lanczos run.
-TOP_K = 8
-#: Lanczos runs of the stochastic quadrature (each gets half of the density budget).
-SLQ_VECTORS = 2
+#: Methods whose rows are estimates from products (their summaries carry standard errors).
+ESTIMATED_METHODS = ("lanczos",)
+#: The Gauss-Newton block is decomposed exactly while min(p, N m') is at most this: a Gram matrix of
+#: 4096^2 doubles is 128 MiB, and its eigenvalues take about 3 s on one core.
+GGN_EXACT_MAX = 4096
+#: Lanczos runs of a matrix-free row; each gets hvp_budget // SLQ_VECTORS steps (see the README's
+#: estimator table for the accuracy this buys, measured by benchmarks/curvature.py).
+SLQ_VECTORS = 8
+#: Above the exact limit the Kronecker factors M (8 N q^2 bytes) are formed only up to this size, for
+#: the exact trace and Frobenius norm; Lanczos itself runs on products through the network, which
+#: read the weights rather than M (a product with M is memory-bound: 15 ms at N = q = 256).
+KRONECKER_MAX_BYTES = 64 * 2**20
+#: ... and ||H||_F^2 costs N^2 q^2 multiply-adds: exact up to this many, estimated above.
+FROBENIUS_MAX_FLOPS = 2**30
 
 
 @dataclass(frozen=True)
 class CurvatureSettings:
     exact_limit: int = 1000
-    hvp_budget: int = 150
+    hvp_budget: int = 320
     phi: str = "sum"
     device: str = "cpu"
 
@@ -69,53 +92,80 @@ def _rng(seed: int, step: int, layer: int, kind: str) -> np.random.Generator:
     return np.random.default_rng([seed, step, layer, KIND_CODE[kind]])
 
 
-def _exact_row(eigenvalues: torch.Tensor, eigenvectors: torch.Tensor | None, bias_mask: np.ndarray | None) -> dict:
-    lam = eigenvalues.detach().cpu().numpy()
+_EXACT_ERRORS = {"trace_stderr": 0.0, "std_stderr": 0.0, "skewness_stderr": 0.0, "negative_mass_stderr": 0.0,
+                 "effective_rank_stderr": 0.0, "top_residual": 0.0, "bottom_residual": 0.0, "converged": True,
+                 "bottom_converged": True}
+
+
+def _exact_row(eigenvalues: torch.Tensor | np.ndarray, eigenvectors: torch.Tensor | None = None,
+               bias_mask: np.ndarray | None = None, n_solve: int | None = None,
+               bias_share: float | None = None) -> dict:
+    lam = eigenvalues.detach().cpu().numpy() if isinstance(eigenvalues, torch.Tensor) else np.asarray(eigenvalues)
     vecs = None if eigenvectors is None else eigenvectors.detach().cpu().numpy()
-    s = spectral_summary(lam, vecs, bias_mask)
-    return {"eigenvalues": np.sort(lam), **s.as_row(), "trace_stderr": 0.0, "converged": True,
-            "bottom_converged": True}
+    s = spectral_summary(lam, vecs, bias_mask, n_solve=n_solve, bias_share=bias_share)
+    return {"eigenvalues": np.sort(lam), **s.as_row(), **_EXACT_ERRORS}
 
 
-def _stochastic_row(matvec, n: int, rng: np.random.Generator, budget: int, definite: bool) -> dict:
-    """Lanczos extremes + Hutch++ + SLQ within ``budget`` products; see the module docstring."""
-    top_b = (2 * budget) // 5
-    bottom_b = 0 if definite else budget // 5
-    trace_b = budget // 5
-    density_b = budget // 5 if definite else budget - top_b - bottom_b - trace_b
-    top = lanczos_extreme(matvec, n, TOP_K, "LA", top_b, rng)
-    bottom = lanczos_extreme(matvec, n, TOP_K, "SA", bottom_b, rng) if bottom_b else None
-    trace = hutchpp_trace(matvec, n, max(3, trace_b), rng)
-    density = slq_density(matvec, n, SLQ_VECTORS, max(2, density_b // SLQ_VECTORS), rng)
-    ritz = np.sort(np.concatenate([top.values, bottom.values if bottom else []]))
-    # quadrature estimates: (1/n) tr f(H) ~ sum_k w_k f(theta_k)
-    w, theta = density.weights, density.nodes
-    mean = float(w @ theta)
-    var = max(float(w @ theta**2) - mean**2, 0.0)
-    top_abs = max(float(np.abs(ritz).max()) if ritz.size else 0.0, float(np.abs(theta).max()))
-    sum_abs = n * float(w @ np.abs(theta))
-    return {
-        "eigenvalues": ritz, "trace": trace.trace, "trace_stderr": trace.stderr,
-        "top_eigenvalue": float(top.values.max()) if top.values.size else None,
-        "bottom_eigenvalue": (float(bottom.values.min()) if bottom and bottom.values.size else
-                              (0.0 if definite else None)),
-        "condition_number": None, "log_abs_det": None, "n_zero": None, "symmetry": None, "bias_share": None,
-        "effective_rank": sum_abs / top_abs if top_abs > 0 else None, "std": var**0.5,
-        "skewness": float(w @ (theta - mean) ** 3) / var**1.5 if var > 0 else None,
-        "negative_mass": density.negative_mass(),
-        "near_zero_fraction": float(w[np.abs(theta) <= NEAR_ZERO_RTOL * top_abs].sum()) if top_abs > 0 else None,
-        "converged": top.converged, "bottom_converged": bottom.converged if bottom else None,
-        "density_grid": density.grid, "density": density.density,
-        "n_hvp": top.n_matvec + (bottom.n_matvec if bottom else 0) + trace.n_matvec + density.n_matvec,
-    }
+def _indefinite_row(obj: BlockObjective, kron: KroneckerSum | None, settings: CurvatureSettings,
+                    rng: np.random.Generator, hvp: GraphHVP | None = None) -> dict:
+    """An indefinite kind (local, loss): exact from its Kronecker form up to the exact limit, else
+    matrix-free on Hessian-vector products (``hvp``, built here unless given), with the exact trace and
+    Frobenius norm when ``kron`` is given."""
+    if obj.n_params <= settings.exact_limit:
+        values, vectors = finite_eigh(kron.dense())
+        return {**_exact_row(values, vectors, kron.bias_mask), "method": "kronecker", "n_hvp": 0}
+    trace = fro = None
+    if kron is not None:
+        _check_finite(kron.m)
+        trace = kron.trace()
+        n, q = kron.m.shape[:2]
+        fro = kron.frobenius_sq() if n * n * q * q <= FROBENIUS_MAX_FLOPS else None
+    row = matrix_free_summary(hvp or GraphHVP(obj), obj.n_params, SLQ_VECTORS,
+                              max(2, settings.hvp_budget // SLQ_VECTORS), rng, trace=trace, frobenius_sq=fro)
+    return {**row, "method": "lanczos"}
+
+
+def _kronecker_fits(n: int, q: int, p: int, settings: CurvatureSettings) -> bool:
+    return p <= settings.exact_limit or 8 * n * q * q <= KRONECKER_MAX_BYTES
+
+
+def _check_finite(t: torch.Tensor) -> None:
+    if not torch.isfinite(t).all():
+        raise FloatingPointError("curvature matrix is not finite")
+
+
+def _ggn_row(factor: GGNFactor, g: torch.Tensor, settings: CurvatureSettings,
+             rng: np.random.Generator) -> tuple[dict, float | None, bool]:
+    """The Gauss-Newton row and the natural-gradient norm g^T (G + delta lambda_max I)^{-1} g."""
+    p, size = factor.n_params, factor.gram_size
+    _check_finite(factor.r)
+    if min(p, size) <= GGN_EXACT_MAX:
+        if p <= size:
+            gmat = factor.kronecker().dense()
+            values = torch.linalg.eigvalsh(gmat)
+            natgrad = natural_gradient_norm_dense(g, gmat, float(values.max()))
+        else:
+            gram = factor.gram()
+            values = torch.linalg.eigvalsh(gram)
+            natgrad = natural_gradient_norm_gram(g, factor, gram, float(values.max()))
+            values = torch.cat([torch.zeros(p - size, dtype=values.dtype, device=values.device), values])
+        values = values.clamp(min=0)  # G is PSD: negative round-off is zero
+        row = _exact_row(values, n_solve=min(p, size), bias_share=factor.bias_share())
+        return {**row, "method": "gram", "n_hvp": 0}, natgrad, True
+    row = matrix_free_summary(factor.numpy_matvec, p, SLQ_VECTORS, max(2, settings.hvp_budget // SLQ_VECTORS), rng,
+                              definite=True, trace=factor.trace())
+    natgrad, converged = natural_gradient_norm_cg(g.cpu().numpy(), factor.numpy_matvec, row["top_eigenvalue"] or 0.0,
+                                                  max_iter=settings.hvp_budget)
+    return {**row, "method": "lanczos", "bias_share": factor.bias_share()}, natgrad, converged
 
 
 def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, task: str,
                        settings: CurvatureSettings, seed: int, step: int) -> tuple[list[dict], list[dict]]:
     """Rows of ``hessian_spectra`` (one per layer and kind) and per-layer {gradient_pressure,
-    natural_gradient_norm} for ``layer_stats``. X, y: the probe batch."""
+    natural_gradient_norm, natural_gradient_converged} for ``layer_stats``. X, y: the probe batch."""
     device = torch.device(settings.device)
     m64 = copy.deepcopy(model).double().eval().to(device)
+    m64.requires_grad_(False)  # every derivative below is taken with respect to pre-activations
     X = X.to(device=device, dtype=torch.float64)
     y = y.to(device=device, dtype=torch.float64 if task == "regression" else torch.long)
     with torch.no_grad():
@@ -128,62 +178,37 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
 
         # local Hessian
         t = time.perf_counter()
+        z = inter.inputs[i]
         if closed_form_applies(block):
-            eigenvalues, bias = local_closed_form_spectrum(block, inter.inputs[i], settings.phi)
-            row = _exact_row(eigenvalues, None, None)
-            row.update(bias_share=bias, method="closed_form", n_hvp=0)
+            eigenvalues, bias = local_closed_form_spectrum(block, z, settings.phi)
+            row = {**_exact_row(eigenvalues, n_solve=closed_form_solve_order(X.shape[0], d), bias_share=bias),
+                   "method": "closed_form", "n_hvp": 0}
         else:
-            obj = local_objective(block, inter.inputs[i], settings.phi)
-            row = _exact_or_stochastic(obj, p, settings, _rng(seed, step, i, "local"), definite=False)
+            kron = local_kronecker(block, z, settings.phi) if _kronecker_fits(X.shape[0], q, p, settings) else None
+            row = _indefinite_row(local_objective(block, z, settings.phi), kron, settings, _rng(seed, step, i, "local"))
         row["exactly_zero"] = is_exactly_zero(block, settings.phi)
         rows.append({**base, "kind": "local", **row, "seconds": time.perf_counter() - t})
 
         # loss block Hessian, and the gradient pressure from it
         t = time.perf_counter()
         obj = loss_objective(m64, i, X, y, loss_fn)
-        hvp = GraphHVP(obj)
-        g = hvp.gradient()
-        if p <= settings.exact_limit:
-            method = auto_method(p)
-            h = dense_hessian(obj, method)
-            values, vectors = finite_eigh(h)
-            row = {**_exact_row(values, vectors, obj.bias_mask), "method": method, "n_hvp": p}
-            hg = h @ g
-        else:
-            row = _stochastic_row(hvp, p, _rng(seed, step, i, "loss"), settings.hvp_budget, definite=False)
-            row["method"] = "lanczos"
-            hg = hvp.torch_matvec(g)
+        kron, hvp = None, None
+        if _kronecker_fits(X.shape[0], q, p, settings):
+            kron, g = loss_kronecker(m64, i, X, y, loss_fn)
+        if p > settings.exact_limit:
+            hvp = GraphHVP(obj)
+            g = hvp.gradient()
+        row = _indefinite_row(obj, kron, settings, _rng(seed, step, i, "loss"), hvp)
         row["exactly_zero"] = bool(row["top_eigenvalue"] == 0 and row["bottom_eigenvalue"] == 0)
         rows.append({**base, "kind": "loss", **row, "seconds": time.perf_counter() - t})
-        pressure = gradient_pressure(g, hg)
+        pressure = gradient_pressure(g, kron.matvec(g) if hvp is None else hvp.torch_matvec(g))
 
         # Gauss-Newton block, and the natural-gradient norm from it
         t = time.perf_counter()
-        if p <= settings.exact_limit:
-            gmat = ggn_exact(m64, i, X, task)
-            values, vectors = finite_eigh(gmat)
-            row = {**_exact_row(values, vectors, obj.bias_mask), "method": "exact", "n_hvp": 0}
-            natgrad = natural_gradient_norm_dense(g, gmat, float(values.max()))
-            natgrad_converged = True
-        else:
-            product = GGNProduct(m64, i, X, task)
-            row = _stochastic_row(product, p, _rng(seed, step, i, "ggn"), settings.hvp_budget, definite=True)
-            row["method"] = "lanczos"
-            calls = product.calls
-            natgrad, natgrad_converged = natural_gradient_norm_cg(
-                g.cpu().numpy(), product, row["top_eigenvalue"] or 0.0, max_iter=settings.hvp_budget // 5)
-            row["n_hvp"] += product.calls - calls
+        row, natgrad, natgrad_converged = _ggn_row(ggn_factor(m64, i, X, task), g, settings,
+                                                   _rng(seed, step, i, "ggn"))
         row["exactly_zero"] = bool(row["top_eigenvalue"] == 0)
         rows.append({**base, "kind": "ggn", **row, "seconds": time.perf_counter() - t})
         extras.append({"gradient_pressure": pressure, "natural_gradient_norm": natgrad,
                        "natural_gradient_converged": natgrad_converged if natgrad is not None else None})
     return rows, extras
-
-
-def _exact_or_stochastic(obj: BlockObjective, p: int, settings: CurvatureSettings, rng: np.random.Generator,
-                         definite: bool) -> dict:
-    if p <= settings.exact_limit:
-        method = auto_method(p)
-        values, vectors = finite_eigh(dense_hessian(obj, method))
-        return {**_exact_row(values, vectors, obj.bias_mask), "method": method, "n_hvp": p}
-    return {**_stochastic_row(GraphHVP(obj), p, rng, settings.hvp_budget, definite), "method": "lanczos"}

@@ -2,77 +2,126 @@
 
     G_ii = sum_n J_n^T H_n J_n,   J_n = d f(x_n) / d theta_i  (m x p),   H_n = d^2 L / d f(x_n)^2  (m x m)
 
-with L the mean loss over the N probe points, so H_n carries the 1/N:
-cross-entropy H_n = (diag(p_n) - p_n p_n^T) / N (p_n the softmax), mean-squared error over N x m
-entries H_n = 2 I / (N m). G is positive semi-definite and equals the loss Hessian when the model
-is linear in theta_i and the loss is quadratic (a linear model with MSE).
+with L the mean loss over the N probe points, so H_n carries the 1/N: cross-entropy
+H_n = (diag(p_n) - p_n p_n^T) / N (p_n the softmax), mean-squared error over N x m entries
+H_n = 2 I / (N m). G is positive semi-definite and equals the loss Hessian when the model is linear in
+theta_i and the loss is quadratic (a linear model with MSE).
+
+For a Linear block J_n = B_n (I_q (x) z~_n^T) with B_n = d f(x_n) / d u_n (m x q), so with
+H_n = L_n L_n^T (``output_hessian_factor``, m' = m - 1 columns for cross-entropy, m for MSE):
+
+    G = S^T S,   S = the (N m') x p matrix with rows R_n[c] (x) z~_n,   R_n = L_n^T B_n  (m' x q)
+
+(``GGNFactor``; R by m' vector-Jacobian products with respect to the pre-activations). The nonzero
+eigenvalues of G are those of the Gram matrix S S^T = (R R^T) o (Z~ Z~^T (x) 1 1^T) of order N m',
+whatever p is; its trace and bias share need R alone; products G v = S^T (S v) cost O(N m' q + N q d).
 
 Gradient pressure of block i: g^T H_ii g / ||g||^2 (curvature of the loss along its gradient).
 Natural-gradient norm: g^T (G_ii + lambda I)^{-1} g with lambda = NATGRAD_DAMPING * lambda_max(G_ii),
-by a dense solve for small blocks and conjugate gradients on GGN-vector products for large ones;
+by a dense solve, the Woodbury identity on the Gram matrix, or conjugate gradients on products;
 None when g = 0.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse.linalg as sla
 import torch
 from torch import nn
-from torch.func import jacrev, linearize, vjp
+from torch.func import vjp
 
-from pipeline.curvature.objective import output_function
+from pipeline.curvature.kronecker import (
+    KroneckerSum,
+    chunked_vmap,
+    from_torch_order,
+    network_work_bytes,
+    preactivation_function,
+    to_torch_order,
+    with_inputs,
+)
 
 #: delta in lambda = delta * lambda_max(G): damping relative to the metric's own scale.
 NATGRAD_DAMPING = 1e-3
 
 
-def output_hessian_apply(outputs: torch.Tensor, w: torch.Tensor, task: str) -> torch.Tensor:
-    """H_n w_n for every point: outputs (N, m); w (N, m, ...) with any trailing dimensions."""
+def output_hessian_factor(outputs: torch.Tensor, task: str) -> torch.Tensor:
+    """L (N, m, m') with L_n L_n^T = H_n, the Hessian of the mean loss w.r.t. the outputs of point n.
+
+    Cross-entropy: H_n = (diag p_n - p_n p_n^T) / N, rank m - 1 (its null vector is the all-ones
+    vector), so m' = m - 1 columns from its eigendecomposition (the smallest eigenvalue, 0 up to
+    round-off, dropped). Mean squared error over N m entries: H_n = 2 I / (N m), L_n = sqrt(2 / (N m)) I."""
     n, m = outputs.shape
     if task == "classification":
-        p = torch.softmax(outputs, dim=1).reshape(n, m, *([1] * (w.dim() - 2)))
-        return (p * w - p * (p * w).sum(1, keepdim=True)) / n
-    return 2.0 * w / (n * m)
+        p = torch.softmax(outputs, dim=1)
+        h = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]) / n
+        values, vectors = torch.linalg.eigh(h)
+        return vectors[:, :, 1:] * values[:, None, 1:].clamp(min=0).sqrt()
+    eye = torch.eye(m, dtype=outputs.dtype, device=outputs.device)
+    return (2.0 / (n * m)) ** 0.5 * eye.expand(n, m, m)
 
 
-def ggn_exact(model: nn.Module, layer_index: int, X: torch.Tensor, task: str) -> torch.Tensor:
-    """Dense G_ii (p x p, torch order) from the full Jacobian (N, m, p)."""
-    f, theta = output_function(model, layer_index, X)
-    jac = jacrev(f)(theta)  # (N, m, p)
-    outputs = f(theta).detach()
-    g = torch.einsum("nmp,nmr->pr", jac, output_hessian_apply(outputs, jac, task))
-    return 0.5 * (g + g.T)
+@dataclass(frozen=True)
+class GGNFactor:
+    """G_ii = S^T S, S = rows R_n[c] (x) z~_n.  r: (N, m', q); zt: (N, d + 1)."""
+
+    r: torch.Tensor
+    zt: torch.Tensor
+
+    @property
+    def n_params(self) -> int:
+        return self.r.shape[2] * self.zt.shape[1]
+
+    @property
+    def gram_size(self) -> int:
+        return self.r.shape[0] * self.r.shape[1]
+
+    def kronecker(self) -> KroneckerSum:
+        return KroneckerSum(torch.einsum("nci,ncj->nij", self.r, self.r), self.zt)
+
+    def gram(self) -> torch.Tensor:
+        """S S^T (N m' x N m'), rows (n, c) in point-major order."""
+        n, c, _ = self.r.shape
+        flat = self.r.reshape(n * c, -1)
+        inputs = (self.zt @ self.zt.T).repeat_interleave(c, 0).repeat_interleave(c, 1)
+        k = (flat @ flat.T) * inputs
+        return 0.5 * (k + k.T)
+
+    def trace(self) -> float:
+        """tr G = ||S||_F^2 = sum_n ||R_n||_F^2 ||z~_n||^2."""
+        return float(((self.r**2).sum((1, 2)) * (self.zt**2).sum(1)).sum())
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """G v = S^T (S v): O(N m' q + N q d), nothing of size p x p or q x q per point."""
+        w = self.apply(v).view(self.r.shape[0], self.r.shape[1])
+        return to_torch_order(torch.einsum("nc,ncj->nj", w, self.r).T @ self.zt)
+
+    def numpy_matvec(self, v: np.ndarray) -> np.ndarray:
+        t = torch.as_tensor(np.ascontiguousarray(v).reshape(-1), dtype=self.r.dtype, device=self.r.device)
+        return self.matvec(t).cpu().numpy()
+
+    def apply(self, g: torch.Tensor) -> torch.Tensor:
+        """S g (N m',) for g (p,) in torch order."""
+        return torch.einsum("ncj,nj->nc", self.r, self.zt @ from_torch_order(g, self.r.shape[2]).T).reshape(-1)
+
+    def bias_share(self) -> float | None:
+        """sum_k lambda_k ||P_bias u_k||^2 / sum_k lambda_k = tr(P G P) / tr G for a PSD G:
+        ||R||_F^2 / sum_n ||R_n||_F^2 ||z~_n||^2 (the bias coordinate of z~ is 1)."""
+        per_point = (self.r**2).sum((1, 2))
+        total = float((per_point * (self.zt**2).sum(1)).sum())
+        return None if total == 0 else float(per_point.sum()) / total
 
 
-class GGNProduct:
-    """v -> G v = J^T (H (J v)) (numpy float64 in and out); counts ``calls``.
-
-    J v comes from ``torch.func.linearize`` (traced once, about 50 ms, then about half the cost of a
-    fresh jvp per product), J^T w from one stored ``vjp``."""
-
-    def __init__(self, model: nn.Module, layer_index: int, X: torch.Tensor, task: str):
-        self.f, self.theta = output_function(model, layer_index, X)
-        self.outputs, self._vjp = vjp(self.f, self.theta)
-        self.outputs = self.outputs.detach()
-        with warnings.catch_warnings():  # torch's constant folding warns about its own traced graph
-            warnings.simplefilter("ignore", UserWarning)
-            _, self._jvp = linearize(self.f, self.theta)
-        self.task = task
-        self.n = self.theta.numel()
-        self.calls = 0
-
-    def torch_matvec(self, v: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        (gv,) = self._vjp(output_hessian_apply(self.outputs, self._jvp(v), self.task))
-        return gv.detach()
-
-    def __call__(self, v: np.ndarray) -> np.ndarray:
-        t = torch.as_tensor(np.ascontiguousarray(v).reshape(-1), dtype=self.theta.dtype, device=self.theta.device)
-        return self.torch_matvec(t).cpu().numpy()
+def ggn_factor(model: nn.Module, layer_index: int, X: torch.Tensor, task: str) -> GGNFactor:
+    """R_n = L_n^T d f(x_n) / d u_n for every probe point: m' vector-Jacobian products w.r.t. U."""
+    f, u0, z = preactivation_function(model, layer_index, X)
+    outputs, pullback = vjp(f, u0)
+    factor = output_hessian_factor(outputs.detach(), task)  # (N, m, m')
+    rows = chunked_vmap(lambda w: pullback(w)[0], factor.permute(2, 0, 1).contiguous(),
+                         network_work_bytes(model, X.shape[0]))  # (m', N, q)
+    return GGNFactor(rows.permute(1, 0, 2).detach().contiguous(), with_inputs(z))
 
 
 def gradient_pressure(g: torch.Tensor, hg: torch.Tensor) -> float | None:
@@ -89,13 +138,27 @@ def natural_gradient_norm_dense(g: torch.Tensor, ggn: torch.Tensor, top: float) 
     return float(g @ torch.linalg.solve(damped, g))
 
 
+def natural_gradient_norm_gram(g: torch.Tensor, factor: GGNFactor, gram: torch.Tensor, top: float) -> float | None:
+    """The same by Woodbury: g^T (S^T S + mu I)^{-1} g = (||g||^2 - s^T (mu I + S S^T)^{-1} s) / mu,
+    s = S g, mu = delta lambda_max: a solve of order N m' instead of p."""
+    gg = float(g @ g)
+    if gg == 0 or top <= 0:
+        return None
+    mu = NATGRAD_DAMPING * top
+    s = factor.apply(g)
+    chol = torch.linalg.cholesky(gram + mu * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device))
+    return (gg - float(s @ torch.cholesky_solve(s[:, None], chol)[:, 0])) / mu
+
+
 def natural_gradient_norm_cg(g: np.ndarray, matvec: Callable[[np.ndarray], np.ndarray], top: float,
                              max_iter: int) -> tuple[float | None, bool]:
-    """The same by conjugate gradients on (G + lambda I) x = g; (value, converged)."""
+    """The same by conjugate gradients on (G + lambda I) x = g; (value, converged: CG met rtol 1e-6).
+
+    In exact arithmetic g^T x_k rises to the true value, so a capped run is below it; in floating point
+    that holds only to about the tolerance."""
     if float(g @ g) == 0 or top <= 0:
         return None, True
     lam = NATGRAD_DAMPING * top
     op = sla.LinearOperator((g.size, g.size), matvec=lambda v: matvec(v) + lam * v, dtype=np.float64)
-    # CG's estimate g^T x_k rises monotonically to the true value, so a capped run is a lower bound.
     x, info = sla.cg(op, g, rtol=1e-6, maxiter=max_iter)
     return float(g @ x), info == 0

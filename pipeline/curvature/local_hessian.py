@@ -111,6 +111,12 @@ def local_hessian_closed_form(block: nn.Module, z: torch.Tensor, phi: str = "sum
 CLOSED_FORM_CHUNK_BYTES = 256 * 2**20
 
 
+def closed_form_solve_order(n: int, d: int) -> int:
+    """The order of the matrices :func:`local_closed_form_spectrum` decomposes: N (the thin route,
+    N <= (d + 1) / 2) or d + 1."""
+    return n if n <= (d + 1) // 2 else d + 1
+
+
 def local_closed_form_spectrum(block: nn.Module, z: torch.Tensor,
                                phi: str = "sum") -> tuple[torch.Tensor, float | None]:
     """All q (d + 1) eigenvalues (ascending) and the bias share, by the cheaper exact route.
@@ -122,7 +128,7 @@ def local_closed_form_spectrum(block: nn.Module, z: torch.Tensor,
     """
     c, zt = _coefficients(block, z, phi)
     n, m = zt.shape
-    thin = n <= m // 2
+    thin = closed_form_solve_order(n, m - 1) == n < m
     if thin:
         q_basis, r = torch.linalg.qr(zt.T)
     k = n if thin else m

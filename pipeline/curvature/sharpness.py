@@ -7,8 +7,9 @@ Hessian, both over every trainable parameter theta (P of them) on the run's prob
   eps_{k+1} = rho (eps_k + rho g_k / ||g_k||) / ||eps_k + rho g_k / ||g_k|| ||, g_k = grad L(theta +
   eps_k); the estimate is the largest increase seen over eps = 0, eps_0 .. eps_K, so it is >= 0. On a
   quadratic this is power iteration towards the worst direction on the sphere.
-- Top Hessian eigenvalue lambda_max(d^2 L / d theta^2): Lanczos (``lanczos_extreme``) on exact
-  Hessian-vector products, ``converged`` recorded.
+- Top Hessian eigenvalue lambda_max(d^2 L / d theta^2): Lanczos (:func:`pipeline.curvature.lanczos.lanczos`,
+  full reorthogonalization) on exact Hessian-vector products, stopped once the top Ritz value's
+  residual is within RITZ_RTOL of the spectral scale (``converged``) or after the budget.
 
 Both work on a float64 eval-mode copy of the model (dropout off, batch norm on running statistics).
 """
@@ -24,8 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.curvature.lanczos import lanczos
 from pipeline.curvature.objective import ModelObjective, model_loss_objective
-from pipeline.curvature.stochastic import GraphHVP, lanczos_extreme
+from pipeline.curvature.stochastic import GraphHVP
 
 #: Radius of the sharpness ball (SAM's default rho).
 SHARPNESS_RHO = 0.05
@@ -92,14 +94,13 @@ def loss_sharpness_row(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
     y = y.to(device=dev, dtype=torch.float64 if task == "regression" else torch.long)
     obj: ModelObjective = model_loss_objective(m64, X, y, loss_fn)
     est = sam_sharpness(obj.f, obj.theta0, SHARPNESS_RHO, ASCENT_STEPS, rng)
-    hvp = GraphHVP(obj)
-    top = lanczos_extreme(hvp, obj.n_params, 1, "LA", TOP_EIGENVALUE_BUDGET, rng)
-    top_value = float(top.values.max()) if top.values.size else None
+    top = lanczos(GraphHVP(obj), rng.standard_normal(obj.n_params), TOP_EIGENVALUE_BUDGET,
+                  stop_when_top_converged=True)
     return {"n_params": obj.n_params, "n_probe": int(X.shape[0]), "rho": SHARPNESS_RHO, "loss": _finite(est.loss),
             "sharpness": _finite(est.sharpness), "sharpness_one_step": _finite(est.one_step),
             "ascent_steps": ASCENT_STEPS,
-            "hessian_top_eigenvalue": _finite(top_value),
-            "hessian_top_converged": top.converged, "n_hvp": top.n_matvec,
+            "hessian_top_eigenvalue": _finite(float(top.ritz_values[-1])),
+            "hessian_top_converged": bool(top.converged[-1]), "n_hvp": top.n_matvec,
             "seconds": time.perf_counter() - t}
 
 
