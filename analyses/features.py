@@ -9,6 +9,9 @@ Tables
     have no per-Linear measures): the run's configuration, the
     layer's position (``relative_depth`` = layer_index / (n_layers - 1), ``is_output``), every
     feature of :data:`FEATURES` as measured (raw values), and the quality metrics at that step.
+    Curvature features are exact or NULL: a value a matrix-free row estimated (nonzero standard error)
+    is left out rather than pooled with exact ones; ``curvature_estimated`` marks the layers where
+    any of the three kinds was matrix-free.
 ``analysis_features``
     one row per (run_id, step) spectral snapshot: for each feature ``f`` the mean over the
     snapshot's layers of ``t(f)``, where ``t`` is the feature's transform
@@ -45,30 +48,68 @@ class Feature:
     description: str
 
 
+def exact(alias: str, *columns: str) -> str:
+    """SQL: the ``hessian_spectra`` row ``alias`` holds each column exactly: an exact method, or a
+    matrix-free row on which the column's standard error is 0 (the trace and std from a Kronecker form)
+    or, for the top eigenvalue, a converged Ritz value. On matrix-free rows a NULL standard error (rows
+    migrated from schema 5, computed before errors were stored) counts as inexact, and columns that
+    need the whole spectrum are never exact."""
+    conds = []
+    for c in columns:
+        if c == "top_eigenvalue":
+            conds.append(f"{alias}.converged")
+        elif c in _WITH_STDERR:
+            conds.append(f"coalesce({alias}.{c}_stderr = 0, false)")
+    estimated_ok = " AND ".join(conds) if conds else "false"
+    return f"({alias}.method <> 'lanczos' OR ({estimated_ok}))"
+
+
+_WITH_STDERR = ("trace", "std", "skewness", "negative_mass", "effective_rank")
+
+
+#: Per spectral snapshot, the sum of the loss-Hessian block traces (the trace of the full Hessian
+#: restricted to the Linear layers), only when every block's trace is exact (else NULL).
+SNAPSHOT_LOSS_TRACE_SQL = f"""
+    SELECT run_id, step, CASE WHEN bool_and({exact("h", "trace")}) THEN sum(h.trace) END AS hessian_trace
+    FROM hessian_spectra h WHERE h.kind = 'loss' GROUP BY run_id, step"""
+
+
+def _guarded(alias: str, expr: str, *columns: str) -> str:
+    return f"CASE WHEN {exact(alias, *columns)} THEN {expr} END"
+
+
 def _hessian(prefix: str, alias: str, kind: str) -> list[Feature]:
+    """Features of one kind's spectra, each NULL where the column it needs was estimated (see
+    :func:`exact`): statistics never pool estimates with exact values."""
     g = f"{prefix}_hessian" if prefix != "ggn" else "ggn"
     what = {"local": "local Hessian (001 Def. 5-6)", "loss": "loss-Hessian block",
             "ggn": "Gauss-Newton block (000)"}[kind]
+    a = alias
     return [
-        Feature(f"{prefix}_trace", g, f"{alias}.trace", True, f"trace of the {what}"),
-        Feature(f"{prefix}_top", g, f"{alias}.top_eigenvalue", True, f"largest eigenvalue of the {what}"),
-        Feature(f"{prefix}_condition", g, f"{alias}.condition_number", True,
-                f"condition number max|λ|/min nonzero|λ| of the {what}"),
-        Feature(f"{prefix}_effective_rank_ratio", g, f"{alias}.effective_rank / {alias}.n_params", False,
+        Feature(f"{prefix}_trace", g, _guarded(a, f"{a}.trace", "trace"), True, f"trace of the {what}"),
+        Feature(f"{prefix}_top", g, _guarded(a, f"{a}.top_eigenvalue", "top_eigenvalue"), True,
+                f"largest eigenvalue of the {what}"),
+        Feature(f"{prefix}_condition", g, _guarded(a, f"{a}.condition_number", "condition_number"), True,
+                f"condition number max|λ|/min nonzero|λ| of the {what} (NULL without a clear gap at the noise floor)"),
+        Feature(f"{prefix}_effective_rank_ratio", g,
+                _guarded(a, f"{a}.effective_rank / {a}.n_params", "effective_rank"), False,
                 f"effective rank Σ|λ|/max|λ| of the {what}, over its dimension"),
-        Feature(f"{prefix}_std", g, f"{alias}.std", True, f"standard deviation of the {what}'s eigenvalues"),
+        Feature(f"{prefix}_std", g, _guarded(a, f"{a}.std", "std"), True,
+                f"standard deviation of the {what}'s eigenvalues"),
         Feature(f"{prefix}_relative_std", g,
-                f"{alias}.std / nullif(abs({alias}.trace) / {alias}.n_params, 0)", True,
+                _guarded(a, f"{a}.std / nullif(abs({a}.trace) / {a}.n_params, 0)", "std", "trace"), True,
                 f"std of the {what}'s eigenvalues over their mean |trace|/dim"),
-        Feature(f"{prefix}_skewness", g, f"{alias}.skewness", False, f"skewness of the {what}'s eigenvalues"),
-        Feature(f"{prefix}_near_zero_fraction", g, f"{alias}.near_zero_fraction", False,
-                f"fraction of the {what}'s eigenvalues near zero (|λ| <= tol·max|λ|)"),
-        Feature(f"{prefix}_bias_share_ratio", g, f"{alias}.bias_share / {alias}.bias_share_baseline", False,
+        Feature(f"{prefix}_skewness", g, _guarded(a, f"{a}.skewness", "skewness"), False,
+                f"skewness of the {what}'s eigenvalues"),
+        Feature(f"{prefix}_near_zero_fraction", g, _guarded(a, f"{a}.near_zero_fraction", "near_zero_fraction"),
+                False, f"fraction of the {what}'s eigenvalues near zero (|λ| <= tol·max|λ|)"),
+        Feature(f"{prefix}_bias_share_ratio", g,
+                f"{a}.bias_share / {a}.bias_share_baseline", False,
                 f"spectral share of bias coordinates in the {what}, over its no-structure baseline 1/(d+1)"),
     ] + ([] if kind == "ggn" else [
-        Feature(f"{prefix}_negative_mass", g, f"{alias}.negative_mass", False,
+        Feature(f"{prefix}_negative_mass", g, _guarded(a, f"{a}.negative_mass", "negative_mass"), False,
                 f"Σ_(λ<0)|λ| / Σ|λ| of the {what}"),
-        Feature(f"{prefix}_symmetry", g, f"{alias}.symmetry", False,
+        Feature(f"{prefix}_symmetry", g, _guarded(a, f"{a}.symmetry", "symmetry"), False,
                 f"W1(λ, -λ)/mean|λ| of the {what} (0 = symmetric about zero, the saddle marker)"),
     ])
 
@@ -170,6 +211,8 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         SELECT s.run_id, s.step, s.layer_index, {_CONTEXT}, d.n_layers,
                s.layer_index::DOUBLE / greatest(d.n_layers - 1, 1) AS relative_depth, l.is_output,
                l.in_features, l.out_features, hl.exactly_zero AS local_exactly_zero,
+               coalesce(hl.method = 'lanczos' OR hs.method = 'lanczos' OR hg.method = 'lanczos', false)
+                   AS curvature_estimated,
                {feats},
                {metrics},
                CASE WHEN r.task = 'classification' THEN c.test_accuracy ELSE c.test_r2 END AS primary_metric

@@ -21,7 +21,7 @@ Features (``analysis_gap_models``, one row per (run, stage), raw values)
   correctly classified points (Jiang et al.'s choice; ``m_<rep>_<stat>``) and over all points
   (``m_all_<rep>_<stat>``);
 - ``hessian_trace``: the sum of the loss-Hessian block traces of the Linear layers (the trace of
-  the full Hessian restricted to them; exact or Hutchinson per block, ``hessian_spectra``);
+  the full Hessian restricted to them, ``hessian_spectra``; NULL unless every block's trace is exact);
 - ``hessian_top_eigenvalue`` and ``sharpness`` (SAM's worst-case loss increase in an L2 ball of
   radius rho; ``sharpness`` table), both on the probe batch over every parameter;
 - ``grad_norm`` (the probe-batch gradient norm), ``log_spectral_norm_product`` (sum over layers of
@@ -58,7 +58,7 @@ import numpy as np
 import polars as pl
 
 from analyses import gap_regression as gr
-from analyses.features import slog
+from analyses.features import SNAPSHOT_LOSS_TRACE_SQL, slog
 from analyses.presentation import empty_figure, fmt_number
 from analyses.verdicts import CONFIDENCE, Verdict, write_verdicts
 
@@ -176,8 +176,7 @@ def _write_models(con: duckdb.DuckDBPyConnection) -> None:
             SELECT run_id, step, {margin_cols},
                    string_agg(DISTINCT status, ',') FILTER (WHERE status <> 'ok') AS margin_status
             FROM margins WHERE split = 'train' GROUP BY run_id, step),
-        trace AS (SELECT run_id, step, sum(trace) AS hessian_trace FROM hessian_spectra
-                  WHERE kind = 'loss' GROUP BY run_id, step),
+        trace AS ({SNAPSHOT_LOSS_TRACE_SQL}),
         spec AS (SELECT run_id, step, sum(ln(weight_spectral_norm)) AS log_spectral_norm_product
                  FROM layer_stats WHERE weight_spectral_norm > 0 GROUP BY run_id, step),
         dist AS (SELECT w.run_id, w.step,

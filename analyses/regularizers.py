@@ -36,6 +36,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
+from analyses.features import SNAPSHOT_LOSS_TRACE_SQL
 from analyses.presentation import empty_figure, fmt_number
 from analyses.verdicts import Verdict, mean_ci, mean_t_p, write_verdicts
 from pipeline.training.regularizers import USES
@@ -84,9 +85,8 @@ def unit_key(config_json: str) -> str:
 
 
 def _final_values(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    frame = con.sql("""
-        WITH trace AS (SELECT run_id, step, sum(trace) AS hessian_trace FROM hessian_spectra
-                       WHERE kind = 'loss' GROUP BY run_id, step)
+    frame = con.sql(f"""
+        WITH trace AS ({SNAPSHOT_LOSS_TRACE_SQL})
         SELECT r.run_id, r.dataset, r.config_json, r.regularizer, r.penalty, r.rho, r.fisher_eta,
                c.test_accuracy, c.train_accuracy - c.test_accuracy AS gap, t.hessian_trace,
                s.hessian_top_eigenvalue, s.sharpness

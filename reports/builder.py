@@ -65,14 +65,44 @@ def _intro(stage: Stage) -> str:
     return " ".join(doc.split("\n\n")[0].split())
 
 
+#: Tables through which a stage sees curvature rows (directly, or as features built from them).
+_CURVATURE_INPUTS = ("hessian_spectra", "analysis_features_layer", "analysis_features")
+
+
+def estimated_curvature_note(con, reads: tuple[str, ...]) -> str | None:
+    """One sentence for a stage that reads curvature: how many ``hessian_spectra`` rows were estimated
+    from products (``method = 'lanczos'``) and that their estimated columns stay out of its statistics."""
+    if not any(t in reads for t in _CURVATURE_INPUTS):
+        return None
+    total, estimated, by_kind = _curvature_counts(con)
+    if not total:
+        return None
+    layer = ""
+    if "analysis_features_layer" in reads or "analysis_features" in reads:
+        n_layer, n_est = con.execute("SELECT count(*), count(*) FILTER (WHERE curvature_estimated) "
+                                     "FROM analysis_features_layer").fetchone()
+        layer = f"; {n_est:,} of the {n_layer:,} layer rows behind its features have at least one such kind"
+    return (f"Curvature behind this stage: {estimated:,} of {total:,} hessian_spectra rows were estimated from "
+            f"Hessian-vector products ({by_kind or 'none'}){layer}. Their estimated columns (nonzero standard "
+            "error) are left out of its statistics; exact values only enter.")
+
+
+def _curvature_counts(con) -> tuple[int, int, str]:
+    rows = con.execute("SELECT kind, count(*) FILTER (WHERE method = 'lanczos'), count(*) FROM hessian_spectra "
+                       "GROUP BY kind ORDER BY kind").fetchall()
+    estimated = sum(r[1] for r in rows)
+    return sum(r[2] for r in rows), estimated, ", ".join(f"{r[1]:,} {r[0]}" for r in rows if r[1])
+
+
 def _section(con, stage: Stage, verdicts: list[dict], figures: dict[str, dict]) -> dict:
     extra = stage.module.report(con) if hasattr(stage.module, "report") else {}
+    note = estimated_curvature_note(con, stage.reads)
     tables = []
     for t in extra.get("tables", []):
         cols, rows = _rows(con, t["sql"])
         tables.append({"caption": t["caption"], "cols": cols, "rows": rows})
     return {"id": stage.name, "title": getattr(stage.module, "TITLE", stage.name), "intro": _intro(stage),
-            "paragraphs": list(extra.get("paragraphs", [])),
+            "paragraphs": list(extra.get("paragraphs", [])) + ([note] if note else []),
             "verdicts": [{"text": verdict_sentence(v), "verdict": v["verdict"]} for v in verdicts],
             "tables": tables,
             "figures": [figures[name] for name in stage.module.FIGURES if name in figures]}
