@@ -6,7 +6,10 @@
   with torch.func.vmap over chunks of the identity.
 - ``func_hessian``: torch.func.hessian (jacfwd of jacrev) in one call.
 
-These allocate the dense p x p matrix: callers keep p under the exact limit (``engine``).
+These allocate the dense p x p matrix and take p products through the model. They are the
+references (tests, benchmarks, :func:`pipeline.curvature.local_hessian.local_hessian_dense`); the
+engine forms its exact blocks from their Kronecker form instead (:mod:`pipeline.curvature.kronecker`,
+q products), 3-8x faster up to the exact limit (benchmarks/curvature.py).
 """
 
 from __future__ import annotations
@@ -18,8 +21,7 @@ from pipeline.curvature.objective import BlockObjective
 
 METHODS = ("vmap", "rows", "func_hessian")
 #: ``auto`` takes vmap up to this many parameters and the row loop above: the crossover (between 1,056
-#: and 2,352 parameters, where vmap wins 1.2x and loses 0.7x) measured by
-#: benchmarks/curvature.py (exact part) on one thread, the setting of an extraction worker.
+#: and 2,352 parameters, where vmap won 1.2x and lost 0.7x on one thread, as of schema 5).
 AUTO_VMAP_MAX_PARAMS = 1500
 
 

@@ -13,7 +13,9 @@ p = q (d + 1) through the network. kinds (rows of ``hessian_spectra``), by ``met
   of the p x p matrix and the (N m') x (N m') Gram matrix S S^T while that fits GGN_EXACT_MAX; else
   ``lanczos`` (never reached by the built-in configs).
 
-Exact rows store every eigenvalue and the full spectral summary, with standard errors 0 and
+``n_hvp`` counts products: q Hessian-vector products with respect to the pre-activations for a
+Kronecker form, m' vector-Jacobian products for the GGN factor, plus the Lanczos products. Exact
+rows store every eigenvalue and the full spectral summary, with standard errors 0 and
 ``zero_floor``, the noise floor below which an eigenvalue counts as zero. ``lanczos`` rows
 (:func:`pipeline.curvature.matrix_free.matrix_free_summary`) have the exact trace and standard
 deviation (from tr H and ||H||_F^2 of the Kronecker form), estimated skewness, negative mass and
@@ -113,7 +115,7 @@ def _indefinite_row(obj: BlockObjective, kron: KroneckerSum | None, settings: Cu
     Frobenius norm when ``kron`` is given."""
     if obj.n_params <= settings.exact_limit:
         values, vectors = finite_eigh(kron.dense())
-        return {**_exact_row(values, vectors, kron.bias_mask), "method": "kronecker", "n_hvp": 0}
+        return {**_exact_row(values, vectors, kron.bias_mask), "method": "kronecker", "n_hvp": kron.q}
     trace = fro = None
     if kron is not None:
         _check_finite(kron.m)
@@ -122,7 +124,7 @@ def _indefinite_row(obj: BlockObjective, kron: KroneckerSum | None, settings: Cu
         fro = kron.frobenius_sq() if n * n * q * q <= FROBENIUS_MAX_FLOPS else None
     row = matrix_free_summary(hvp or GraphHVP(obj), obj.n_params, SLQ_VECTORS,
                               max(2, settings.hvp_budget // SLQ_VECTORS), rng, trace=trace, frobenius_sq=fro)
-    return {**row, "method": "lanczos"}
+    return {**row, "method": "lanczos", "n_hvp": row["n_hvp"] + (kron.q if kron is not None else 0)}
 
 
 def _kronecker_fits(n: int, q: int, p: int, settings: CurvatureSettings) -> bool:
@@ -151,7 +153,7 @@ def _ggn_row(factor: GGNFactor, g: torch.Tensor, settings: CurvatureSettings,
             values = torch.cat([torch.zeros(p - size, dtype=values.dtype, device=values.device), values])
         values = values.clamp(min=0)  # G is PSD: negative round-off is zero
         row = _exact_row(values, n_solve=min(p, size), bias_share=factor.bias_share())
-        return {**row, "method": "gram", "n_hvp": 0}, natgrad, True
+        return {**row, "method": "gram", "n_hvp": factor.r.shape[1]}, natgrad, True
     row = matrix_free_summary(factor.numpy_matvec, p, SLQ_VECTORS, max(2, settings.hvp_budget // SLQ_VECTORS), rng,
                               definite=True, trace=factor.trace())
     natgrad, converged = natural_gradient_norm_cg(g.cpu().numpy(), factor.numpy_matvec, row["top_eigenvalue"] or 0.0,
@@ -165,7 +167,7 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
     natural_gradient_norm, natural_gradient_converged} for ``layer_stats``. X, y: the probe batch."""
     device = torch.device(settings.device)
     m64 = copy.deepcopy(model).double().eval().to(device)
-    m64.requires_grad_(False)  # every derivative below is taken with respect to pre-activations
+    m64.requires_grad_(False)  # constants: derivatives are taken w.r.t. pre-activations or a theta passed in
     X = X.to(device=device, dtype=torch.float64)
     y = y.to(device=device, dtype=torch.float64 if task == "regression" else torch.long)
     with torch.no_grad():

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.func import vjp, vmap
 
-from pipeline.curvature.objective import aggregate, neuron_order
+from pipeline.curvature.objective import aggregate, bias_mask, neuron_order
 
 #: Memory allowed for one chunk of intermediate products (basis vectors through the network, the
 #: outer products z~ z~^T of a dense block).
@@ -63,9 +63,7 @@ class KroneckerSum:
 
     @property
     def bias_mask(self) -> np.ndarray:
-        mask = np.zeros(self.n_params, dtype=bool)
-        mask[self.q * self.d:] = True
-        return mask
+        return bias_mask(self.q, self.d)
 
     def trace(self) -> float:
         """tr H = sum_n tr(M_n) ||z~_n||^2."""

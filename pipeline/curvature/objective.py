@@ -40,9 +40,14 @@ class BlockObjective:
 
     @property
     def bias_mask(self) -> np.ndarray:
-        mask = np.zeros(self.n_params, dtype=bool)
-        mask[self.q * self.d:] = True
-        return mask
+        return bias_mask(self.q, self.d)
+
+
+def bias_mask(q: int, d: int) -> np.ndarray:
+    """(q (d + 1),) bool: the bias coordinates of theta in torch order (the last q entries)."""
+    mask = np.zeros(q * (d + 1), dtype=bool)
+    mask[q * d:] = True
+    return mask
 
 
 def neuron_order(q: int, d: int) -> np.ndarray:
