@@ -51,9 +51,8 @@ class Feature:
 def exact(alias: str, *columns: str) -> str:
     """SQL: the ``hessian_spectra`` row ``alias`` holds each column exactly: an exact method, or a
     matrix-free row on which the column's standard error is 0 (the trace and std from a Kronecker form)
-    or, for the top eigenvalue, a converged Ritz value. On matrix-free rows a NULL standard error (rows
-    migrated from schema 5, computed before errors were stored) counts as inexact, and columns that
-    need the whole spectrum are never exact."""
+    or, for the top eigenvalue, a converged Ritz value. On matrix-free rows a NULL standard error
+    counts as inexact, and columns that need the whole spectrum are never exact."""
     conds = []
     for c in columns:
         if c == "top_eigenvalue":

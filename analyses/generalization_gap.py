@@ -22,7 +22,8 @@ Features (``analysis_gap_models``, one row per (run, stage), raw values)
   (``m_all_<rep>_<stat>``);
 - ``hessian_trace``: the sum of the loss-Hessian block traces of the Linear layers (the trace of
   the full Hessian restricted to them, ``hessian_spectra``; NULL unless every block's trace is exact);
-- ``hessian_top_eigenvalue`` and ``sharpness`` (SAM's worst-case loss increase in an L2 ball of
+- ``hessian_top_eigenvalue`` (NULL unless its Lanczos run converged) and ``sharpness`` (SAM's worst-case
+  loss increase in an L2 ball of
   radius rho; ``sharpness`` table), both on the probe batch over every parameter;
 - ``grad_norm`` (the probe-batch gradient norm), ``log_spectral_norm_product`` (sum over layers of
   ln ||W_l||_2), ``distance_from_init`` (||theta_t - theta_0||_2 over every trained parameter, from
@@ -190,7 +191,9 @@ def _write_models(con: duckdb.DuckDBPyConnection) -> None:
                c.train_accuracy - c.test_accuracy AS gap, fc.train_accuracy - fc.test_accuracy AS final_gap,
                c.train_accuracy, c.test_accuracy, r.label_noise, r.train_fraction, r.regularizer,
                m.* EXCLUDE (run_id, step, margin_status), m.margin_status,
-               trace.hessian_trace, sh.hessian_top_eigenvalue, sh.sharpness, c.grad_norm,
+               trace.hessian_trace,
+               CASE WHEN sh.hessian_top_converged THEN sh.hessian_top_eigenvalue END AS hessian_top_eigenvalue,
+               sh.sharpness, c.grad_norm,
                spec.log_spectral_norm_product, dist.distance_from_init, r.n_params::DOUBLE AS n_params
         FROM gap_stage_steps s
         JOIN runs r USING (run_id)

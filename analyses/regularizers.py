@@ -89,7 +89,8 @@ def _final_values(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         WITH trace AS ({SNAPSHOT_LOSS_TRACE_SQL})
         SELECT r.run_id, r.dataset, r.config_json, r.regularizer, r.penalty, r.rho, r.fisher_eta,
                c.test_accuracy, c.train_accuracy - c.test_accuracy AS gap, t.hessian_trace,
-               s.hessian_top_eigenvalue, s.sharpness
+               CASE WHEN s.hessian_top_converged THEN s.hessian_top_eigenvalue END AS hessian_top_eigenvalue,
+               s.sharpness
         FROM runs r
         JOIN checkpoints c ON c.run_id = r.run_id AND c.step = r.final_step
         LEFT JOIN trace t ON t.run_id = r.run_id AND t.step = r.final_step

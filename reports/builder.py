@@ -84,7 +84,8 @@ def estimated_curvature_note(con, reads: tuple[str, ...]) -> str | None:
         layer = f"; {n_est:,} of the {n_layer:,} layer rows behind its features have at least one such kind"
     return (f"Curvature behind this stage: {estimated:,} of {total:,} hessian_spectra rows were estimated from "
             f"Hessian-vector products ({by_kind or 'none'}){layer}. Their estimated columns (nonzero standard "
-            "error) are left out of its statistics; exact values only enter.")
+            "error) are left out of its statistics; their converged Ritz values, eigenvalues to within 1e-4 of "
+            "the spectral scale, are used as eigenvalues.")
 
 
 def _curvature_counts(con) -> tuple[int, int, str]:

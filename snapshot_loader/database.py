@@ -62,8 +62,12 @@ def _check(version: int | None, path: Path, writable: bool) -> None:
             return
         raise SchemaError(f"{path}: database has schema version {version}, this tool reads version "
                           f"{SCHEMA_VERSION}: run `pipeline ingest` once to migrate it in place")
+    if version < SCHEMA_VERSION:
+        raise SchemaError(f"{path}: database has schema version {version}, this tool reads version {SCHEMA_VERSION}: "
+                          "its curvature predates stored estimation errors; delete it and its shard store "
+                          "(build/ by default) and run `pipeline all` to extract the corpus again")
     raise SchemaError(f"{path}: database has schema version {version}, this tool reads version "
-                      f"{SCHEMA_VERSION}: delete it and run `pipeline ingest` again (the shards are kept)")
+                      f"{SCHEMA_VERSION}: it was written by a newer version of this tool")
 
 
 def _migrate(con: duckdb.DuckDBPyConnection, version: int) -> None:

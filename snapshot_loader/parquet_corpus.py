@@ -13,19 +13,11 @@ import duckdb
 
 from pipeline.errors import PipelineError
 from pipeline.extract.shards import ShardStore
-from snapshot_loader.schema import ADDED_COLUMNS, DB_ONLY_TABLES, SCHEMA_VERSION, SHARD_TABLES, TABLES, sql_literal
+from snapshot_loader.schema import DB_ONLY_TABLES, SCHEMA_VERSION, SHARD_TABLES, TABLES
 
 
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
-
-
-def _column(table: str, column: str, have: set[str]) -> str:
-    """A view column: as stored, or, for a column older shards lack, its default where missing."""
-    if (table, column) not in ADDED_COLUMNS:
-        return f'"{column}"'
-    default = sql_literal(ADDED_COLUMNS[(table, column)])
-    return f'coalesce("{column}", {default}) AS "{column}"' if column in have else f'{default} AS "{column}"'
 
 
 def _empty_table(name: str, cols: list[tuple[str, str]]) -> str:
@@ -42,17 +34,13 @@ def parquet_connection(location: str) -> duckdb.DuckDBPyConnection:
     if not store.is_local:
         con.register_filesystem(store.fs)
     for table in SHARD_TABLES:
-        # one glob per table: shards of an older version lack the newer tables
-        files_now = store.fs.glob(f"{store.root}/dataset=*/run_id=*/{table}.parquet")
-        present = {p.rstrip("/").rsplit("/", 1)[0] for p in files_now}
-        paths = [r.path for r in refs if r.path.rstrip("/") in present]
+        paths = [r.path for r in refs]
         if not paths:
             con.execute(_empty_table(table, TABLES[table]))
             continue
         files = ", ".join(_quote(store.url(f"{p}/{table}.parquet")) for p in paths)
         source = f"read_parquet([{files}], union_by_name = true)"
-        have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-        cols = ", ".join(_column(table, c, have) for c, _ in TABLES[table])
+        cols = ", ".join(f'"{c}"' for c, _ in TABLES[table])
         distinct = "DISTINCT " if table == "datasets" else ""  # one row per data set, as after ingest
         con.execute(f"CREATE VIEW {table} AS SELECT {distinct}{cols} FROM {source}")
     for table, cols in DB_ONLY_TABLES.items():

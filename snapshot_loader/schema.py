@@ -15,7 +15,8 @@ SCHEMA_VERSION = 6
 #: Version of the tables a worker writes into a shard (unchanged by database-only migrations).
 SHARD_SCHEMA_VERSION = 5
 #: Shard versions read. Version 5 changed how curvature is computed (estimates with standard errors,
-#: zeros from a noise floor), so older shards are stale: refused, and extracted again.
+#: zeros from a noise floor), so older shards are stale: refused, and extracted again. A column or
+#: table added later needs its default written here, for the shards before it.
 READABLE_SHARD_VERSIONS = (5,)
 
 #: Summary columns of ``hessian_spectra`` that matrix-free rows estimate, each with a ``<column>_stderr``
@@ -85,8 +86,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("converged", "BOOLEAN"), ("bottom_converged", "BOOLEAN"), ("n_hvp", "INTEGER"),
         ("density_grid", "DOUBLE[]"), ("density", "DOUBLE[]"),
         ("seconds", "DOUBLE"),
-        # how sure each number is: 0 on exact rows; jackknife over Lanczos runs on estimated ones
-        # (NULL: unknown); the Ritz residuals bound the distance from top/bottom_eigenvalue to an
+        # how sure each number is: 0 on exact rows; jackknife over Lanczos runs and quadrature error on
+        # estimated ones (NULL: no error can be stated); the Ritz residuals bound the distance from top/bottom_eigenvalue to an
         # eigenvalue; zero_floor: |lambda| at or below it counts as zero (exact rows)
         *[(f"{c}_stderr", "DOUBLE") for c in ESTIMATED_SUMMARIES],
         ("top_residual", "DOUBLE"), ("bottom_residual", "DOUBLE"), ("zero_floor", "DOUBLE"),
@@ -148,12 +149,6 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     ],
 }
 
-#: Columns added to a table after its first version, with the value rows written before had.
-ADDED_COLUMNS: dict[tuple[str, str], object] = {
-    ("runs", "residual"): "none", ("runs", "coupling_probes"): 0, ("runs", "augment"): "none",
-    ("runs", "augment_at"): 0.25, ("runs", "edge_budget"): 2, ("runs", "trial_steps"): 10,
-}
-
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "datasets": ("name",),
     "runs": ("run_id",),
@@ -187,10 +182,10 @@ DB_ONLY_TABLES = {
 DB_ONLY_KEYS = {"studies": ("corpus", "study", "run_id"), "run_failures": ("run_id",)}
 
 #: Statements that bring a database of version v up to v + 1 (applied in order, in one transaction).
-MIGRATIONS: dict[int, list[str]] = {
-    3: ['CREATE TABLE IF NOT EXISTS run_failures ("run_id" VARCHAR, "dataset" VARCHAR, "error" VARCHAR, '
-        '"attempts" INTEGER, "config_json" VARCHAR, PRIMARY KEY (run_id))'],
-}
+#: None reaches version 6: a database of versions 3-5 holds curvature computed before estimates
+#: carried their errors, and keeping it would put those rows beside re-extracted runs (whose ids
+#: differ: the default hvp_budget changed), so it is refused with a message to rebuild it.
+MIGRATIONS: dict[int, list[str]] = {}
 
 _ARROW = {
     "VARCHAR": pa.string(), "INTEGER": pa.int32(), "BIGINT": pa.int64(), "DOUBLE": pa.float64(),
@@ -224,63 +219,3 @@ def create_table(name: str) -> str:
 def ddl() -> list[str]:
     """CREATE TABLE statements for every table, with primary keys."""
     return [create_table(name) for name in {**TABLES, **DB_ONLY_TABLES}]
-
-
-def sql_literal(value: object) -> str:
-    """A SQL literal of a string or number."""
-    return "'" + value.replace("'", "''") + "'" if isinstance(value, str) else repr(value)
-
-
-# version 4 -> 5: the propagation tables, and the six runs columns with the values earlier runs had
-# (the columns land at the end of an existing runs table; inserts and queries go by name)
-MIGRATIONS[4] = [
-    *(create_table(t) for t in ("blocks", "curvature_coupling", "augmentations", "augmentation_trials")),
-    *(f'ALTER TABLE {t} ADD COLUMN IF NOT EXISTS "{c}" {dict(TABLES[t])[c]} DEFAULT {sql_literal(v)}'
-      for (t, c), v in ADDED_COLUMNS.items()),
-]
-
-
-# version 5 -> 6: curvature errors. The new columns are NULL on existing rows (unknown); matrix-free
-# rows lose their near-zero fraction (an indicator that a few quadrature nodes cannot estimate); exact
-# rows get n_zero, log|det| and condition number again from their stored eigenvalues under the noise
-# floor of pipeline/curvature/spectral_summary.py (tau = n_solve eps max|lambda|, NULL without a clear
-# gap: no |lambda| in (tau / 10, 10 tau]). n_solve is n_params, or for the closed form the order of
-# the blocks decomposed: N when N <= (d + 1) // 2, else d + 1.
-_ZERO_RULE = """
-UPDATE hessian_spectra h SET zero_floor = z.tau, n_zero = z.n_zero, condition_number = z.cond,
-       log_abs_det = z.logdet
-FROM (
-    SELECT run_id, step, layer_index, kind, tau,
-           CASE WHEN clear THEN n_zero END AS n_zero,
-           CASE WHEN clear AND n_nonzero > 0 THEN top / min_nonzero END AS cond,
-           CASE WHEN clear AND n_nonzero > 0 THEN logdet END AS logdet
-    FROM (
-        SELECT run_id, step, layer_index, kind, tau, top,
-               len(list_filter(a, lambda v: v > tau / 10 AND v <= tau * 10)) = 0 AS clear,
-               len(list_filter(a, lambda v: v <= tau)) AS n_zero,
-               len(list_filter(a, lambda v: v > tau)) AS n_nonzero,
-               list_min(list_filter(a, lambda v: v > tau)) AS min_nonzero,
-               list_sum(list_transform(list_filter(a, lambda v: v > tau), lambda v: ln(v))) AS logdet
-        FROM (
-            SELECT h.run_id, h.step, h.layer_index, h.kind, a, list_max(a) AS top,
-                   CASE WHEN h.method = 'closed_form' THEN
-                            CASE WHEN h.n_probe <= (l.in_features + 1) // 2 THEN h.n_probe ELSE l.in_features + 1 END
-                        ELSE h.n_params END * 2.220446049250313e-16 * list_max(a) AS tau
-            FROM (SELECT *, list_transform(eigenvalues, lambda v: abs(v)) AS a FROM hessian_spectra
-                  WHERE method <> 'lanczos' AND len(eigenvalues) > 0) h
-            JOIN layers l USING (run_id, layer_index)
-        )
-        WHERE top > 0
-    )
-) z
-WHERE h.run_id = z.run_id AND h.step = z.step AND h.layer_index = z.layer_index AND h.kind = z.kind
-"""
-MIGRATIONS[5] = [
-    *(f'ALTER TABLE hessian_spectra ADD COLUMN IF NOT EXISTS "{c}" {t}'
-      for c, t in TABLES["hessian_spectra"][-(len(ESTIMATED_SUMMARIES) + 3):]),
-    "UPDATE hessian_spectra SET near_zero_fraction = NULL WHERE method = 'lanczos'",
-    _ZERO_RULE,
-    "UPDATE hessian_spectra SET zero_floor = 0, n_zero = len(eigenvalues), condition_number = NULL, "
-    "log_abs_det = NULL WHERE method <> 'lanczos' AND len(eigenvalues) > 0 "
-    "AND list_max(list_transform(eigenvalues, lambda v: abs(v))) = 0",
-]

@@ -181,6 +181,35 @@ def test_lanczos_stops_early_once_the_top_converges() -> None:
     assert run.ritz_values[-1] == pytest.approx(lam.max(), rel=1e-6)
 
 
+def test_lanczos_runs_the_same_at_any_scale() -> None:
+    """Breakdown is relative to ||T||: an operator of norm 1e-13 (a saturated cross-entropy block) takes
+    as many steps, and reports the same relative residuals, as the same operator at norm 1."""
+    d = np.linspace(0.1, 1.0, 200)
+    v0 = np.random.default_rng(0).standard_normal(200)
+    unit = lanczos(lambda v: d * v, v0, 30)
+    tiny = lanczos(lambda v: 1e-13 * d * v, v0, 30)
+    assert tiny.n_matvec == unit.n_matvec == 30 and not tiny.breakdown
+    np.testing.assert_allclose(tiny.ritz_values, 1e-13 * unit.ritz_values, rtol=1e-9)
+    np.testing.assert_array_equal(tiny.converged, unit.converged)
+
+
+def test_a_psd_row_claims_no_more_than_its_runs_show() -> None:
+    """definite=True: negative mass is 0, but the bottom end keeps its own residual and convergence,
+    and with the top unconverged the effective rank has no standard error (its scale is a bound)."""
+    rng = np.random.default_rng(2)
+    q, _ = np.linalg.qr(rng.standard_normal((300, 300)))
+    lam = np.concatenate([np.zeros(260), np.geomspace(1e-3, 1.0, 40)])
+    a = (q * lam) @ q.T
+    short = matrix_free_summary(lambda v: a @ v, 300, 8, 3, np.random.default_rng(0), definite=True,
+                                trace=lam.sum())
+    assert short["negative_mass"] == 0.0 and not short["converged"] and short["effective_rank_stderr"] is None
+    assert short["bottom_residual"] > 0 and not short["bottom_converged"]
+    full = matrix_free_summary(lambda v: a @ v, 300, 8, 60, np.random.default_rng(0), definite=True,
+                               trace=lam.sum())
+    assert full["converged"] and full["effective_rank_stderr"] == pytest.approx(0.0, abs=1e-9)
+    assert full["effective_rank"] == pytest.approx(lam.sum() / lam.max(), rel=1e-8)
+
+
 def test_lanczos_on_a_low_rank_operator_is_exact_after_breakdown() -> None:
     rng = np.random.default_rng(5)
     u = np.linalg.qr(rng.normal(size=(400, 6)))[0]

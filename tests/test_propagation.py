@@ -508,44 +508,6 @@ def test_a_shard_without_its_coupling_file_is_refused(propagation_db, tmp_path):
     with pytest.raises(ShardError, match="curvature_coupling.parquet"):
         ShardStore(store).read_manifest(ShardStore(store).refs()[0])
 
-
-def test_a_version_4_database_migrates_to_6_with_the_defaults(propagation_db, tmp_path):
-    """A v4 database (no propagation tables, runs without the six columns, no curvature errors) is
-    migrated in place by the next ingest; its runs get the values they had, its curvature rows the
-    error columns (unknown: NULL) and zero counts under the noise floor."""
-    import shutil
-
-    from snapshot_loader.database import connect_writable
-    from snapshot_loader.schema import ADDED_COLUMNS, ESTIMATED_SUMMARIES, SCHEMA_VERSION, TABLES
-
-    db = tmp_path / "old.duckdb"
-    shutil.copy(propagation_db, db)
-    con = duckdb.connect(str(db))
-    for table in ("blocks", "curvature_coupling", "augmentations", "augmentation_trials"):
-        con.execute(f"DROP TABLE {table}")
-    for (_, column) in ADDED_COLUMNS:
-        con.execute(f'ALTER TABLE runs DROP COLUMN "{column}"')
-    exact = con.execute("SELECT run_id, step, layer_index, kind, n_zero, condition_number FROM hessian_spectra "
-                        "WHERE method <> 'lanczos' ORDER BY ALL").fetchall()
-    for column, _ in TABLES["hessian_spectra"][-(len(ESTIMATED_SUMMARIES) + 3):]:
-        con.execute(f'ALTER TABLE hessian_spectra DROP COLUMN "{column}"')
-    con.execute("UPDATE hessian_spectra SET n_zero = -1, condition_number = -1")  # what v4 had: to be recomputed
-    con.execute("DELETE FROM schema_version")
-    con.execute("INSERT INTO schema_version VALUES (4, now())")
-    n_runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
-    con.close()
-    con = connect_writable(db)
-    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 6
-    assert con.execute("SELECT run_id, step, layer_index, kind, n_zero, condition_number FROM hessian_spectra "
-                       "WHERE method <> 'lanczos' ORDER BY ALL").fetchall() == exact
-    assert con.execute("SELECT count(*) FILTER (WHERE zero_floor IS NULL), count(std_stderr) FROM hessian_spectra "
-                       "WHERE method <> 'lanczos'").fetchone() == (0, 0)
-    assert con.execute("SELECT count(*), bool_and(residual = 'none' AND coupling_probes = 0 AND augment = 'none') "
-                       "FROM runs").fetchone() == (n_runs, True)
-    assert con.execute("SELECT count(*) FROM curvature_coupling").fetchone()[0] == 0
-    con.close()
-
-
 def test_the_worker_finds_the_planted_shadow_and_synthesizes_over_it():
     """The tracker the training loop uses: maps at the window's checkpoints, shadows over the window,
     candidates, trials and the chosen edges entering the model at gate 0 with their rows."""

@@ -7,7 +7,7 @@ p = q (d + 1) through the network. kinds (rows of ``hessian_spectra``), by ``met
 - ``local``: the local Hessian with phi = sum (definition 1): ``closed_form`` whenever the block is
   Linear + elementwise activation (M_n diagonal; any size: only the q small blocks are formed); for
   layer norm ``kronecker`` (the dense matrix from the Kronecker form) up to the exact limit, else
-  ``lanczos`` on Kronecker products;
+  ``lanczos`` on local Hessian-vector products;
 - ``loss``: the loss block H_ii (definition 2): ``kronecker`` up to the exact limit, else ``lanczos``;
 - ``ggn``: the Gauss-Newton block G_ii (definition 3): ``gram``, exact at any width, from the smaller
   of the p x p matrix and the (N m') x (N m') Gram matrix S S^T while that fits GGN_EXACT_MAX; else
@@ -100,11 +100,11 @@ _EXACT_ERRORS = {"trace_stderr": 0.0, "std_stderr": 0.0, "skewness_stderr": 0.0,
 
 
 def _exact_row(eigenvalues: torch.Tensor | np.ndarray, eigenvectors: torch.Tensor | None = None,
-               bias_mask: np.ndarray | None = None, n_solve: int | None = None,
+               bias_mask: np.ndarray | None = None, n_floor: int | None = None,
                bias_share: float | None = None) -> dict:
     lam = eigenvalues.detach().cpu().numpy() if isinstance(eigenvalues, torch.Tensor) else np.asarray(eigenvalues)
     vecs = None if eigenvectors is None else eigenvectors.detach().cpu().numpy()
-    s = spectral_summary(lam, vecs, bias_mask, n_solve=n_solve, bias_share=bias_share)
+    s = spectral_summary(lam, vecs, bias_mask, n_floor=n_floor, bias_share=bias_share)
     return {"eigenvalues": np.sort(lam), **s.as_row(), **_EXACT_ERRORS}
 
 
@@ -115,7 +115,9 @@ def _indefinite_row(obj: BlockObjective, kron: KroneckerSum | None, settings: Cu
     Frobenius norm when ``kron`` is given."""
     if obj.n_params <= settings.exact_limit:
         values, vectors = finite_eigh(kron.dense())
-        return {**_exact_row(values, vectors, kron.bias_mask), "method": "kronecker", "n_hvp": kron.q}
+        # the floor's count: the order p plus the N points summed into each entry
+        row = _exact_row(values, vectors, kron.bias_mask, n_floor=obj.n_params + kron.m.shape[0])
+        return {**row, "method": "kronecker", "n_hvp": kron.q}
     trace = fro = None
     if kron is not None:
         _check_finite(kron.m)
@@ -152,13 +154,22 @@ def _ggn_row(factor: GGNFactor, g: torch.Tensor, settings: CurvatureSettings,
             natgrad = natural_gradient_norm_gram(g, factor, gram, float(values.max()))
             values = torch.cat([torch.zeros(p - size, dtype=values.dtype, device=values.device), values])
         values = values.clamp(min=0)  # G is PSD: negative round-off is zero
-        row = _exact_row(values, n_solve=min(p, size), bias_share=factor.bias_share())
+        # order decomposed plus terms summed per entry: N points for G, q + d + 1 for the Gram matrix
+        n_floor = p + factor.r.shape[0] if p <= size else size + factor.r.shape[2] + factor.zt.shape[1]
+        row = _exact_row(values, n_floor=n_floor, bias_share=factor.bias_share())
         return {**row, "method": "gram", "n_hvp": factor.r.shape[1]}, natgrad, True
     row = matrix_free_summary(factor.numpy_matvec, p, SLQ_VECTORS, max(2, settings.hvp_budget // SLQ_VECTORS), rng,
                               definite=True, trace=factor.trace())
-    natgrad, converged = natural_gradient_norm_cg(g.cpu().numpy(), factor.numpy_matvec, row["top_eigenvalue"] or 0.0,
+    cg_products = []
+
+    def counted(v: np.ndarray) -> np.ndarray:
+        cg_products.append(1)
+        return factor.numpy_matvec(v)
+
+    natgrad, converged = natural_gradient_norm_cg(g.cpu().numpy(), counted, row["top_eigenvalue"] or 0.0,
                                                   max_iter=settings.hvp_budget)
-    return {**row, "method": "lanczos", "bias_share": factor.bias_share()}, natgrad, converged
+    n_hvp = row["n_hvp"] + factor.r.shape[1] + len(cg_products)  # Lanczos, the factor's VJPs, CG
+    return {**row, "method": "lanczos", "bias_share": factor.bias_share(), "n_hvp": n_hvp}, natgrad, converged
 
 
 def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, task: str,
@@ -183,7 +194,8 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
         z = inter.inputs[i]
         if closed_form_applies(block):
             eigenvalues, bias = local_closed_form_spectrum(block, z, settings.phi)
-            row = {**_exact_row(eigenvalues, n_solve=closed_form_solve_order(X.shape[0], d), bias_share=bias),
+            n_floor = closed_form_solve_order(X.shape[0], d) + X.shape[0]  # order decomposed + N points summed
+            row = {**_exact_row(eigenvalues, n_floor=n_floor, bias_share=bias),
                    "method": "closed_form", "n_hvp": 0}
         else:
             kron = local_kronecker(block, z, settings.phi) if _kronecker_fits(X.shape[0], q, p, settings) else None

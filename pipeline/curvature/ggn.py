@@ -131,7 +131,7 @@ def gradient_pressure(g: torch.Tensor, hg: torch.Tensor) -> float | None:
 
 
 def natural_gradient_norm_dense(g: torch.Tensor, ggn: torch.Tensor, top: float) -> float | None:
-    """g^T (G + delta lambda_max I)^{-1} g by a Cholesky solve; None when g = 0 or G = 0."""
+    """g^T (G + delta lambda_max I)^{-1} g by a dense solve; None when g = 0 or G = 0."""
     if float(g @ g) == 0 or top <= 0:
         return None
     damped = ggn + NATGRAD_DAMPING * top * torch.eye(ggn.shape[0], dtype=ggn.dtype, device=ggn.device)

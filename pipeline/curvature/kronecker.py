@@ -12,7 +12,7 @@ theta with d u_n / d theta = I_q (x) z~_n^T. This holds for the three kinds of t
   residual and gated edges included, enters through M_n);
 - ``ggn``: M_n = R_n^T R_n with R_n = L_n^T d f(x_n) / d u_n (m' x q), H_n = L_n L_n^T the output
   Hessian of the loss (the factor and the Gram form are in :mod:`pipeline.curvature.ggn`);
-- ``local`` (001, definition 5): f_n = phi(A(norm(u_n))) / N, layer norm included.
+- ``local`` (DESIGN definition 1; 001, definitions 5-6): f_n = phi(A(norm(u_n))) / N, layer norm included.
 
 It needs the model in eval mode, where point n's outputs depend on u_n alone (batch norm on running statistics, no batch
 coupling); the tests check every kind against autograd on the whole block.

@@ -26,7 +26,8 @@ import numpy as np
 
 MatVec = Callable[[np.ndarray], np.ndarray]
 
-#: beta_j <= BREAKDOWN_RTOL * max(1, |alpha_j|, ||T_j||) ends the run: the Krylov space is invariant.
+#: beta_j <= BREAKDOWN_RTOL * ||T_j|| ends the run: the Krylov space is invariant (relative, so a matrix
+#: of any scale, 1e-13 as well as 1e3, runs the same).
 BREAKDOWN_RTOL = 1e-12
 #: A Ritz value counts as converged when its residual is at most RITZ_RTOL x max|theta| (so an
 #: eigenvalue of H lies within 1e-4 of the spectral scale of it; for an isolated extreme eigenvalue the
@@ -95,7 +96,7 @@ def lanczos(matvec: MatVec, v0: np.ndarray, steps: int, stop_when_top_converged:
         beta[j] = np.linalg.norm(w)
         used = j + 1
         t_norm = max(t_norm, abs(alpha[j]) + beta[j] + (beta[j - 1] if j else 0.0))
-        if beta[j] <= BREAKDOWN_RTOL * max(1.0, t_norm):
+        if beta[j] <= BREAKDOWN_RTOL * t_norm or t_norm == 0:
             broke = True
             break
         if stop_when_top_converged and used % TOP_CHECK_EVERY == 0 and \

@@ -108,7 +108,8 @@ def matrix_free_summary(matvec: MatVec, n: int, n_vectors: int, steps: int, rng:
     density) from ``n_vectors`` Lanczos runs of ``steps`` steps; see the module docstring.
 
     trace, frobenius_sq: exact tr H and ||H||_F^2 when the caller has them (their columns then have
-    standard error 0); definite: H is positive semi-definite (negative mass 0, bottom eigenvalue 0)."""
+    standard error 0); definite: H is positive semi-definite (negative mass 0; Ritz values below 0 are
+    round-off and read as 0). ``effective_rank_stderr`` is NULL when the top has not converged."""
     runs = [lanczos(matvec, rng.choice(np.array([-1.0, 1.0]), size=n), steps) for _ in range(n_vectors)]
     halves = [r.truncated(r.n_matvec // 2) for r in runs]
     full, half = _run_sums(runs, trace, frobenius_sq, n), _run_sums(halves, trace, frobenius_sq, n)
@@ -136,19 +137,22 @@ def matrix_free_summary(matvec: MatVec, n: int, n_vectors: int, steps: int, rng:
     skew_est, skew_se = _estimate(raw_full, raw_half, skewness)
     neg_est, neg_se = _estimate(full, half, lambda m: float(m[4] / m[3]) if m[3] > 0 else None)
     rank_est, rank_se = _estimate(full, half, lambda m: float(n * m[3] / scale) if scale > 0 else None)
+    tol = RITZ_RTOL * scale
+    if top_res > tol:
+        rank_se = None  # the scale, max|theta|, is then only a lower bound on ||H||: no stated error
     if definite:
         neg_est, neg_se = (0.0, 0.0) if scale > 0 else (None, None)
-    tol = RITZ_RTOL * scale
     kept_top = top_run.ritz_values[top_run.residuals <= tol][-TOP_K:]
-    kept_bottom = [] if definite else bottom_run.ritz_values[bottom_run.residuals <= tol][:TOP_K]
+    kept_bottom = bottom_run.ritz_values[bottom_run.residuals <= tol][:TOP_K]
+    if definite:
+        kept_bottom = np.maximum(kept_bottom, 0.0)
     grid, density = _density(runs)
     return {
         "eigenvalues": np.unique(np.concatenate([kept_bottom, kept_top])),
         "trace": trace if trace is not None else trace_est,
         "trace_stderr": 0.0 if trace is not None else trace_se,
         "top_eigenvalue": top, "top_residual": top_res, "converged": bool(top_res <= tol),
-        "bottom_eigenvalue": bottom, "bottom_residual": 0.0 if definite else bottom_res,
-        "bottom_converged": True if definite else bool(bottom_res <= tol),
+        "bottom_eigenvalue": bottom, "bottom_residual": bottom_res, "bottom_converged": bool(bottom_res <= tol),
         "std": std_est, "std_stderr": 0.0 if trace is not None and frobenius_sq is not None else std_se,
         "skewness": skew_est, "skewness_stderr": skew_se,
         "negative_mass": neg_est, "negative_mass_stderr": neg_se,

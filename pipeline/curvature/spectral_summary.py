@@ -2,10 +2,12 @@
 
 Given eigenvalues lambda (and optionally unit eigenvectors u_k with a mask of bias coordinates):
 
-    zero_floor         tau = n_solve * eps * max|lambda|: an eigenvalue of the computed matrix is only
-                       known to within the symmetric eigensolver's backward error, which LAPACK bounds
-                       by a modest multiple of n_solve eps ||H||_2 (n_solve: the order of the largest
-                       matrix actually decomposed; the tolerance of numpy.linalg.matrix_rank)
+    zero_floor         tau = n_floor * eps * max|lambda|: an eigenvalue of the computed matrix is only
+                       known to within the error of forming the matrix (each entry a sum of n_sum
+                       rounded terms) plus the symmetric eigensolver's backward error, a modest
+                       multiple of n_order eps ||H||_2 (n_order: the order of the matrix decomposed);
+                       n_floor = n_order + n_sum, the caller's count (numpy.linalg.matrix_rank takes
+                       n_order alone)
     clear gap          no |lambda| within a factor CLEAR_GAP of tau on either side, (tau / CLEAR_GAP,
                        CLEAR_GAP tau]: then zero (|lambda| <= tau) and nonzero are told apart by the
                        matrix, and neither changes when tau is halved or doubled. Without a clear gap
@@ -31,7 +33,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-#: tau = ZERO_FLOOR_FACTOR * n_solve * eps * max|lambda| (1: the eigensolver's backward-error bound itself).
+#: tau = ZERO_FLOOR_FACTOR * n_floor * eps * max|lambda| (1: the rounding bound itself).
 ZERO_FLOOR_FACTOR = 1.0
 #: The zero/nonzero split is clear when no |lambda| lies in (tau / CLEAR_GAP, CLEAR_GAP tau].
 CLEAR_GAP = 10.0
@@ -47,7 +49,7 @@ class SpectralSummary:
     condition_number: float | None
     effective_rank: float | None
     log_abs_det: float | None
-    n_zero: int
+    n_zero: int | None
     std: float
     skewness: float | None
     negative_mass: float | None
@@ -66,23 +68,23 @@ def wasserstein1_reflection(eigenvalues: np.ndarray) -> float:
     return float(np.mean(np.abs(a - np.sort(-a))))
 
 
-def zero_split(abs_eigenvalues: np.ndarray, n_solve: int,
+def zero_split(abs_eigenvalues: np.ndarray, n_floor: int,
                factor: float | None = None) -> tuple[float, np.ndarray | None]:
     """(tau, mask of the nonzero |lambda|), the mask None when the split is not clear (see above);
     factor: ZERO_FLOOR_FACTOR unless given."""
     a = np.asarray(abs_eigenvalues, dtype=np.float64)
     factor = ZERO_FLOOR_FACTOR if factor is None else factor
-    tau = factor * max(1, n_solve) * np.finfo(np.float64).eps * float(a.max())
+    tau = factor * max(1, n_floor) * np.finfo(np.float64).eps * float(a.max())
     if np.any((a > tau / CLEAR_GAP) & (a <= tau * CLEAR_GAP)):
         return tau, None
     return tau, a > tau
 
 
 def spectral_summary(eigenvalues: np.ndarray, eigenvectors: np.ndarray | None = None,
-                     bias_mask: np.ndarray | None = None, n_solve: int | None = None,
+                     bias_mask: np.ndarray | None = None, n_floor: int | None = None,
                      bias_share: float | None = None) -> SpectralSummary:
-    """eigenvalues: (n,); eigenvectors: (n, n) with columns u_k; bias_mask: (n,) bool; n_solve: the
-    order of the matrices the eigenvalues were computed from (default n); bias_share: the value,
+    """eigenvalues: (n,); eigenvectors: (n, n) with columns u_k; bias_mask: (n,) bool; n_floor: the
+    floor's count, order decomposed + terms summed per entry (default n); bias_share: the value,
     when the caller has it without eigenvectors (the Gauss-Newton trace formula)."""
     lam = np.asarray(eigenvalues, dtype=np.float64)
     absl = np.abs(lam)
@@ -90,7 +92,7 @@ def spectral_summary(eigenvalues: np.ndarray, eigenvectors: np.ndarray | None = 
     if top_abs == 0.0:
         return SpectralSummary(0.0, 0.0 if lam.size else None, 0.0 if lam.size else None, None, None, None,
                                int(lam.size), 0.0, None, None, None, None, None, 0.0 if lam.size else None)
-    tau, nonzero = zero_split(absl, lam.size if n_solve is None else n_solve)
+    tau, nonzero = zero_split(absl, lam.size if n_floor is None else n_floor)
     total_abs = float(absl.sum())
     std = float(lam.std())
     skew = float(np.mean((lam - lam.mean()) ** 3) / std**3) if std > 0 else None

@@ -34,7 +34,6 @@ from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.errors import PipelineError, ShardError, ShardVersionError, StoreError
 from snapshot_loader.schema import (
-    ADDED_COLUMNS,
     READABLE_SHARD_VERSIONS,
     SHARD_SCHEMA_VERSION,
     SHARD_TABLES,
@@ -69,7 +68,6 @@ def _partition_value(value: str, what: str) -> str:
 
 
 #: Tables shards of version 3 do not have.
-_TABLES_SINCE_V4 = ("blocks", "curvature_coupling", "augmentations", "augmentation_trials")
 
 
 class ShardStore:
@@ -135,15 +133,12 @@ class ShardStore:
         if manifest.get("schema_version") not in READABLE_SHARD_VERSIONS:
             raise ShardVersionError(f"{self.url(mpath)}: shard has schema version {manifest.get('schema_version')}, "
                              f"this tool writes {SHARD_SCHEMA_VERSION}: delete the shard and extract again")
-        old = manifest["schema_version"] < SHARD_SCHEMA_VERSION
         if manifest.get("run_id") != ref.run_id:
             raise ShardError(f"{self.url(mpath)}: manifest names run {manifest.get('run_id')!r}, "
                              f"folder is {ref.run_id!r}")
         for table in SHARD_TABLES:
             entry = manifest.get("tables", {}).get(table)
             path = f"{ref.path}/{table}.parquet"
-            if entry is None and old and table in _TABLES_SINCE_V4:
-                continue  # an older shard: the table did not exist yet, it reads as empty
             if entry is None:
                 raise ShardError(f"{self.url(mpath)}: no entry for table {table!r}")
             if not verify:
@@ -186,19 +181,10 @@ class ShardStore:
         return out
 
     def read_table(self, ref: ShardRef, table: str) -> pa.Table:
-        """One table of a complete shard, in the current schema (an older shard's missing table is
-        empty and its missing columns take their :data:`ADDED_COLUMNS` values)."""
+        """One table of a complete shard, in the current schema."""
         schema = arrow_schema(table)
-        path = f"{ref.path}/{table}.parquet"
-        if table in _TABLES_SINCE_V4 and not self.fs.exists(path) and \
-                self.read_manifest(ref, verify=False)["schema_version"] < 4:
-            return schema.empty_table()
-        with self.fs.open(path, "rb") as fh:
+        with self.fs.open(f"{ref.path}/{table}.parquet", "rb") as fh:
             arrow = pq.read_table(fh)
-        for name in schema.names:
-            if name not in arrow.column_names:
-                arrow = arrow.append_column(name, pa.array([ADDED_COLUMNS[(table, name)]] * arrow.num_rows,
-                                                           schema.field(name).type))
         return arrow.select(schema.names).cast(schema)
 
     # -- writing ------------------------------------------------------------------------------
