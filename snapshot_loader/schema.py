@@ -87,8 +87,9 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("density_grid", "DOUBLE[]"), ("density", "DOUBLE[]"),
         ("seconds", "DOUBLE"),
         # how sure each number is: 0 on exact rows; jackknife over Lanczos runs and quadrature error on
-        # estimated ones (NULL: no error can be stated); the Ritz residuals bound the distance from top/bottom_eigenvalue to an
-        # eigenvalue; zero_floor: |lambda| at or below it counts as zero (exact rows)
+        # estimated ones (NULL: no error can be stated); the Ritz residuals bound the distance from
+        # top/bottom_eigenvalue to an eigenvalue; zero_floor: |lambda| at or below it counts as zero
+        # (exact rows)
         *[(f"{c}_stderr", "DOUBLE") for c in ESTIMATED_SUMMARIES],
         ("top_residual", "DOUBLE"), ("bottom_residual", "DOUBLE"), ("zero_floor", "DOUBLE"),
     ],
