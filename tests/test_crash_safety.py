@@ -4,8 +4,9 @@ The reference is an uninterrupted extraction and ingest of a tiny plan. For each
 coordinator (``pipeline extract --workers 2`` then ``pipeline ingest`` in one process) is killed with
 SIGKILL at a point drawn from the seed, stratified over the whole duration so that the kills cover
 start-up, training, shard writing and ingest; its workers die with it. Re-running the two commands
-must give a database equal row for row to the reference. For another 10 seeds a worker is killed
-instead: the coordinator must retry the lost run on its own and finish with no failure.
+must give a database equal row for row to the reference. For another 5 seeds a worker is killed
+instead (a uniform point in the first 60 % of the work: one retry path, so fewer draws cover it): the
+coordinator must retry the lost run on its own and finish with no failure.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.conftest import ROOT
 from tests.corpus_compare import assert_same_corpus
 
 SEEDS = range(10)
+WORKER_SEEDS = range(5)
 
 PLAN = """
 [corpus]
@@ -133,7 +135,7 @@ def test_kill9_of_the_coordinator_at_a_random_point_resumes_to_identical_rows(re
     assert_same_corpus(reference["db"], db)
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed", WORKER_SEEDS)
 def test_kill9_of_a_worker_at_a_random_point_is_retried_without_loss(reference, tmp_path: Path, seed: int) -> None:
     shards, db = tmp_path / "shards", tmp_path / "corpus.duckdb"
     rng = random.Random(1000 + seed)
