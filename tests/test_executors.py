@@ -8,6 +8,7 @@ import duckdb
 import pytest
 
 import pipeline.executors as executors
+import pipeline.executors.inline as inline_backend  # where the inline backend looks up extract_run
 from pipeline.config import load_config
 from pipeline.executors import run_extraction
 from snapshot_loader.ingest import ingest_shards
@@ -66,7 +67,7 @@ def test_a_run_that_fails_once_is_retried_and_one_that_fails_twice_is_recorded(s
     runs = load_config(small_plan).runs()
     flaky, broken = runs[0].run_id, runs[1].run_id
     calls: dict[str, int] = {}
-    real = executors.extract_run
+    real = inline_backend.extract_run
 
     def sometimes_failing(spec, *args, **kwargs):
         calls[spec.run_id] = calls.get(spec.run_id, 0) + 1
@@ -74,7 +75,7 @@ def test_a_run_that_fails_once_is_retried_and_one_that_fails_twice_is_recorded(s
             raise RuntimeError(f"injected failure #{calls[spec.run_id]}")
         return real(spec, *args, **kwargs)
 
-    monkeypatch.setattr(executors, "extract_run", sometimes_failing)
+    monkeypatch.setattr(inline_backend, "extract_run", sometimes_failing)
     shards = tmp_path / "shards"
     outcomes, failures = run_extraction(runs, shards, executor="inline", show_progress=False)
     assert calls[flaky] == 2 and calls[broken] == executors.MAX_ATTEMPTS
@@ -89,7 +90,7 @@ def test_a_run_that_fails_once_is_retried_and_one_that_fails_twice_is_recorded(s
             (broken, 2, "RuntimeError: injected failure #2")]
 
     # once the cause is gone, a re-run extracts it and the failure record leaves with the next ingest
-    monkeypatch.setattr(executors, "extract_run", real)
+    monkeypatch.setattr(inline_backend, "extract_run", real)
     outcomes, failures = run_extraction(runs, shards, executor="inline", show_progress=False)
     assert not failures and sum(o.status == "complete" for o in outcomes) == 1
     ingest_shards(db, shards)
@@ -103,14 +104,14 @@ def test_cli_exits_nonzero_naming_the_failed_run_and_keeps_the_rest(small_plan: 
     from pipeline.cli import main
 
     runs = load_config(small_plan).runs()
-    real = executors.extract_run
+    real = inline_backend.extract_run
 
     def failing(spec, *args, **kwargs):
         if spec.run_id == runs[0].run_id:
             raise MemoryError("injected")
         return real(spec, *args, **kwargs)
 
-    monkeypatch.setattr(executors, "extract_run", failing)
+    monkeypatch.setattr(inline_backend, "extract_run", failing)
     shards = tmp_path / "shards"
     assert main(["extract", "--config", str(small_plan), "--shards", str(shards), "--executor", "inline",
                  "--quiet"]) == 2
