@@ -18,8 +18,12 @@ DEFAULT_CONFIG = Path("configs/default.toml")
 DEFAULT_DB = Path("build/corpus.duckdb")
 DEFAULT_SHARDS = "build/shards"
 SHARDS_HELP = "shard store: a folder or an fsspec URL every worker can reach (s3://bucket/corpus)"
-DEFAULT_REPORT = Path("build/report")
-DEFAULT_FIGURES = Path("build/figures")
+
+
+def output_dir(db: Path, what: str) -> Path:
+    """Where the report or figures of database ``db`` go by default: beside it, in a folder named after
+    it (``build/corpus.duckdb`` -> ``build/corpus/report``), so two corpora never overwrite each other."""
+    return db.parent / db.stem / what
 
 
 def _add_common(p: argparse.ArgumentParser, config: bool = True, db: bool = True) -> None:
@@ -66,11 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write the self-contained HTML report")
     _add_common(p)
-    p.add_argument("--out", type=Path, default=DEFAULT_REPORT)
+    p.add_argument("--out", type=Path, default=None, help="report folder (default: beside --db, DB_STEM/report)")
 
     p = sub.add_parser("figures", help="write every figure as PNG and PDF")
     _add_common(p)
-    p.add_argument("--out", type=Path, default=DEFAULT_FIGURES)
+    p.add_argument("--out", type=Path, default=None, help="figure folder (default: beside --db, DB_STEM/figures)")
 
     p = sub.add_parser("all", help="extract, ingest, analyze and report in one go (what `make report` runs)")
     _add_common(p)
@@ -78,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     _add_executor(p)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--out", type=Path, default=DEFAULT_REPORT)
+    p.add_argument("--out", type=Path, default=None, help="report folder (default: beside --db, DB_STEM/report)")
 
     p = sub.add_parser("datasets", help="list the built-in data sets")
     p.add_argument("--config", type=Path, default=None, help="also list this config's custom data sets")
@@ -210,6 +214,7 @@ def _check_writable(folder: Path, flag: str) -> None:
 
 
 def cmd_report(args) -> None:
+    args.out = args.out or output_dir(args.db, "report")
     from reports.builder import build_report
 
     _check_writable(args.out, "--out")
@@ -218,6 +223,7 @@ def cmd_report(args) -> None:
 
 
 def cmd_figures(args) -> None:
+    args.out = args.out or output_dir(args.db, "figures")
     from reports.builder import write_figures
 
     _check_writable(args.out, "--out")
@@ -226,6 +232,7 @@ def cmd_figures(args) -> None:
 
 
 def cmd_all(args) -> None:
+    args.out = args.out or output_dir(args.db, "report")
     args.limit = None
     _check_writable(args.out, "--out")  # before the extraction, not after it
     _check_writable(args.db.parent, "--db")
