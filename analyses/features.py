@@ -2,6 +2,11 @@
 fixed-length row per snapshot, joined with the run's configuration and the quality metrics at that
 step. Every statistics stage (correlations, CCA, normality, UMAP, diagnostics) reads these.
 
+There are 45 features per layer (:data:`FEATURES`): measures of the weights, the gradients and the
+activations, the gradient pressure and natural-gradient norm, and summaries of the spectra of three
+curvature matrices of the layer (the local Hessian, 001 Def. 5-6; the loss-Hessian block; the
+Gauss-Newton block, 000).
+
 Tables
 ------
 ``analysis_features_layer``
@@ -33,10 +38,10 @@ from dataclasses import dataclass
 
 import duckdb
 import numpy as np
+import polars as pl
 
-READS = ("runs", "checkpoints", "layers", "layer_stats", "hessian_spectra")
-WRITES = ("analysis_features_layer", "analysis_features", "analysis_features_catalog")
-TITLE = "Features"
+from analyses.stage import Stage
+from analyses.tables import write_table
 
 
 @dataclass(frozen=True)
@@ -182,30 +187,11 @@ def slog(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
 
 
-def standardize_within(values: np.ndarray, groups: np.ndarray, tol: float = 1e-12) -> np.ndarray:
-    """z-score ``values`` ((n,) or (n, p), column by column) within each group ((n,)): (x - mean_g) / sd_g,
-    ddof 0. A group with one row, or a column whose sd is at most tol * max(1, |mean_g|) there, maps to 0:
-    it carries no within-group information."""
-    x = np.asarray(values, float)
-    flat = x.ndim == 1
-    x2 = x[:, None] if flat else x
-    _, inv = np.unique(groups, return_inverse=True)
-    counts = np.bincount(inv).astype(float)
-    mean = np.stack([np.bincount(inv, weights=c) for c in x2.T], axis=1) / counts[:, None]
-    centred = x2 - mean[inv]
-    sd = np.sqrt(np.stack([np.bincount(inv, weights=c ** 2) for c in centred.T], axis=1) / counts[:, None])
-    ok = (counts[inv][:, None] > 1) & (sd[inv] > tol * np.maximum(1.0, np.abs(mean[inv])))
-    out = np.zeros_like(x2)
-    out[ok] = centred[ok] / sd[inv][ok]
-    return out[:, 0] if flat else out
-
-
 def run(con: duckdb.DuckDBPyConnection) -> None:
     """Write the three feature tables."""
     feats = ",\n       ".join(f"({f.expr})::DOUBLE AS {f.name}" for f in FEATURES)
     metrics = ", ".join(f"c.{m}" for m in ALL_METRICS)
-    con.execute(f"""
-        CREATE OR REPLACE TABLE analysis_features_layer AS
+    write_table(con, "analysis_features_layer", f"""
         WITH depth AS (SELECT run_id, count(*) AS n_layers FROM layers GROUP BY run_id)
         SELECT s.run_id, s.step, s.layer_index, {_CONTEXT}, d.n_layers,
                s.layer_index::DOUBLE / greatest(d.n_layers - 1, 1) AS relative_depth, l.is_output,
@@ -232,8 +218,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         f"avg({slog_sql(f.name) if f.log_scale else f.name}) AS {f.name}" for f in FEATURES)
     keep = ("dataset, task, size, activation, norm, optimizer, init, train_fraction, seed, architecture, "
             "total_steps, epoch, progress, n_layers, " + ", ".join(ALL_METRICS) + ", primary_metric")
-    con.execute(f"""
-        CREATE OR REPLACE TABLE analysis_features AS
+    write_table(con, "analysis_features", f"""
         SELECT run_id, step,
                dense_rank() OVER (PARTITION BY run_id ORDER BY step) - 1 AS snapshot_index,
                {keep},
@@ -241,10 +226,9 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         FROM analysis_features_layer
         GROUP BY run_id, step, {keep}
         ORDER BY run_id, step""")
-    con.execute("CREATE OR REPLACE TABLE analysis_features_catalog "
-                "(feature VARCHAR, \"group\" VARCHAR, transform VARCHAR, description VARCHAR)")
-    con.executemany("INSERT INTO analysis_features_catalog VALUES (?, ?, ?, ?)",
-                    [[f.name, f.group, "slog" if f.log_scale else "identity", f.description] for f in FEATURES])
+    write_table(con, "analysis_features_catalog", pl.DataFrame(
+        [[f.name, f.group, "slog" if f.log_scale else "identity", f.description] for f in FEATURES],
+        schema=[c for c, _ in TABLES["analysis_features_catalog"]], orient="row"))
 
 
 def report(con: duckdb.DuckDBPyConnection) -> dict:
@@ -256,5 +240,34 @@ def report(con: duckdb.DuckDBPyConnection) -> dict:
                         "sql": 'SELECT feature, "group", transform, description FROM analysis_features_catalog'}]}
 
 
-FIGURES: dict = {}
-CAPTIONS: dict = {}
+#: The run's configuration and the snapshot's place in training (:data:`_CONTEXT`), in both tables.
+_CONTEXT_COLUMNS = [
+    ("dataset", "VARCHAR"), ("task", "VARCHAR"), ("size", "VARCHAR"), ("activation", "VARCHAR"), ("norm", "VARCHAR"),
+    ("optimizer", "VARCHAR"), ("init", "VARCHAR"), ("train_fraction", "DOUBLE"), ("seed", "INTEGER"),
+    ("architecture", "VARCHAR"), ("total_steps", "INTEGER"), ("epoch", "DOUBLE"), ("progress", "DOUBLE"),
+    ("n_layers", "BIGINT"),
+]
+_FEATURE_COLUMNS = [(f.name, "DOUBLE") for f in FEATURES]
+_METRIC_COLUMNS = [(m, "DOUBLE") for m in ALL_METRICS] + [("primary_metric", "DOUBLE")]
+
+TABLES = {
+    "analysis_features_layer": [
+        ("run_id", "VARCHAR"), ("step", "INTEGER"), ("layer_index", "INTEGER"), *_CONTEXT_COLUMNS,
+        ("relative_depth", "DOUBLE"), ("is_output", "BOOLEAN"), ("in_features", "INTEGER"),
+        ("out_features", "INTEGER"), ("local_exactly_zero", "BOOLEAN"), ("curvature_estimated", "BOOLEAN"),
+        *_FEATURE_COLUMNS, *_METRIC_COLUMNS,
+    ],
+    "analysis_features": [
+        ("run_id", "VARCHAR"), ("step", "INTEGER"), ("snapshot_index", "BIGINT"), *_CONTEXT_COLUMNS,
+        *_METRIC_COLUMNS, *_FEATURE_COLUMNS,
+    ],
+    "analysis_features_catalog": [
+        ("feature", "VARCHAR"), ("group", "VARCHAR"), ("transform", "VARCHAR"), ("description", "VARCHAR"),
+    ],
+}
+
+STAGE = Stage(
+    name="features", title="Features", doc=__doc__,
+    reads=("runs", "checkpoints", "layers", "layer_stats", "hessian_spectra"), tables=TABLES, run=run,
+    report=report,
+)

@@ -33,6 +33,8 @@ import polars as pl
 import torch
 from matplotlib.colors import SymLogNorm
 
+from analyses.stage import Figure, Stage
+from analyses.tables import write_table
 from pipeline.curvature.activations import has_zero_second_derivative
 from pipeline.curvature.local_hessian import closed_form_applies, local_hessian_closed_form, local_hessian_dense
 from pipeline.curvature.objective import neuron_order
@@ -41,10 +43,6 @@ from pipeline.datasets.run_data import prepared_dataset, run_data
 from pipeline.errors import PipelineError
 from pipeline.models.mlp import MLP, build_model
 from pipeline.runspec import RunSpec
-
-READS = ("runs", "weights", "checkpoints", "layers", "splits", "datasets")
-WRITES = ("analysis_local_hessian_example",)
-TITLE = "Figure 1: a local Hessian in neuron order"
 
 #: The paper's aggregation of a block's outputs.
 PHI = "sum"
@@ -62,10 +60,14 @@ MAX_ROWS = 512
 #: The colour scale is linear within LINEAR_FRACTION x max|H| of zero and logarithmic beyond.
 LINEAR_FRACTION = 1e-3
 
-COLUMNS = [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("activation", "VARCHAR"), ("step", "INTEGER"),
-           ("layer_index", "INTEGER"), ("phi", "VARCHAR"), ("neuron_order", "BOOLEAN"), ("n_rows", "INTEGER"),
-           ("block_size", "INTEGER"), ("n_blocks", "INTEGER"), ("n_probe", "INTEGER"), ("max_abs", "DOUBLE"),
-           ("off_block_max_abs", "DOUBLE"), ("matrix", "DOUBLE[]")]
+TABLES = {
+    "analysis_local_hessian_example": [
+        ("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("activation", "VARCHAR"), ("step", "INTEGER"),
+        ("layer_index", "INTEGER"), ("phi", "VARCHAR"), ("neuron_order", "BOOLEAN"), ("n_rows", "INTEGER"),
+        ("block_size", "INTEGER"), ("n_blocks", "INTEGER"), ("n_probe", "INTEGER"), ("max_abs", "DOUBLE"),
+        ("off_block_max_abs", "DOUBLE"), ("matrix", "DOUBLE[]"),
+    ],
+}
 
 
 # --- choosing the example -------------------------------------------------------------------------
@@ -177,9 +179,14 @@ def off_block_max_abs(h_neuron: np.ndarray, block_size: int) -> float:
 
 
 def run(con: duckdb.DuckDBPyConnection) -> None:
-    """Choose the layer, rebuild the network at the first and last spectral snapshot, write the table."""
-    cols = ", ".join(f'"{c}" {t}' for c, t in COLUMNS)
-    con.execute(f"CREATE OR REPLACE TABLE analysis_local_hessian_example ({cols})")
+    """Choose the layer, rebuild the network at the first and last spectral snapshot, write the table
+    (empty when no layer has a nonzero local Hessian)."""
+    write_table(con, "analysis_local_hessian_example", example_rows(con))
+
+
+def example_rows(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The rows of ``analysis_local_hessian_example``: the chosen layer's local Hessian in neuron and in
+    torch order at each of its run's first and last spectral snapshots (no rows without a choice)."""
     candidates = con.sql("""
         WITH snaps AS (
             SELECT c.run_id, count(DISTINCT c.step) AS n_spectral FROM checkpoints c
@@ -192,7 +199,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         ORDER BY r.run_id, l.layer_index""").pl()
     choice = choose_example(candidates) if candidates.height else None
     if choice is None:
-        return
+        return pl.DataFrame()
     run_id, layer = choice["run_id"], choice["layer_index"]
     steps = [r[0] for r in con.execute("""
         SELECT DISTINCT c.step FROM checkpoints c JOIN weights w USING (run_id, step)
@@ -211,7 +218,8 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         for is_neuron, h in ((True, neuron), (False, torch_order)):
             rows.append([run_id, choice["dataset"], choice["activation"], step, layer, PHI, is_neuron, h.shape[0],
                          block_size, k, int(X.shape[0]), float(np.abs(h).max()), off, h.reshape(-1).tolist()])
-    con.executemany(f"INSERT INTO analysis_local_hessian_example VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+    # write_table casts each column to its declared type
+    return pl.DataFrame(rows, schema=[c for c, _ in TABLES["analysis_local_hessian_example"]], orient="row")
 
 
 # --- figure and report ----------------------------------------------------------------------------
@@ -271,17 +279,6 @@ def figure_1(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     return fig
 
 
-FIGURES = {"local_hessian_example": figure_1}
-CAPTIONS = {
-    "local_hessian_example": "The local Hessian d²S/dθ² of one layer with its input fixed, S = mean over the probe "
-                             "batch of the sum of the layer's activations (paper 001, Figure 1), at the run's first "
-                             "and last spectral snapshots. Left: neuron order, grid lines between neurons' "
-                             "(w_j, b_j) blocks; right: the same matrix in torch order (vec W, b), where the "
-                             "blocks are scattered. Diverging colours centred at 0, linear within 10⁻³ of the "
-                             "largest |entry| and logarithmic beyond.",
-}
-
-
 def report(con: duckdb.DuckDBPyConnection) -> dict:
     """Sentences from the stored matrices."""
     rows = [r for r in _matrices(con) if r["neuron_order"]]
@@ -304,3 +301,16 @@ def report(con: duckdb.DuckDBPyConnection) -> dict:
                                          block_size, n_blocks, n_probe, round(max_abs, 6) AS max_abs,
                                          off_block_max_abs FROM analysis_local_hessian_example
                                   ORDER BY step, neuron_order DESC"""}]}
+
+
+STAGE = Stage(
+    name="local_hessian_example", title="Figure 1: a local Hessian in neuron order", doc=__doc__,
+    reads=("runs", "weights", "checkpoints", "layers", "splits", "datasets"), tables=TABLES, run=run,
+    figures=[Figure("local_hessian_example", figure_1,
+                    "The local Hessian d²S/dθ² of one layer with its input fixed, S = mean over the probe batch of "
+                    "the sum of the layer's activations (paper 001, Figure 1), at the run's first and last spectral "
+                    "snapshots. Left: neuron order, grid lines between neurons' (w_j, b_j) blocks; right: the same "
+                    "matrix in torch order (vec W, b), where the blocks are scattered. Diverging colours centred at "
+                    "0, linear within 10⁻³ of the largest |entry| and logarithmic beyond.")],
+    report=report,
+)

@@ -1,6 +1,7 @@
 """Shapiro-Wilk tests of normality for every internal feature, pooled over all spectral snapshots and
-per layer position, with QQ plots of the most and least normal features. Which features are close to
-normal decides where correlations, CCA and t intervals on them can be read at face value.
+per layer position, with QQ plots of the :data:`N_QQ` = 3 most and least normal features. Which
+features are close to normal decides where correlations, CCA and t intervals on them can be read at
+face value.
 
 Scale, units and rules
 ----------------------
@@ -37,14 +38,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 from analyses import features as feat
 from analyses.features import POSITIONS, layer_position
-
-READS = ("analysis_features", "analysis_features_layer")
-WRITES = ("analysis_normality",)
-TITLE = "Normality of the features (Shapiro-Wilk)"
+from analyses.stage import Figure, Stage
+from analyses.stats import bh_adjust
+from analyses.tables import write_table
 
 #: Level of ``normal_at_5pct``.
 ALPHA = 0.05
@@ -56,10 +55,6 @@ MAX_N = 5000
 SEED = 0
 #: Features shown at each end of the QQ figure.
 N_QQ = 3
-
-_SCHEMA = {"feature": pl.Utf8, "layer": pl.Utf8, "transform": pl.Utf8, "n": pl.Int64, "w_statistic": pl.Float64,
-           "p_value": pl.Float64, "p_adjusted": pl.Float64, "normal_at_5pct": pl.Boolean}
-
 
 def test_sample(values: np.ndarray, max_n: int = MAX_N, seed: int = SEED) -> np.ndarray:
     """The finite values of ``values`` (shape (m,)) that are tested: all of them, or with more than
@@ -108,16 +103,13 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                 continue
             rows.append({"feature": f.name, "layer": pos, "transform": transform, "n": n, "w_statistic": w,
                          "p_value": p})
-    p = np.array([r["p_value"] for r in rows], float)
-    adj = np.full_like(p, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        adj[ok] = multipletests(p[ok], alpha=ALPHA, method="fdr_bh")[1]
+    adj = bh_adjust(np.array([r["p_value"] for r in rows], float), alpha=ALPHA)
     for r, a in zip(rows, adj, strict=True):
         r["p_adjusted"] = float(a)
         r["normal_at_5pct"] = bool(r["p_value"] >= ALPHA) if math.isfinite(r["p_value"]) else None
-    frame = pl.DataFrame(rows, schema=_SCHEMA).with_columns(pl.col(pl.Float64).fill_nan(None))  # noqa: F841
-    con.execute("CREATE OR REPLACE TABLE analysis_normality AS SELECT * FROM frame")
+    # NaN (untestable) is stored as NULL; every row is scanned for the column types
+    frame = pl.DataFrame(rows, infer_schema_length=None).with_columns(pl.col(pl.Float64).fill_nan(None))
+    write_table(con, "analysis_normality", frame)
 
 
 # --- figures --------------------------------------------------------------------------------------
@@ -157,15 +149,6 @@ def qq_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-FIGURES = {"normality_qq": qq_figure}
-CAPTIONS = {
-    "normality_qq": (
-        "Normal QQ plots (scipy.stats.probplot) of the snapshot-level features (layer means on the features' "
-        "scale) with the highest (top row) and lowest (bottom row) Shapiro-Wilk W; points on the red line are "
-        "normal. Titles give W and the unadjusted p."),
-}
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -208,3 +191,22 @@ def report(con: duckdb.DuckDBPyConnection) -> dict:
                    FROM analysis_normality WHERE layer IS NOT NULL GROUP BY layer ORDER BY layer"""},
     ]
     return {"paragraphs": paragraphs, "tables": tables}
+
+
+TABLES = {
+    "analysis_normality": [
+        ("feature", "VARCHAR"), ("layer", "VARCHAR"), ("transform", "VARCHAR"), ("n", "BIGINT"),
+        ("w_statistic", "DOUBLE"), ("p_value", "DOUBLE"), ("p_adjusted", "DOUBLE"), ("normal_at_5pct", "BOOLEAN"),
+    ],
+}
+
+STAGE = Stage(
+    name="normality", title="Normality of the features (Shapiro-Wilk)", doc=__doc__,
+    reads=("analysis_features", "analysis_features_layer"), tables=TABLES, run=run, report=report,
+    figures=[
+        Figure("normality_qq", qq_figure,
+               "Normal QQ plots (scipy.stats.probplot) of the snapshot-level features (layer means on the features' "
+               "scale) with the highest (top row) and lowest (bottom row) Shapiro-Wilk W; points on the red line "
+               "are normal. Titles give W and the unadjusted p."),
+    ],
+)

@@ -13,12 +13,10 @@ import numpy as np
 import polars as pl
 import seaborn as sns
 
-READS = ("runs", "checkpoints")
-WRITES = ("analysis_overview",)
-TITLE = "Training curves"
+from analyses.stage import Figure, Stage
+from analyses.tables import write_table
 
 _OVERVIEW_SQL = """
-CREATE OR REPLACE TABLE analysis_overview AS
 WITH last AS (
     SELECT c.* FROM checkpoints c JOIN runs r USING (run_id) WHERE c.step = r.final_step
 ), best AS (
@@ -38,7 +36,7 @@ ORDER BY r.dataset, r.run_id
 
 def run(con: duckdb.DuckDBPyConnection) -> None:
     """Write ``analysis_overview``."""
-    con.execute(_OVERVIEW_SQL)
+    write_table(con, "analysis_overview", _OVERVIEW_SQL)
 
 
 def training_curves_figure(con: duckdb.DuckDBPyConnection, max_panels: int = 12) -> plt.Figure:
@@ -99,13 +97,25 @@ def final_metric_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     return fig
 
 
-FIGURES = {
-    "overview_training_curves": training_curves_figure,
-    "overview_final_metric": final_metric_figure,
+TABLES = {
+    "analysis_overview": [
+        ("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("task", "VARCHAR"), ("size", "VARCHAR"),
+        ("activation", "VARCHAR"), ("optimizer", "VARCHAR"), ("norm", "VARCHAR"), ("init", "VARCHAR"),
+        ("train_fraction", "DOUBLE"), ("seed", "INTEGER"), ("n_params", "BIGINT"), ("status", "VARCHAR"),
+        ("final_step", "INTEGER"), ("total_steps", "INTEGER"), ("train_loss", "DOUBLE"), ("test_loss", "DOUBLE"),
+        ("gap_loss", "DOUBLE"), ("gap_accuracy", "DOUBLE"), ("primary_metric", "DOUBLE"),
+        ("primary_metric_name", "VARCHAR"), ("best_test_loss", "DOUBLE"), ("best_step", "INTEGER"),
+    ],
 }
-CAPTIONS = {
-    "overview_training_curves": "Train (dashed) and test (solid) loss over optimizer steps, log-log, one colour "
-                                "per model size; the metric checkpoints are dense early and sparse late.",
-    "overview_final_metric": "Test accuracy (classification) or test R² (regression) at each run's last "
-                             "checkpoint; one point per run.",
-}
+
+STAGE = Stage(
+    name="overview", title="Training curves", doc=__doc__, reads=("runs", "checkpoints"), tables=TABLES, run=run,
+    figures=[
+        Figure("overview_training_curves", training_curves_figure,
+               "Train (dashed) and test (solid) loss over optimizer steps, log-log, one colour per model size; "
+               "the metric checkpoints are dense early and sparse late."),
+        Figure("overview_final_metric", final_metric_figure,
+               "Test accuracy (classification) or test R² (regression) at each run's last checkpoint; one point "
+               "per run."),
+    ],
+)

@@ -31,7 +31,7 @@ from benchmarks.timing import median_time  # noqa: E402
 def bench_h0(repeats: int) -> list[str]:
     import numpy as np
 
-    from analyses import persistent_homology as ph
+    from analyses.topology import homology as ph
 
     lines = ["| layer (q x d) | ripser (ms) | MST (ms) | ripser / MST | max rel. difference |",
              "|---|---|---|---|---|"]

@@ -1,79 +1,33 @@
-"""The analysis stages and their runner.
+"""The runner of the analysis stages.
 
-A stage is a module in ``analyses/`` that declares
-
-- ``READS``: the tables it reads (corpus tables or other stages' outputs);
-- ``WRITES``: the tables it writes, each named ``analysis_<stage>[_<what>]`` (or one of the derived
-  corpus tables the issues name: ``findings``, ``layer_topology``, ``layer_topology_bars``, ``shadows``);
-- ``run(con)``: computes and writes them (``CREATE OR REPLACE``);
-- ``FIGURES``: figure name -> function of a read-only connection returning a matplotlib figure,
-  and ``CAPTIONS``: figure name -> caption; ``TITLE`` and an optional ``report(con)`` for the HTML
-  report (see ``reports/builder.py``).
-
-The runner orders stages so that every stage runs after the stages that write what it reads, and
-skips a stage whose *fingerprint* is unchanged since it last ran. The fingerprint is a hash of the
-stage's source, of the project's code and numerical libraries' versions (:func:`code_version`), and,
-for every table it reads, the row count and the sum of the DuckDB ``hash`` of each row, so any insert,
-delete or update of an input (or an edit of the code) re-runs the stage and everything downstream. Fingerprints live in
-the ``stage_runs`` table. Each stage runs in one transaction with its fingerprint update, so an
-interrupted or failed stage leaves the previous outputs and fingerprint in place.
+The stages are declared in ``analyses/`` (:class:`analyses.stage.Stage`) and collected, in dependency
+order, by :mod:`analyses.registry`. The runner skips a stage whose *fingerprint* is unchanged since it
+last ran. The fingerprint is a hash of the stage's source, of the project's code and numerical
+libraries' versions (:func:`code_version`), and, for every table it reads, the row count and the sum
+of the DuckDB ``hash`` of each row, so any insert, delete or update of an input (or an edit of the
+code) re-runs the stage and everything downstream. Fingerprints live in the ``stage_runs`` table.
+Each stage runs in one transaction with its fingerprint update, so an interrupted or failed stage
+leaves the previous outputs and fingerprint in place.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import time
-from dataclasses import dataclass
-from graphlib import CycleError, TopologicalSorter
 from importlib import metadata
 from pathlib import Path
-from types import ModuleType
 
 import duckdb
 from tqdm import tqdm
 
-from analyses import canonical as cca
-from analyses import (
-    correlations,
-    diagnostics,
-    dynamics,
-    features,
-    generalization_gap,
-    local_hessian_example,
-    normality,
-    overview,
-    pressure,
-    propagation,
-    regularizers,
-    snapshot_umap,
-    topology,
-    verdicts,
-)
+from analyses import registry
+from analyses.stage import Stage, StageDeclarationError
 from pipeline.errors import PipelineError
 from snapshot_loader.database import connect_writable
 
 _STAGE_RUNS_DDL = """CREATE TABLE IF NOT EXISTS stage_runs (
     stage VARCHAR PRIMARY KEY, fingerprint VARCHAR, ran_at TIMESTAMP, seconds DOUBLE)"""
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    module: ModuleType
-
-    @property
-    def reads(self) -> tuple[str, ...]:
-        return tuple(self.module.READS)
-
-    @property
-    def writes(self) -> tuple[str, ...]:
-        return tuple(self.module.WRITES)
-
-    @property
-    def source_hash(self) -> str:
-        return hashlib.sha256(inspect.getsource(self.module).encode()).hexdigest()[:16]
 
 
 #: Libraries whose version enters every stage's fingerprint: an upgrade can change any number.
@@ -100,47 +54,14 @@ def code_version() -> str:
     return h.hexdigest()[:16]
 
 
-def order_stages(stages: list[Stage]) -> tuple[Stage, ...]:
-    """Topological order by READS/WRITES, ties kept in declaration order."""
-    writer = {}
-    for s in stages:
-        for t in s.writes:
-            if t in writer:
-                raise PipelineError(f"stages {writer[t].name} and {s.name} both write {t}")
-            writer[t] = s
-    graph = {s.name: {writer[t].name for t in s.reads if t in writer and writer[t] is not s} for s in stages}
-    sorter = TopologicalSorter(graph)
+def _load_stages() -> tuple[Stage, ...]:
     try:
-        sorter.prepare()
-    except CycleError as exc:
-        raise PipelineError(f"analysis stages form a cycle: {exc.args[1]}") from None
-    by_name = {s.name: s for s in stages}
-    rank = {s.name: i for i, s in enumerate(stages)}
-    out: list[Stage] = []
-    while sorter.is_active():
-        ready = sorted(sorter.get_ready(), key=rank.__getitem__)
-        out += [by_name[n] for n in ready]
-        sorter.done(*ready)
-    return tuple(out)
+        return registry.stages()
+    except StageDeclarationError as exc:
+        raise PipelineError(f"analyses: {exc}") from None
 
 
-STAGES: tuple[Stage, ...] = order_stages([
-    Stage("overview", overview),
-    Stage("features", features),
-    Stage("dynamics", dynamics),
-    Stage("correlations", correlations),
-    Stage("cca", cca),
-    Stage("normality", normality),
-    Stage("umap", snapshot_umap),
-    Stage("pressure", pressure),
-    Stage("diagnostics", diagnostics),
-    Stage("local_hessian_example", local_hessian_example),
-    Stage("topology", topology),
-    Stage("gap", generalization_gap),
-    Stage("regularizers", regularizers),
-    Stage("propagation", propagation),
-    Stage("verdicts", verdicts),
-])
+STAGES: tuple[Stage, ...] = _load_stages()
 
 
 def select_stages(names: list[str] | None, stages: tuple[Stage, ...] = STAGES) -> list[Stage]:
@@ -214,7 +135,7 @@ def run_stages(db_path: Path, names: list[str] | None = None, force: bool = Fals
             started = time.perf_counter()
             con.execute("BEGIN TRANSACTION")
             try:
-                stage.module.run(con)
+                stage.run(con)
                 missing = [t for t in stage.writes if t not in _existing_tables(con)]
                 if missing:
                     raise PipelineError(f"stage {stage.name} did not write {', '.join(missing)}")
@@ -233,8 +154,5 @@ def run_stages(db_path: Path, names: list[str] | None = None, force: bool = Fals
 
 
 def all_figures() -> dict[str, object]:
-    """Every stage's figure functions, by figure name."""
-    out: dict[str, object] = {}
-    for stage in STAGES:
-        out.update(stage.module.FIGURES)
-    return out
+    """Every stage's figures (:class:`analyses.stage.Figure`), by name, in stage order."""
+    return registry.figures()

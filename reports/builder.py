@@ -13,7 +13,6 @@ The page is written to a temporary name and renamed, so a failed build leaves th
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import os
 from pathlib import Path
 
@@ -30,6 +29,16 @@ _TEMPLATES = Path(__file__).parent / "templates"
 
 #: Stages whose section the report leaves out (their content appears elsewhere on the page).
 _NO_SECTION = {"verdicts"}
+
+
+def _isolated(draw, con):
+    """Call a stage's ``draw(con)`` or ``report(con)`` on a cursor of its own, so a result it leaves
+    unfetched cannot disturb the next stage's queries."""
+    cursor = con.cursor()
+    try:
+        return draw(cursor)
+    finally:
+        cursor.close()
 
 
 def _rows(con, query: str) -> tuple[list[str], list[tuple]]:
@@ -58,11 +67,6 @@ def verdict_sentence(v: dict) -> str:
     return (f"{v['claim']} ({v['source']}). Test: {v['test']}. {v['effect_name']} = {num(v['effect'])} "
             f"({interval}{p}; n = {v['n']} {v['n_unit']}; claim predicts {v['predicted']} vs "
             f"{num(v['null_value'])}): {v['verdict']}.")
-
-
-def _intro(stage: Stage) -> str:
-    doc = inspect.getdoc(stage.module) or ""
-    return " ".join(doc.split("\n\n")[0].split())
 
 
 #: Tables through which a stage sees curvature rows (directly, or as features built from them).
@@ -96,17 +100,17 @@ def _curvature_counts(con) -> tuple[int, int, str]:
 
 
 def _section(con, stage: Stage, verdicts: list[dict], figures: dict[str, dict]) -> dict:
-    extra = stage.module.report(con) if hasattr(stage.module, "report") else {}
+    extra = _isolated(stage.report, con) if stage.report is not None else {}
     note = estimated_curvature_note(con, stage.reads)
     tables = []
     for t in extra.get("tables", []):
         cols, rows = _rows(con, t["sql"])
         tables.append({"caption": t["caption"], "cols": cols, "rows": rows})
-    return {"id": stage.name, "title": getattr(stage.module, "TITLE", stage.name), "intro": _intro(stage),
+    return {"id": stage.name, "title": stage.title, "intro": stage.intro,
             "paragraphs": list(extra.get("paragraphs", [])) + ([note] if note else []),
             "verdicts": [{"text": verdict_sentence(v), "verdict": v["verdict"]} for v in verdicts],
             "tables": tables,
-            "figures": [figures[name] for name in stage.module.FIGURES if name in figures]}
+            "figures": [figures[fig.name] for fig in stage.figures if fig.name in figures]}
 
 
 def build_report(db_path: Path, out_dir: Path, show_progress: bool | None = None) -> Path:
@@ -142,12 +146,11 @@ def build_report(db_path: Path, out_dir: Path, show_progress: bool | None = None
                    null_value, n, n_unit, p_value, verdict, detail FROM analysis_verdicts""")
         verdicts = [dict(zip(verdict_cols, r, strict=True)) for r in verdict_rows]
         figures = {}
-        captions = {k: v for s in STAGES for k, v in getattr(s.module, "CAPTIONS", {}).items()}
-        for name, make in tqdm(all_figures().items(), desc="figures", unit="fig",
-                               disable=None if show_progress is None else not show_progress):
-            fig = make(con)
+        for name, figure in tqdm(all_figures().items(), desc="figures", unit="fig",
+                                 disable=None if show_progress is None else not show_progress):
+            fig = _isolated(figure.draw, con)
             figures[name] = {"name": name, "title": fig.get_suptitle() or name,
-                             "caption": captions.get(name, ""), "uri": figure_png_data_uri(fig)}
+                             "caption": figure.caption, "uri": figure_png_data_uri(fig)}
             plt.close(fig)
         sections = [_section(con, s, [v for v in verdicts if v["stage"] == s.name], figures)
                     for s in STAGES if s.name not in _NO_SECTION]
@@ -193,9 +196,9 @@ def write_figures(db_path: Path, out_dir: Path, show_progress: bool | None = Non
     con = connect_readonly(db_path)
     paths: list[Path] = []
     try:
-        for name, make in tqdm(all_figures().items(), desc="figures", unit="fig",
-                               disable=None if show_progress is None else not show_progress):
-            fig = make(con)
+        for name, figure in tqdm(all_figures().items(), desc="figures", unit="fig",
+                                 disable=None if show_progress is None else not show_progress):
+            fig = _isolated(figure.draw, con)
             try:
                 paths += save_figure(fig, out_dir, name)
             except OSError as exc:

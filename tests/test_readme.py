@@ -1,4 +1,5 @@
-"""The README's SQL examples run, as written, in the `duckdb` shell against a built corpus."""
+"""The SQL examples of the README and of every page of docs/ run, as written, in the `duckdb` shell
+against a built corpus."""
 
 from __future__ import annotations
 
@@ -9,16 +10,19 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-QUERIES = re.findall(r"```sql\n(.*?)```", README.read_text(), flags=re.S)
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+BLOCKS = [(page, q) for page in PAGES for q in re.findall(r"```sql\n(.*?)```", page.read_text(), flags=re.S)]
+QUERIES = [q for _, q in BLOCKS]
 DUCKDB_CLI = Path(sys.executable).parent / "duckdb"
 
 
-def test_readme_has_sql_examples() -> None:
-    assert len(QUERIES) >= 3
+def test_readme_and_docs_have_sql_examples() -> None:
+    pages = {page.name for page, _ in BLOCKS}
+    assert "README.md" in pages and len(QUERIES) >= 3
 
 
-@pytest.mark.parametrize("query", QUERIES, ids=[q.splitlines()[0][3:40] for q in QUERIES])
+@pytest.mark.parametrize("query", QUERIES, ids=[f"{p.relative_to(ROOT)}:{q.splitlines()[0][3:40]}" for p, q in BLOCKS])
 def test_readme_query_runs_in_the_duckdb_shell(built_corpus, query: str, tmp_path: Path) -> None:
     assert DUCKDB_CLI.exists(), "duckdb-cli is a dev dependency: `make setup` installs it"
     (tmp_path / "build").mkdir()

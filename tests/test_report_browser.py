@@ -119,7 +119,7 @@ def test_report_renders_offline_without_errors(chromium: str, built_corpus: dict
     assert p["external_resources"] == [], f"resources that are not inlined: {p['external_resources']}"
     headings = [s["heading"] for s in p["sections"]]
     assert None not in headings, f"a section without a heading: {p['sections']}"
-    missing = [s.module.TITLE for s in STAGES if s.module.TITLE not in headings]
+    missing = [s.title for s in STAGES if s.title not in headings]
     assert not missing, f"no section for stages titled {missing}; sections: {headings}"
     images = p["images"]
     assert sum(im["data"] for im in images) > 0, "no inlined (data:) images"

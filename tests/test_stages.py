@@ -2,37 +2,27 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from analyses.registry import order_stages
+from analyses.stage import Stage
 from pipeline.errors import PipelineError
-from pipeline.stages import STAGES, Stage, order_stages, run_stages
+from pipeline.stages import STAGES, run_stages
 from snapshot_loader.database import connect_writable
 
-_TOY = '''
-READS = {reads!r}
-WRITES = {writes!r}
-FIGURES = {{}}
-CALLS = []
+CALLS: dict[str, int] = {}
 
 
-def run(con):
-    CALLS.append(1)
-    con.execute("CREATE OR REPLACE TABLE {out} AS SELECT count(*) AS n FROM {src}")
-'''
+def _toy(name: str, reads: tuple[str, ...], out: str) -> Stage:
+    def run(con):
+        CALLS[name] = CALLS.get(name, 0) + 1
+        con.execute(f"CREATE OR REPLACE TABLE {out} AS SELECT count(*) AS n FROM {reads[0]}")
 
-
-def _toy(tmp_path: Path, name: str, reads: tuple[str, ...], out: str) -> Stage:
-    path = tmp_path / f"toy_{name}.py"
-    path.write_text(_TOY.format(reads=reads, writes=(out,), out=out, src=reads[0]))
-    spec = importlib.util.spec_from_file_location(f"toy_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return Stage(name, module)
+    return Stage(name, f"Toy {name}", f"Toy stage {name}.", reads, {out: [("n", "BIGINT")]}, run,
+                 source=Path(__file__))
 
 
 @pytest.fixture
@@ -42,14 +32,15 @@ def toy(tmp_path: Path):
     con.execute("INSERT INTO runs (run_id, dataset) VALUES ('r1', 'iris'), ('r2', 'wine')")
     con.close()
     # declared out of order: b reads what a writes, c reads runs only
-    b = _toy(tmp_path, "b", ("analysis_a",), "analysis_b")
-    a = _toy(tmp_path, "a", ("runs",), "analysis_a")
-    c = _toy(tmp_path, "c", ("checkpoints",), "analysis_c")
+    CALLS.clear()
+    b = _toy("b", ("analysis_a",), "analysis_b")
+    a = _toy("a", ("runs",), "analysis_a")
+    c = _toy("c", ("checkpoints",), "analysis_c")
     return db, order_stages([b, a, c])
 
 
 def _calls(stages) -> dict[str, int]:
-    return {s.name: len(s.module.CALLS) for s in stages}
+    return {s.name: CALLS.get(s.name, 0) for s in stages}
 
 
 def test_order_follows_reads_and_writes(toy):
@@ -113,12 +104,9 @@ def test_a_failing_stage_leaves_the_previous_outputs(toy, tmp_path):
         con.execute("CREATE OR REPLACE TABLE analysis_a AS SELECT 99 AS n")
         raise RuntimeError("stage failed")
 
-    stages[0].module.run, original = boom, stages[0].module.run
-    try:
-        with pytest.raises(RuntimeError):
-            run_stages(db, stages=stages, show_progress=False)
-    finally:
-        stages[0].module.run = original
+    failing = (dataclasses.replace(stages[0], run=boom), *stages[1:])
+    with pytest.raises(RuntimeError):
+        run_stages(db, stages=failing, show_progress=False)
     con = connect_writable(db)
     assert con.execute("SELECT n FROM analysis_a").fetchall() == [(2,)]
     con.close()

@@ -1,0 +1,110 @@
+"""The gap stage's figures: out-of-fold predictions against the actual gap, and every regression
+row's cross-validated R^2 beside the paper's."""
+
+from __future__ import annotations
+
+import duckdb
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+
+from analyses.gap.predictors import MAIN, PAPER_N_MODELS, PAPER_R2
+from analyses.presentation import empty_figure, fmt_number
+from analyses.stage import Figure
+
+
+def predicted_vs_actual_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
+    """Out-of-fold predicted vs actual gap, at the end of training and for the late-fitted model on
+    the middle snapshots; colour = data set."""
+    title = "Generalization gap: cross-validated prediction from margins vs actual"
+    panels = [("late", "late", "all", "last snapshot (fit and predict late)"),
+              ("middle", "late", "all_stages", "middle snapshot, predicted by the late fit")]
+    frames = {p[:3]: con.sql(f"""SELECT p.*, r.r2_cv, r.n_models, r.n_datasets FROM analysis_gap_predictions p
+                                 JOIN analysis_gap_regression r ON r.spec = '{MAIN}' AND r.stage = p.stage
+                                  AND r.fit_stage = p.fit_stage AND r.target = p.target AND r.sample = p.sample
+                                  AND r.cv_scheme = 'grouped_by_dataset'
+                                 WHERE p.stage = '{p[0]}' AND p.fit_stage = '{p[1]}' AND p.target = 'gap'
+                                   AND p.sample = '{p[2]}' AND p.predicted_cv IS NOT NULL""").pl() for p in panels}
+    if all(f.height == 0 for f in frames.values()):
+        return empty_figure(title, "no model has out-of-fold predictions (too few models or data sets)")
+    datasets = sorted({d for f in frames.values() for d in f["dataset"].to_list()})
+    colors = {d: plt.cm.tab20(i % 20) for i, d in enumerate(datasets)}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.4))
+    for ax, (stage, fit, sample, label) in zip(axes, panels, strict=True):
+        f = frames[(stage, fit, sample)]
+        if f.height == 0:
+            ax.text(0.5, 0.5, "no predictions", ha="center", va="center", transform=ax.transAxes)
+            ax.set_title(label)
+            continue
+        for d in datasets:
+            g = f.filter(pl.col("dataset") == d)
+            if g.height:
+                ax.scatter(g["gap"], g["predicted_cv"], s=14, alpha=0.75, color=colors[d], label=d)
+        lo = float(min(f["gap"].min(), f["predicted_cv"].min()))
+        hi = float(max(f["gap"].max(), f["predicted_cv"].max()))
+        ax.plot([lo, hi], [lo, hi], color="black", lw=1, ls="--", label="y = x")
+        ax.set_xlabel("actual gap (train accuracy - test accuracy)")
+        ax.set_ylabel("predicted gap (out of fold)")
+        ax.set_title(f"{label}\nR^2_cv = {fmt_number(f['r2_cv'][0])}, {f['n_models'][0]} models, "
+                     f"{f['n_datasets'][0]} data sets", fontsize=10)
+    axes[0].legend(fontsize=7, ncol=2, loc="upper left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def r2_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
+    """Cross-validated R^2 with its bootstrap interval per specification, stage and transfer."""
+    title = "Cross-validated R^2 of gap predictors (folds grouped by data set)"
+    rows = con.sql("""SELECT spec || CASE WHEN cv_scheme = 'grouped_by_dataset' THEN '' ELSE ' (random folds)' END,
+                             stage, fit_stage, target, sample, r2_cv, r2_cv_low, r2_cv_high, n_models
+                      FROM analysis_gap_regression WHERE r2_cv IS NOT NULL""").fetchall()
+    if not rows:
+        return empty_figure(title, "no specification could be cross-validated")
+
+    def label(spec, stage, fit, target, sample):
+        if sample == "all":
+            return spec
+        what = f"{spec} @ {stage}" + (f" (fit @ {fit})" if fit != stage else "")
+        return what + (" -> final gap" if target == "final_gap" else "")
+
+    rows = sorted(rows, key=lambda r: (r[4] != "all", -r[5] if r[4] == "all" else 0))
+    fig, ax = plt.subplots(figsize=(9, 0.34 * len(rows) + 1.8))
+    y = np.arange(len(rows))
+    est = np.array([r[5] for r in rows], float)
+    lo = np.array([r[6] if r[6] is not None else np.nan for r in rows], float)
+    hi = np.array([r[7] if r[7] is not None else np.nan for r in rows], float)
+    colors = ["C0" if r[4] == "all" else "C1" for r in rows]
+    ax.barh(y, est, color=colors, alpha=0.8)
+    has = np.isfinite(lo) & np.isfinite(hi)
+    # a bootstrap percentile interval need not contain the full-sample estimate: clip, do not fail
+    xerr = [np.clip(est[has] - lo[has], 0, None), np.clip(hi[has] - est[has], 0, None)]
+    ax.errorbar(est[has], y[has], xerr=xerr, fmt="none", color="black", lw=1)
+    ax.axvline(PAPER_R2, color="C3", ls="--", lw=1.2, label=f"paper 004: R^2 = {PAPER_R2} ({PAPER_N_MODELS} models)")
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(y, [label(*r[:5]) for r in rows], fontsize=8)
+    ax.set_xlabel("R^2 of out-of-fold predictions (95% bootstrap interval)")
+    left = max(-1.0, float(np.nanmin(np.append(lo, est))) - 0.05)
+    ax.set_xlim(left, 1.0)
+    for yi, e in zip(y, est, strict=True):  # the value itself, also for bars clipped at the left edge
+        ax.text(max(e, 0.0) + 0.01, yi, f"{e:.2f}", va="center", ha="left", fontsize=7)
+    ax.invert_yaxis()
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("blue: every model at its last snapshot; orange: the same models at every stage", fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = [
+    Figure("gap_predicted_vs_actual", predicted_vs_actual_figure,
+           "Left: each trained model's generalization gap against its out-of-fold prediction from the margin "
+           "signature (input, first hidden layer, output; correct training points), folds grouped by data set. "
+           "Right: the same late-fitted models predicting the held-out data sets' models at about half of their "
+           "training (the paper's transfer test). Points on the dashed line are predicted exactly."),
+    Figure("gap_r2", r2_figure,
+           "R^2 of out-of-fold predictions for each predictor set (blue: every model at its last snapshot) and for "
+           "the margin model at each training stage and in transfer (orange: models with all three stages). "
+           "Values below 0 predict held-out data sets worse than their mean gap would; the axis stops at -1 and "
+           "each bar is labelled with its value. Red: the paper's R^2."),
+]

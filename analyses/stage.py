@@ -1,0 +1,128 @@
+"""What an analysis stage is: a declared object the runner orders, fingerprints and reports.
+
+A stage module (or package) in ``analyses/`` exports one ``STAGE = Stage(...)``:
+
+- ``reads``: the tables it reads (corpus tables or other stages' outputs), from which the runner
+  derives the order;
+- ``tables``: the tables it writes, each declared once with its columns and DuckDB types, and
+  written with :func:`analyses.tables.write_table`. A name is ``analysis_<stage>`` or
+  ``analysis_<stage>_<what>``, or one of the derived corpus tables earlier issues named
+  (:data:`DERIVED_TABLES`). ``verdicts=True`` adds ``analysis_<stage>_verdicts``
+  (:data:`analyses.stats.verdict.VERDICT_COLUMNS`), which the verdicts stage collects;
+- ``run(con)``: computes and writes them;
+- ``figures``: :class:`Figure` (name ``<stage>[_<what>]``, a function of a read-only connection
+  returning a matplotlib figure, and a caption);
+- ``title``, ``doc`` (the stage's docstring: the report's intro and the stage's page in
+  ``docs/analyses/``) and an optional ``report(con)`` returning ``{"paragraphs": [...], "tables":
+  [{"caption", "sql"}]}`` for the HTML report.
+
+A declaration that breaks these rules is refused when it is built, with the rule it breaks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from analyses.stats.verdict import VERDICT_COLUMNS
+
+#: Tables outside ``analysis_<stage>[_<what>]`` that earlier issues named, and the stage that writes each.
+DERIVED_TABLES = {"findings": "diagnostics", "layer_topology": "topology", "layer_topology_bars": "topology",
+                  "shadows": "propagation"}
+
+Columns = Sequence[tuple[str, str]]
+_IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*")
+
+
+class StageDeclarationError(ValueError):
+    """A stage declaration that breaks a rule of :mod:`analyses.stage`."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure of the report: ``draw(con)`` returns a matplotlib figure drawn from the database alone."""
+
+    name: str
+    draw: Callable
+    caption: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One analysis stage (see the module docstring)."""
+
+    name: str
+    title: str
+    doc: str
+    reads: tuple[str, ...]
+    tables: Mapping[str, Columns]
+    run: Callable
+    figures: tuple[Figure, ...] = ()
+    report: Callable | None = None
+    verdicts: bool = False
+    #: The verdicts stage reads every other stage's verdict table; the runner fills ``reads`` in.
+    collects_verdicts: bool = False
+    #: Folder or file whose source enters the fingerprint (default: the package or module of ``run``).
+    source: Path | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not _IDENTIFIER.fullmatch(self.name):
+            raise StageDeclarationError(f"stage name {self.name!r}: lower-case letters, digits and '_' only")
+        where = f"stage {self.name}"
+        if not self.title or not self.doc or not self.doc.strip():
+            raise StageDeclarationError(f"{where}: needs a title and a docstring (doc=__doc__)")
+        tables = dict(self.tables)
+        if self.verdicts:
+            tables.setdefault(f"analysis_{self.name}_verdicts", VERDICT_COLUMNS)
+        for table, columns in tables.items():
+            if not (table == f"analysis_{self.name}" or table.startswith(f"analysis_{self.name}_")
+                    or DERIVED_TABLES.get(table) == self.name):
+                raise StageDeclarationError(f"{where}: table {table!r} is not named analysis_{self.name}[_<what>]")
+            names = [c for c, _ in columns]
+            if not names or len(set(names)) != len(names):
+                raise StageDeclarationError(f"{where}: table {table} declares no columns or one twice")
+        object.__setattr__(self, "tables", tables)
+        object.__setattr__(self, "reads", tuple(self.reads))
+        object.__setattr__(self, "figures", tuple(self.figures))
+        seen: set[str] = set()
+        for fig in self.figures:
+            if not (fig.name == self.name or fig.name.startswith(f"{self.name}_")):
+                raise StageDeclarationError(f"{where}: figure {fig.name!r} is not named {self.name}[_<what>]")
+            if fig.name in seen:
+                raise StageDeclarationError(f"{where}: figure {fig.name!r} declared twice")
+            if not fig.caption.strip():
+                raise StageDeclarationError(f"{where}: figure {fig.name!r} has no caption")
+            seen.add(fig.name)
+        if self.source is None:
+            module = sys.modules[self.run.__module__]
+            path = Path(inspect.getfile(module)).resolve()
+            package = self.run.__module__.split(".")
+            # a stage package's run lives in a submodule: hash the whole package folder
+            while len(package) > 2:
+                package.pop()
+                path = path.parent
+            object.__setattr__(self, "source", path)
+
+    @property
+    def writes(self) -> tuple[str, ...]:
+        return tuple(self.tables)
+
+    @property
+    def intro(self) -> str:
+        """The docstring's first paragraph, on one line."""
+        return " ".join(inspect.cleandoc(self.doc).split("\n\n")[0].split())
+
+    @property
+    def source_hash(self) -> str:
+        """Hash of the stage's source files."""
+        files = sorted(self.source.rglob("*.py")) if self.source.is_dir() else [self.source]
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+        return h.hexdigest()[:16]

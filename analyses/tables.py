@@ -1,0 +1,83 @@
+"""Writing a declared analysis table.
+
+Every analysis table is declared once, in its stage's ``tables`` (columns and DuckDB types, the
+corpus schema's form), and written only through :func:`write_table`, which creates it from the
+declaration and inserts the rows by column name, so a stage cannot write a column it did not
+declare or leave one out.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import duckdb
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+
+from pipeline.errors import PipelineError
+
+Rows = pl.DataFrame | pd.DataFrame | pa.Table | duckdb.DuckDBPyRelation | str
+
+_counter = itertools.count()
+
+
+def declared_columns(name: str) -> list[tuple[str, str]]:
+    """The declared ``(column, type)`` list of analysis table ``name``."""
+    from analyses.registry import analysis_tables
+
+    tables = analysis_tables()
+    if name not in tables:
+        raise PipelineError(f"analysis table {name} is not declared by any stage")
+    return list(tables[name])
+
+
+def column_ddl(columns: list[tuple[str, str]]) -> str:
+    return ", ".join(f'"{c}" {t}' for c, t in columns)
+
+
+_POLARS = {"VARCHAR": pl.Utf8, "DOUBLE": pl.Float64, "FLOAT": pl.Float32, "INTEGER": pl.Int32,
+           "BIGINT": pl.Int64, "BOOLEAN": pl.Boolean, "TIMESTAMP": pl.Datetime("us")}
+
+
+def polars_type(duck_type: str) -> pl.DataType:
+    """The polars type of a declared DuckDB type (``DOUBLE[]`` -> ``List(Float64)``)."""
+    if duck_type.endswith("[]"):
+        return pl.List(polars_type(duck_type[:-2]))
+    return _POLARS[duck_type]
+
+
+def polars_schema(columns: list[tuple[str, str]] | str) -> dict[str, pl.DataType]:
+    """The polars schema of a declared table (its name, or its ``(column, type)`` list), for building its
+    rows from dicts: typed even when there are none, or when a column is NULL in its first rows."""
+    cols = declared_columns(columns) if isinstance(columns, str) else columns
+    return {c: polars_type(t) for c, t in cols}
+
+
+def write_table(con: duckdb.DuckDBPyConnection, name: str, rows: Rows) -> None:
+    """(Re)create analysis table ``name`` from its declaration and insert ``rows``: a polars, pandas or
+    Arrow frame, a DuckDB relation, or a SQL query. Its columns must be the declared ones (any order;
+    values are cast to the declared types); a frame with no columns and no rows writes an empty table."""
+    write_declared(con, name, declared_columns(name), rows)
+
+
+def write_declared(con: duckdb.DuckDBPyConnection, name: str, columns: list[tuple[str, str]], rows: Rows) -> None:
+    """:func:`write_table` with the columns given (the verdict tables, whose columns every stage shares)."""
+    con.execute(f'CREATE OR REPLACE TABLE "{name}" ({column_ddl(columns)})')
+    if isinstance(rows, str):
+        rows = con.sql(rows)
+    if isinstance(rows, pl.DataFrame | pd.DataFrame) and rows.shape == (0, 0):
+        return
+    have = list(rows.columns)
+    want = [c for c, _ in columns]
+    if sorted(have) != sorted(want):
+        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+        raise PipelineError(f"analysis table {name}: rows do not match its declaration "
+                            f"(missing {missing}, undeclared {extra})")
+    view = f"__rows_{next(_counter)}"
+    con.register(view, rows.to_arrow() if isinstance(rows, pl.DataFrame) else rows)
+    try:
+        select = ", ".join(f'"{c}"' for c in want)
+        con.execute(f'INSERT INTO "{name}" SELECT {select} FROM {view}')
+    finally:
+        con.unregister(view)

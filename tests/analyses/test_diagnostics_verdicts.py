@@ -1,0 +1,73 @@
+"""Diagnostics verdicts: planted effects make them "supported" and reversed ones "not supported"."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from analyses.diagnostics import verdicts
+from tests.analyses.diagnostics_inputs import layer_frame
+
+
+def _correlated(n_runs: int, per_run: int, slope: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list]:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, n_runs * per_run)
+    y = 0.5 + slope * (x - 0.5) + rng.normal(0, 0.05, x.size)
+    runs = [f"r{i:02d}" for i in range(n_runs) for _ in range(per_run)]
+    return x, y, runs
+
+
+@pytest.mark.parametrize(("slope", "verdict"), [(0.8, "supported"), (-0.8, "not supported")])
+def test_saturation_verdict_planted_and_reversed(slope, verdict):
+    x, y, runs = _correlated(12, 4, slope)
+    frame = layer_frame([{"run_id": r, "step": i, "saturation_fraction": a, "local_near_zero_fraction": b}
+                    for i, (r, a, b) in enumerate(zip(runs, x, y, strict=True))])
+    v = verdicts.verdict_saturation(frame)
+    assert v.verdict == verdict and v.n == 12 and v.n_unit == "runs"
+
+
+@pytest.mark.parametrize(("slope", "verdict"), [(-0.5, "supported"), (0.5, "not supported")])
+def test_alignment_verdict_planted_and_reversed(slope, verdict):
+    rng = np.random.default_rng(1)
+    rows = []
+    for r in range(12):
+        loss = 1.0
+        for k in range(6):
+            a = rng.uniform(0, 1)
+            rows.append({"run_id": f"r{r:02d}", "step": k, "alignment": a, "train_loss": loss, "gap_loss": 0.1})
+            decrease = float(np.clip(0.4 + slope * (a - 0.5) + rng.normal(0, 0.02), 0.01, 0.9))
+            loss *= 1 - decrease
+    v = verdicts.verdict_rigid(pl.DataFrame(rows))
+    assert v.verdict == verdict and v.n == 12
+
+
+@pytest.mark.parametrize(("difference", "verdict"), [(-0.05, "supported"), (0.05, "not supported")])
+def test_normalization_verdict_planted_and_reversed(difference, verdict):
+    rng = np.random.default_rng(2)
+    d = difference + rng.normal(0, 0.01, 6)
+    # two normalized runs (batch and layer norm) per unnormalized twin: n counts twins, not pairs
+    comparison = pl.DataFrame({"dataset": [f"d{i // 2}" for i in range(12)], "metric": "saturation_fraction",
+                               "twin_run_id": [f"t{i // 2}" for i in range(12)],
+                               "difference": np.repeat(d, 2) + rng.normal(0, 0.002, 12)})
+    v = verdicts.verdict_normalization(comparison)
+    assert v.verdict == verdict and v.n == 6 and "12 matched pairs" in v.detail
+
+
+@pytest.mark.parametrize(("ratio", "verdict"), [(2.0, "supported"), (0.5, "not supported"),
+                                                (1.0, "not supported")])
+def test_bias_verdict_against_the_baseline(ratio, verdict):
+    rng = np.random.default_rng(3)
+    frame = layer_frame([{"run_id": f"r{i:02d}", "loss_bias_share_ratio": ratio + rng.normal(0, 0.01)}
+                    for i in range(10)])
+    assert verdicts.verdict_bias(frame, "loss").verdict == verdict  # 1.0: inside the negligible band
+
+
+@pytest.mark.parametrize(("slope", "verdict"), [(0.8, "supported"), (-0.8, "not supported")])
+def test_last_layer_verdict_planted_and_reversed(slope, verdict):
+    x, y, runs = _correlated(20, 1, slope, seed=4)
+    pairs = pl.DataFrame({"run_id": runs, "step": 5, "difference": x})
+    snapshots = pl.DataFrame({"run_id": runs, "step": 5, "gap_loss": y})
+    v = verdicts.verdict_last_layers(pairs, snapshots)
+    assert v.verdict == verdict and v.n == 20
+
