@@ -182,6 +182,112 @@ DB_ONLY_TABLES = {
 }
 DB_ONLY_KEYS = {"studies": ("corpus", "study", "run_id"), "run_failures": ("run_id",)}
 
+#: What each corpus table's columns hold (rendered into docs/schema.md beside the declared types).
+TABLE_NOTES: dict[str, str] = {
+    "datasets": (
+        "task, source, item, target, description, synthetic, max_rows, n_raw_rows, n_rows, n_features, n_classes, "
+        "n_train, n_test, target_mean, target_std, feature_names VARCHAR[], class_names VARCHAR[]"
+    ),
+    "runs": (
+        "every run field (dataset ... seed; widths INTEGER[]; regularizer, penalty, rho, fisher_eta; "
+        "dataset_digest for a user's file), device (where the curvature engine ran), task, depth (number of "
+        "Linear blocks), config_json, n_params, n_train, n_test, n_probe, n_noisy, total_steps, final_step (last "
+        "recorded checkpoint), status (`complete` or `diverged`), diverged_step, torch_version, wall_seconds"
+    ),
+    "splits": (
+        "rows INTEGER[]: row indices into the preprocessed data set for `train`, `test`, `probe`"
+    ),
+    "checkpoints": (
+        "epoch, is_spectral, train_loss, test_loss, {train,test}_{accuracy, precision, recall, f1, auc} "
+        "(classification; macro averages, AUC one-vs-rest), {train,test}_{r2, mae, rmse} (regression), gap_loss "
+        "(test - train loss), gap_accuracy (train - test accuracy), weight_norm, grad_norm (all parameters), "
+        "wall_seconds"
+    ),
+    "layers": (
+        "name, in_features, out_features, activation, norm, n_params, is_output (for the CNN and Transformer "
+        "families: one row per coupling block, in/out features NULL)"
+    ),
+    "layer_stats": (
+        "every checkpoint: weight_norm, bias_norm, grad_norm, grad_bias_norm; spectral snapshots only (NULL "
+        "elsewhere): weight_sv DOUBLE[], weight_rank, weight_stable_rank, weight_spectral_norm, grad_sv DOUBLE[], "
+        "grad_rank, grad_stable_rank, grad_spectral_norm, alignment, adjacent_similarity, adjacent_k, "
+        "saturation_fraction, dead_fraction, gradient_pressure (g^T H_ii g / ||g||^2), natural_gradient_norm (g^T "
+        "(G_ii + lambda I)^-1 g), natural_gradient_converged"
+    ),
+    "hessian_spectra": (
+        "kind `local` (phi = sum), `loss` (H_ii) or `ggn` (G_ii); method (`closed_form`, `kronecker` or `gram`: "
+        "exact; `lanczos`: estimated from products, see the curvature engine), n_probe, n_params, eigenvalues "
+        "DOUBLE[] (all of them when exact, the converged Ritz values of both ends otherwise), trace, "
+        "trace_stderr, top_eigenvalue, bottom_eigenvalue, condition_number, effective_rank, log_abs_det, n_zero, "
+        "std, skewness, negative_mass, symmetry, near_zero_fraction, bias_share, bias_share_baseline (1/(d+1)), "
+        "exactly_zero, converged and bottom_converged (the top and bottom Ritz values' residuals are at most 1e-4 "
+        "of the spectral scale; true when exact), n_hvp, density_grid DOUBLE[] and density DOUBLE[] (the SLQ "
+        "density, Lanczos rows only), seconds, std_stderr, skewness_stderr, negative_mass_stderr, "
+        "effective_rank_stderr (0 when exact; NULL where no error can be stated, e.g. the effective rank of a row "
+        "whose top did not converge), top_residual and bottom_residual (an eigenvalue of the block lies within "
+        "them of top/bottom_eigenvalue), zero_floor (|lambda| at or below it counts as zero)"
+    ),
+    "weights": (
+        "every tensor of the block's state (`linear.weight`, `linear.bias`, `norm.*` incl. running statistics) at "
+        "each spectral snapshot: shape INTEGER[], values FLOAT[] (row-major)"
+    ),
+    "timings": (
+        "seconds of `train` (since the previous checkpoint), `metrics` or `spectral` work at each checkpoint, and "
+        "of `synthesis` at the step it ran (runs with `augment`)"
+    ),
+    "margins": (
+        "spectral snapshots of every run: the signature of the normalized margins (definition 7) of the `train` "
+        "split (labels as trained on) or the `test` split, at `input`, `h0`..`h{L-2}` (the hidden blocks' "
+        "outputs) or `output` (layer_index NULL for the input, else the block whose output it is), over all "
+        "points or correctly classified ones: status (`ok`; `no_points` when no point is correct; "
+        "`zero_variation` when the representation is constant, e.g. a dead ReLU layer; `not_classification` on "
+        "the rows a regression run gets instead of margins), n_points, count, q1, median, q3, lower_fence (Q1 - "
+        "1.5 IQR), upper_fence (Q3 + 1.5 IQR), mean, std (ddof 0), total_variation (sqrt tr Cov h, ddof 0, over "
+        "all the split's points; the margins are divided by it). Statistics are NULL unless status is `ok`"
+    ),
+    "margin_values": (
+        "the raw margins behind them: margins FLOAT[] (NULL where undefined) and correct BOOLEAN[], in the order "
+        "of the split's rows in `splits`"
+    ),
+    "sharpness": (
+        "spectral snapshots: on the probe batch over every trained parameter, rho, loss, sharpness (max over the "
+        "rho-ball of L(theta + eps) - L(theta), SAM's definition, estimated from below by `ascent_steps` "
+        "projected normalized-gradient steps), sharpness_one_step (SAM's first step alone), "
+        "hessian_top_eigenvalue of the full loss Hessian (Lanczos on HVPs, hessian_top_converged, n_hvp), seconds"
+    ),
+    "blocks": (
+        "runs with a coupling map: the coupling blocks (parameter groups) of the final model in forward order: "
+        "name (module path), parameters VARCHAR[] (their names in `named_parameters()`), successors INTEGER[] "
+        "(the blocks it feeds directly, read off the torch.fx graph; gated edges added during training included), "
+        "n_params"
+    ),
+    "curvature_coupling": (
+        "at every spectral snapshot (and the synthesis window's checkpoints) of a run with `coupling_probes` > 0, "
+        "pairs block_i <= block_j: kappa (definition 9; 1 on the diagonal), stderr (jackknife over probes), "
+        "frobenius (estimated ||H_ij||_F), n_probes (per block), path_exists, path_length (fewest block hops in "
+        "either direction in the model at that step; 0 on the diagonal, NULL without a path), trace and "
+        "trace_stderr (Hutchinson trace of H_ii from the same products; diagonal rows only)"
+    ),
+    "augmentations": (
+        "gated edges added during training: step (added after that checkpoint), src (block whose output it reads; "
+        "-1 the input), dst (block whose input it feeds; the number of blocks = the output), kind (`skip` or "
+        "`adapter`), method (`synthesized` or `random`), gain (the coherence its trial restored; NULL for random "
+        "edges), n_params, gate (its value at the end of training). Their tensors are in `weights` with "
+        "layer_index -1 and tensor `skips.<kind>_<src>_to_<dst>.*`"
+    ),
+    "augmentation_trials": (
+        "every gentle trial of a synthesis: relative_coupling (the weakest relative coupling behind the "
+        "candidate), coherence_control, coherence_trial, gain (their difference), selected"
+    ),
+    "studies": (
+        "which config study asked for a run"
+    ),
+    "run_failures": (
+        "runs whose extraction failed twice: dataset, error (the last one, one line), attempts, config_json; a "
+        "run leaves the table when a later extraction succeeds and is ingested"
+    ),
+}
+
 #: Statements that bring a database of version v up to v + 1 (applied in order, in one transaction).
 #: None reaches version 6: a database of versions 3-5 holds curvature computed before estimates
 #: carried their errors, and keeping it would put those rows beside re-extracted runs (whose ids
