@@ -53,10 +53,17 @@ def collect(stages: list[Stage]) -> tuple[Stage, ...]:
             if fig.name in figures:
                 raise StageDeclarationError(f"figure {fig.name} declared by stages {figures[fig.name]} and {s.name}")
             figures[fig.name] = s.name
-    verdict_tables = tuple(f"analysis_{s.name}_verdicts" for s in sorted(stages, key=lambda s: s.name) if s.verdicts)
-    stages = [dataclasses.replace(s, reads=verdict_tables, source=s.source) if s.collects_verdicts else s
-              for s in stages]
-    return order_stages(sorted(stages, key=lambda s: s.name))
+    collectors = [s.name for s in stages if s.collects_verdicts]
+    if len(collectors) > 1:
+        raise StageDeclarationError(f"stages {' and '.join(collectors)} both collect the verdicts")
+    by_name = sorted(stages, key=lambda s: s.name)
+    writers = tuple(f"analysis_{s.name}_verdicts" for s in by_name if s.verdicts)
+    ordered = order_stages([dataclasses.replace(s, reads=writers, source=s.source) if s.collects_verdicts else s
+                            for s in by_name])
+    # the collector reads the verdict tables in the order their stages run, so analysis_verdicts lists them so
+    in_order = tuple(f"analysis_{s.name}_verdicts" for s in ordered if s.verdicts)
+    return tuple(dataclasses.replace(s, reads=in_order, source=s.source) if s.collects_verdicts else s
+                 for s in ordered)
 
 
 @functools.cache

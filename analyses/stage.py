@@ -37,6 +37,9 @@ DERIVED_TABLES = {"findings": "diagnostics", "layer_topology": "topology", "laye
 
 Columns = Sequence[tuple[str, str]]
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*")
+_BASE_TYPES = "VARCHAR|DOUBLE|FLOAT|INTEGER|BIGINT|HUGEINT|BOOLEAN|TIMESTAMP"
+#: A declared column type: a base type, a list of one, or a MAP of two.
+_TYPE = re.compile(rf"(?:{_BASE_TYPES})(?:\[\])?|MAP\((?:{_BASE_TYPES}), ?(?:{_BASE_TYPES})(?:\[\])?\)")
 
 
 class StageDeclarationError(ValueError):
@@ -78,7 +81,11 @@ class Stage:
             raise StageDeclarationError(f"{where}: needs a title and a docstring (doc=__doc__)")
         tables = dict(self.tables)
         if self.verdicts:
-            tables.setdefault(f"analysis_{self.name}_verdicts", VERDICT_COLUMNS)
+            verdict_table = f"analysis_{self.name}_verdicts"
+            if verdict_table in tables and list(tables[verdict_table]) != list(VERDICT_COLUMNS):
+                raise StageDeclarationError(f"{where}: {verdict_table} has the shared verdict columns; "
+                                            "verdicts=True declares it")
+            tables[verdict_table] = VERDICT_COLUMNS
         for table, columns in tables.items():
             if not (table == f"analysis_{self.name}" or table.startswith(f"analysis_{self.name}_")
                     or DERIVED_TABLES.get(table) == self.name):
@@ -86,6 +93,9 @@ class Stage:
             names = [c for c, _ in columns]
             if not names or len(set(names)) != len(names):
                 raise StageDeclarationError(f"{where}: table {table} declares no columns or one twice")
+            for column, duck_type in columns:
+                if not _TYPE.fullmatch(duck_type):
+                    raise StageDeclarationError(f"{where}: {table}.{column}: unknown type {duck_type!r}")
         object.__setattr__(self, "tables", tables)
         object.__setattr__(self, "reads", tuple(self.reads))
         object.__setattr__(self, "figures", tuple(self.figures))
@@ -99,14 +109,7 @@ class Stage:
                 raise StageDeclarationError(f"{where}: figure {fig.name!r} has no caption")
             seen.add(fig.name)
         if self.source is None:
-            module = sys.modules[self.run.__module__]
-            path = Path(inspect.getfile(module)).resolve()
-            package = self.run.__module__.split(".")
-            # a stage package's run lives in a submodule: hash the whole package folder
-            while len(package) > 2:
-                package.pop()
-                path = path.parent
-            object.__setattr__(self, "source", path)
+            object.__setattr__(self, "source", _source_of(self.run, where))
 
     @property
     def writes(self) -> tuple[str, ...]:
@@ -119,10 +122,27 @@ class Stage:
 
     @property
     def source_hash(self) -> str:
-        """Hash of the stage's source files."""
+        """Hash of the stage's source files (their paths relative to the source folder, and contents)."""
+        root = self.source if self.source.is_dir() else self.source.parent
         files = sorted(self.source.rglob("*.py")) if self.source.is_dir() else [self.source]
         h = hashlib.sha256()
         for f in files:
-            h.update(f.name.encode())
+            h.update(str(f.relative_to(root)).encode())
             h.update(f.read_bytes())
         return h.hexdigest()[:16]
+
+
+def _source_of(run: Callable, where: str) -> Path:
+    """The stage's source: the package folder of the module ``run`` is defined in (a module of a stage
+    package, or the package's ``__init__``), or that module's file for a single-module stage."""
+    module = sys.modules.get(getattr(run, "__module__", None) or "")
+    file = getattr(module, "__file__", None)
+    if not inspect.isfunction(run) or file is None:
+        raise StageDeclarationError(f"{where}: run must be a function defined in a module file (got {run!r})")
+    path = Path(file).resolve()
+    if hasattr(module, "__path__"):  # defined in a package's __init__
+        return path.parent
+    parts = module.__name__.split(".")
+    if len(parts) > 2 and parts[0] == "analyses":  # a module inside a stage package: the whole package
+        return path.parents[len(parts) - 3]
+    return path

@@ -37,13 +37,15 @@ def column_ddl(columns: list[tuple[str, str]]) -> str:
 
 
 _POLARS = {"VARCHAR": pl.Utf8, "DOUBLE": pl.Float64, "FLOAT": pl.Float32, "INTEGER": pl.Int32,
-           "BIGINT": pl.Int64, "BOOLEAN": pl.Boolean, "TIMESTAMP": pl.Datetime("us")}
+           "BIGINT": pl.Int64, "HUGEINT": pl.Int128, "BOOLEAN": pl.Boolean, "TIMESTAMP": pl.Datetime("us")}
 
 
 def polars_type(duck_type: str) -> pl.DataType:
     """The polars type of a declared DuckDB type (``DOUBLE[]`` -> ``List(Float64)``)."""
     if duck_type.endswith("[]"):
         return pl.List(polars_type(duck_type[:-2]))
+    if duck_type not in _POLARS:
+        raise PipelineError(f"no polars type for the declared type {duck_type}: build these rows in SQL")
     return _POLARS[duck_type]
 
 
@@ -62,13 +64,18 @@ def write_table(con: duckdb.DuckDBPyConnection, name: str, rows: Rows) -> None:
 
 
 def write_declared(con: duckdb.DuckDBPyConnection, name: str, columns: list[tuple[str, str]], rows: Rows) -> None:
-    """:func:`write_table` with the columns given (the verdict tables, whose columns every stage shares)."""
-    con.execute(f'CREATE OR REPLACE TABLE "{name}" ({column_ddl(columns)})')
+    """:func:`write_table` with the columns given (the verdict tables, whose columns every stage shares).
+
+    The rows are checked against the declaration before anything is written, and the table is replaced
+    in one statement, so a query that reads the table it rewrites sees the old rows, and a mismatch
+    leaves the old table in place."""
     if isinstance(rows, str):
         rows = con.sql(rows)
-    if isinstance(rows, pl.DataFrame | pd.DataFrame) and rows.shape == (0, 0):
+    if (isinstance(rows, pl.DataFrame | pd.DataFrame) and rows.shape == (0, 0)) or \
+            (isinstance(rows, pa.Table) and rows.num_columns == 0):
+        con.execute(f'CREATE OR REPLACE TABLE "{name}" ({column_ddl(columns)})')
         return
-    have = list(rows.columns)
+    have = rows.column_names if isinstance(rows, pa.Table) else list(rows.columns)
     want = [c for c, _ in columns]
     if sorted(have) != sorted(want):
         missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
@@ -77,7 +84,7 @@ def write_declared(con: duckdb.DuckDBPyConnection, name: str, columns: list[tupl
     view = f"__rows_{next(_counter)}"
     con.register(view, rows.to_arrow() if isinstance(rows, pl.DataFrame) else rows)
     try:
-        select = ", ".join(f'"{c}"' for c in want)
-        con.execute(f'INSERT INTO "{name}" SELECT {select} FROM {view}')
+        select = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in columns)
+        con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT {select} FROM {view}')
     finally:
         con.unregister(view)

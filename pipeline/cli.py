@@ -22,8 +22,9 @@ SHARDS_HELP = "shard store: a folder or an fsspec URL every worker can reach (s3
 
 def output_dir(db: Path, what: str) -> Path:
     """Where the report or figures of database ``db`` go by default: beside it, in a folder named after
-    it (``build/corpus.duckdb`` -> ``build/corpus/report``), so two corpora never overwrite each other."""
-    return db.parent / db.stem / what
+    it (``build/corpus.duckdb`` -> ``build/corpus/report``), so two corpora never overwrite each other.
+    A database not named ``*.duckdb`` gets ``<name>.outputs/`` (its stem could be a file or another corpus)."""
+    return db.parent / (db.stem if db.suffix == ".duckdb" else f"{db.name}.outputs") / what
 
 
 def _add_common(p: argparse.ArgumentParser, config: bool = True, db: bool = True) -> None:

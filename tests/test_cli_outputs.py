@@ -42,3 +42,5 @@ def test_out_overrides_the_default(tmp_path: Path, recorded) -> None:
     assert cli.main(["report", "--db", str(tmp_path / "a.duckdb"), "--out", str(tmp_path / "elsewhere")]) == 0
     assert recorded["report"] == tmp_path / "elsewhere"
     assert cli.output_dir(Path("build/corpus.duckdb"), "report") == Path("build/corpus/report")
+    assert cli.output_dir(Path("build/corpus"), "report") == Path("build/corpus.outputs/report")
+    assert cli.output_dir(Path("x.duckdb.bak"), "figures") == Path("x.duckdb.bak.outputs/figures")

@@ -11,7 +11,7 @@ from sklearn.model_selection import GroupKFold
 
 from analyses.cca.blocks import MIN_STD
 from analyses.cca.canonical import fit_cca
-from analyses.stats import Estimate, mean_ci
+from analyses.stats import Estimate, mean_ci, pearson
 
 #: Most folds of the held-out estimate.
 MAX_FOLDS = 5
@@ -59,7 +59,7 @@ def heldout_first_correlations(x: np.ndarray, y: np.ndarray, groups: np.ndarray,
         u, v = u[:, 0], v[:, 0]
         r = math.nan
         if len(te) >= MIN_TEST_ROWS and np.ptp(u) > 0 and np.ptp(v) > 0:
-            r = float(np.corrcoef(u, v)[0, 1])
+            r = pearson(u, v)
         out.append(HeldOutFold(fold, empty.n_train, empty.n_test, te, u, v, r))
     return out
 

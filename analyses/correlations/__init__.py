@@ -11,7 +11,9 @@ sets mostly says which data set a snapshot came from. Every correlation here is 
 feature and metric are z-scored within each data set (over the rows entering that correlation), and
 r is the Pearson correlation of the pooled z-scores (:func:`analyses.stats.within_group_pearson`).
 That equals the size-weighted mean of the per-data-set correlations,
-r = Σ_g n_g r_g / Σ_g n_g (a data set where the feature or the metric is constant contributes zero).
+r = Σ_g n_g r_g / Σ_g n_g, when neither variable is constant in any data set; a data set where one is
+constant contributes zero to the sum and its rows leave that variable's share of the denominator,
+r = Σ_g n_g r_g / √(n_x n_y) (:mod:`analyses.stats.correlation`).
 Removing k data-set means costs degrees of freedom: the p-value uses t = r √(ν / (1 - r²)) with
 ν = n - k - 1, the Fisher-z interval tanh(atanh r ± 1.96 / √(n - k - 2)) (a partial correlation
 given k - 1 data-set indicators). Data sets with fewer than 2 rows are dropped.

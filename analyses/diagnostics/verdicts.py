@@ -72,7 +72,7 @@ def verdict_bias(frame: pl.DataFrame, kind: str) -> Verdict:
     """001 §5.5.5 for ``kind`` in (local, loss): mean over runs of the run-mean bias_share_ratio
     (local: ``local_eligible`` layers; loss: every layer) against the null 1, the share bias
     coordinates would carry with no structure; predicted positive (more than the baseline), t interval
-    over runs, negligible band NEGLIGIBLE_BIAS_RATIO. No p-value: the t test of mean_ci is against 0."""
+    over runs, negligible band NEGLIGIBLE_BIAS_RATIO. The verdict rests on the interval; p_value stays NULL."""
     rows = pl.col("local_eligible") if kind == "local" else pl.lit(True)
     what = "non-ReLU hidden layers" if kind == "local" else "all layers"
     return Verdict.of(

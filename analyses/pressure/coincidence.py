@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analyses.pressure.rank_correlation import MIN_LAYERS, SEED
-from analyses.stats import N_BOOTSTRAP, Estimate, percentile_interval
+from analyses.stats import N_BOOTSTRAP, Estimate, bootstrap_mean_interval
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,5 @@ def coincidence(runs, pressure, improvement, min_layers: int = MIN_LAYERS, n_boo
     h, c = np.array(list(hits.values()), float), np.array(list(chance.values()))
     low = high = math.nan
     if n >= 3 and n_boot > 0:
-        pick = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-        low, high = percentile_interval((h - c)[pick].mean(axis=1))
+        low, high = bootstrap_mean_interval(h - c, n_boot, np.random.default_rng(seed))
     return Coincidence(float(h.mean()), float(c.mean()), Estimate(float((h - c).mean()), low, high, n, "runs"), hits)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
-from analyses.stats import N_BOOTSTRAP, Estimate, percentile_interval, spearman
+from analyses.stats import N_BOOTSTRAP, Estimate, bootstrap_mean_interval, permutation_p, spearman
 
 #: A run enters a per-run rank correlation with at least this many usable layers.
 MIN_LAYERS = 2
@@ -85,8 +85,7 @@ def pooled_rank_correlation(runs, x, y, min_layers: int = MIN_LAYERS, n_boot: in
     rng = np.random.default_rng(seed)
     low = high = p = math.nan
     if n >= 3 and n_boot > 0:
-        pick = rng.integers(0, n, size=(n_boot, n))
-        low, high = percentile_interval(vals[pick].mean(axis=1))
+        low, high = bootstrap_mean_interval(vals, n_boot, rng)
     if n_perm > 0:
         # runs grouped by layer count, so each group permutes as one array
         groups = []
@@ -95,6 +94,6 @@ def pooled_rank_correlation(runs, x, y, min_layers: int = MIN_LAYERS, n_boot: in
             groups.append((np.stack([x[ok & (runs == r)] for r in members]),
                            np.stack([y[ok & (runs == r)] for r in members])))
         null = _permutation_null(groups, n_perm, rng, n)
-        p = float((1 + np.sum(np.abs(null) >= abs(mean) - 1e-12)) / (1 + n_perm))
+        p = permutation_p(null, mean, two_sided=True, tol=1e-12)
     return RankCorrelation(Estimate(mean, low, high, n, "runs", p=p), rho,
                            float(np.mean(big)) if big else math.nan, len(big))

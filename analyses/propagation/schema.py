@@ -18,7 +18,7 @@ TABLES = {
     ],
     # per (data set, arm), and per arm over all data sets (dataset = 'all')
     "analysis_propagation": [
-        ("dataset", "VARCHAR"), ("arm", "VARCHAR"), ("n_runs", "HUGEINT"), ("final_test_metric", "DOUBLE"),
+        ("dataset", "VARCHAR"), ("arm", "VARCHAR"), ("n_runs", "BIGINT"), ("final_test_metric", "DOUBLE"),
         ("final_train_loss", "DOUBLE"), ("reached_fraction", "DOUBLE"), ("median_steps_to_target", "DOUBLE"),
         ("edges_added", "DOUBLE"), ("final_coherence", "DOUBLE"), ("final_shadows", "DOUBLE"),
         ("loss_variance_across_seeds", "DOUBLE"), ("lr_sensitivity", "DOUBLE"),

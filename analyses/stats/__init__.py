@@ -14,8 +14,10 @@ Every interval is two-sided at :data:`CONFIDENCE`.
 
 from analyses.stats.bootstrap import (
     N_BOOTSTRAP,
+    bootstrap_mean_interval,
     cluster_bootstrap,
     percentile_interval,
+    permutation_p,
     row_bootstrap,
     stratified_bootstrap,
     stratified_resamples,
@@ -46,8 +48,9 @@ from analyses.stats.verdict import (
 
 __all__ = [
     "CONFIDENCE", "Direction", "Estimate", "INCONCLUSIVE", "NOT_SUPPORTED", "N_BOOTSTRAP", "SUPPORTED",
-    "VERDICT_COLUMNS", "Verdict", "bh_adjust", "cluster_bootstrap", "decide", "mean_ci", "mean_t_p",
-    "partial_residuals", "pearson", "pearson_ci", "pearson_rows", "percentile_interval", "rank_within",
-    "row_bootstrap", "spearman", "standardize_batched", "standardize_within", "stratified_bootstrap",
-    "stratified_resamples", "wilson_ci", "within_group_pearson", "within_group_r", "within_r", "write_verdicts",
+    "VERDICT_COLUMNS", "Verdict", "bh_adjust", "bootstrap_mean_interval", "cluster_bootstrap", "decide",
+    "mean_ci", "mean_t_p", "partial_residuals", "pearson", "pearson_ci", "pearson_rows", "percentile_interval",
+    "permutation_p", "rank_within", "row_bootstrap", "spearman", "standardize_batched", "standardize_within",
+    "stratified_bootstrap", "stratified_resamples", "wilson_ci", "within_group_pearson", "within_group_r",
+    "within_r", "write_verdicts",
 ]

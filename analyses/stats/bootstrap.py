@@ -20,7 +20,7 @@ def percentile_interval(draws: list[float] | np.ndarray) -> tuple[float, float]:
     ``(low, high)``; NaNs when fewer than half of them are finite."""
     d = np.asarray(draws, float).ravel()
     finite = d[np.isfinite(d)]
-    if len(finite) == 0 or len(finite) < len(d) // 2:
+    if len(finite) == 0 or 2 * len(finite) < len(d):
         return math.nan, math.nan
     a = (1 - CONFIDENCE) / 2
     lo, hi = np.quantile(finite, [a, 1 - a])
@@ -92,3 +92,20 @@ def stratified_bootstrap(statistic: Callable[[np.ndarray], float], groups: np.nd
     draws = [statistic(idx) for idx in stratified_resamples(groups, n_boot, seed)]
     lo, hi = percentile_interval(draws)
     return Estimate(value, lo, hi, n, unit, groups=k)
+
+
+def bootstrap_mean_interval(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float]:
+    """Percentile interval of the mean of ``values`` (n,), one per independent unit, over ``n_boot``
+    resamples of the units drawn from ``rng`` in one (n_boot, n) call (the caller's stream goes on)."""
+    v = np.asarray(values, float)
+    pick = rng.integers(0, len(v), size=(n_boot, len(v)))
+    return percentile_interval(v[pick].mean(axis=1))
+
+
+def permutation_p(null: np.ndarray, observed: float, two_sided: bool = False, tol: float = 0.0) -> float:
+    """Permutation p-value (1 + #{null >= observed - tol}) / (1 + m) over m null statistics (m,); with
+    ``two_sided``, of |null| against |observed|. The +1 counts the observed arrangement itself, so p > 0."""
+    null = np.asarray(null, float)
+    if two_sided:
+        null, observed = np.abs(null), abs(observed)
+    return float((1 + np.sum(null >= observed - tol)) / (1 + len(null)))

@@ -2,8 +2,11 @@
 
 Within groups (data sets, architectures): both variables are z-scored within each group
 (:func:`analyses.stats.standardize.standardize_within`) and r is the Pearson r of the pooled
-z-scores, the size-weighted mean of the per-group correlations. Removing k group means costs
-degrees of freedom: p from t = r sqrt(nu / (1 - r^2)) with nu = n - k - 1 (- c controls).
+z-scores: r = sum_g n_g r_g / sqrt(n_x n_y), where n_x (n_y) counts the rows of the groups in which x
+(y) is not constant (a constant group's z-scores are 0). With no constant group that is the
+size-weighted mean sum_g n_g r_g / n. Removing k group means costs degrees of freedom: p from
+t = r sqrt(nu / (1 - r^2)) with nu = n - k - 1 (- c controls); a constant group's rows still count in
+n and k, so nu is then slightly too large.
 """
 
 from __future__ import annotations
@@ -122,7 +125,8 @@ def within_group_r(x: np.ndarray, y: np.ndarray, groups: np.ndarray, controls: n
     the group labels.
     """
     x, y, g = np.asarray(x, float), np.asarray(y, float), np.asarray(groups).astype(str)
-    c = np.zeros((len(x), 0)) if controls is None else np.asarray(controls, float).reshape(len(x), -1)
+    c = np.zeros((len(x), 0)) if controls is None else np.asarray(controls, float)
+    c = c[:, None] if c.ndim == 1 else c
     ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(c).all(axis=1)
     x, y, c, g = x[ok], y[ok], c[ok], g[ok]
     _, inv = np.unique(g, return_inverse=True)

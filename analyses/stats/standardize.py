@@ -1,7 +1,8 @@
 """z-scores and ranks within groups.
 
 A correlation pooled over data sets mostly says which data set a row came from; z-scoring both
-variables within each group first makes r the size-weighted mean of the per-group correlations.
+variables within each group first makes r the size-weighted mean of the per-group correlations
+(when neither variable is constant in any group; see :mod:`analyses.stats.correlation`).
 """
 
 from __future__ import annotations

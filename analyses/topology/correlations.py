@@ -13,10 +13,9 @@ import math
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from analyses.features import POSITIONS
-from analyses.stats import Estimate, bh_adjust, mean_ci, within_group_r
+from analyses.stats import Estimate, bh_adjust, mean_ci, spearman, within_group_r
 from analyses.topology.runs import CONTROLS, METRICS, pearson_scale
 from analyses.topology.schema import polars_schema
 
@@ -35,7 +34,7 @@ def sweep_spearman(frame: pl.DataFrame) -> pl.DataFrame:
         if len(np.unique(frac[ok])) < MIN_SWEEP_FRACTIONS or np.ptp(value[ok]) == 0:
             continue
         rows.append({"sweep": sweep, "dataset": g["dataset"][0],
-                     "spearman": float(stats.spearmanr(frac[ok], value[ok]).statistic)})
+                     "spearman": spearman(frac[ok], value[ok])})
     return pl.DataFrame(rows, schema={"sweep": pl.Utf8, "dataset": pl.Utf8, "spearman": pl.Float64})
 
 

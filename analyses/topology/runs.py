@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from analyses.stats import partial_residuals, pearson_rows
+from analyses.stats import partial_residuals, pearson_rows, spearman
 from analyses.topology.schema import polars_schema
 
 #: Metrics of ``layer_topology`` the stage studies; the paper's two first.
@@ -59,7 +59,7 @@ def within_run_spearman(metric: np.ndarray, accuracy: np.ndarray,
     if ok.sum() < 3 + k or np.ptp(metric[ok]) == 0 or np.ptp(accuracy[ok]) == 0:
         return None
     if k == 0:
-        return float(stats.spearmanr(metric[ok], accuracy[ok]).statistic)
+        return spearman(metric[ok], accuracy[ok])
     ranks = stats.rankdata(c[ok], axis=0)
     res_metric = partial_residuals(stats.rankdata(metric[ok]), ranks)
     res_accuracy = partial_residuals(stats.rankdata(accuracy[ok]), ranks)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import silhouette_score
 
-from analyses.stats import N_BOOTSTRAP, Estimate, percentile_interval
+from analyses.stats import N_BOOTSTRAP, Estimate, percentile_interval, permutation_p
 from analyses.umap.neighbours import group_neighbours, knn_vote, pairwise_distances
 
 #: Neighbours of the k-NN classifier.
@@ -70,10 +70,6 @@ def _group_labels(labels: np.ndarray, gidx: np.ndarray, n_groups: int) -> np.nda
     return out
 
 
-def _permutation_p(null: np.ndarray, observed: float) -> float:
-    return float((1 + np.sum(null >= observed)) / (1 + len(null)))
-
-
 def cluster_scores(x: np.ndarray, labels, groups, cv_groups=None, k: int = KNN_K,
                    n_perm: int = N_PERMUTATIONS, n_boot: int = N_BOOTSTRAP, seed: int = SEED,
                    silhouette: bool = True, unit: str = "runs") -> ClusterScores:
@@ -111,7 +107,7 @@ def cluster_scores(x: np.ndarray, labels, groups, cv_groups=None, k: int = KNN_K
             null = null[np.isfinite(null)]
             if len(null):
                 sil_null = Estimate(float(null.mean()), *percentile_interval(null), n_groups, unit,
-                                    p=_permutation_p(null, sil))
+                                    p=permutation_p(null, sil))
     nb = group_neighbours(d, cv, k)
     correct = knn_vote(nb, y, n_classes) == y
     accuracy = float(correct.mean())
@@ -120,7 +116,7 @@ def cluster_scores(x: np.ndarray, labels, groups, cv_groups=None, k: int = KNN_K
     knn_p, shuffled_mean = math.nan, math.nan
     if n_perm:
         null_acc = null_correct.mean(axis=1)
-        shuffled_mean, knn_p = float(null_acc.mean()), _permutation_p(null_acc, accuracy)
+        shuffled_mean, knn_p = float(null_acc.mean()), permutation_p(null_acc, accuracy)
         shuffled = Estimate(shuffled_mean, *percentile_interval(null_acc), n_groups, unit, p=knn_p)
     acc_ci, effect_ci = (math.nan, math.nan), (math.nan, math.nan)
     if n_groups >= 3 and n_boot > 0:

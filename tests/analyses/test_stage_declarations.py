@@ -3,6 +3,9 @@ registry finds every stage by itself, and tables are written only as declared.""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import duckdb
 import polars as pl
 import pytest
@@ -53,8 +56,22 @@ def test_a_stage_needs_a_docstring_and_columns_declared_once():
         _stage(tables={"analysis_toy": [("n", "INTEGER"), ("n", "DOUBLE")]})
 
 
-def test_verdicts_add_the_verdict_table():
+def test_verdicts_add_the_verdict_table_and_column_types_are_checked():
     assert _stage(verdicts=True).writes == ("analysis_toy", "analysis_toy_verdicts")
+    with pytest.raises(StageDeclarationError, match="verdicts=True declares it"):
+        _stage(verdicts=True, tables={"analysis_toy": COLS, "analysis_toy_verdicts": COLS})
+    with pytest.raises(StageDeclarationError, match="unknown type 'DOUBEL'"):
+        _stage(tables={"analysis_toy": [("x", "DOUBEL")]})
+    assert _stage(tables={"analysis_toy": [("m", "MAP(VARCHAR, DOUBLE)"), ("v", "DOUBLE[]")]})
+
+
+def test_the_fingerprint_source_is_the_stage_package_or_module():
+    from analyses import cca, overview
+
+    assert cca.STAGE.source.is_dir() and cca.STAGE.source.name == "cca"
+    assert overview.STAGE.source.name == "overview.py"
+    with pytest.raises(StageDeclarationError, match="run must be a function"):
+        _stage(run=functools.partial(_run))
 
 
 def test_the_registry_refuses_a_figure_of_two_stages_and_a_table_of_two_writers():
@@ -77,7 +94,9 @@ def test_the_registry_orders_by_reads_and_fills_in_the_verdict_collector():
     v = Stage("verdicts", "V", "doc", (), {"analysis_verdicts": COLS}, _run, collects_verdicts=True)
     ordered = registry.collect([v, a, b])
     assert [s.name for s in ordered] == ["b", "a", "verdicts"]
-    assert ordered[-1].reads == ("analysis_a_verdicts", "analysis_b_verdicts")
+    assert ordered[-1].reads == ("analysis_b_verdicts", "analysis_a_verdicts")  # in the order they run
+    with pytest.raises(StageDeclarationError, match="both collect the verdicts"):
+        registry.collect([v, dataclasses.replace(v, name="verdicts2", tables={"analysis_verdicts2": COLS})])
     cyclic = [_stage("a", reads=("analysis_b",)), _stage("b", reads=("analysis_a",))]
     with pytest.raises(StageDeclarationError, match="cycle"):
         registry.collect(cyclic)
@@ -103,3 +122,18 @@ def test_write_table_writes_the_declared_columns_in_order_and_types():
         write_declared(con, "analysis_toy", [("a", "INTEGER"), ("b", "VARCHAR")], pl.DataFrame({"a": [1], "c": [2]}))
     write_declared(con, "analysis_toy", [("a", "INTEGER"), ("b", "VARCHAR")], pl.DataFrame())
     assert con.execute("SELECT count(*) FROM analysis_toy").fetchone() == (0,)
+
+
+def test_write_table_reads_the_old_rows_of_the_table_it_rewrites_and_keeps_them_on_a_mismatch():
+    import pyarrow as pa
+
+    cols = [("a", "INTEGER"), ("x", "DOUBLE")]
+    con = duckdb.connect()
+    write_declared(con, "analysis_toy", cols, pl.DataFrame({"a": [1, 2], "x": [1.0, 2.0]}))
+    write_declared(con, "analysis_toy", cols, "SELECT a, x + 1 AS x FROM analysis_toy")
+    assert con.execute("SELECT * FROM analysis_toy ORDER BY a").fetchall() == [(1, 2.0), (2, 3.0)]
+    with pytest.raises(PipelineError, match="missing"):
+        write_declared(con, "analysis_toy", cols, pl.DataFrame({"a": [9]}))
+    assert con.execute("SELECT count(*) FROM analysis_toy").fetchall() == [(2,)]
+    write_declared(con, "analysis_toy", cols, pa.table({"x": [5.0], "a": [7]}))
+    assert con.execute("SELECT * FROM analysis_toy").fetchall() == [(7, 5.0)]
