@@ -57,16 +57,55 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _interval(lo, hi) -> str:
+    return f"[{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else "[no interval]"
+
+
 def verdict_sentence(v: dict) -> str:
-    """One generated sentence for a verdict row: claim, test, effect with its interval and n, verdict."""
+    """One generated sentence for a verdict row: claim, test, effect with its stage and two-level
+    intervals and n, the baseline beside it and the effect beyond it, the leave-one-out ranges, and
+    the unadjusted and Holm-adjusted calls."""
     def num(x):
         return "n/a" if x is None else f"{x:.3g}"
     interval = (f"95% CI {num(v['ci_low'])} to {num(v['ci_high'])}"
                 if v["ci_low"] is not None and v["ci_high"] is not None else "no interval: too little data")
     p = f", p = {v['p_value']:.2g}" if v.get("p_value") is not None else ""
-    return (f"{v['claim']} ({v['source']}). Test: {v['test']}. {v['effect_name']} = {num(v['effect'])} "
-            f"({interval}{p}; n = {v['n']} {v['n_unit']}; claim predicts {v['predicted']} vs "
-            f"{num(v['null_value'])}): {v['verdict']}.")
+    parts = [f"{v['claim']} ({v['source']}). Test: {v['test']}. {v['effect_name']} = {num(v['effect'])} "
+             f"({interval}{p}; n = {v['n']} {v['n_unit']}; claim predicts {v['predicted']} vs "
+             f"{num(v['null_value'])})."]
+    if v.get("effect2_low") is not None:
+        parts.append(f"Two-level interval ({v['interval_level']}; {v['n_datasets']} data sets, {v['n_runs']} runs): "
+                     f"{_interval(v['effect2_low'], v['effect2_high'])}.")
+    if v.get("beyond_name"):
+        parts.append(f"Against {v['confound']}: baseline {v['baseline_name'] or 'n/a'} = {num(v['baseline_effect'])} "
+                     f"{_interval(v['baseline_low'], v['baseline_high'])}; {v['beyond_name']} = "
+                     f"{num(v['beyond_effect'])} {_interval(v['beyond_low'], v['beyond_high'])}.")
+    elif v.get("interval_level") != "stage interval only":
+        parts.append("No baseline: no confound tested for this claim.")
+    if v.get("lodo_worst"):
+        parts.append(f"Leaving one data set out: {num(v['lodo_low'])} to {num(v['lodo_high'])} "
+                     f"(least favourable without {v['lodo_worst']}).")
+    if v.get("loso_worst"):
+        parts.append(f"Leaving one study out: {num(v['loso_low'])} to {num(v['loso_high'])} "
+                     f"(least favourable without {v['loso_worst']}).")
+    adjusted = v.get("verdict_adjusted", v["verdict"])
+    holm = f"; Holm-adjusted within {v['family']} (p = {num(v.get('p_holm'))}): {adjusted}" \
+        if v.get("p_holm") is not None else ""
+    band = " The call changes with half or twice the negligible band." if v.get("band_sensitive") else ""
+    parts.append(f"Verdict: {v['verdict']}{holm}.{band}")
+    return " ".join(parts)
+
+
+#: The verdict table of the report: claim and baseline side by side.
+VERDICT_TABLE_SQL = """
+    SELECT stage, claim_id, source, effect_name, round(effect, 4) AS effect,
+           round(coalesce(effect2_low, ci_low), 4) AS low, round(coalesce(effect2_high, ci_high), 4) AS high,
+           interval_level, confound, baseline_name AS baseline, round(baseline_effect, 4) AS baseline_effect,
+           beyond_name AS beyond, round(beyond_effect, 4) AS beyond_effect, round(beyond_low, 4) AS beyond_low,
+           round(beyond_high, 4) AS beyond_high, round(lodo_low, 4) AS lodo_low, round(lodo_high, 4) AS lodo_high,
+           round(loso_low, 4) AS loso_low, round(loso_high, 4) AS loso_high, n, n_unit, n_datasets,
+           round(p_holm, 4) AS p_holm, band_sensitive, verdict, verdict_adjusted, detail
+    FROM analysis_verdicts"""
 
 
 #: Tables through which a stage sees curvature rows (directly, or as features built from them).
@@ -108,7 +147,7 @@ def _section(con, stage: Stage, verdicts: list[dict], figures: dict[str, dict]) 
         tables.append({"caption": t["caption"], "cols": cols, "rows": rows})
     return {"id": stage.name, "title": stage.title, "intro": stage.intro,
             "paragraphs": list(extra.get("paragraphs", [])) + ([note] if note else []),
-            "verdicts": [{"text": verdict_sentence(v), "verdict": v["verdict"]} for v in verdicts],
+            "verdicts": [{"text": verdict_sentence(v), "verdict": v["verdict_adjusted"]} for v in verdicts],
             "tables": tables,
             "figures": [figures[fig.name] for fig in stage.figures if fig.name in figures]}
 
@@ -141,10 +180,9 @@ def build_report(db_path: Path, out_dir: Path, show_progress: bool | None = None
             UNION ALL
             SELECT run_id, dataset, 'failed', NULL, 'not extracted after ' || attempts || ' attempts: ' || error
             FROM run_failures ORDER BY status, dataset, run_id""")
-        verdict_cols, verdict_rows = _rows(con, """
-            SELECT stage, claim_id, source, claim, test, effect_name, predicted, effect, ci_low, ci_high,
-                   null_value, n, n_unit, p_value, verdict, detail FROM analysis_verdicts""")
-        verdicts = [dict(zip(verdict_cols, r, strict=True)) for r in verdict_rows]
+        full_cols, full_rows = _rows(con, "SELECT * FROM analysis_verdicts")
+        verdicts = [dict(zip(full_cols, r, strict=True)) for r in full_rows]
+        verdict_cols, verdict_rows = _rows(con, VERDICT_TABLE_SQL)
         figures = {}
         for name, figure in tqdm(all_figures().items(), desc="figures", unit="fig",
                                  disable=None if show_progress is None else not show_progress):
@@ -159,7 +197,9 @@ def build_report(db_path: Path, out_dir: Path, show_progress: bool | None = None
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     env.filters["fmt"] = _fmt
-    counts = {k: sum(v["verdict"] == k for v in verdicts) for k in ("supported", "not supported", "inconclusive")}
+    counts = {k: sum(v["verdict_adjusted"] == k for v in verdicts)
+              for k in ("supported", "not supported", "inconclusive")}
+    counts["unadjusted supported"] = sum(v["verdict"] == "supported" for v in verdicts)
     html = env.get_template("index.html").render(
         title="Snapshot atlas: corpus report", generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         db_path=str(db_path), summary=summary, datasets=(ds_cols, ds_rows), runs=(run_cols, run_rows),

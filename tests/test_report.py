@@ -37,3 +37,25 @@ def test_every_stage_has_a_section_and_the_verdicts_are_listed(built_corpus):
     assert n_verdicts >= 10
     assert html.count('class="v-inconclusive"') + html.count('class="v-supported"') \
         + html.count('class="v-not-supported"') >= n_verdicts
+
+
+def test_the_report_shows_each_claim_beside_its_baseline(built_corpus):
+    html = (built_corpus["report"] / "index.html").read_text()
+    con = duckdb.connect(str(built_corpus["db"]), read_only=True)
+    with_baseline = con.execute("SELECT count(*) FROM analysis_verdicts WHERE beyond_name <> ''").fetchall()[0][0]
+    con.close()
+    assert "<th>baseline_effect</th>" in html and "<th>verdict_adjusted</th>" in html
+    assert html.count("Against ") >= with_baseline  # one baseline sentence per verdict that has one
+
+
+def test_verdict_tables_page_lists_every_verdict(built_corpus, tmp_path):
+    from reports.verdict_tables import main
+
+    assert main(["--db", str(built_corpus["db"]), "--name", "tiny", "--out", str(tmp_path)]) == 0
+    page = (tmp_path / "tiny.md").read_text()
+    con = duckdb.connect(str(built_corpus["db"]), read_only=True)
+    ids = [r[0] for r in con.execute("SELECT claim_id FROM analysis_verdicts").fetchall()]
+    con.close()
+    assert all(f"`{i}`" in page for i in ids) and page.count("\n| `") == len(ids)
+    assert main(["--db", str(tmp_path / "missing.duckdb"), "--name", "x", "--out", str(tmp_path)]) == 2
+    assert not (tmp_path / "x.md").exists()

@@ -7,6 +7,8 @@
   their intervals;
 - :mod:`.bootstrap`: percentile intervals by resampling rows or whole clusters;
 - :mod:`.intervals`: means, proportions and multiple-testing adjustment;
+- :mod:`.claims`: a claim's rows and statistics, and their two-level bootstrap, baseline and
+  leave-one-group-out assessment;
 - :mod:`.verdict`: the verdict rule and the verdict table's declaration.
 
 Every interval is two-sided at :data:`CONFIDENCE`.
@@ -22,6 +24,7 @@ from analyses.stats.bootstrap import (
     stratified_bootstrap,
     stratified_resamples,
 )
+from analyses.stats.claims import ClaimData, assess, two_level_resamples
 from analyses.stats.correlation import (
     partial_residuals,
     pearson,
@@ -47,10 +50,10 @@ from analyses.stats.verdict import (
 )
 
 __all__ = [
-    "CONFIDENCE", "Direction", "Estimate", "INCONCLUSIVE", "NOT_SUPPORTED", "N_BOOTSTRAP", "SUPPORTED",
-    "VERDICT_COLUMNS", "Verdict", "bh_adjust", "bootstrap_mean_interval", "cluster_bootstrap", "decide",
+    "CONFIDENCE", "ClaimData", "Direction", "Estimate", "INCONCLUSIVE", "NOT_SUPPORTED", "N_BOOTSTRAP", "SUPPORTED",
+    "VERDICT_COLUMNS", "Verdict", "assess", "bh_adjust", "bootstrap_mean_interval", "cluster_bootstrap", "decide",
     "mean_ci", "mean_t_p", "partial_residuals", "pearson", "pearson_ci", "pearson_rows", "percentile_interval",
     "permutation_p", "rank_within", "row_bootstrap", "spearman", "standardize_batched", "standardize_within",
-    "stratified_bootstrap", "stratified_resamples", "wilson_ci", "within_group_pearson", "within_group_r",
-    "within_r", "write_verdicts",
+    "stratified_bootstrap", "stratified_resamples", "two_level_resamples", "wilson_ci", "within_group_pearson",
+    "within_group_r", "within_r", "write_verdicts",
 ]
