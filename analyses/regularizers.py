@@ -79,7 +79,7 @@ import polars as pl
 from analyses.features import SNAPSHOT_LOSS_TRACE_SQL
 from analyses.presentation import empty_figure, fmt_number
 from analyses.stage import Figure, Stage
-from analyses.stats import Estimate, Verdict, mean_ci, write_verdicts
+from analyses.stats import ClaimData, Estimate, Verdict, mean_ci, write_verdicts
 from analyses.tables import write_table
 from pipeline.training.regularizers import USES
 
@@ -116,6 +116,7 @@ class Comparison(NamedTuple):
     difference: Estimate
     n_pairs: int
     n_dropped: int
+    units: pl.DataFrame | None = None
 
     def row(self) -> dict:
         d = self.difference
@@ -189,7 +190,14 @@ def paired_differences(frame: pl.DataFrame, arm: str, baseline: str, metric: str
     """Per unit, the mean over its matched groups (seeds) of arm - baseline (or ln(arm / baseline)).
 
     Returns (unit means (u,), n pairs used, n pairs dropped for a non-positive ratio or a NULL)."""
-    a = frame.filter(pl.col("arm") == arm).select("group", "unit", pl.col(metric).alias("a"))
+    units, used, dropped = paired_difference_units(frame, arm, baseline, metric)
+    return units["d"].to_numpy(), used, dropped
+
+
+def paired_difference_units(frame: pl.DataFrame, arm: str, baseline: str, metric: str
+                            ) -> tuple[pl.DataFrame, int, int]:
+    """:func:`paired_differences` with the units kept: a frame of unit, dataset and ``d`` (sorted by unit)."""
+    a = frame.filter(pl.col("arm") == arm).select("group", "unit", "dataset", pl.col(metric).alias("a"))
     b = frame.filter(pl.col("arm") == baseline).select("group", pl.col(metric).alias("b"))
     pairs = a.join(b, on="group", how="inner")
     if METRICS[metric] == "log_ratio":
@@ -200,8 +208,21 @@ def paired_differences(frame: pl.DataFrame, arm: str, baseline: str, metric: str
         diff = pl.col("a") - pl.col("b")
     used = pairs.filter(ok.fill_null(False))
     dropped = pairs.height - used.height
-    units = used.with_columns(diff.alias("d")).group_by("unit").agg(pl.col("d").mean()).sort("unit")
-    return units["d"].to_numpy(), used.height, dropped
+    units = (used.with_columns(diff.alias("d")).group_by("unit")
+             .agg(pl.col("dataset").first(), pl.col("d").mean()).sort("unit"))
+    return units, used.height, dropped
+
+
+def unit_claim_data(units: pl.DataFrame | None) -> ClaimData | None:
+    """The units' paired differences ``d`` as claim rows (each unit its own replicate, ``run_id`` naming it),
+    their mean as the statistic; the arms are matched twins (same data, model and seed), so the design
+    controls what they share and no further baseline applies."""
+    if units is None or units.height == 0:
+        return None
+    d = units["d"].to_numpy().astype(float)
+    return ClaimData(units.select(pl.col("unit").alias("run_id"), "dataset"),
+                     lambda idx: float(d[idx].mean()) if len(idx) else np.nan,
+                     confound="twins (matched runs, by design)")
 
 
 def run(con: duckdb.DuckDBPyConnection) -> None:
@@ -224,10 +245,11 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         baselines = ["none"] + ([s for s in sam_arms if s != arm] if regularizer in (*PENALTIES, "fisher_sam") else [])
         for baseline in baselines:
             for metric in METRICS:
-                d, n_pairs, dropped = paired_differences(frame, arm, baseline, metric)
+                units, n_pairs, dropped = paired_difference_units(frame, arm, baseline, metric)
                 if n_pairs == 0:
                     continue
-                comparisons.append(Comparison(arm, regularizer, baseline, metric, mean_ci(d, UNIT), n_pairs, dropped))
+                comparisons.append(Comparison(arm, regularizer, baseline, metric,
+                                              mean_ci(units["d"].to_numpy(), UNIT), n_pairs, dropped, units))
     write_table(con, "analysis_regularizers", _frame("analysis_regularizers", summary))
     write_table(con, "analysis_regularizers_pairs", _frame("analysis_regularizers_pairs",
                                                            [c.row() for c in comparisons]))
@@ -247,7 +269,7 @@ def _verdicts(comparisons: list[Comparison]) -> list[Verdict]:
 
     def verdict(claim_id: str, claim: str, test: str, effect_name: str, predicted: str, c: Comparison) -> Verdict:
         return Verdict.of(c.difference, claim_id, "004", claim, test, effect_name, predicted,
-                          detail=f"{c.n_pairs} matched pairs ({c.n_dropped} dropped)")
+                          detail=f"{c.n_pairs} matched pairs ({c.n_dropped} dropped)", data=unit_claim_data(c.units))
 
     arms = sorted({(c.arm, c.regularizer) for c in comparisons})
     sams = sorted(a for a, reg in arms if reg == "sam")

@@ -80,6 +80,8 @@ def verdict_sentence(v: dict) -> str:
         parts.append(f"Against {v['confound']}: baseline {v['baseline_name'] or 'n/a'} = {num(v['baseline_effect'])} "
                      f"{_interval(v['baseline_low'], v['baseline_high'])}; {v['beyond_name']} = "
                      f"{num(v['beyond_effect'])} {_interval(v['beyond_low'], v['beyond_high'])}.")
+    elif v.get("confound"):
+        parts.append(f"Confound controlled by design: {v['confound']}.")
     elif v.get("interval_level") != "stage interval only":
         parts.append("No baseline: no confound tested for this claim.")
     if v.get("lodo_worst"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from analyses.propagation.cells import lr_range_difference, paired_differences
-from analyses.stats import Verdict, mean_ci
+from analyses.propagation.cells import lr_range_units, paired_difference_units
+from analyses.stats import ClaimData, Verdict, mean_ci
 from pipeline.propagation.shadows import SHADOW_RATIO, SHADOW_WINDOW
 
 SOURCE = "002"
@@ -15,11 +15,26 @@ NEGLIGIBLE_METRIC, NEGLIGIBLE_COHERENCE = 0.005, 0.01
 _LR_UNITS, _SEED_UNITS = "(data set, lr) units", "(data set, seed) units"
 
 
-def _mean_verdict(claim_id: str, claim: str, test: str, effect_name: str, values: np.ndarray, unit: str,
+def unit_claim_data(units: pl.DataFrame) -> ClaimData:
+    """The paired differences ``d`` of ``units`` (one row per unit, with ``dataset``) as claim rows: each
+    unit is its own replicate (``run_id`` names it), the statistic their mean, and the confound "twins":
+    the arms of a cell share initialization and batches until synthesis, so the paired difference
+    already removes what the twins have in common; no further baseline."""
+    keys = [c for c in units.columns if c != "d"]
+    rows = units.with_columns(run_id=pl.concat_str([pl.col(k).cast(pl.Utf8) for k in keys], separator="/"))
+    d = rows["d"].to_numpy().astype(float)
+    return ClaimData(rows.select("run_id", "dataset"), lambda idx: float(d[idx].mean()) if len(idx) else np.nan,
+                     confound="twins (paired within cells, by design)")
+
+
+def _mean_verdict(claim_id: str, claim: str, test: str, effect_name: str, units: pl.DataFrame, unit: str,
                   negligible: float) -> Verdict:
-    """The claim that the mean of ``values`` (one per unit) is positive: t interval, one-sample t p."""
+    """The claim that the mean of the units' paired differences is positive: t interval, one-sample t p,
+    and the units handed over for the two-level interval (data sets, then units)."""
+    values = units["d"].to_numpy().astype(float)
     return Verdict.of(mean_ci(values, unit), claim_id, SOURCE, claim, test, effect_name, "positive",
-                      negligible=negligible, detail=f"SHADOW_RATIO {SHADOW_RATIO}, window {SHADOW_WINDOW}")
+                      negligible=negligible, detail=f"SHADOW_RATIO {SHADOW_RATIO}, window {SHADOW_WINDOW}",
+                      data=unit_claim_data(units) if units.height else None)
 
 
 def verdicts(frame: pl.DataFrame) -> list[Verdict]:
@@ -31,27 +46,27 @@ def verdicts(frame: pl.DataFrame) -> list[Verdict]:
             "improve the final test metric of deep plain networks",
             "paired difference synthesized - plain within cells, seeds averaged per (data set, lr); t interval",
             "final test metric difference",
-            paired_differences(frame, "synthesized", "plain", "final_test_metric", by_lr), _LR_UNITS,
+            paired_difference_units(frame, "synthesized", "plain", "final_test_metric", by_lr), _LR_UNITS,
             NEGLIGIBLE_METRIC),
         _mean_verdict(
             "propagation.synthesis_beats_random", "Synthesized edges improve the final test metric more than the "
             "same number of randomly placed gated edges",
             "paired difference synthesized - random within cells, seeds averaged per (data set, lr); t interval",
             "final test metric difference",
-            paired_differences(frame, "synthesized", "random", "final_test_metric", by_lr), _LR_UNITS,
+            paired_difference_units(frame, "synthesized", "random", "final_test_metric", by_lr), _LR_UNITS,
             NEGLIGIBLE_METRIC),
         _mean_verdict(
             "propagation.synthesis_lowers_lr_sensitivity", "Synthesized edges lower the dependence on the learning "
             "rate",
             "per (data set, seed): range over learning rates of the final test metric, plain - synthesized; "
             "t interval",
-            "reduction of the learning-rate range", lr_range_difference(frame, "synthesized", "plain"), _SEED_UNITS,
+            "reduction of the learning-rate range", lr_range_units(frame, "synthesized", "plain"), _SEED_UNITS,
             NEGLIGIBLE_METRIC),
         _mean_verdict(
             "propagation.synthesis_restores_coherence",
             "Synthesized edges restore the coherence of curvature between blocks",
             "paired difference of the final global coherence (mean kappa over path pairs), synthesized - plain, "
             "seeds averaged per (data set, lr); t interval", "final coherence difference",
-            paired_differences(frame, "synthesized", "plain", "coherence_last", by_lr), _LR_UNITS,
+            paired_difference_units(frame, "synthesized", "plain", "coherence_last", by_lr), _LR_UNITS,
             NEGLIGIBLE_COHERENCE),
     ]

@@ -48,8 +48,10 @@ from analyses.stats.bootstrap import percentile_interval
 
 #: Fewest data sets for the outer level of the two-level bootstrap; below it the data sets stay fixed.
 MIN_DATASETS = 3
-#: Fewest runs for any interval.
-MIN_RUNS = 4
+#: Fewest runs (units) for a two-level interval. A percentile bootstrap over a handful of units is too
+#: narrow (4 paired units in 2 data sets gave an interval half as wide as their t interval): below
+#: this the stage's own interval (a t interval over so few units) decides.
+MIN_RUNS = 8
 #: Bootstrap resamples of the two-level intervals (fewer than N_BOOTSTRAP: every resample recomputes
 #: up to three statistics, and the interval ends move by under 0.01 between 1000 and 2000 draws on the
 #: default corpus).
@@ -64,7 +66,8 @@ class ClaimData:
 
     ``rows`` must have columns ``run_id`` and ``dataset``; every other column is the statistics' own.
     ``confound`` names what the baseline controls ("training time", "data-set identity",
-    "initialization", "twins", or several joined by " + "); "" when the claim has no baseline here.
+    "initialization", "twins", or several joined by " + "), or, with no baseline, what the design
+    itself controls (paired twins); "" when the claim is tested against no confound.
     ``beyond_null`` is the value of ``beyond`` under no effect beyond the confound (0 for a difference
     or a partial correlation).
     """
@@ -220,26 +223,6 @@ def assess(data: ClaimData, predicted: str, null_value: float, studies: Mapping[
     base = _safe(data.baseline, everything) if data.baseline is not None else math.nan
     dec_null = data.beyond_null if data.has_baseline else null_value
     decisive = _safe(data.decisive, everything)
-    notes: list[str] = []
-    if n_runs < MIN_RUNS:
-        notes.append(f"only {n_runs} runs: no two-level interval")
-        return Assessment(effect, math.nan, math.nan, base, decisive=decisive, decisive_null=dec_null,
-                          n_datasets=n_datasets, n_runs=n_runs, notes=tuple(notes))
-    resamples, level = two_level_resamples(run_dataset, run_rows, n_boot, data.seed)
-    eff_draws = np.array([_safe(data.statistic, i) for i in resamples])
-    base_draws = (np.array([_safe(data.baseline, i) for i in resamples]) if data.baseline is not None
-                  else np.full(n_boot, math.nan))
-    if data.beyond is not None:
-        dec_draws = np.array([_safe(data.beyond, i) for i in resamples])
-    elif data.baseline is not None:
-        dec_draws = eff_draws - base_draws
-    else:
-        dec_draws = eff_draws
-    e_lo, e_hi = percentile_interval(eff_draws)
-    b_lo, b_hi = percentile_interval(base_draws) if data.baseline is not None else (math.nan, math.nan)
-    d_lo, d_hi = percentile_interval(dec_draws)
-    p = bootstrap_p(dec_draws, dec_null if boundary is None else boundary)
-
     sign = -1.0 if predicted == "negative" else 1.0
 
     def favourable(v: float) -> float:
@@ -257,8 +240,28 @@ def assess(data: ClaimData, predicted: str, null_value: float, studies: Mapping[
             member = {s: {r for r in run_ids if s in studies.get(r, ())} for s in names}
             loso = _leave_out(data, {s: np.flatnonzero(~np.isin(row_runs, list(member[s]))) for s in names},
                               favourable)
+    if n_runs < MIN_RUNS:
+        note = f"only {n_runs} runs (units): no two-level interval, the stage's interval decides"
+        return Assessment(effect, math.nan, math.nan, base, decisive=decisive, decisive_null=dec_null,
+                          n_datasets=n_datasets, n_runs=n_runs, lodo_low=lodo[0], lodo_high=lodo[1],
+                          lodo_worst=lodo[2], loso_low=loso[0], loso_high=loso[1], loso_worst=loso[2],
+                          notes=(note,))
+    resamples, level = two_level_resamples(run_dataset, run_rows, n_boot, data.seed)
+    eff_draws = np.array([_safe(data.statistic, i) for i in resamples])
+    base_draws = (np.array([_safe(data.baseline, i) for i in resamples]) if data.baseline is not None
+                  else np.full(n_boot, math.nan))
+    if data.beyond is not None:
+        dec_draws = np.array([_safe(data.beyond, i) for i in resamples])
+    elif data.baseline is not None:
+        dec_draws = eff_draws - base_draws
+    else:
+        dec_draws = eff_draws
+    e_lo, e_hi = percentile_interval(eff_draws)
+    b_lo, b_hi = percentile_interval(base_draws) if data.baseline is not None else (math.nan, math.nan)
+    d_lo, d_hi = percentile_interval(dec_draws)
+    p = bootstrap_p(dec_draws, dec_null if boundary is None else boundary)
     return Assessment(effect, e_lo, e_hi, base, b_lo, b_hi, decisive, d_lo, d_hi, dec_null, p, level,
-                      n_datasets, n_runs, *lodo, *loso, tuple(notes))
+                      n_datasets, n_runs, *lodo, *loso)
 
 
 def rows_of(idx: np.ndarray, *columns: np.ndarray) -> tuple[np.ndarray, ...]:

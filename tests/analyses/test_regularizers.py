@@ -33,6 +33,7 @@ def test_paired_differences_average_seeds_within_units() -> None:
         "arm": ["none", "sam", "none", "sam", "none", "sam"],
         "group": ["w0", "w0", "w1", "w1", "b0", "b0"],
         "unit": ["wine", "wine", "wine", "wine", "bc", "bc"],
+        "dataset": ["wine", "wine", "wine", "wine", "breast_cancer", "breast_cancer"],
         "test_accuracy": [0.8, 0.9, 0.7, 0.7, 0.5, 0.6],
         "hessian_trace": [2.0, 1.0, 4.0, -1.0, 1.0, 1.0],
     })
@@ -42,6 +43,10 @@ def test_paired_differences_average_seeds_within_units() -> None:
     d, n, dropped = reg.paired_differences(frame, "sam", "none", "hessian_trace")
     np.testing.assert_allclose(sorted(d), sorted([0.0, math.log(0.5)]))  # the negative trace pair is dropped
     assert n == 2 and dropped == 1
+    units, _, _ = reg.paired_difference_units(frame, "sam", "none", "test_accuracy")
+    assert units["dataset"].to_list() == ["breast_cancer", "wine"]
+    data = reg.unit_claim_data(units)
+    assert math.isclose(data.statistic(np.arange(2)), 0.075) and data.confound.startswith("twins")
 
 
 def test_regularizer_stage_on_the_tiny_corpus(built_corpus) -> None:

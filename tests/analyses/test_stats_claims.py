@@ -213,3 +213,17 @@ def test_claim_data_refuses_rows_without_run_and_data_set():
     with pytest.raises(ValueError, match="confound"):
         ClaimData(pl.DataFrame({"run_id": ["r"], "dataset": ["a"]}), lambda i: 0.0, baseline=lambda i: 0.0,
                   baseline_name="b")
+
+
+def test_too_few_units_leave_the_decision_to_the_stage_interval():
+    # 4 paired units in 2 data sets: a percentile bootstrap would be far too narrow
+    frame = pl.DataFrame({"run_id": ["a", "b", "c", "d"], "dataset": ["x", "x", "y", "y"],
+                          "d": [0.0, 0.06, 0.0, 0.06]})
+    d = frame["d"].to_numpy()
+    data = ClaimData(frame, lambda i: float(d[i].mean()), confound="twins (paired within cells, by design)")
+    a = assess(data, "positive", 0.0)
+    assert np.isnan(a.effect_low) and a.notes
+    est = Estimate(0.03, -0.03, 0.09, 4, "units")
+    row = Verdict.of(est, "p.x", "002", "c", "t", "d", "positive", data=data).row("s", a)
+    assert row["interval_level"] == "stage interval only" and row["verdict"] == "inconclusive"
+    assert row["confound"].startswith("twins")
