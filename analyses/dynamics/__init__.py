@@ -96,8 +96,12 @@ Verdicts
   change of the effective-rank ratio Σ|λ|/max|λ|/dim from the first to the last snapshot, for the
   loss-Hessian block and for the local Hessian (layers where it is not exactly zero at either
   snapshot; above the exact limit the engine's effective rank is its SLQ-density estimate).
-  Concentration predicts Δ < 0. Effect: the mean Δ over pairs, 95% cluster bootstrap by
-  run; n = runs; no interval (inconclusive) with fewer than :data:`MIN_VERDICT_RUNS` runs.
+  Concentration predicts Δ < 0. Effect: per run the mean Δ over its layers, then the mean over
+  runs (every run counts once, whatever its depth: pooled (run, layer) pairs let the deep networks
+  decide), t interval over runs; the verdict rests on the two-level interval (data sets, then runs)
+  with the leave-one-study-out range beside it; no interval (inconclusive) with fewer than
+  :data:`MIN_VERDICT_RUNS` runs. No baseline: the claim is about what training does, so training time
+  is its variable, not a confound.
 
 Measured
 --------
@@ -105,12 +109,13 @@ On the default corpus (``make report``, 2026-12-03: 172 runs with spectral snaps
 run, so at most 9 intervals): no run has the 12 intervals the four-phase verdict needs, so it is
 inconclusive and says to raise ``spectral_snapshots`` to >= 13. The loss-Hessian change rate per
 e-fold of steps rises late in most runs, so the rule names late training "fast learning": 74 runs
-show "initial → fast learning", 98 a single phase. Concentration is supported for the loss-Hessian
-block (mean Δ = -0.193, 95% CI [-0.268, -0.122], 172 runs, 619 (run, layer) pairs) and not
-supported for the local Hessian (+0.284 [0.205, 0.366], 51 runs, 288 pairs: its effective rank
-grows). The local verdict depends on which networks the corpus holds: adding the propagation study's
-32 deep sigmoid networks moved it from inconclusive to not supported (21 -> 53 runs with a non-zero
-local Hessian, 2026-11-24).
+show "initial → fast learning", 98 a single phase. With runs weighted equally (2026-12-04), concentration is
+supported for the loss-Hessian block (mean over runs of the run-mean Δ = -0.248, t interval [-0.310,
+-0.186], two-level [-0.353, -0.162], 172 runs; leaving one study out -0.308 to -0.188) and
+inconclusive for the local Hessian (+0.201, t interval [0.105, 0.296] but two-level [-0.042, 0.312],
+51 runs in few data sets: its effective rank tends to grow, but not consistently across data sets).
+Pooling (run, layer) pairs, as before, gave -0.193 and +0.284 (not supported): the deep networks'
+many layers decided the local verdict.
 """
 
 from analyses.dynamics.figures import FIGURES

@@ -155,7 +155,7 @@ def segment_run(r: dict, sigma: float | None, bounds: tuple[int, int]) -> tuple[
 
 
 def _concentration_frame(con: duckdb.DuckDBPyConnection, kind: str) -> pl.DataFrame:
-    """(run_id, layer_index, delta): Δ = ln(er_last / er_first) of the ``kind`` effective-rank ratio per
+    """(run_id, dataset, layer_index, delta): Δ = ln(er_last / er_first) of the ``kind`` effective-rank ratio per
     (run, layer) between the run's first and last snapshot, where it is finite and positive at both (for
     the local Hessian also not exactly zero at either)."""
     zero = ("AND NOT coalesce(a.local_exactly_zero, false) AND NOT coalesce(b.local_exactly_zero, false)"
@@ -163,9 +163,10 @@ def _concentration_frame(con: duckdb.DuckDBPyConnection, kind: str) -> pl.DataFr
     return con.sql(f"""
         WITH ends AS (SELECT run_id, min(step) AS s0, max(step) AS s1 FROM analysis_features_layer
                       GROUP BY run_id HAVING min(step) < max(step))
-        SELECT a.run_id, a.layer_index,
+        SELECT a.run_id, r.dataset, a.layer_index,
                ln(b.{kind}_effective_rank_ratio / a.{kind}_effective_rank_ratio) AS delta
         FROM ends e
+        JOIN runs r ON r.run_id = e.run_id
         JOIN analysis_features_layer a ON a.run_id = e.run_id AND a.step = e.s0
         JOIN analysis_features_layer b ON b.run_id = e.run_id AND b.step = e.s1 AND b.layer_index = a.layer_index
         WHERE a.{kind}_effective_rank_ratio > 0 AND b.{kind}_effective_rank_ratio > 0
