@@ -42,6 +42,22 @@ runs with >= 3 usable layers is given in the detail. Coincidence: the share of r
 top-pressure layer is also the slowest-improving one, minus the chance rate 1/(usable layers)
 averaged over runs; interval by bootstrap over runs of the per-run difference.
 
+Mechanism (the confound)
+------------------------
+Gradient descent fixes the sign of the improvement tests by itself. Near a minimum the loss is
+locally quadratic and the gradient evolves as g_{t+1} = (I - η H) g_t: its component along an
+eigenvalue λ shrinks by |1 - ηλ| per step, so a layer whose gradient points along high curvature (high
+pressure) loses its gradient fastest, and a layer that starts with a large gradient has the most to
+lose (regression towards the common late level). Both make "high pressure, large log-decrease"
+(ρ > 0, against the claim) the expected outcome with no bottleneck at all. The improvement verdicts
+therefore carry a baseline: the same per-run ρ with the layer's initial log gradient norm (first
+checkpoint; ``analysis_pressure_layers.initial_log_grad``) in place of pressure. They rest on the
+difference, mean ρ(pressure) - mean ρ(initial gradient), over the same runs, with its two-level
+interval: the claim holds only where pressure ranks the slow layers beyond what the gradient's size
+already does. ``pressure.least_movement`` tests an outcome whose sign gradient descent does not fix:
+the relative weight movement ||W_T - W_0||/||W_0|| (a bottleneck layer learns little), predicted
+negative. The saturation and coincidence verdicts have no baseline.
+
 Caveat: the verdicts mostly contrast the output layer (the top-pressure layer in most runs; the
 count is in the verdicts' detail) with hidden layers, and within hidden layers rest on pairs of
 layers (ρ = ±1 per run).
@@ -61,12 +77,15 @@ Tables
 
 Results
 -------
-On the default corpus (``make report``, 2026-11-24), every claim not supported:
-``pressure.slowest_improving`` mean ρ 0.458 [0.351, 0.553] (172 runs);
-``pressure.slowest_improving_hidden`` 0.767 [0.682, 0.847] (118 runs); ``pressure.later_saturation``
--0.292 [-0.494, -0.0823] (47 runs; inconclusive before the propagation study's 32 deep sigmoid
-networks joined the corpus); ``pressure.top_is_slowest`` coincidence rate minus chance -0.169
-[-0.222, -0.111] (172 runs).
+On the default corpus (2026-12-04; two-level intervals, data sets then runs):
+``pressure.slowest_improving`` mean ρ 0.469 [0.323, 0.750] (172 runs), but the initial gradient size
+alone gives 0.504, so pressure's ρ beyond it is -0.035 [-0.091, 0.080]: inconclusive (it was "not
+supported" against 0 alone, a sign the mechanism sets). ``pressure.slowest_improving_hidden`` 0.783
+against 0.845, beyond -0.063 [-0.196, 0.133] (118 runs): inconclusive. ``pressure.later_saturation``
+-0.302 [-0.562, 0.273] (47 runs): inconclusive (not supported on the run-level bootstrap).
+``pressure.top_is_slowest`` coincidence rate minus chance -0.175 [-0.340, -0.097]: not supported.
+``pressure.least_movement`` mean ρ +0.422 [0.262, 0.693]: not supported (high-pressure layers move
+most).
 """
 
 from analyses.pressure.figures import FIGURES

@@ -4,7 +4,7 @@ chance?"""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -15,12 +15,14 @@ from analyses.stats import N_BOOTSTRAP, Estimate, bootstrap_mean_interval
 @dataclass(frozen=True)
 class Coincidence:
     """The result of :func:`coincidence`: ``rate`` and ``chance`` (means over runs), ``effect`` = rate -
-    chance with its bootstrap-over-runs interval (NaN with fewer than 3 runs; n = runs), ``hits`` {run: 0/1}."""
+    chance with its bootstrap-over-runs interval (NaN with fewer than 3 runs; n = runs), ``hits`` {run: 0/1},
+    ``chances`` {run: 1/(its layers)}."""
 
     rate: float
     chance: float
     effect: Estimate
     hits: dict[str, int]
+    chances: dict[str, float] = field(default_factory=dict)
 
 
 def coincidence(runs, pressure, improvement, min_layers: int = MIN_LAYERS, n_boot: int = N_BOOTSTRAP,
@@ -44,4 +46,5 @@ def coincidence(runs, pressure, improvement, min_layers: int = MIN_LAYERS, n_boo
     low = high = math.nan
     if n >= 3 and n_boot > 0:
         low, high = bootstrap_mean_interval(h - c, n_boot, np.random.default_rng(seed))
-    return Coincidence(float(h.mean()), float(c.mean()), Estimate(float((h - c).mean()), low, high, n, "runs"), hits)
+    return Coincidence(float(h.mean()), float(c.mean()), Estimate(float((h - c).mean()), low, high, n, "runs"), hits,
+                       chance)

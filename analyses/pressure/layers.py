@@ -53,6 +53,7 @@ WITH spec AS (
          - avg(ln(greatest(s.grad_norm, {GRAD_FLOOR})))
                FILTER (WHERE s.step::DOUBLE / greatest(r.total_steps, 1) > {EARLY_PROGRESS})
            AS grad_log_decrease,
+           arg_min(ln(greatest(s.grad_norm, {GRAD_FLOOR})), s.step) AS initial_log_grad,
            count(s.grad_norm) AS n_grad_checkpoints
     FROM layer_stats s JOIN runs r USING (run_id)
     WHERE s.grad_norm IS NOT NULL
@@ -71,7 +72,7 @@ SELECT spec.run_id, spec.layer_index, dataset, architecture, activation, n_layer
        CASE WHEN early_pressure IS NULL THEN NULL ELSE
             rank() OVER (PARTITION BY spec.run_id ORDER BY early_pressure DESC NULLS LAST) END AS early_pressure_rank,
        early_pressure / nullif(sum(abs(early_pressure)) OVER (PARTITION BY spec.run_id), 0) AS early_pressure_share,
-       grad_log_decrease, weight_movement,
+       grad_log_decrease, initial_log_grad, weight_movement,
        saturation_early, saturation_late, saturation_late - saturation_early AS saturation_rise, dead_rise,
        n_early_snapshots, n_late_snapshots, n_grad_checkpoints
 FROM spec LEFT JOIN grads USING (run_id, layer_index) LEFT JOIN moves USING (run_id, layer_index)

@@ -52,16 +52,23 @@ _RHO_COLUMNS = {"rho_improvement": "improvement", "rho_improvement_hidden": "imp
 def run_tests(layers: pl.DataFrame) -> dict[str, RankCorrelation | Coincidence]:
     """The tests on ``analysis_pressure_layers`` rows: early pressure against the gradient-norm log-decrease
     (all layers; hidden layers), the saturation rise (hidden saturating layers), the weight movement, and
-    the top-pressure/slowest-improving coincidence."""
+    the top-pressure/slowest-improving coincidence; and the mechanism's baseline, the initial log gradient
+    norm against the same log-decrease (all layers; hidden layers; per-run ρ only)."""
     f = layer_subsets(layers)
 
     def cols(frame, y):
         return (frame["run_id"].to_numpy(), frame["early_pressure"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
                 frame[y].cast(pl.Float64).fill_null(np.nan).to_numpy())
 
+    def grad_cols(frame):
+        return (frame["run_id"].to_numpy(), frame["initial_log_grad"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
+                frame["grad_log_decrease"].cast(pl.Float64).fill_null(np.nan).to_numpy())
+
     return {
         "improvement": pooled_rank_correlation(*cols(f["all"], "grad_log_decrease")),
         "improvement_hidden": pooled_rank_correlation(*cols(f["hidden"], "grad_log_decrease")),
+        "gradient_size": pooled_rank_correlation(*grad_cols(f["all"]), n_boot=0, n_perm=0),
+        "gradient_size_hidden": pooled_rank_correlation(*grad_cols(f["hidden"]), n_boot=0, n_perm=0),
         "saturation": pooled_rank_correlation(*cols(f["saturation"], "saturation_rise")),
         "movement": pooled_rank_correlation(*cols(f["all"], "weight_movement")),
         "coincidence": coincidence(*cols(f["all"], "grad_log_decrease")),
@@ -82,4 +89,5 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                 con.sql(_BOTTLENECKS_SQL).pl().join(rho, on="run_id", how="left", maintain_order="left"))
     n_top_out = con.execute("SELECT count(*) FILTER (WHERE top_is_output), count(top_layer) "
                             "FROM analysis_pressure_bottlenecks").fetchall()[0]
-    write_verdicts(con, "pressure", pressure_verdicts(tests, n_top_out))
+    datasets = dict(layers.select("run_id", "dataset").unique("run_id").iter_rows())
+    write_verdicts(con, "pressure", pressure_verdicts(tests, n_top_out, datasets))

@@ -28,12 +28,13 @@ def _pressure_db(n_runs: int, n_layers: int, n_snapshots: int, sign: float, seed
         run_rows.append({"run_id": run_id, "total_steps": total})
         b = rng.permutation(np.linspace(0.5, 3.0, n_layers)) * rng.uniform(0.8, 1.2)
         rate = b ** sign * 3.0
+        g0 = rng.lognormal(0, 1, n_layers)  # initial gradient sizes, unrelated to pressure
         w0 = {i: rng.normal(size=6).astype(np.float32) for i in range(n_layers)}
         for step in metric:
             t = step / total
             for i in range(n_layers):
                 stats_rows.append({"run_id": run_id, "step": int(step), "layer_index": i,
-                                   "grad_norm": float(np.exp(-rate[i] * t))})
+                                   "grad_norm": float(g0[i] * np.exp(-rate[i] * t))})
         for k, step in enumerate(spectral):
             t = step / total
             for i in range(n_layers):
@@ -44,7 +45,7 @@ def _pressure_db(n_runs: int, n_layers: int, n_snapshots: int, sign: float, seed
                     "optimizer": "adam", "n_layers": n_layers, "relative_depth": i / max(n_layers - 1, 1),
                     "is_output": out, "gradient_pressure": float(b[i] * np.exp(-t)),
                     "saturation_fraction": None if out else float(0.3 - sign * 0.05 * b[i] * t),
-                    "dead_fraction": None, "grad_norm": float(np.exp(-rate[i] * t)), "weight_norm": 1.0 + t})
+                    "dead_fraction": None, "grad_norm": float(g0[i] * np.exp(-rate[i] * t)), "weight_norm": 1.0 + t})
                 weight_rows.append({"run_id": run_id, "step": int(step), "layer_index": i,
                                     "tensor": "linear.weight", "values": (w0[i] * (1 + k * b[i])).tolist()})
     con = duckdb.connect()
@@ -75,7 +76,8 @@ def test_stage_supports_a_planted_bottleneck():
     assert b[0] == 12 and b[1] == 12 and b[2] == pytest.approx(-1.0)
     v = _verdicts(con)
     assert v == {"pressure.slowest_improving": "supported", "pressure.slowest_improving_hidden": "supported",
-                 "pressure.later_saturation": "supported", "pressure.top_is_slowest": "supported"}
+                 "pressure.later_saturation": "supported", "pressure.top_is_slowest": "supported",
+                 "pressure.least_movement": "not supported"}  # weights move in proportion to pressure here
     for figure in STAGE.figures:
         fig = figure.draw(con)
         assert fig.get_suptitle()
@@ -96,7 +98,7 @@ def test_stage_on_a_tiny_corpus_of_two_layer_runs_does_not_crash():
     con = _pressure_db(n_runs=3, n_layers=2, n_snapshots=3, sign=-1.0)
     STAGE.run(con)
     v = con.execute("SELECT claim_id, verdict, n FROM analysis_pressure_verdicts ORDER BY claim_id").fetchall()
-    assert len(v) == 4
+    assert len(v) == 5
     hidden = {c: (verdict, n) for c, verdict, n in v}
     assert hidden["pressure.slowest_improving_hidden"] == ("inconclusive", 0)  # one hidden layer per run
     for fig in STAGE.figures:
