@@ -49,18 +49,27 @@ def corr_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.nan_to_num(out)
 
 
-def fit_cca(x: np.ndarray, y: np.ndarray, orient: np.ndarray | None = None) -> CcaFit:
+def fit_cca(x: np.ndarray, y: np.ndarray, orient: np.ndarray | None = None, tests: bool = True) -> CcaFit:
     """CCA of x (n, p) and y (n, q) by statsmodels ``CanCorr(endog=y, exog=x)`` with its Wilks' lambda
-    tests (``corr_test``). ``orient`` (n,), optional: flip each component's sign so its y variate
+    tests (``corr_test``; with ``tests`` false, as in the held-out folds, they are skipped and NaN: they
+    cost about half the fit). ``orient`` (n,), optional: flip each component's sign so its y variate
     correlates positively with it. Raises ValueError when a block is collinear."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     model = CanCorr(y, x)
-    try:
-        table = model.corr_test().stats
-    except ZeroDivisionError:
-        # a canonical correlation of exactly 1 (Wilks' lambda 0): the blocks are collinear, seen in a
-        # small held-out fold of the test corpus
-        raise ValueError("a canonical correlation is exactly 1: the blocks are collinear") from None
+    collinear = "a canonical correlation is exactly 1: the blocks are collinear"
+    if tests:
+        try:
+            table = model.corr_test().stats
+        except ZeroDivisionError:
+            # a canonical correlation of exactly 1 (Wilks' lambda 0): the blocks are collinear, seen in a
+            # small held-out fold of the test corpus
+            raise ValueError(collinear) from None
+        wilks, f_stat, df_num, df_den, p_value = (table[c].to_numpy(float) for c in
+                                                  ("Wilks' lambda", "F Value", "Num DF", "Den DF", "Pr > F"))
+    else:
+        if np.any(1.0 - np.asarray(model.cancorr, float) ** 2 <= 0.0):
+            raise ValueError(collinear)
+        wilks = f_stat = df_num = df_den = p_value = np.full(len(model.cancorr), np.nan)
     # statsmodels scales the variates to unit norm; rescale them to unit sample variance
     scale = math.sqrt(max(len(x) - 1, 1))
     a, b = np.asarray(model.x_cancoef, float) * scale, np.asarray(model.y_cancoef, float) * scale
@@ -72,6 +81,4 @@ def fit_cca(x: np.ndarray, y: np.ndarray, orient: np.ndarray | None = None) -> C
         a, b, u, v = a * sign, b * sign, u * sign, v * sign
     return CcaFit(cancorr=np.asarray(model.cancorr, float), x_coef=a, y_coef=b, x_mean=xm, y_mean=ym,
                   x_scores=u, y_scores=v, x_loadings=corr_columns(x, u), y_loadings=corr_columns(y, v),
-                  wilks=table["Wilks' lambda"].to_numpy(float), f_stat=table["F Value"].to_numpy(float),
-                  df_num=table["Num DF"].to_numpy(float), df_den=table["Den DF"].to_numpy(float),
-                  p_value=table["Pr > F"].to_numpy(float))
+                  wilks=wilks, f_stat=f_stat, df_num=df_num, df_den=df_den, p_value=p_value)

@@ -51,7 +51,8 @@ def scores_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
         return empty_figure(title, "no task had enough snapshots for a CCA")
     stats = {(t, c): (r, p) for t, c, r, p in con.execute(
         "SELECT task, component, canonical_correlation, p_value FROM analysis_cca").fetchall()}
-    held = dict(con.execute("SELECT task, avg(heldout_correlation) FROM analysis_cca_heldout GROUP BY task"
+    held = dict(con.execute("SELECT task, avg(heldout_correlation) FROM analysis_cca_heldout "
+                            "WHERE x_block = 'spectral' GROUP BY task"
                             ).fetchall())
     fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 4 * len(tasks)), squeeze=False)
     for row, task in enumerate(tasks):
@@ -81,11 +82,13 @@ def scores_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
 
 FIGURES = [
     Figure("cca_loadings", loadings_figure,
-           "Structure correlations of each spectral feature (X) and quality metric (Y) with its block's first two "
-           "canonical variates, per task; columns z-scored within data set, constant and near-collinear columns "
-           "dropped. Signs are oriented so the metric variate rises with the primary metric."),
+           "Structure correlations of each spectral feature (X) and quality metric (Y, no loss-defined metric) with "
+           "its block's first two canonical variates, per task, on each run's last snapshot (the verdict's design); "
+           "columns z-scored within data set, constant and near-collinear columns dropped. Signs are oriented so "
+           "the metric variate rises with the primary metric."),
     Figure("cca_scores", scores_figure,
-           "First canonical variates, one point per snapshot coloured by data set. Left: the in-sample fit. Right: "
-           "each snapshot projected with the weights fitted on the folds that did not contain its data set (or its "
-           "run, with fewer than 3 data sets); the sign comes from the training fit."),
+           "First canonical variates, one point per run (its last snapshot) coloured by data set. Left: the "
+           "in-sample fit. Right: each run projected with the weights fitted on the folds that did not contain its "
+           "data set (or its run, with fewer than 3 data sets); the sign comes from the training fit. The verdict's "
+           "effect is the correlation of the right panel's points."),
 ]

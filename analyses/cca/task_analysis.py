@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 
 from analyses import features as feat
-from analyses.cca.blocks import STANDARDIZE_WITHIN_DATASET, task_blocks
+from analyses.cca.blocks import STANDARDIZE_WITHIN_DATASET, X_FEATURES, task_blocks
 from analyses.cca.canonical import CcaFit, fit_cca
 from analyses.cca.heldout import MAX_FOLDS, HeldOutFold, heldout_first_correlations
 
@@ -35,12 +35,24 @@ class TaskAnalysis:
     groups: np.ndarray | None = None
     reason: str = ""
 
+    def heldout_variates(self) -> tuple[np.ndarray, np.ndarray]:
+        """The out-of-fold first canonical variates (u, v), each (n,): row i's from the fold that held
+        it out (fitted without its data set, or its run); NaN where no fold scored it."""
+        u, v = np.full(self.n, np.nan), np.full(self.n, np.nan)
+        for f in self.folds:
+            u[f.test_index], v[f.test_index] = f.u, f.v
+        return u, v
 
-def analyse_task(task: str, sub: pl.DataFrame) -> TaskAnalysis:
-    """The CCA of the task's snapshot rows ``sub`` (``analysis_features`` columns), oriented so the metric
-    variate rises with the primary metric; folds by data set with >= 3 data sets, else by run."""
+
+def analyse_task(task: str, sub: pl.DataFrame, features: tuple[str, ...] = X_FEATURES,
+                 metrics: tuple[str, ...] | None = None, partial_time: bool = False) -> TaskAnalysis:
+    """The CCA of the task's snapshot rows ``sub`` (``analysis_features`` columns): X = ``features``
+    (default the spectral block), Y = ``metrics`` (default ``features.METRICS[task]``), oriented so
+    the metric variate rises with the primary metric; folds by data set with >= 3 data sets, else by
+    run. The folds depend on the groups alone (GroupKFold), so two calls on the same rows share them.
+    ``partial_time``: both blocks residualized on ln(1 + step) within data set first (:func:`task_blocks`)."""
     n, n_runs, n_ds = sub.height, sub["run_id"].n_unique(), sub["dataset"].n_unique()
-    x, xn, y, yn = task_blocks(sub, task)
+    x, xn, y, yn = task_blocks(sub, task, features, metrics, partial_time)
     res = TaskAnalysis(task, n, n_runs, n_ds, xn, yn)
     dof = n - (n_ds if STANDARDIZE_WITHIN_DATASET else 1)
     if not xn or not yn or dof < len(xn) + len(yn) + MIN_EXTRA_DOF:

@@ -1,8 +1,31 @@
 """Snapshots in two dimensions (001 §5.6, Figure 2): every spectral snapshot's weights, gradients and
 Hessian spectra summarized into one standardized vector and embedded with UMAP, coloured by
 architecture; and numbers that say how real the clustering is, not just how it looks: silhouette by
-architecture, and a k-NN classifier that predicts the architecture of a snapshot from runs it has
-never seen, against labels shuffled among runs.
+architecture, and a k-NN classifier that predicts the architecture of a snapshot from runs of other
+(data set, study) groups, against labels shuffled among runs and against the untrained step-0 snapshots.
+
+Confound, baseline, decisive test
+---------------------------------
+An untrained network's spectra already carry its shape: layer widths fix the weight matrices' sizes and
+so their spectra, and the activation fixes the saturation and gradient scales at step 0. On the default
+corpus the k-NN identifies the architecture of a step-0 snapshot better than that of a trained one. Two
+further confounds of the verdict before issue 18: leave-one-run-out let a run's twins (the same
+architecture and data set with another seed, regularizer, train fraction or optimizer, from the same
+study) be its neighbours, and the size-preset label "custom-relu" lumped five width settings. So:
+
+- **labels** name the widths: ``architecture`` = activation[-norm] and widths ("relu 32x16",
+  "sigmoid-batchnorm 64x64", "sigmoid 16(x8)" for eight layers of 16), from ``runs.widths``; ``preset``
+  is the size-preset label of ``analysis_features`` (size-activation[-norm]), scored beside it;
+- **hold-out groups**: a snapshot's neighbours come only from other (data set, study) groups
+  (:func:`analyses.umap.groups.dataset_study_groups`: runs linked by a shared (data set, study) pair form
+  one group, so a run in two studies joins them), or, for the transfer verdict, from other data sets;
+- the **baseline** (confound "initialization"): the same k-NN, labels and hold-out groups on each run's
+  step-0 snapshot alone; the **claim's effect**: the same on each run's last snapshot alone (each subset
+  imputed and standardized on its own). One row per run with its 0/1 correctness on each, so the
+  two-level bootstrap (data sets, then runs within them; :mod:`analyses.stats.claims`) resamples them
+  directly;
+- **decisive**: last-snapshot accuracy minus step-0 accuracy, predicted positive (training adds
+  architecture signal beyond initialization), null 0, negligible band ``NEGLIGIBLE_ACCURACY`` = 0.05.
 
 Snapshot vector
 ---------------
@@ -14,7 +37,8 @@ network has an output layer, so this adds depth-independent, layer-resolved info
 Non-finite values count as missing. Columns missing on every snapshot are dropped; the remaining
 missing entries are imputed by the column median (the share imputed is stated in the scores
 table); columns that are then constant (``std <= 1e-12``) are dropped; every column is standardized
-to mean 0, standard deviation 1 over the snapshots.
+to mean 0, standard deviation 1 over the snapshots (over the subset's snapshots for the last and
+step-0 subsets).
 
 Embedding
 ---------
@@ -31,39 +55,45 @@ Scores
   beside it the silhouette with architecture labels permuted among runs (a run keeps one label): the
   value that the run structure alone gives (many unequal classes make it negative).
 - k-NN accuracy (k = 5, uniform vote, ties to the class of the nearest tied neighbour) predicting
-  the architecture of every snapshot from the snapshots of *other runs only* (exactly
-  leave-one-run-out cross-validation: the neighbours of a snapshot never include a checkpoint of its
-  own run); the same with all runs of its data set excluded (leave-one-data-set-out, when there are
-  at least 3 data sets): can the pattern be recognized on unseen data?
-- shuffled-label baseline: the architecture labels permuted among runs 200 times (constant within a
-  run), the same k-NN re-scored: its mean and 2.5-97.5% quantiles; permutation p-value
+  the label of every snapshot from the snapshots of other hold-out groups only (``cv_groups``: run,
+  i.e. exactly leave-one-run-out; dataset_study; dataset, with at least 3 data sets).
+- shuffled-label comparison: the labels permuted among runs 200 times (constant within a run), the
+  same k-NN re-scored: its mean and 2.5-97.5% quantiles; permutation p-value
   ``(1 + #{shuffled >= observed}) / (1 + 200)``.
-- interval of the accuracy and of the effect (accuracy minus the baseline mean): a bootstrap over runs
-  (:data:`analyses.stats.N_BOOTSTRAP` resamples) of the cross-validated predictions, the baseline
-  recomputed on the same resampled runs (paired), so the interval reflects the number of runs, not
-  of snapshots. The permutation distribution is the null's spread, not the estimate's, so it is
-  reported beside the effect but not used as its interval. Permutations and bootstraps are seeded 0.
-- majority-class rate (always predicting the most common architecture) and balanced accuracy (mean
+- interval of the accuracy and of accuracy minus the shuffled mean: a bootstrap over runs
+  (:data:`analyses.stats.N_BOOTSTRAP` resamples) of the cross-validated predictions, the shuffled
+  accuracy recomputed on the same resampled runs (paired). Permutations and bootstraps are seeded 0.
+- majority-class rate (always predicting the most common label) and balanced accuracy (mean
   per-class recall).
 
-The same k-NN scores for the size preset and the activation alone (``target`` = size, activation)
-show which part of the architecture the snapshots carry.
+Scored over all snapshots (``snapshots`` = all): the architecture under the three groupings, the preset
+label (run, dataset_study), the widths alone and the activation alone (dataset_study, dataset); over each
+run's last snapshot (last) and its step-0 snapshot (step0): the architecture (dataset_study, dataset).
 
 Tables
 ------
-- ``analysis_umap``: one row per snapshot, its run context and its place (x, y) in the UMAP plane.
-- ``analysis_umap_scores``: one row per score (``what``) of one ``target`` (architecture, size,
-  activation) under one cross-validation grouping ``cv_groups`` (run, dataset, or "-" where none
-  applies), with its interval, n snapshots and n_runs runs; the row ``snapshot_vector`` says how many
-  feature columns were kept and how much was imputed.
-- ``analysis_umap_verdicts``: the claim that snapshots cluster by architecture (leave-one-run-out) and
-  that the pattern transfers to unseen data sets (leave-one-data-set-out).
+- ``analysis_umap``: one row per snapshot, its run context (``architecture`` naming the widths,
+  ``preset``, ``widths``) and its place (x, y) in the UMAP plane.
+- ``analysis_umap_scores``: one row per score (``what``) of one ``target`` (architecture, preset,
+  widths, activation) on one snapshot subset (``snapshots``: all, last, step0) under one grouping
+  ``cv_groups`` (run, dataset_study, dataset, or "-" where none applies), with its interval, n
+  snapshots and n_runs runs; the row ``snapshot_vector`` says how many feature columns were kept, how
+  much was imputed and how many (data set, study) groups there are.
+- ``analysis_umap_verdicts``: ``umap.architecture_clusters`` ((data set, study) groups held out) and
+  ``umap.architecture_transfer`` (data sets held out), each the last-snapshot accuracy against the
+  step-0 baseline; the detail gives the shuffled-label accuracies and the all-snapshot scores.
 
 Results
 -------
-On the default corpus (``make report``, 2026-11-24; 172 runs): ``umap.architecture_clusters``
-k-NN accuracy minus shuffled-label accuracy 0.625 [0.573, 0.672], supported;
-``umap.architecture_transfer`` 0.51 [0.451, 0.565], supported.
+On the default corpus (174 runs, 2026-12-04): ``umap.architecture_clusters`` last snapshot 0.552,
+step 0 0.657, difference -0.105 [-0.241, 0.020]: inconclusive; ``umap.architecture_transfer`` 0.581
+vs 0.750, difference -0.169 [-0.309, -0.041]: not supported. Before issue 18 (all snapshots,
+leave-one-run-out, preset labels, against shuffled labels) both were supported (0.613 [0.561, 0.661]
+and 0.493 [0.434, 0.548] above shuffled labels); all snapshots with the new labels and (data set, study)
+groups held out still beat shuffled labels (0.596 vs 0.125). Both subsets beat shuffled labels
+(about 0.13) by far: the snapshots do carry the architecture, but the untrained ones carry more of it.
+Holding out data sets rather than (data set, study) groups raises both accuracies (a study's other
+data sets then vote), the step-0 one most.
 """
 
 from analyses.stage import Stage
@@ -74,6 +104,6 @@ from analyses.umap.stage import run
 
 STAGE = Stage(
     name="umap", title="UMAP of snapshots: do snapshots cluster by architecture? (001 §5.6, Figure 2)", doc=__doc__,
-    reads=("analysis_features", "analysis_features_layer", "analysis_features_catalog"), tables=TABLES, run=run,
-    figures=FIGURES, report=report, verdicts=True,
+    reads=("analysis_features", "analysis_features_layer", "analysis_features_catalog", "runs", "studies"),
+    tables=TABLES, run=run, figures=FIGURES, report=report, verdicts=True,
 )

@@ -5,7 +5,7 @@ bootstrap over groups (see the stage docstring, "Scores")."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.metrics import silhouette_score
@@ -30,7 +30,8 @@ class ClusterScores:
     and the permutation p of the observed value, ``(1 + #{shuffled >= observed}) / (1 + permutations)``.
     ``accuracy`` is the k-NN accuracy with a bootstrap-over-groups interval; ``effect`` the accuracy
     minus the shuffled mean with a paired bootstrap interval and the accuracy's permutation p. The
-    estimates count groups (``n = n_groups``, unit "runs").
+    estimates count groups (``n = n_groups``, unit "runs"). ``correct`` (n,) says whether each point's
+    k-NN vote was right (empty when there was no vote): the rows a claim's bootstrap resamples.
     """
 
     n: int
@@ -43,6 +44,7 @@ class ClusterScores:
     balanced_accuracy: float
     shuffled: Estimate
     effect: Estimate
+    correct: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
 
 def _codes(values) -> tuple[np.ndarray, list]:
@@ -133,4 +135,5 @@ def cluster_scores(x: np.ndarray, labels, groups, cv_groups=None, k: int = KNN_K
             effect_ci = percentile_interval(boot_acc - boot_null)
     acc = Estimate(accuracy, *acc_ci, n_groups, unit, p=knn_p)
     effect = Estimate(accuracy - shuffled_mean, *effect_ci, n_groups, unit, p=knn_p)
-    return ClusterScores(n, n_groups, n_classes, majority, sil, sil_null, acc, balanced, shuffled, effect)
+    return ClusterScores(n, n_groups, n_classes, majority, sil, sil_null, acc, balanced, shuffled, effect,
+                         correct)

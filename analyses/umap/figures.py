@@ -42,12 +42,15 @@ def snapshots_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
         a.set_ylabel("UMAP 2")
     sil_f = stored_score(con, "silhouette_features")[0]
     sil_e = stored_score(con, "silhouette_embedding")[0]
-    acc = stored_score(con, "knn_accuracy", cv="run")
-    base = stored_score(con, "knn_shuffled", cv="run")
+    acc = stored_score(con, "knn_accuracy", cv="dataset_study")
+    base = stored_score(con, "knn_shuffled", cv="dataset_study")
+    last = stored_score(con, "knn_accuracy", cv="dataset_study", snapshots="last")[0]
+    init = stored_score(con, "knn_accuracy", cv="dataset_study", snapshots="step0")[0]
     fig.suptitle(
         f"UMAP of {df.height} snapshots from {n_runs} runs (001 Figure 2)\nsilhouette by architecture "
-        f"{_f(sil_f)} (features), {_f(sil_e)} (plane); leave-one-run-out k-NN accuracy {_f(acc[0])} vs "
-        f"shuffled {_f(base[0])} [{_f(base[1])}, {_f(base[2])}]")
+        f"{_f(sil_f)} (features), {_f(sil_e)} (plane); k-NN accuracy, (data set, study) groups held out, "
+        f"{_f(acc[0])} vs shuffled {_f(base[0])} [{_f(base[1])}, {_f(base[2])}]\non each run's last snapshot "
+        f"{_f(last)}, on its untrained step-0 snapshot {_f(init)}")
     fig.tight_layout()
     return fig
 
@@ -56,7 +59,8 @@ FIGURES = [
     Figure("umap_snapshots", snapshots_figure,
            "The paper's Figure 2: each point is one spectral snapshot, its weight, gradient and Hessian-spectrum "
            "features (layer means and the output layer, median-imputed, standardized) embedded by UMAP. Left: "
-           "colour = architecture (size, activation, normalization), marker = task. Right: colour = training "
-           "progress, grey lines join the snapshots of one run. The title gives the silhouette by architecture and "
-           "the leave-one-run-out k-NN accuracy against labels shuffled among runs."),
+           "colour = architecture (activation, normalization and widths), marker = task. Right: colour = training "
+           "progress, grey lines join the snapshots of one run. The title gives the silhouette by architecture, "
+           "the k-NN accuracy with whole (data set, study) groups held out against labels shuffled among runs, and "
+           "the same on each run's last and on its untrained step-0 snapshot."),
 ]

@@ -9,10 +9,11 @@ from analyses.umap.clustering import KNN_K
 
 
 def stored_score(con: duckdb.DuckDBPyConnection, what: str, target: str = "architecture",
-                 cv: str | None = None) -> tuple:
+                 cv: str | None = None, snapshots: str = "all") -> tuple:
     """``(value, ci_low, ci_high, n, n_runs)`` of one ``analysis_umap_scores`` row (all None if absent)."""
-    q = "SELECT value, ci_low, ci_high, n, n_runs FROM analysis_umap_scores WHERE what = ? AND target = ?"
-    args = [what, target]
+    q = ("SELECT value, ci_low, ci_high, n, n_runs FROM analysis_umap_scores WHERE what = ? AND target = ? "
+         "AND snapshots = ?")
+    args = [what, target, snapshots]
     if cv:
         q += " AND cv_groups = ?"
         args.append(cv)
@@ -32,6 +33,11 @@ def report(con: duckdb.DuckDBPyConnection) -> dict:
     sil_e = stored_score(con, "silhouette_embedding")[0]
     ds = stored_score(con, "knn_accuracy", cv="dataset")
     ds0 = stored_score(con, "knn_shuffled", cv="dataset")
+    grp = stored_score(con, "knn_accuracy", cv="dataset_study")
+    grp0 = stored_score(con, "knn_shuffled", cv="dataset_study")
+    subset = {(snap, cv): (stored_score(con, "knn_accuracy", cv=cv, snapshots=snap),
+                           stored_score(con, "knn_shuffled", cv=cv, snapshots=snap))
+              for snap in ("last", "step0") for cv in ("dataset_study", "dataset")}
     vec = con.execute("SELECT detail FROM analysis_umap_scores WHERE what = 'snapshot_vector'").fetchall()
     paragraphs = []
     if vec:
@@ -47,12 +53,25 @@ def report(con: duckdb.DuckDBPyConnection) -> dict:
         paragraphs.append(
             f"The silhouette by architecture is {_f(sil[0])} in the standardized feature space (shuffled "
             f"labels: {_f(sil0[0])}) and {_f(sil_e)} in the UMAP plane.")
+    if grp[0] is not None:
+        paragraphs.append(
+            f"Leave-one-run-out lets a run's twins (same architecture and data set, another seed, regularizer "
+            f"or train fraction of the same study) be its neighbours. With every (data set, study) group held out "
+            f"the accuracy is {100 * grp[0]:.1f}% against {100 * grp0[0]:.1f}% for shuffled labels.")
     if ds[0] is not None:
         paragraphs.append(
             f"With every run of the snapshot's data set held out, the accuracy is {100 * ds[0]:.1f}% against "
             f"{100 * ds0[0]:.1f}% for shuffled labels.")
+    for cv, held in (("dataset_study", "(data set, study) groups"), ("dataset", "data sets")):
+        (la, ls), (ia, is_) = subset[("last", cv)], subset[("step0", cv)]
+        if la[0] is not None and ia[0] is not None:
+            paragraphs.append(
+                f"Initialization baseline, {held} held out: on each run's last snapshot the k-NN is right for "
+                f"{100 * la[0]:.1f}% of {la[4]} runs ({_f(la[1])} to {_f(la[2])}; shuffled {100 * ls[0]:.1f}%), on "
+                f"its untrained step-0 snapshot for {100 * ia[0]:.1f}% ({_f(ia[1])} to {_f(ia[2])}; shuffled "
+                f"{100 * is_[0]:.1f}%): training changes the accuracy by {100 * (la[0] - ia[0]):+.1f} points.")
     return {"paragraphs": paragraphs, "tables": [{
         "caption": "Clustering scores (value with its interval; n snapshots, n_runs runs)",
-        "sql": "SELECT what, target, cv_groups, round(value, 3) AS value, round(ci_low, 3) AS ci_low, "
+        "sql": "SELECT what, target, snapshots, cv_groups, round(value, 3) AS value, round(ci_low, 3) AS ci_low, "
                "round(ci_high, 3) AS ci_high, n, n_runs, detail FROM analysis_umap_scores "
-               "ORDER BY target = 'architecture' DESC, target, cv_groups, what"}]}
+               "ORDER BY target = 'architecture' DESC, target, snapshots, cv_groups, what"}]}

@@ -36,6 +36,7 @@ def test_planted_clusters_score_near_one_and_beat_the_shuffled_baseline():
     assert s.effect.low > 0.4 and s.effect.p < 0.05
     assert s.majority_rate == pytest.approx(0.25)
     assert s.n == 120 and s.n_groups == 20 and s.n_classes == 4
+    assert s.correct.shape == (120,) and s.correct.mean() == pytest.approx(s.accuracy.value)
 
 
 def test_labels_shuffled_among_groups_score_at_chance():
