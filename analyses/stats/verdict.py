@@ -232,7 +232,9 @@ def write_verdicts(con: duckdb.DuckDBPyConnection, stage: str, verdicts: Sequenc
     studies = study_membership(con)
     rows = []
     for v in verdicts:
-        a = assess(v.data, v.predicted, v.null_value, studies, boundary=_boundary(v)) if v.data is not None else None
+        # the bootstrap p is that of the decisive quantity's own null, except for a magnitude claim
+        boundary = _boundary(v) if v.predicted == "at_least" else None
+        a = assess(v.data, v.predicted, v.null_value, studies, boundary=boundary) if v.data is not None else None
         rows.append(v.row(stage, a))
     frame = pl.DataFrame(rows, schema=polars_schema(VERDICT_COLUMNS))
     write_declared(con, f"analysis_{stage}_verdicts", VERDICT_COLUMNS, frame)

@@ -73,13 +73,16 @@ def within_run_spearman(metric: np.ndarray, accuracy: np.ndarray,
 def run_rows(snapshots: pl.DataFrame) -> pl.DataFrame:
     """``analysis_topology_runs`` from ``analysis_topology_snapshots``: one row per (run, layer, metric) of
     METRICS, in the order the (run, layer) pairs first appear. The within-run correlations are for
-    classification runs only (NULL otherwise); their controls are ln weight variance and ln weight norm."""
+    classification runs only (NULL otherwise); their controls are ln weight variance and ln weight norm, and
+    for ``spearman_beyond_time`` the step (training time, which drives both the metric and accuracy).
+    ``final_points`` is the cloud's size at the last snapshot."""
     rows = []
     for (run_id, layer_index), g in snapshots.group_by(["run_id", "layer_index"], maintain_order=True):
         g = g.sort("step")
         first, last = g.row(0, named=True), g.row(g.height - 1, named=True)
         accuracy = g["test_metric"].cast(pl.Float64).fill_null(math.nan).to_numpy()
         controls = np.column_stack([pearson_scale(g[c].to_numpy(), c) for c in CONTROLS])
+        steps = g["step"].cast(pl.Float64).to_numpy()
         classification = last["task"] == "classification"
         for metric in METRICS:
             values = g[metric].cast(pl.Float64).fill_null(math.nan).to_numpy()
@@ -93,6 +96,9 @@ def run_rows(snapshots: pl.DataFrame) -> pl.DataFrame:
                 "spearman_over_training": within_run_spearman(values, accuracy) if classification else None,
                 "partial_spearman_over_training": (within_run_spearman(values, accuracy, controls)
                                                    if classification else None),
+                "spearman_beyond_time": (within_run_spearman(values, accuracy, steps[:, None])
+                                         if classification else None),
+                "final_points": last["n_points"],
                 "weight_variance": last["weight_variance"], "weight_norm": last["weight_norm"],
                 "test_metric": last["test_metric"], "test_metric_name": last["test_metric_name"]})
     return pl.DataFrame(rows, schema=polars_schema("analysis_topology_runs"))

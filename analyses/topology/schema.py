@@ -30,7 +30,8 @@ TABLES = {
         ("train_fraction", "DOUBLE"), ("seed", "INTEGER"), ("sweep", "VARCHAR"), ("final_step", "INTEGER"),
         ("n_snapshots", "INTEGER"), ("initial", "DOUBLE"), ("final", "DOUBLE"), ("change", "DOUBLE"),
         ("spearman_over_training", "DOUBLE"), ("partial_spearman_over_training", "DOUBLE"),
-        ("weight_variance", "DOUBLE"), ("weight_norm", "DOUBLE"), ("test_metric", "DOUBLE"),
+        ("spearman_beyond_time", "DOUBLE"), ("final_points", "INTEGER"), ("weight_variance", "DOUBLE"),
+        ("weight_norm", "DOUBLE"), ("test_metric", "DOUBLE"),
         ("test_metric_name", "VARCHAR"),
     ],
     "analysis_topology_correlations": [

@@ -227,3 +227,17 @@ def test_too_few_units_leave_the_decision_to_the_stage_interval():
     row = Verdict.of(est, "p.x", "002", "c", "t", "d", "positive", data=data).row("s", a)
     assert row["interval_level"] == "stage interval only" and row["verdict"] == "inconclusive"
     assert row["confound"].startswith("twins")
+
+
+def test_the_decisive_p_is_taken_at_the_baseline_difference_null_not_the_effects():
+    # effect null 0.5 (a rate), decisive = effect - baseline with null 0
+    con = duckdb.connect()
+    frame = _runs(4, 6, seed=6, beyond=1.0)
+    x, y, t = (frame[c].to_numpy() for c in ("x", "y", "t"))
+    data = ClaimData(frame.select("run_id", "dataset"), lambda i: pearson(x[i], y[i]) + 0.5,
+                     confound="training time", baseline=lambda i: pearson(x[i], y[i]) + 0.5,
+                     baseline_name="same")
+    write_verdicts(con, "demo", [Verdict("demo.x", "001", "c", "t", "r", "positive", 0.9, 0.8, 1.0, 24, "runs",
+                                         null_value=0.5, data=data)])
+    p = con.execute("SELECT p_decisive FROM analysis_demo_verdicts").fetchall()[0][0]
+    assert p == pytest.approx(1.0)  # decisive is exactly 0 in every resample: no evidence at its null 0

@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from analyses.topology import STAGE  # noqa: E402
 from analyses.topology import homology as ph  # noqa: E402
+from analyses.topology.claims import eligible  # noqa: E402
+from analyses.topology.correlations import correlation_table  # noqa: E402
 from analyses.topology.verdicts import PAPER_METRICS, VERDICT_POSITIONS  # noqa: E402
 
 
@@ -43,9 +45,13 @@ def test_stage_tables_agree_with_the_stored_weights(built_corpus) -> None:
         verdicts = con.execute("SELECT claim_id, verdict, n FROM analysis_verdicts WHERE stage = 'topology'").fetchall()
         expected = len(PAPER_METRICS) * (len(VERDICT_POSITIONS) * 5 + 1)
         assert len(verdicts) == expected
-        # every correlation verdict carries the numbers of its row in analysis_topology_correlations
+        # every correlation verdict carries the numbers of its row in the correlation table recomputed on
+        # the clouds of at least MIN_CLOUD_POINTS points
+        runs = con.sql("SELECT * FROM analysis_topology_runs").pl()
+        kept = correlation_table(eligible(runs))
+        con.register("kept_corr", kept)
         mismatched = con.execute("""
-            SELECT count(*) FROM analysis_verdicts v JOIN analysis_topology_correlations c
+            SELECT count(*) FROM analysis_verdicts v JOIN kept_corr c
               ON v.claim_id = 'topology.' || c.metric || '.' || c.position || '.' ||
                  CASE c.analysis WHEN 'accuracy_across_runs' THEN 'tracks_accuracy'
                                  WHEN 'accuracy_beyond_variance' THEN 'beyond_variance'
