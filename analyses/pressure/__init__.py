@@ -58,6 +58,14 @@ already does. ``pressure.least_movement`` tests an outcome whose sign gradient d
 the relative weight movement ||W_T - W_0||/||W_0|| (a bottleneck layer learns little), predicted
 negative. The saturation and coincidence verdicts have no baseline.
 
+Paper 000's Riemannian metric gets one testable statement, ``pressure.riemannian_slowest``: layers
+whose gradient is long in the Fisher/GGN metric relative to its Euclidean length, the early mean of
+``m_i = g_iᵀ (G_ii + λI)⁻¹ g_i / ||g_i||²`` (``early_metric_ratio``; large when the metric is flat along
+the gradient), improve slowest: per-run Spearman ρ(m_i, gradient log-decrease), predicted negative,
+against the same initial-gradient-size baseline. This is what the quadratic mechanism above
+predicts too (descent is slow along flat directions), so a supported call says the metric finds the
+slow layers, not that they are bottlenecks in any further sense.
+
 Caveat: the verdicts mostly contrast the output layer (the top-pressure layer in most runs; the
 count is in the verdicts' detail) with hidden layers, and within hidden layers rest on pairs of
 layers (ρ = ±1 per run).
@@ -85,7 +93,8 @@ against 0.845, beyond -0.063 [-0.196, 0.133] (118 runs): inconclusive. ``pressur
 -0.302 [-0.562, 0.273] (47 runs): inconclusive (not supported on the run-level bootstrap).
 ``pressure.top_is_slowest`` coincidence rate minus chance -0.175 [-0.340, -0.097]: not supported.
 ``pressure.least_movement`` mean ρ +0.422 [0.262, 0.693]: not supported (high-pressure layers move
-most).
+most). ``pressure.riemannian_slowest`` mean ρ -0.369 [-0.623, -0.243] against the gradient size's
++0.504, difference -0.873 [-1.344, -0.642]: supported.
 """
 
 from analyses.pressure.figures import FIGURES

@@ -39,6 +39,8 @@ WITH spec AS (
            any_value(relative_depth) AS relative_depth, any_value(is_output) AS is_output,
            avg(gradient_pressure) FILTER (WHERE progress <= {EARLY_PROGRESS}) AS early_pressure,
            avg(gradient_pressure) FILTER (WHERE progress > {EARLY_PROGRESS}) AS late_pressure,
+           avg(natural_gradient_norm / nullif(grad_norm * grad_norm, 0))
+               FILTER (WHERE progress <= {EARLY_PROGRESS}) AS early_metric_ratio,
            avg(saturation_fraction) FILTER (WHERE progress <= {EARLY_PROGRESS}) AS saturation_early,
            avg(saturation_fraction) FILTER (WHERE progress > {EARLY_PROGRESS}) AS saturation_late,
            avg(dead_fraction) FILTER (WHERE progress > {EARLY_PROGRESS})
@@ -68,7 +70,7 @@ WITH spec AS (
     FROM w
 )
 SELECT spec.run_id, spec.layer_index, dataset, architecture, activation, n_layers, relative_depth, is_output,
-       early_pressure, late_pressure,
+       early_pressure, late_pressure, early_metric_ratio,
        CASE WHEN early_pressure IS NULL THEN NULL ELSE
             rank() OVER (PARTITION BY spec.run_id ORDER BY early_pressure DESC NULLS LAST) END AS early_pressure_rank,
        early_pressure / nullif(sum(abs(early_pressure)) OVER (PARTITION BY spec.run_id), 0) AS early_pressure_share,

@@ -12,7 +12,8 @@ TABLES = {
     "analysis_pressure_layers": [
         ("run_id", "VARCHAR"), ("layer_index", "INTEGER"), ("dataset", "VARCHAR"), ("architecture", "VARCHAR"),
         ("activation", "VARCHAR"), ("n_layers", "BIGINT"), ("relative_depth", "DOUBLE"), ("is_output", "BOOLEAN"),
-        ("early_pressure", "DOUBLE"), ("late_pressure", "DOUBLE"), ("early_pressure_rank", "BIGINT"),
+        ("early_pressure", "DOUBLE"), ("late_pressure", "DOUBLE"), ("early_metric_ratio", "DOUBLE"),
+        ("early_pressure_rank", "BIGINT"),
         ("early_pressure_share", "DOUBLE"), ("grad_log_decrease", "DOUBLE"), ("initial_log_grad", "DOUBLE"),
         ("weight_movement", "DOUBLE"),
         ("saturation_early", "DOUBLE"), ("saturation_late", "DOUBLE"), ("saturation_rise", "DOUBLE"),

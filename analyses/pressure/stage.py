@@ -68,6 +68,9 @@ def run_tests(layers: pl.DataFrame) -> dict[str, RankCorrelation | Coincidence]:
         "improvement": pooled_rank_correlation(*cols(f["all"], "grad_log_decrease")),
         "improvement_hidden": pooled_rank_correlation(*cols(f["hidden"], "grad_log_decrease")),
         "gradient_size": pooled_rank_correlation(*grad_cols(f["all"]), n_boot=0, n_perm=0),
+        "metric": pooled_rank_correlation(
+            f["all"]["run_id"].to_numpy(), f["all"]["early_metric_ratio"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
+            f["all"]["grad_log_decrease"].cast(pl.Float64).fill_null(np.nan).to_numpy()),
         "gradient_size_hidden": pooled_rank_correlation(*grad_cols(f["hidden"]), n_boot=0, n_perm=0),
         "saturation": pooled_rank_correlation(*cols(f["saturation"], "saturation_rise")),
         "movement": pooled_rank_correlation(*cols(f["all"], "weight_movement")),

@@ -104,6 +104,14 @@ def pressure_verdicts(t: dict[str, RankCorrelation | Coincidence], n_top_out: tu
                    "log-decrease, minus the chance rate 1/(layers); bootstrap over runs",
                    "coincidence rate minus chance", "positive", with_p=False, data=hits,
                    detail=f"coincidence in {_f(co.rate)} of runs against chance {_f(co.chance)}; {top_text}"),
+        *([Verdict.of(t["metric"].effect, "pressure.riemannian_slowest", "000",
+                      "000 Riemannian metric: layers whose gradient is long in the Fisher/GGN metric relative to its "
+                      "Euclidean length (a flat metric along the gradient) improve slowest",
+                      "per run, Spearman ρ across layers between the early mean of g^T (G + λI)^-1 g / ||g||^2 (the "
+                      "damped natural-gradient norm over the squared gradient norm) and the gradient-norm "
+                      "log-decrease; mean over runs, bootstrap over runs, within-run permutation p; against the "
+                      "initial gradient size's ρ", _RHO, "negative", data=data(t["metric"], g_all),
+                      detail=_rho_detail(t["metric"], "gradient log-decrease"))] if "metric" in t else []),
         Verdict.of(m, "pressure.least_movement", "000",
                    "000 bottleneck: high-pressure layers move least from their initial weights",
                    "per run, Spearman ρ across layers between early mean gradient pressure and the weight movement "

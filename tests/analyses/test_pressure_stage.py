@@ -45,7 +45,9 @@ def _pressure_db(n_runs: int, n_layers: int, n_snapshots: int, sign: float, seed
                     "optimizer": "adam", "n_layers": n_layers, "relative_depth": i / max(n_layers - 1, 1),
                     "is_output": out, "gradient_pressure": float(b[i] * np.exp(-t)),
                     "saturation_fraction": None if out else float(0.3 - sign * 0.05 * b[i] * t),
-                    "dead_fraction": None, "grad_norm": float(g0[i] * np.exp(-rate[i] * t)), "weight_norm": 1.0 + t})
+                    "dead_fraction": None, "grad_norm": float(g0[i] * np.exp(-rate[i] * t)), "weight_norm": 1.0 + t,
+                    # a flat metric along the gradient where improvement is slow: 1 / rate
+                    "natural_gradient_norm": float((g0[i] * np.exp(-rate[i] * t)) ** 2 / rate[i])})
                 weight_rows.append({"run_id": run_id, "step": int(step), "layer_index": i,
                                     "tensor": "linear.weight", "values": (w0[i] * (1 + k * b[i])).tolist()})
     con = duckdb.connect()
@@ -77,7 +79,8 @@ def test_stage_supports_a_planted_bottleneck():
     v = _verdicts(con)
     assert v == {"pressure.slowest_improving": "supported", "pressure.slowest_improving_hidden": "supported",
                  "pressure.later_saturation": "supported", "pressure.top_is_slowest": "supported",
-                 "pressure.least_movement": "not supported"}  # weights move in proportion to pressure here
+                 "pressure.least_movement": "not supported",  # weights move in proportion to pressure here
+                 "pressure.riemannian_slowest": "supported"}
     for figure in STAGE.figures:
         fig = figure.draw(con)
         assert fig.get_suptitle()
@@ -98,7 +101,7 @@ def test_stage_on_a_tiny_corpus_of_two_layer_runs_does_not_crash():
     con = _pressure_db(n_runs=3, n_layers=2, n_snapshots=3, sign=-1.0)
     STAGE.run(con)
     v = con.execute("SELECT claim_id, verdict, n FROM analysis_pressure_verdicts ORDER BY claim_id").fetchall()
-    assert len(v) == 5
+    assert len(v) == 6
     hidden = {c: (verdict, n) for c, verdict, n in v}
     assert hidden["pressure.slowest_improving_hidden"] == ("inconclusive", 0)  # one hidden layer per run
     for fig in STAGE.figures:
