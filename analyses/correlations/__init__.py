@@ -57,6 +57,25 @@ given k - 1 data-set indicators). Data sets with fewer than 2 rows are dropped.
     - 001 §5.5.7, adjacent layers are alike in healthy networks: r(adjacent_similarity,
       primary_metric) > 0 (primary metric test accuracy or test R², made comparable across tasks by
       the within-data-set z-scores).
+    - 004, flatter minima generalize better: r(ln loss-Hessian top eigenvalue, gap_loss) > 0 and
+      r(ln loss-Hessian trace, gap_loss) > 0 (the snapshot's summed blocks; logs because curvature
+      spans orders of magnitude between models).
+
+    The confound of every row is the fit and length of training: a run trained longer or fitted
+    closer has a lower train loss, a larger gap_loss (test minus train) and other spectra, so a
+    feature can go with the gap only through it. Each verdict hands its runs to the claim
+    assessment with the baseline r(final train loss, metric) within data sets beside the claim and
+    the effect beyond it, the partial r of feature and metric given the final train loss and
+    ln(1 + step) (all z-scored within data set), which the verdict rests on, with its two-level
+    interval (data sets, then runs). The two readings of §5.5.4 (absolute and relative std) stay two
+    rows: the absolute std follows the spectrum's scale, the relative one does not, and they disagree
+    in sign on the default corpus; neither survives the baseline there.
+
+Measured (default corpus, 2026-12-04): every claim is inconclusive beyond its baseline. The absolute
+Hessian std, "supported" before against 0 alone (r = -0.181), has partial r -0.064 [-0.288, 0.252];
+the stable-rank and relative-std rows, "not supported" before (r = +0.214 and +0.417), have partial r
+-0.100 [-0.333, 0.171] and +0.227 [-0.087, 0.428]; flatness: top eigenvalue partial r -0.200
+[-0.439, 0.157], trace -0.202 [-0.438, 0.137] (the opposite sign of the claim, not excluded).
 
 gap_loss = test_loss - train_loss at the checkpoint (pipeline/extract/checkpoint.py). The paper's
 pair plot of key features against the quality metrics is the ``correlations_pairplot`` figure.

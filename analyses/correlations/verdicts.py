@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from analyses.correlations.families import CONTROL_FOR_DATASET, float_column
-from analyses.stats import Estimate, Verdict, within_group_pearson, within_group_r
+from analyses.stats import ClaimData, Estimate, Verdict, within_group_pearson, within_group_r, within_partial_r
 
 #: |r| below this is a negligible correlation (verdict band).
 NEGLIGIBLE_R = 0.1
@@ -38,12 +38,48 @@ CLAIMS = (
     ("correlations.s5_5_7_adjacent_similarity", "001 §5.5.7",
      "Adjacent layers' weights are alike in healthy networks (similarity goes with quality)",
      "adjacent_similarity", "primary_metric", "positive"),
+    ("correlations.004_flatness_top_eigenvalue", "004",
+     "Flatter minima generalize better: a smaller loss-Hessian top eigenvalue goes with a smaller gap",
+     "ln_loss_top", "gap_loss", "positive"),
+    ("correlations.004_flatness_trace", "004",
+     "Flatter minima generalize better: a smaller loss-Hessian trace goes with a smaller gap",
+     "ln_loss_trace", "gap_loss", "positive"),
 )
+
+#: What the baseline of every correlation claim controls, and its columns (per run, last snapshot).
+CONFOUND = "fit and training time (final train loss, ln steps)"
+CONFOUND_COLUMNS = ("train_loss", "ln_step")
 
 
 def last_per_run(snaps: pl.DataFrame) -> pl.DataFrame:
-    """One row per run: its last spectral snapshot."""
-    return snaps.sort(["run_id", "step"]).group_by("run_id", maintain_order=True).last()
+    """One row per run: its last spectral snapshot, with ``ln_step`` = ln(1 + step) and the logs of the
+    loss-Hessian top eigenvalue and trace (NaN where not positive)."""
+    last = snaps.sort(["run_id", "step"]).group_by("run_id", maintain_order=True).last()
+    return with_derived(last)
+
+
+def with_derived(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with ln_step, ln_loss_top and ln_loss_trace (the flatness features, log scale: they
+    span orders of magnitude between models)."""
+    def ln(c: str) -> pl.Expr:
+        col = pl.col(c).cast(pl.Float64)
+        return pl.when(col > 0).then(col.log()).otherwise(None)
+
+    return frame.with_columns((pl.col("step").cast(pl.Float64) + 1).log().alias("ln_step"),
+                              ln("loss_top").alias("ln_loss_top"), ln("loss_trace").alias("ln_loss_trace"))
+
+
+def claim_data(runs: pl.DataFrame, feature: str, metric: str, groups: np.ndarray) -> ClaimData:
+    """The runs (one row each) behind one claim: the within-group r of feature and metric; the baseline,
+    the confound's own within-group r with the metric (final train loss); and the effect beyond it, the
+    partial r given final train loss and ln steps (:data:`CONFOUND`)."""
+    x, y = float_column(runs, feature), float_column(runs, metric)
+    c = np.column_stack([float_column(runs, col) for col in CONFOUND_COLUMNS])
+    return ClaimData(runs.select("run_id", "dataset"), lambda i: within_partial_r(x[i], y[i], groups[i]),
+                     confound=CONFOUND, baseline=lambda i: within_partial_r(c[i, 0], y[i], groups[i]),
+                     baseline_name=f"r(final train loss, {metric})",
+                     beyond=lambda i: within_partial_r(x[i], y[i], groups[i], c[i]),
+                     beyond_name="partial r given final train loss and ln steps")
 
 
 def run_level_r(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Estimate:
@@ -82,6 +118,7 @@ def claim_verdicts(snaps: pl.DataFrame) -> list[Verdict]:
     """One verdict per claim of :data:`CLAIMS` from snapshot rows (with ``stable_rank_ratio``): r over
     runs (their last snapshot) by :func:`run_level_r`, pooled over tasks."""
     runs = last_per_run(snaps)
+    snaps = with_derived(snaps)
     groups = runs["dataset"].to_numpy() if CONTROL_FOR_DATASET else np.zeros(runs.height, int)
     snap_groups = snaps["dataset"].to_numpy() if CONTROL_FOR_DATASET else np.zeros(snaps.height, int)
     control = "z-scored within data set, " if CONTROL_FOR_DATASET else ""
@@ -95,5 +132,6 @@ def claim_verdicts(snaps: pl.DataFrame) -> list[Verdict]:
             test=(f"Pearson r of {feature} and {metric} over runs (last spectral snapshot), both {control}"
                   "pooled over tasks; 95% CI by bootstrap over runs"),
             effect_name=f"r({feature}, {metric})", predicted=predicted, null_value=0.0, negligible=NEGLIGIBLE_R,
+            data=claim_data(runs, feature, metric, groups),
             detail=_detail(feature, x, y, est, runs, groups, snapshot_r)))
     return out

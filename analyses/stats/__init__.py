@@ -33,6 +33,7 @@ from analyses.stats.correlation import (
     spearman,
     within_group_pearson,
     within_group_r,
+    within_partial_r,
     within_r,
 )
 from analyses.stats.estimate import CONFIDENCE, Estimate
@@ -55,5 +56,5 @@ __all__ = [
     "mean_ci", "mean_t_p", "partial_residuals", "pearson", "pearson_ci", "pearson_rows", "percentile_interval",
     "permutation_p", "rank_within", "row_bootstrap", "spearman", "standardize_batched", "standardize_within",
     "stratified_bootstrap", "stratified_resamples", "two_level_resamples", "wilson_ci", "within_group_pearson",
-    "within_group_r", "within_r", "write_verdicts",
+    "within_group_r", "within_partial_r", "within_r", "write_verdicts",
 ]

@@ -78,6 +78,26 @@ def within_r(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, i
     return float(np.clip(zx @ zy / math.sqrt(sxx * syy), -1.0, 1.0)), n, k
 
 
+def within_partial_r(x: np.ndarray, y: np.ndarray, groups: np.ndarray, controls: np.ndarray | None = None) -> float:
+    """The point statistic of :func:`within_group_r` for claim resamples: Pearson r of x and y (n,)
+    z-scored within groups (n,), or with ``controls`` (n, c) the partial r of those z-scores on
+    [1, the z-scored controls]. Rows with any value missing are left out; groups of one row (z = 0)
+    add nothing. NaN below 4 rows."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    c = None if controls is None else np.asarray(controls, float).reshape(len(x), -1)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if c is not None:
+        ok &= np.isfinite(c).all(axis=1)
+    if ok.sum() < 4:
+        return math.nan
+    g = np.asarray(groups)[ok]
+    zx, zy = standardize_within(x[ok], g), standardize_within(y[ok], g)
+    if c is not None:
+        zc = standardize_within(c[ok], g)
+        zx, zy = partial_residuals(zx, zc), partial_residuals(zy, zc)
+    return pearson(zx, zy)
+
+
 def within_group_pearson(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> Estimate:
     """Pearson r of x and y (n,) within groups, analytic interval and p-value.
 

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import polars as pl
 
-from analyses.stats import ClaimData, partial_residuals, pearson, standardize_within
+from analyses.stats import ClaimData, within_partial_r
 from analyses.topology.runs import CONTROLS, pearson_scale
 
 #: Fewest distinct points (at the last snapshot) of a layer cloud that enters a verdict.
@@ -33,18 +33,7 @@ def eligible(runs: pl.DataFrame, min_points: int = MIN_CLOUD_POINTS) -> pl.DataF
 
 
 def _within_r(x: np.ndarray, y: np.ndarray, groups: np.ndarray, controls: np.ndarray | None) -> float:
-    """Pearson r of x and y (n,) z-scored within groups (n,); with controls (n, c), the partial r of the
-    z-scores on [1, z-scored controls]."""
-    ok = np.isfinite(x) & np.isfinite(y)
-    if controls is not None:
-        ok &= np.isfinite(controls).all(axis=1)
-    if ok.sum() < 4:
-        return math.nan
-    zx, zy = standardize_within(x[ok], groups[ok]), standardize_within(y[ok], groups[ok])
-    if controls is None:
-        return pearson(zx, zy)
-    zc = standardize_within(controls[ok], groups[ok])
-    return pearson(partial_residuals(zx, zc), partial_residuals(zy, zc))
+    return within_partial_r(x, y, groups, controls)
 
 
 def across_runs_data(cls: pl.DataFrame, metric: str, partial: bool) -> ClaimData:

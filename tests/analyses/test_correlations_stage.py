@@ -95,14 +95,19 @@ def test_stage_tables_and_planted_verdicts() -> None:
     plt.close(fig)
     assert any("survive Benjamini-Hochberg" in p for p in report(con)["paragraphs"])
     verdicts = _verdicts(con)
-    assert len(verdicts) == 6
-    for claim, (verdict, effect) in verdicts.items():
+    assert len(verdicts) == 8
+    planted = {c: v for c, v in verdicts.items() if "flatness" not in c}
+    assert len(planted) == 6
+    for claim, (verdict, effect) in planted.items():
         assert verdict == "supported", (claim, verdict, effect)
+    # nothing planted in the curvature's size: the flatness claims find nothing
+    assert {v for c, (v, _) in verdicts.items() if "flatness" in c} <= {"inconclusive", "not supported"}
     # the reversed effects are "not supported"
     con = _synthetic_db(sign=1.0)
     run(con)
     for claim, (verdict, effect) in _verdicts(con).items():
-        assert verdict == "not supported", (claim, verdict, effect)
+        if "flatness" not in claim:
+            assert verdict == "not supported", (claim, verdict, effect)
 
 
 def test_tiny_database_and_figures_do_not_crash() -> None:

@@ -241,3 +241,15 @@ def test_the_decisive_p_is_taken_at_the_baseline_difference_null_not_the_effects
                                          null_value=0.5, data=data)])
     p = con.execute("SELECT p_decisive FROM analysis_demo_verdicts").fetchall()[0][0]
     assert p == pytest.approx(1.0)  # decisive is exactly 0 in every resample: no evidence at its null 0
+
+
+def test_within_partial_r_is_the_point_value_of_within_group_r():
+    from analyses.stats import within_group_r, within_partial_r
+
+    rng = np.random.default_rng(7)
+    g = np.repeat(np.arange(4), 15)
+    c = rng.normal(size=(60, 2)) + g[:, None]
+    x = c[:, 0] + rng.normal(size=60) + 3 * g
+    y = x + c[:, 1] + rng.normal(size=60)
+    assert within_partial_r(x, y, g) == pytest.approx(within_group_r(x, y, g).value, abs=1e-12)
+    assert within_partial_r(x, y, g, c) == pytest.approx(within_group_r(x, y, g, c).value, abs=1e-12)
