@@ -74,8 +74,10 @@ Verdicts
 - ``diagnostics.normalization_saturation`` (§5.2): mean saturation difference with - without
   normalization, averaged per unnormalized twin, t interval over twins, predicted negative;
 - ``diagnostics.bias_share_local`` and ``diagnostics.bias_share_loss`` (§5.5.5): mean over runs of the
-  run-mean bias share ratio against the null 1, predicted positive, t interval over runs, inside
-  1 +- 0.1 "not supported";
+  run-mean bias share ratio of the trained layers (snapshots after the first) against the null 1,
+  predicted positive, t interval over runs, inside 1 +- 0.1 "not supported"; but an untrained layer
+  already scores far above 1 (a random layer's structure), so the verdict rests on trained minus
+  untrained (the same layers at the first snapshot) per run, band 0.1;
 - ``diagnostics.symmetry_gradient`` (§5.5.6): r(loss_symmetry, log10 relative_grad_norm) over
   ``local_eligible`` layers after the first snapshot, predicted positive;
 - ``diagnostics.last_layer_near_zero_gap`` (§5.5.2): r(last minus first hidden layer local_excess_near_zero,
@@ -85,7 +87,19 @@ Verdicts
   predicted negative.
 
 The correlations over layer snapshots have percentile intervals from a bootstrap over whole runs, so n
-counts runs.
+counts runs; their band is |r| < 0.1. Confounds: the saturation and symmetry correlations pool
+snapshots of all training times, so they rest on the partial r given ln(1 + step); the last-layer
+correlation rests on the partial r given the final train loss and ln steps (with the train loss's own
+r as the baseline); the alignment correlation controls training time by design (z-scores within the
+snapshot index) and the normalization comparison by its twins. Every verdict hands its rows to the
+two-level assessment (data sets, then runs).
+
+Measured (default corpus, 2026-12-04): the local bias share is 2.49 [2.18, 2.97] trained but 2.86
+untrained, trained minus untrained -0.37 [-0.77, -0.14]: not supported (it was "supported" against
+1/(d+1) alone); the loss bias share 1.63 against 1.61 untrained, +0.016 [-0.129, 0.193]:
+inconclusive. The symmetry-gradient correlation, 0.025 as pooled, is 0.121 [0.012, 0.361] once
+training time is partialled out (supported before Holm's correction). The normalization comparison
+has 2 twins (too few for an interval).
 """
 
 from analyses.diagnostics.figures import FIGURES

@@ -60,7 +60,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     """Write ``findings``, the summary, the normalization comparison and the verdicts."""
     layer = con.sql("SELECT * FROM analysis_features_layer ORDER BY run_id, step, layer_index").pl()
     runs = con.sql("SELECT run_id, norm, n_probe, config_json FROM runs ORDER BY run_id").pl()
-    snapshots = con.sql("SELECT run_id, step, train_loss, gap_loss, alignment FROM analysis_features "
+    snapshots = con.sql("SELECT run_id, dataset, step, train_loss, gap_loss, alignment FROM analysis_features "
                         "ORDER BY run_id, step").pl()
     frame = derive_columns(layer, runs)
     twins = normalization_twins(runs.filter(pl.col("run_id").is_in(frame["run_id"].unique().implode())))

@@ -28,7 +28,7 @@ def _synthetic_db() -> duckdb.DuckDBPyConnection:
                                "saturation_fraction": None if out else float(rng.uniform(0, 1)),
                                "local_near_zero_fraction": None if out else float(rng.uniform(0, 1)),
                                "alignment": float(rng.uniform(0, 1))})
-            snapshots.append({"run_id": run_id, "step": step, "train_loss": loss, "gap_loss": 0.1,
+            snapshots.append({"run_id": run_id, "dataset": "toy", "step": step, "train_loss": loss, "gap_loss": 0.1,
                               "alignment": float(rng.uniform(0, 1))})
             loss *= 0.5
     con = duckdb.connect()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
 import polars as pl
 import pytest
 
 from analyses.diagnostics import verdicts
+from analyses.stats import write_verdicts
 from tests.analyses.diagnostics_inputs import layer_frame
 
 
@@ -54,13 +56,23 @@ def test_normalization_verdict_planted_and_reversed(difference, verdict):
     assert v.verdict == verdict and v.n == 6 and "12 matched pairs" in v.detail
 
 
-@pytest.mark.parametrize(("ratio", "verdict"), [(2.0, "supported"), (0.5, "not supported"),
-                                                (1.0, "not supported")])
-def test_bias_verdict_against_the_baseline(ratio, verdict):
+@pytest.mark.parametrize(("trained", "untrained", "verdict"), [
+    (2.0, 1.0, "supported"),  # training raises the share above what the untrained layers have
+    (2.0, 2.0, "not supported"),  # above 1/(d+1), but no more than at initialization: inside the band
+    (0.5, 1.0, "not supported"),  # training lowers it
+])
+def test_bias_verdict_against_the_untrained_layers(trained, untrained, verdict):
     rng = np.random.default_rng(3)
-    frame = layer_frame([{"run_id": f"r{i:02d}", "loss_bias_share_ratio": ratio + rng.normal(0, 0.01)}
-                    for i in range(10)])
-    assert verdicts.verdict_bias(frame, "loss").verdict == verdict  # 1.0: inside the negligible band
+    rows = [{"run_id": f"r{i:02d}", "dataset": f"d{i % 4}", "step": step,
+             "loss_bias_share_ratio": (untrained if step == 0 else trained) + rng.normal(0, 0.01)}
+            for i in range(12) for step in (0, 10, 20)]
+    v = verdicts.verdict_bias(layer_frame(rows), "loss")
+    # against 1/(d+1) alone the stage's own interval calls any share above 1 supported
+    assert v.verdict == ("supported" if trained > 1 else "not supported")
+    con = duckdb.connect()
+    write_verdicts(con, "diagnostics", [v])
+    call, baseline = con.execute("SELECT verdict, baseline_effect FROM analysis_diagnostics_verdicts").fetchall()[0]
+    assert call == verdict and baseline == pytest.approx(untrained, abs=0.01)
 
 
 @pytest.mark.parametrize(("slope", "verdict"), [(0.8, "supported"), (-0.8, "not supported")])
