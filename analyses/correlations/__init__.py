@@ -76,6 +76,10 @@ Hessian std, "supported" before against 0 alone (r = -0.181), has partial r -0.0
 the stable-rank and relative-std rows, "not supported" before (r = +0.214 and +0.417), have partial r
 -0.100 [-0.333, 0.171] and +0.227 [-0.087, 0.428]; flatness: top eigenvalue partial r -0.200
 [-0.439, 0.157], trace -0.202 [-0.438, 0.137] (the opposite sign of the claim, not excluded).
+Adjacent similarity: r +0.111, partial r +0.172 [-0.099, 0.456], leaving out the gap study -0.049 (one
+row per run, so the deep networks count once each; the claim hangs on which studies are in the corpus).
+Neither §5.5.4 reading is primary: both are reported, they disagree in sign (-0.064 vs +0.227 beyond
+the baseline) and neither excludes 0, so the claim has no support here under either reading.
 
 gap_loss = test_loss - train_loss at the checkpoint (pipeline/extract/checkpoint.py). The paper's
 pair plot of key features against the quality metrics is the ``correlations_pairplot`` figure.

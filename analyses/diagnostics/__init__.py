@@ -98,8 +98,12 @@ Measured (default corpus, 2026-12-04): the local bias share is 2.49 [2.18, 2.97]
 untrained, trained minus untrained -0.37 [-0.77, -0.14]: not supported (it was "supported" against
 1/(d+1) alone); the loss bias share 1.63 against 1.61 untrained, +0.016 [-0.129, 0.193]:
 inconclusive. The symmetry-gradient correlation, 0.025 as pooled, is 0.121 [0.012, 0.361] once
-training time is partialled out (supported before Holm's correction). The normalization comparison
-has 2 twins (too few for an interval).
+training time is partialled out (supported before Holm's correction), but fragile: the call is
+band-sensitive (at a band of 0.2 it would be inconclusive) and leaving out the propagation study gives
+0.047, inside the band. The normalization comparison has 2 twins (too few for an interval; the stage's
+t interval decides). Limit: the two snapshot correlations (saturation, symmetry) pool data sets without
+z-scoring within them, so data-set identity is controlled only through the two-level resampling and the
+leave-one-data-set-out range, not in the statistic.
 """
 
 from analyses.diagnostics.figures import FIGURES

@@ -41,3 +41,39 @@ def test_a_snapshot_correlation_that_is_training_time_alone_is_not_supported():
 
 def test_a_snapshot_correlation_beyond_training_time_is_supported():
     assert _call(_snapshots(1.0, seed=1)) == "supported"
+
+
+def _bias_frame(gain: float, seed: int) -> pl.DataFrame:
+    """30 runs in 5 data sets, 3 layers x 4 snapshots: the untrained (first-snapshot) bias share ratio
+    is already ~2.8 (a random layer's structure, as measured); trained snapshots add ``gain``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for r in range(30):
+        base = 2.8 + rng.normal(0, 0.1)
+        for k, step in enumerate((0, 10, 100, 1000)):
+            for layer in range(3):
+                rows.append({"run_id": f"r{r}", "dataset": f"d{r % 5}", "step": step, "layer": layer,
+                             "is_first_snapshot": k == 0, "local_eligible": True,
+                             "loss_bias_share_ratio": base + (gain if k else 0.0) + rng.normal(0, 0.1)})
+    return pl.DataFrame(rows)
+
+
+def _bias_call(frame: pl.DataFrame) -> tuple[str, dict]:
+    from analyses.diagnostics.verdicts import verdict_bias
+
+    v = verdict_bias(frame, "loss")
+    row = v.row("diagnostics", assess(v.data, v.predicted, v.null_value))
+    return row["verdict"], row
+
+
+def test_a_bias_share_no_larger_than_the_untrained_layers_is_not_supported():
+    verdict, row = _bias_call(_bias_frame(0.0, seed=0))
+    assert row["ci_low"] > 2.0  # against the 1/(d+1) null alone it would be "supported"
+    assert row["confound"].startswith("initialization") and abs(row["baseline_effect"] - 2.8) < 0.1
+    assert verdict in ("not supported", "inconclusive")
+
+
+def test_a_bias_share_above_the_untrained_layers_is_supported():
+    verdict, row = _bias_call(_bias_frame(0.5, seed=1))
+    assert abs(row["beyond_effect"] - 0.5) < 0.1
+    assert verdict == "supported"
