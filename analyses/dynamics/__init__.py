@@ -1,7 +1,8 @@
 """Training dynamics: how every measured quantity of a run moves over its checkpoints, and a
 segmentation of each run into training phases (initial, fast learning, fine-tuning, saturation;
-paper 001 §5.3) by change points in the rate at which its loss-Hessian spectra change, with fewer
-phases where the data show fewer. Phase boundaries are stored per run and drawn on the curves.
+paper 001 §5.3) by change points in the rate at which the shape of its loss-Hessian spectra changes
+(a scale-free distance), with fewer phases where the data show fewer, and a population-level test
+that this rate rises then falls. Phase boundaries are stored per run and drawn on the curves.
 
 The code: ``stage.py`` (the SQL and the run), ``spectral_change.py`` (distance and rate),
 ``segmentation.py`` (change points), ``phases.py`` (naming), ``verdicts.py``, ``figures.py`` and
@@ -20,7 +21,9 @@ Tables
     :data:`LAYER_FEATURES` at spectral snapshots. Non-finite values (diverged runs) are left out.
 ``analysis_dynamics_rates``
     one row per run and interval between consecutive spectral snapshots k, k+1: ``step_from``,
-    ``step_to``, ``distance`` (layer mean of d_l below), ``log_step_span`` = ln(s_{k+1}+1) - ln(s_k+1),
+    ``step_to``, ``distance`` (layer mean of the scale-free d_l below), ``relative_distance`` and
+    ``relative_rate`` (the same with the scale-relative distance r_l below, for comparison; not
+    segmented), ``log_step_span`` = ln(s_{k+1}+1) - ln(s_k+1),
     ``rate``, ``log_rate``, ``rate_per_step`` = distance / (s_{k+1} - s_k) (for reference; not
     segmented), ``n_layers`` averaged, the raw segment (``segment_index``) and the phase it
     falls in (``phase_index``, ``phase``), and the ``noise_sigma`` and ``penalty`` the segmentation used.
@@ -30,21 +33,30 @@ Tables
     run's first checkpoint, the last ends at its last), so a snapshot (or checkpoint) at ``step`` is in
     the phase with start_step <= step <= end_step. ``mean_rate`` is the mean ``rate`` of the phase's
     intervals (NULL when it has none).
+``analysis_dynamics_rise_fall``
+    one row per non-diverged run with >= :data:`MIN_INTERVALS_HUMP` = 6 rate intervals: ``dataset``,
+    ``n_intervals``, ``early``, ``middle``, ``late`` (the mean log rate x_k over the first, middle and
+    last third of its intervals), ``hump`` (below) and ``hump_relative`` (the same on the
+    scale-relative rate).
 ``analysis_dynamics_verdicts``
     the claims below.
 
 Spectral change rate
 --------------------
 For layer l and consecutive snapshots k, k+1 with loss-Hessian block spectra (``hessian_spectra``
-kind = :data:`SPECTRUM_KIND`) sorted in descending order, a = λ_k, b = λ_{k+1},
+kind = :data:`SPECTRUM_KIND`) sorted in descending order, a = λ_k, b = λ_{k+1}, each spectrum is divided
+by its own scale and the two shapes are compared (:func:`shape_distance`):
 
-    d_l = ||b[:m] - a[:m]||_2 / (||a[:m]||_2 + ||b[:m]||_2)      (0 when both are 0; d_l in [0, 1])
+    d_l = || a[:m] / max|a[:m]| - b[:m] / max|b[:m]| ||_2 / (2 √m)      (d_l in [0, 1])
 
 with m the common length when both spectra are complete (every eigenvalue stored), else the common
 top part m = min(len a, len b, :data:`PARTIAL_TOP_K` = 8) (Lanczos rows store the top-k Ritz values
-and a few bottom ones). d is scale-free: a spectrum multiplied by c moves by |c - 1| / (c + 1). The
-snapshot distance is the mean of d_l over the layers present at both snapshots (a snapshot with no
-such layer is dropped), and
+and a few bottom ones). d_l is scale-free: d(c·a, c'·b) = d(a, b) for any c, c' > 0, so a spectrum
+that only shrinks does not change. It replaced (2026-12-04) the scale-relative distance
+r_l = ||b[:m] - a[:m]||_2 / (||a[:m]||_2 + ||b[:m]||_2), which moves by |c - 1| / (c + 1) when a spectrum
+is multiplied by c: the spectra's scale shrinks over training, so r_l counted the shrinkage as change
+and its rate per e-fold rose late in most runs. The snapshot distance is the mean of d_l over the
+layers present at both snapshots (a snapshot with no such layer is dropped), and
 
     rate_k = d / (ln(s_{k+1} + 1) - ln(s_k + 1)),
 
@@ -86,12 +98,27 @@ the phase of the interval starting at it (k -> k+1); the last snapshot to the la
 
 Verdicts
 --------
-- 001 §5.3 (four phases): the share of runs whose phases are exactly (initial, fast learning,
-  fine-tuning, saturation), over non-diverged runs with at least :data:`MIN_INTERVALS_FOUR_PHASES`
-  = 4·(MIN_SEGMENT + 1) = 12 intervals between snapshots, so that each of four phases has more than
-  the minimum segment; Wilson 95% interval against the null 0.5 ("most runs show four phases"),
-  predicted above; no interval (inconclusive) with fewer than :data:`MIN_VERDICT_RUNS` = 5 such runs,
-  since a run too short to resolve four phases is no evidence against them.
+- 001 §5.3 (four phases), kept as it was, now on the scale-free rate: the share of runs whose phases
+  are exactly (initial, fast learning, fine-tuning, saturation), over non-diverged runs with at least
+  :data:`MIN_INTERVALS_FOUR_PHASES` = 4·(MIN_SEGMENT + 1) = 12 intervals between snapshots, so that each
+  of four phases has more than the minimum segment; Wilson 95% interval against the null 0.5 ("most
+  runs show four phases"), predicted above; no interval (inconclusive) with fewer than
+  :data:`MIN_VERDICT_RUNS` = 5 such runs, since a run too short to resolve four phases is no evidence
+  against them. It asks for the exact sequence of one segmentation rule.
+- 001 §5.3 (rise then fall), the population-level reading: the phases' order says the spectra change
+  slowly at first, fastest in fast learning and slower after. Per run (non-diverged, >= 6 intervals),
+  with x_k its log rate and thirds by interval index (``np.array_split``; near-equal slices of
+  log-time),
+
+      hump = min(mean x[middle] - mean x[first], mean x[middle] - mean x[last]),
+
+  > 0 only when the middle third is faster than both outer thirds (a rise and a fall); a monotone
+  series has hump <= 0 whatever its curvature, and pure noise gives E[hump] < 0, so the test errs
+  against the claim. Effect: mean over runs (one row per run), t interval; the verdict rests on the
+  two-level interval (data sets, then runs); predicted positive, negligible band
+  :data:`HUMP_NEGLIGIBLE` = 0.1 (a 10 % faster middle third). No baseline: the confound of the raw rate,
+  the shrinking scale, is removed by the distance itself (named in ``confound``); the same statistic
+  on the scale-relative rate is in the detail.
 - 001 Claim 1 / §5.1 (concentration): for every (run, layer), Δ = ln(er_last / er_first), the log
   change of the effective-rank ratio Σ|λ|/max|λ|/dim from the first to the last snapshot, for the
   loss-Hessian block and for the local Hessian (layers where it is not exactly zero at either
@@ -105,17 +132,34 @@ Verdicts
 
 Measured
 --------
-On the default corpus (``make report``, 2026-12-03: 172 runs with spectral snapshots, at most 10 a
-run, so at most 9 intervals): no run has the 12 intervals the four-phase verdict needs, so it is
-inconclusive and says to raise ``spectral_snapshots`` to >= 13. The loss-Hessian change rate per
-e-fold of steps rises late in most runs, so the rule names late training "fast learning": 74 runs
-show "initial → fast learning", 98 a single phase. With runs weighted equally (2026-12-04), concentration is
-supported for the loss-Hessian block (mean over runs of the run-mean Δ = -0.248, t interval [-0.310,
--0.186], two-level [-0.353, -0.162], 172 runs; leaving one study out -0.308 to -0.188) and
-inconclusive for the local Hessian (+0.201, t interval [0.105, 0.296] but two-level [-0.042, 0.312],
-51 runs in few data sets: its effective rank tends to grow, but not consistently across data sets).
-Pooling (run, layer) pairs, as before, gave -0.193 and +0.284 (not supported): the deep networks'
-many layers decided the local verdict.
+Default corpus (copy of build/corpus.duckdb, 2026-12-04; at most 10 spectral snapshots, so at most 9
+intervals, 40 epochs): no run has the 12 intervals the four-phase verdict needs, so it is
+inconclusive. Rise then fall: not supported, mean hump -0.227, t interval [-0.321, -0.133], two-level
+[-0.379, -0.090], 110 runs (leaving one data set out -0.285 to -0.202): the scale-free rate rises
+from the first third to the middle (mean log rate -5.15 -> -4.40; 90 of 110 runs) and is flat after
+(-4.30; only 48 runs fall), i.e. these short runs are still in their rise. On the scale-relative
+rate the hump is -0.559 (20 runs > 0): the late rise it showed was the scale shrinking.
+
+``configs/dynamics.toml`` (build/dynamics.duckdb: 5 data sets x small/medium x relu/tanh x 2 seeds =
+40 runs, 500 epochs, 18 spectral snapshots -> 15 intervals a run; extraction 333 s with --workers 1,
+``pipeline all`` otherwise 62 s): test accuracy has plateaued (median change 0.0, max 0.076, from a
+quarter of the steps to the end; train accuracy 1.0) while the cross-entropy keeps falling (x 0.045
+over the same span, as on separable data). Four phases: not supported, 0 of 40 runs (Wilson [0,
+0.088]; 16 single phase, 17 two phases, 7 three). Rise then fall: inconclusive, mean hump -0.209, t
+[-0.410, -0.007], two-level [-0.592, 0.078] (one data set out: -0.284 to -0.049); 13 of 40 runs have a
+positive hump. The rate is flat then falls (-4.28, -4.37, -4.82; 30 of 40 runs fall, 17 rise): on runs
+trained to an accuracy plateau the spectra's shape changes fastest early and slows late, with no slow
+initial phase at the snapshot resolution (the first snapshots are at steps 0, 2, 4, 8, ...). Neither
+corpus shows a rise and a fall in the same runs: the short runs show the rise, the long ones the fall.
+Concentration on this corpus: supported for both the loss-Hessian block (-0.987, two-level [-1.306,
+-0.641], 40 runs) and the local Hessian (-0.264, [-0.363, -0.179], 20 runs).
+
+Concentration on the default corpus (2026-12-04), runs weighted equally: supported for the loss-Hessian
+block (mean over runs of the run-mean Δ = -0.248, t interval [-0.310, -0.186], two-level [-0.353,
+-0.162], 172 runs; leaving one study out -0.308 to -0.188) and inconclusive for the local Hessian
+(+0.201, t interval [0.105, 0.296] but two-level [-0.042, 0.312], 51 runs in few data sets: its
+effective rank tends to grow, but not consistently across data sets). Pooling (run, layer) pairs, as
+before, gave -0.193 and +0.284 (not supported): the deep networks' many layers decided the local verdict.
 """
 
 from analyses.dynamics.figures import FIGURES

@@ -12,8 +12,14 @@ import polars as pl
 from analyses import features
 from analyses.dynamics.phases import segment_rates
 from analyses.dynamics.segmentation import MIN_SEGMENT, noise_sigma, penalty
-from analyses.dynamics.spectral_change import change_rates, log_rates, spectral_distance
-from analyses.dynamics.verdicts import concentration_verdict, four_phase_verdict
+from analyses.dynamics.spectral_change import change_rates, log_rates, shape_distance, spectral_distance
+from analyses.dynamics.verdicts import (
+    MIN_INTERVALS_HUMP,
+    concentration_verdict,
+    four_phase_verdict,
+    hump,
+    rise_fall_verdict,
+)
 from analyses.stats import write_verdicts
 from analyses.tables import write_table
 
@@ -79,38 +85,44 @@ def trajectories_sql() -> str:
 
 def run_rates(con: duckdb.DuckDBPyConnection) -> list[dict]:
     """Per run with finite SPECTRUM_KIND spectra: its status, the snapshot steps kept (n,), and per
-    interval between them (n - 1,) the layer-mean distance, the number of layers averaged and the rate.
+    interval between them (n - 1,) the layer-mean scale-free distance (:func:`shape_distance`), the same
+    mean of the scale-relative distance (:func:`spectral_distance`), the number of layers averaged and
+    the rate of each.
     A snapshot whose interval has no comparable layer is dropped, so the chain stays connected."""
     rows = con.execute("""
-        SELECT h.run_id, h.step, h.layer_index, h.eigenvalues, h.n_params, r.status
+        SELECT h.run_id, h.step, h.layer_index, h.eigenvalues, h.n_params, r.status, r.dataset
         FROM hessian_spectra h JOIN runs r USING (run_id)
         WHERE h.kind = ? AND h.eigenvalues IS NOT NULL AND len(h.eigenvalues) > 0
         ORDER BY h.run_id, h.step, h.layer_index""", [SPECTRUM_KIND]).fetchall()
     by_run: dict[str, dict] = {}
-    for run_id, step, layer, ev, n_params, status in rows:
+    for run_id, step, layer, ev, n_params, status, dataset in rows:
         lam = np.asarray(ev, float)
         if not np.isfinite(lam).all():
             continue
-        entry = by_run.setdefault(run_id, {"status": status, "snaps": {}})
+        entry = by_run.setdefault(run_id, {"status": status, "dataset": dataset or "", "snaps": {}})
         entry["snaps"].setdefault(int(step), {})[int(layer)] = (lam, n_params is not None and len(lam) >= n_params)
     out = []
     for run_id, entry in by_run.items():
         snaps = entry["snaps"]
         steps = sorted(snaps)
-        keep_steps, keep_d, keep_n = steps[:1], [], []
+        keep_steps, keep_d, keep_rel, keep_n = steps[:1], [], [], []
         for s0, s1 in zip(steps[:-1], steps[1:], strict=True):
             common = sorted(set(snaps[s0]) & set(snaps[s1]))
-            d = [spectral_distance(snaps[s0][layer][0], snaps[s1][layer][0],
-                                   complete=snaps[s0][layer][1] and snaps[s1][layer][1]) for layer in common]
-            d = [v for v in d if math.isfinite(v)]
+            pairs = [(snaps[s0][layer][0], snaps[s1][layer][0], snaps[s0][layer][1] and snaps[s1][layer][1])
+                     for layer in common]
+            d = [(shape_distance(a, b, complete=c), spectral_distance(a, b, complete=c)) for a, b, c in pairs]
+            d = [v for v in d if math.isfinite(v[0]) and math.isfinite(v[1])]
             if d:
                 keep_steps.append(s1)
-                keep_d.append(float(np.mean(d)))
+                keep_d.append(float(np.mean([v[0] for v in d])))
+                keep_rel.append(float(np.mean([v[1] for v in d])))
                 keep_n.append(len(d))
-        distances = np.asarray(keep_d, float)
-        out.append({"run_id": run_id, "status": entry["status"], "steps": keep_steps, "distances": distances,
-                    "n_layers": keep_n,
-                    "rates": change_rates(np.asarray(keep_steps, float), distances) if keep_d else np.empty(0)})
+        distances, relative = np.asarray(keep_d, float), np.asarray(keep_rel, float)
+        st = np.asarray(keep_steps, float)
+        out.append({"run_id": run_id, "status": entry["status"], "dataset": entry["dataset"], "steps": keep_steps,
+                    "distances": distances, "relative_distances": relative, "n_layers": keep_n,
+                    "rates": change_rates(st, distances) if keep_d else np.empty(0),
+                    "relative_rates": change_rates(st, relative) if keep_d else np.empty(0)})
     return out
 
 
@@ -144,6 +156,8 @@ def segment_run(r: dict, sigma: float | None, bounds: tuple[int, int]) -> tuple[
     for k in range(len(rates)):
         d = float(r["distances"][k])
         rate_rows.append({"run_id": r["run_id"], "step_from": steps[k], "step_to": steps[k + 1], "distance": d,
+                          "relative_distance": float(r["relative_distances"][k]),
+                          "relative_rate": float(r["relative_rates"][k]),
                           "log_step_span": float(np.log1p(steps[k + 1]) - np.log1p(steps[k])),
                           "rate": float(rates[k]), "log_rate": float(x[k]),
                           "rate_per_step": d / (steps[k + 1] - steps[k]), "n_layers": r["n_layers"][k],
@@ -152,6 +166,24 @@ def segment_run(r: dict, sigma: float | None, bounds: tuple[int, int]) -> tuple[
                           "noise_sigma": s_run if math.isfinite(s_run) else None,
                           "penalty": beta if math.isfinite(beta) else None})
     return rate_rows, phase_rows, [name for name, _, _ in seg.phases]
+
+
+def rise_fall_rows(runs: list[dict]) -> pl.DataFrame:
+    """One row per non-diverged run of :func:`run_rates` with >= MIN_INTERVALS_HUMP intervals: run_id,
+    dataset, n_intervals, the first/middle/last-third means of its log scale-free rate, ``hump``
+    (:func:`hump`) and ``hump_relative`` (the same on the scale-relative distance's rate)."""
+    rows = []
+    for r in runs:
+        if r["status"] == "diverged" or len(r["rates"]) < MIN_INTERVALS_HUMP:
+            continue
+        x = log_rates(r["rates"])
+        first, mid, last = (float(t.mean()) for t in np.array_split(x, 3))
+        rows.append({"run_id": r["run_id"], "dataset": r["dataset"], "n_intervals": len(x), "early": first,
+                     "middle": mid, "late": last, "hump": hump(x),
+                     "hump_relative": hump(log_rates(r["relative_rates"]))})
+    schema = {"run_id": pl.Utf8, "dataset": pl.Utf8, "n_intervals": pl.Int32, "early": pl.Float64,
+              "middle": pl.Float64, "late": pl.Float64, "hump": pl.Float64, "hump_relative": pl.Float64}
+    return pl.DataFrame(rows, schema=schema).sort("run_id")
 
 
 def _concentration_frame(con: duckdb.DuckDBPyConnection, kind: str) -> pl.DataFrame:
@@ -197,6 +229,8 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     write_table(con, "analysis_dynamics_phases",
                 pl.DataFrame(phase_rows, infer_schema_length=None).sort("run_id", "phase_index") if phase_rows
                 else pl.DataFrame())
-    verdicts = [four_phase_verdict(sequences, intervals)]
+    hump_rows = rise_fall_rows(runs)
+    write_table(con, "analysis_dynamics_rise_fall", hump_rows)
+    verdicts = [four_phase_verdict(sequences, intervals), rise_fall_verdict(hump_rows)]
     verdicts += [concentration_verdict(_concentration_frame(con, kind), kind) for kind in ("loss", "local")]
     write_verdicts(con, "dynamics", verdicts)

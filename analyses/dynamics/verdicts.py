@@ -1,11 +1,12 @@
-"""The dynamics stage's verdicts: the four-phase sequence (001 §5.3) and the concentration of the
-Hessian spectra over training (001 Claim 1 / §5.1)."""
+"""The dynamics stage's verdicts: the four-phase sequence and the rise-then-fall of the spectral change
+rate (001 §5.3), and the concentration of the Hessian spectra over training (001 Claim 1 / §5.1)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
 import polars as pl
 
 from analyses.dynamics.phases import PHASES
@@ -20,6 +21,55 @@ MIN_VERDICT_RUNS = 5
 #: Snapshot intervals a run needs for the four-phase verdict: four phases of at least MIN_SEGMENT + 1
 #: intervals each, so that every phase has more than the minimum and its level can be told apart.
 MIN_INTERVALS_FOUR_PHASES = 4 * (MIN_SEGMENT + 1)
+#: Snapshot intervals a run needs for the rise-then-fall test: thirds of at least 2 intervals each.
+MIN_INTERVALS_HUMP = 6
+#: |hump| below this (a log ratio: the middle third's rate within ~10 % of the outer thirds') is negligible.
+HUMP_NEGLIGIBLE = 0.1
+
+
+def hump(x: np.ndarray) -> float:
+    """Rise-then-fall of one run's log change-rate series x (n,), n >= 3, in time order:
+
+        hump = min(mean(x[middle third]) - mean(x[first third]), mean(x[middle third]) - mean(x[last third])),
+
+    thirds by interval index (``np.array_split(x, 3)``: sizes differ by at most one, the first ones
+    larger). Snapshots are log-spaced, so the thirds are near-equal slices of log-time. x is a log rate,
+    so each difference is the log ratio of (geometric-mean) rates: hump > 0 only when the middle third is
+    faster than both the first (a rise) and the last (a fall); a monotone series has hump <= 0 whatever
+    its curvature (a concave fall, flat then dropping, is no rise). For pure noise E[hump] < 0 (the min
+    of two centred differences), so the test errs against the claim."""
+    first, mid, last = (float(t.mean()) for t in np.array_split(np.asarray(x, float), 3))
+    return min(mid - first, mid - last)
+
+
+def rise_fall_verdict(runs: pl.DataFrame) -> Verdict:
+    """Mean over runs of :func:`hump` (``runs``: one row per non-diverged run with >= MIN_INTERVALS_HUMP
+    intervals: run_id, dataset, hump, and optionally hump_relative, the same on the scale-relative
+    distance), t interval over runs, predicted positive; the run rows go to the two-level assessment.
+    No baseline: the confound the raw rate carried, the shrinking scale of the spectra, is removed by
+    the scale-free distance itself (a spectrum that only shrinks has rate 0)."""
+    h = runs["hump"].to_numpy().astype(float) if runs.height else np.empty(0)
+    mean = mean_ci(h, "runs")
+    enough = runs.height >= MIN_VERDICT_RUNS
+    if not enough:
+        mean = Estimate.missing(mean.n, "runs", mean.value)
+    data = (ClaimData(runs.select("run_id", "dataset"), lambda idx: float(h[idx].mean()),
+                      confound="spectral scale (removed by the scale-free distance)") if enough else None)
+    rel = ""
+    if runs.height and "hump_relative" in runs.columns:
+        hr = runs["hump_relative"].to_numpy().astype(float)
+        rel = f"; on the scale-relative distance instead: mean {np.nanmean(hr):+.3f}, {int((hr > 0).sum())} runs > 0"
+    return Verdict.of(
+        mean, "dynamics.rise_then_fall", "001 §5.3",
+        ("The spectra change slowly at first, fastest during fast learning, then slower in fine-tuning and "
+         "saturation: the change rate rises then falls"),
+        ("per run, the mean log scale-free change rate of the loss-Hessian spectra over the middle third of "
+         "its snapshot intervals minus the larger of the first- and last-third means (> 0: rises, then "
+         f"falls); mean over runs (each run once, >= {MIN_INTERVALS_HUMP} intervals), t interval"),
+        "mean hump of the log change rate (middle third minus the faster outer third)", "positive",
+        negligible=HUMP_NEGLIGIBLE, with_p=False, data=data,
+        detail=(f"{runs.height} runs; {int((h > 0).sum())} have a positive hump{rel}" if runs.height
+                else f"no non-diverged run with >= {MIN_INTERVALS_HUMP} intervals between spectral snapshots"))
 
 
 def four_phase_verdict(sequences: Sequence[Sequence[str]], n_intervals: Sequence[int] | None = None) -> Verdict:

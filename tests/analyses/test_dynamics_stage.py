@@ -23,13 +23,21 @@ N_PARAMS = 12
 
 
 def _spectra(rng: np.random.Generator, rates: np.ndarray, steps: list[int]) -> list[np.ndarray]:
-    """Spectra whose consecutive distances give exactly ``rates`` per e-fold of steps."""
-    lam = [np.sort(rng.exponential(size=N_PARAMS))]
-    for k, r in enumerate(rates):
-        d = r * (math.log1p(steps[k + 1]) - math.log1p(steps[k]))
-        eps = 2 * d / (1 - d)
-        lam.append(lam[-1] * ((1 + eps) if k % 2 == 0 else 1 / (1 + eps)))
-    return lam
+    """Spectra whose consecutive scale-free (shape) distances give exactly ``rates`` per e-fold of steps:
+    a top eigenvalue 1 and m - 1 = N_PARAMS - 1 equal others at p_k in [-1, 1], moved by
+    |Δp| = 2 d sqrt(m / (m - 1)) (then d = |Δp| sqrt(m - 1) / (2 sqrt(m))), each snapshot multiplied by a
+    random positive scale, which the distance ignores."""
+    m = N_PARAMS
+    p, out = -0.5, []
+    for k in range(len(rates) + 1):
+        out.append(np.exp(rng.normal()) * np.array([1.0] + [p] * (m - 1)))
+        if k == len(rates):
+            break
+        d = rates[k] * (math.log1p(steps[k + 1]) - math.log1p(steps[k]))
+        step = 2 * d * math.sqrt(m / (m - 1))
+        p = p + step if p <= 0 else p - step  # towards the farther end of [-1, 1]
+        assert -1 <= p <= 1
+    return out
 
 
 def _build_db(planted: bool) -> duckdb.DuckDBPyConnection:
@@ -128,6 +136,8 @@ def test_stage_on_planted_database():
                        "'train_loss'").fetchall()[0][0] == 2
     v = _verdicts(con)
     assert v["dynamics.four_phases"] == "supported"
+    assert v["dynamics.rise_then_fall"] == "supported"
+    assert con.execute("SELECT count(*) FROM analysis_dynamics_rise_fall").fetchall()[0][0] == 8
     assert v["dynamics.concentration_loss"] == "supported"
     assert v["dynamics.concentration_local"] == "supported"
     # figures and report render from the tables
@@ -149,6 +159,7 @@ def test_stage_on_reversed_database():
     assert all(s == [SINGLE_PHASE] for (s,) in seqs)
     v = _verdicts(con)
     assert v["dynamics.four_phases"] == "not supported"
+    assert v["dynamics.rise_then_fall"] in ("not supported", "inconclusive")
     assert v["dynamics.concentration_loss"] == "not supported"
 
 
