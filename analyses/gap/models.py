@@ -72,7 +72,8 @@ def _models_sql() -> str:
                  WHERE w.tensor IN ({tensors}) GROUP BY w.run_id, w.step)
         SELECT s.run_id, r.dataset, s.stage, s.step, s.fraction,
                c.train_accuracy - c.test_accuracy AS gap, fc.train_accuracy - fc.test_accuracy AS final_gap,
-               c.train_accuracy, c.test_accuracy, r.label_noise, r.train_fraction, r.regularizer,
+               c.train_accuracy, c.test_accuracy, c.train_loss, c0.train_loss AS initial_train_loss,
+               r.label_noise, r.train_fraction, r.regularizer,
                m.* EXCLUDE (run_id, step, margin_status), m.margin_status,
                trace.hessian_trace,
                CASE WHEN sh.hessian_top_converged THEN sh.hessian_top_eigenvalue END AS hessian_top_eigenvalue,
@@ -82,6 +83,7 @@ def _models_sql() -> str:
         JOIN runs r USING (run_id)
         JOIN checkpoints c ON c.run_id = s.run_id AND c.step = s.step
         JOIN checkpoints fc ON fc.run_id = s.run_id AND fc.step = r.final_step
+        LEFT JOIN checkpoints c0 ON c0.run_id = s.run_id AND c0.step = 0
         LEFT JOIN m ON m.run_id = s.run_id AND m.step = s.step
         LEFT JOIN trace ON trace.run_id = s.run_id AND trace.step = s.step
         LEFT JOIN sharpness sh ON sh.run_id = s.run_id AND sh.step = s.step

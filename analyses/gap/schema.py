@@ -6,7 +6,8 @@ TABLES = {
     "analysis_gap_models": [
         ("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("stage", "VARCHAR"), ("step", "INTEGER"),
         ("fraction", "DOUBLE"), ("gap", "DOUBLE"), ("final_gap", "DOUBLE"), ("train_accuracy", "DOUBLE"),
-        ("test_accuracy", "DOUBLE"), ("label_noise", "DOUBLE"), ("train_fraction", "DOUBLE"),
+        ("test_accuracy", "DOUBLE"), ("train_loss", "DOUBLE"), ("initial_train_loss", "DOUBLE"),
+        ("label_noise", "DOUBLE"), ("train_fraction", "DOUBLE"),
         ("regularizer", "VARCHAR"),
         # m_input_q1, m_all_input_q1, m_input_median, ..., m_all_output_upper_fence
         *[(c, "DOUBLE") for c in MARGIN_COLUMNS],
@@ -26,5 +27,18 @@ TABLES = {
     "analysis_gap_predictions": [
         ("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("stage", "VARCHAR"), ("fit_stage", "VARCHAR"),
         ("target", "VARCHAR"), ("sample", "VARCHAR"), ("gap", "DOUBLE"), ("predicted_cv", "DOUBLE"),
+    ],
+    "analysis_gap_jiang": [
+        ("scope", "VARCHAR"), ("predictors", "VARCHAR"), ("stage", "VARCHAR"), ("fit_stage", "VARCHAR"),
+        ("sample", "VARCHAR"), ("n_models", "BIGINT"), ("n_datasets", "BIGINT"), ("n_stalled", "BIGINT"),
+        ("n_noisy", "BIGINT"), ("n_missing", "BIGINT"), ("k", "BIGINT"), ("n_repeats", "BIGINT"),
+        ("n_folds", "BIGINT"), ("max_vif", "DOUBLE"), ("r2", "DOUBLE"), ("r2_cv", "DOUBLE"),
+        ("r2_cv_repeat_min", "DOUBLE"), ("r2_cv_repeat_max", "DOUBLE"), ("tau_cv", "DOUBLE"),
+        ("tau_cv_repeat_min", "DOUBLE"), ("tau_cv_repeat_max", "DOUBLE"), ("paper_r2", "DOUBLE"),
+    ],
+    "analysis_gap_jiang_predictions": [
+        ("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("scope", "VARCHAR"), ("predictors", "VARCHAR"),
+        ("stage", "VARCHAR"), ("fit_stage", "VARCHAR"), ("sample", "VARCHAR"), ("gap", "DOUBLE"),
+        ("predicted_cv", "DOUBLE"),
     ],
 }

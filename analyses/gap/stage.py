@@ -8,6 +8,7 @@ import math
 import duckdb
 import polars as pl
 
+from analyses.gap.fits import jiang_fits
 from analyses.gap.models import STAGES, write_models
 from analyses.gap.predictors import MAIN, PAPER_R2, SPECIFICATIONS, column, complete, design
 from analyses.gap.regression import RANDOM_FOLDS, fit_row
@@ -39,8 +40,8 @@ def paired_models(by_stage: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
 
 
 def run(con: duckdb.DuckDBPyConnection) -> None:
-    """Write ``analysis_gap_models``, ``analysis_gap_regression``, ``analysis_gap_predictions`` and
-    ``analysis_gap_verdicts``."""
+    """Write ``analysis_gap_models``, ``analysis_gap_regression``, ``analysis_gap_predictions``, the Jiang
+    et al. fits (``analysis_gap_jiang``, ``analysis_gap_jiang_predictions``) and ``analysis_gap_verdicts``."""
     write_models(con)
     models = con.sql("SELECT * FROM analysis_gap_models ORDER BY run_id").pl()
     n_candidates = models.filter(pl.col("stage") == "late").height
@@ -80,7 +81,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     for spec in SPECIFICATIONS:
         row = add(spec, "late", by_stage["late"], "late", "gap", "all")
         main_row = row if spec == MAIN else main_row
-    main_random = add(MAIN, "late", by_stage["late"], "late", "gap", "all", random_folds=True)
+    add(MAIN, "late", by_stage["late"], "late", "gap", "all", random_folds=True)
 
     # the paired comparisons: models with the main features at every stage
     paired = paired_models(by_stage)
@@ -96,4 +97,10 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     preds = (pl.concat(predictions) if predictions
              else pl.DataFrame(schema={c: pl.Float64 for c in _names("analysis_gap_predictions")}))
     write_table(con, "analysis_gap_predictions", preds.with_columns(pl.col(pl.Float64).fill_nan(None)))
-    write_verdicts(con, "gap", verdicts(main_row, main_random, paired))
+    table, jiang_preds = jiang_fits(models)
+    write_table(con, "analysis_gap_jiang", table.select(_names("analysis_gap_jiang")) if table.height else
+                pl.DataFrame(schema={c: pl.Float64 for c in _names("analysis_gap_jiang")}))
+    write_table(con, "analysis_gap_jiang_predictions", jiang_preds.with_columns(pl.col(pl.Float64).fill_nan(None)))
+    grouped = preds.filter((pl.col("stage") == "late") & (pl.col("fit_stage") == "late") & (pl.col("target") == "gap")
+                           & (pl.col("sample") == "all")) if preds.height else preds
+    write_verdicts(con, "gap", verdicts(jiang_preds, main_row, grouped))
