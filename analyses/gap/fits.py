@@ -19,9 +19,11 @@ import numpy as np
 import polars as pl
 
 from analyses.gap.jiang import (
+    ALT_STALL_LOSS_RATIOS,
     MIN_MODELS,
     N_FOLDS,
     N_REPEATS,
+    STALL_LOSS_RATIO,
     excluded,
     indicators,
     log_quartiles,
@@ -47,11 +49,13 @@ def _design(frame: pl.DataFrame, predictors: str, levels_of: np.ndarray) -> np.n
     return lq if predictors == LQ else np.column_stack([lq, ind])
 
 
-def kept_models(models: pl.DataFrame) -> tuple[dict[str, pl.DataFrame], dict[str, int]]:
-    """Per stage, the models kept for the fits (not stalled, no label noise, finite log quartiles and gap
-    at the last snapshot), by run_id; and the counts left out (``stalled``, ``noisy``, ``missing``)."""
+def kept_models(models: pl.DataFrame, stall_ratio: float = STALL_LOSS_RATIO
+                ) -> tuple[dict[str, pl.DataFrame], dict[str, int]]:
+    """Per stage, the models kept for the fits (not stalled at ``stall_ratio``, no label noise, finite log
+    quartiles and gap at the last snapshot), by run_id; and the counts left out (``stalled``, ``noisy``,
+    ``missing``)."""
     late = models.filter(pl.col("stage") == "late").sort("run_id")
-    stalled, noisy = excluded(late)
+    stalled, noisy = excluded(late, stall_ratio)
     finite = np.isfinite(log_quartiles(late)).all(axis=1) & np.isfinite(column(late, "gap"))
     keep = ~stalled & ~noisy & finite
     counts = {"stalled": int(stalled.sum()), "noisy": int((noisy & ~stalled).sum()),
@@ -132,3 +136,16 @@ def jiang_fits(models: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         add(paired[s], BOTH, POOLED, s, "all_stages", 0, counts, fit_frame=paired["late"])
     table = pl.from_dicts(rows, infer_schema_length=None)
     return table, pl.concat(preds) if preds else pl.DataFrame(schema=PRED_SCHEMA)
+
+
+def stall_sensitivity(models: pl.DataFrame, ratios: tuple[float, ...] = ALT_STALL_LOSS_RATIOS) -> list[dict]:
+    """The pooled margins + indicators fit at the last snapshot repeated with each other stall ratio:
+    one dict per ratio with ``stall_ratio``, ``n_models``, ``r2_cv`` and ``tau_cv`` (None where too few
+    models), so a verdict can show that the exclusion rule does not decide it."""
+    out = []
+    for ratio in ratios:
+        by_stage, counts = kept_models(models, ratio)
+        row, _ = _fit(by_stage["late"], BOTH, POOLED, "late", "all", 0, counts)
+        out.append({"stall_ratio": ratio, "n_models": row["n_models"], "r2_cv": row["r2_cv"],
+                    "tau_cv": row["tau_cv"]})
+    return out

@@ -41,6 +41,8 @@ from analyses.gap.predictors import MARGIN_REPRESENTATIONS, column, margin_colum
 
 #: A model whose final training loss exceeds this share of its step-0 loss is stalled (left out).
 STALL_LOSS_RATIO = 0.5
+#: The other stall ratios the pooled fit is repeated at, so the rule can be seen not to decide the call.
+ALT_STALL_LOSS_RATIOS = (0.25, 0.9)
 #: Repeats and folds of the random cross-validation.
 N_REPEATS, N_FOLDS = 10, 10
 #: Fewest models for a per-data-set fit (below it the data set enters only the pooled fit).
@@ -49,12 +51,12 @@ MIN_MODELS = 30
 QUARTILES = tuple(margin_column(r, s) for r in MARGIN_REPRESENTATIONS for s in ("q1", "median", "q3"))
 
 
-def excluded(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def excluded(frame: pl.DataFrame, stall_ratio: float = STALL_LOSS_RATIO) -> tuple[np.ndarray, np.ndarray]:
     """(stalled (n,), noisy (n,)) booleans for the models of ``frame`` (columns ``train_loss``,
-    ``initial_train_loss``, ``label_noise``; see module doc)."""
+    ``initial_train_loss``, ``label_noise``; see module doc): stalled when final > stall_ratio x initial."""
     final, start = column(frame, "train_loss"), column(frame, "initial_train_loss")
     with np.errstate(invalid="ignore"):
-        stalled = ~(final <= STALL_LOSS_RATIO * start)  # NaN losses count as stalled
+        stalled = ~(final <= stall_ratio * start)  # NaN losses count as stalled
     noisy = ~(column(frame, "label_noise") == 0)
     return stalled, noisy
 

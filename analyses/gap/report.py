@@ -23,6 +23,7 @@ def report(con: duckdb.DuckDBPyConnection) -> dict:
         "have no margins (their rows in `margins` say `not_classification`). "
         + ("Margin rows without statistics, by reason (runs): " + ", ".join(f"{s}: {k}" for s, k in statuses) + "."
            if statuses else "Every classifier's margins are defined at every snapshot."))
+    paragraphs.extend(_jiang_paragraphs(con))
     main = con.execute(f"""SELECT r2, r2_adj, r2_cv, r2_cv_low, r2_cv_high, n_models, n_datasets, cv_folds, note,
                                   kendall_tau_cv
                            FROM analysis_gap_regression WHERE spec = '{MAIN}' AND sample = 'all'
@@ -78,6 +79,12 @@ def report(con: duckdb.DuckDBPyConnection) -> dict:
                           "with the gap, of the fit for the combined set): " + "; ".join(
             f"{s}: {fmt_number(r)}, tau {fmt_number(t)}" for s, r, t in others) + ".")
     tables = [
+        {"caption": f"Jiang et al. fits beside the paper's R^2 = {PAPER_R2} (analysis_gap_jiang)",
+         "sql": """SELECT scope, predictors, stage, fit_stage, sample, n_models, n_datasets, n_stalled, n_noisy, k,
+                          round(r2_cv, 3) AS r2_cv, round(r2_cv_repeat_min, 3) AS r2_cv_min,
+                          round(r2_cv_repeat_max, 3) AS r2_cv_max, round(tau_cv, 3) AS tau_cv, paper_r2,
+                          round(max_vif, 1) AS max_vif
+                   FROM analysis_gap_jiang ORDER BY sample, scope = 'pooled' DESC, scope, stage, predictors"""},
         {"caption": "Gap regressions (analysis_gap_regression)",
          "sql": """SELECT spec, cv_scheme, stage, fit_stage, target, sample, k, n_models, n_datasets, n_excluded,
                           round(r2, 3) AS r2, round(r2_adj, 3) AS r2_adj, round(r2_cv, 3) AS r2_cv,
@@ -88,3 +95,22 @@ def report(con: duckdb.DuckDBPyConnection) -> dict:
                    FROM analysis_gap_regression ORDER BY sample, family, r2_cv DESC NULLS LAST"""},
     ]
     return {"paragraphs": paragraphs, "tables": tables}
+
+
+def _jiang_paragraphs(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The Jiang et al. fits at the last snapshot, per data set and pooled, beside the paper's R^2."""
+    rows = con.execute("""SELECT scope, predictors, n_models, r2_cv, tau_cv, n_stalled, n_noisy FROM analysis_gap_jiang
+                          WHERE sample = 'all' AND stage = 'late' AND fit_stage = 'late'
+                          ORDER BY scope = 'pooled' DESC, scope, predictors""").fetchall()
+    fitted = [r for r in rows if r[3] is not None]
+    if not fitted:
+        return ["The Jiang et al. fits (log quartiles of the margins, within data sets) have too few models here "
+                "to be cross-validated."] if rows else []
+    n_stalled, n_noisy = rows[0][5], rows[0][6]
+    parts = [f"{'the data-set indicators alone' if p == 'indicators' else 'margins + indicators'} pooled "
+             f"R^2_cv = {fmt_number(r2)}, tau {fmt_number(tau)} ({n} models)" if scope == "pooled" else
+             f"{scope}: R^2_cv = {fmt_number(r2)}, tau {fmt_number(tau)} ({n} models)"
+             for scope, p, n, r2, tau, _, _ in fitted if p != "log_quartiles" or scope != "pooled"]
+    return [f"As Jiang et al. (2019) fitted it (ln Q1, median, Q3 of the normalized margins at input, h0 and output; "
+            f"10 x 10 random folds of models; {n_stalled} stalled and {n_noisy} label-noise runs left out), beside "
+            f"the paper's R^2 = {PAPER_R2}: " + "; ".join(parts) + "."]

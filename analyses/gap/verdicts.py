@@ -42,7 +42,16 @@ def _estimate(value: float, n: int, k: int) -> Estimate:
     return Estimate(value, np.nan, np.nan, n, "models", groups=k)
 
 
-def beyond_identity(preds: pl.DataFrame, score: str) -> Verdict:
+def _stall_note(stall: list[dict]) -> str:
+    """The pooled fit's scores at the other stall ratios, for a verdict's detail."""
+    def num(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3g}"
+    return "; at other stall ratios " + ", ".join(
+        f"{s['stall_ratio']}: R^2_cv {num(s['r2_cv'])}, tau_cv {num(s['tau_cv'])} ({s['n_models']} models)"
+        for s in stall) if stall else ""
+
+
+def beyond_identity(preds: pl.DataFrame, score: str, stall: list[dict] = ()) -> Verdict:
     """Margins predict (``score = "r2"``) or rank (``"tau"``) the gap beyond data-set identity, pooled, at
     the last snapshot. R^2: R^2_cv(margins + indicators) minus R^2_cv(indicators alone). tau: the claim's
     pooled tau of the margins + indicators model beside the in-sample data-set mean's, decided on the tau
@@ -72,10 +81,10 @@ def beyond_identity(preds: pl.DataFrame, score: str) -> Verdict:
         f"{SETTING}; data-set indicators in the fit; decisive: the margins' gain over the indicators alone"
         + ("" if score == "r2" else " (tau within data sets)"),
         f"{score}_cv", "positive", with_p=False, negligible=band, data=data,
-        detail=f"{rows['dataset'].n_unique()} data sets")
+        detail=f"{rows['dataset'].n_unique()} data sets" + _stall_note(stall))
 
 
-def reaches_paper(preds: pl.DataFrame, scope: str) -> Verdict | None:
+def reaches_paper(preds: pl.DataFrame, scope: str, stall: list[dict] = ()) -> Verdict | None:
     """R^2_cv reaches the paper's 0.89: pooled (margins + indicators) or within one data set (margins)."""
     predictors = BOTH if scope == POOLED else LQ
     f = preds.filter((pl.col("scope") == scope) & (pl.col("predictors") == predictors) & (pl.col("sample") == "all")
@@ -91,7 +100,7 @@ def reaches_paper(preds: pl.DataFrame, scope: str) -> Verdict | None:
         f"The margin model's R^2 reaches the paper's {PAPER_R2}.",
         f"{SETTING}; {where}; supported when the interval's lower end reaches {PAPER_R2} - {PAPER_BAND}",
         "r2_cv", "at_least", with_p=False, null_value=PAPER_R2, negligible=PAPER_BAND, data=data,
-        detail=f"tau_cv = {tau_score(y, p):.3f}")
+        detail=f"tau_cv = {tau_score(y, p):.3f}" + (_stall_note(stall) if scope == POOLED else ""))
 
 
 def stage_difference(preds: pl.DataFrame, claim: str, score: str) -> Verdict:
@@ -152,12 +161,13 @@ def unseen_datasets(main: dict, grouped: pl.DataFrame) -> Verdict:
         detail=f"{main['n_datasets']} data sets")
 
 
-def verdicts(preds: pl.DataFrame, main: dict, grouped: pl.DataFrame) -> list[Verdict]:
+def verdicts(preds: pl.DataFrame, main: dict, grouped: pl.DataFrame, stall: list[dict] = ()) -> list[Verdict]:
     """Every verdict of the stage from the Jiang fits' predictions (``analysis_gap_jiang_predictions``),
-    the old main regression row and its grouped out-of-fold predictions."""
-    out = [beyond_identity(preds, "r2"), beyond_identity(preds, "tau")]
+    the old main regression row and its grouped out-of-fold predictions; ``stall`` is
+    :func:`analyses.gap.fits.stall_sensitivity`, quoted in the pooled verdicts' detail."""
+    out = [beyond_identity(preds, "r2", stall), beyond_identity(preds, "tau", stall)]
     scopes = [POOLED, *sorted(set(preds.filter(pl.col("scope") != POOLED)["scope"].to_list()))]
-    out += [v for s in scopes if (v := reaches_paper(preds, s)) is not None]
+    out += [v for s in scopes if (v := reaches_paper(preds, s, stall)) is not None]
     out += [stage_difference(preds, c, s) for c in ("late_only", "no_transfer") for s in ("r2", "tau")]
     out.append(unseen_datasets(main, grouped))
     return out

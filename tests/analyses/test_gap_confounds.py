@@ -104,6 +104,19 @@ def test_stalled_and_noisy_runs_are_left_out() -> None:
     assert not set(by_stage["middle"]["run_id"]) & {"r0_000", "r1_001", "r2_002"}
 
 
+def test_stall_sensitivity_refits_at_each_ratio_and_is_quoted_in_the_detail() -> None:
+    m = _models(lambda d, z, s: MEANS[d] + 0.03 * z, lambda d, z, s, rng: -1.0 - d - 0.5 * z)
+    # 0.3 stalls at 0.25 but not at the default 0.5; 0.7 stalls at 0.5 but not at 0.9
+    loss = {"r0_000": 0.3, "r0_001": 0.3, "r1_000": 0.7}
+    m = m.with_columns(train_loss=pl.col("run_id").replace_strict(loss, default=0.1, return_dtype=pl.Float64))
+    rows = fits.stall_sensitivity(m, (0.25, 0.9))
+    assert [(r["stall_ratio"], r["n_models"]) for r in rows] == [(0.25, 177), (0.9, 180)]
+    assert all(r["r2_cv"] > 0.8 for r in rows)  # the planted fit does not hang on three runs
+    _, preds = fits.jiang_fits(m)
+    v = verdicts.reaches_paper(preds, "pooled", rows)
+    assert "at other stall ratios 0.25: R^2_cv" in v.detail and "(180 models)" in v.detail
+
+
 def test_repeated_oof_against_a_brute_force_loop() -> None:
     rng = np.random.default_rng(3)
     X, y = rng.normal(size=(40, 2)), rng.normal(size=40)
