@@ -29,9 +29,10 @@ report: setup
 figures: setup
 	$(PY) -m pipeline figures --config $(CONFIG) --db $(DB)
 
+# Two pytest-xdist workers, one per core; whole files go to one worker so module fixtures are built once.
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: setup
 	$(PY) benchmarks/corpus.py

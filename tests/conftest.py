@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,13 +81,32 @@ def tiny_config(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def built_corpus(tmp_path_factory) -> dict[str, Path]:
-    """extract (2 worker processes) -> ingest -> analyze -> report -> figures on the tiny config."""
-    root = tmp_path_factory.mktemp("corpus")
+def built_corpus(tmp_path_factory, worker_id: str) -> dict[str, Path]:
+    """extract (2 worker processes) -> ingest -> analyze -> report -> figures on the tiny config.
+
+    Built once per test session: under pytest-xdist (``make test`` runs two workers) the first worker
+    to ask builds it in the session's shared temporary folder under a file lock, and the other reads it."""
+    if worker_id == "master":
+        return _build_corpus(tmp_path_factory.mktemp("corpus"))
+    root = tmp_path_factory.getbasetemp().parent / "corpus"
+    with FileLock(f"{root}.lock"):
+        if not (root / ".built").exists():
+            shutil.rmtree(root, ignore_errors=True)  # a half-built folder from a worker that died
+            root.mkdir()
+            _build_corpus(root)
+            (root / ".built").touch()
+    return _corpus_paths(root)
+
+
+def _corpus_paths(root: Path) -> dict[str, Path]:
+    return {"config": root / "tiny.toml", "db": root / "corpus.duckdb", "shards": root / "shards",
+            "report": root / "report", "figures": root / "figures"}
+
+
+def _build_corpus(root: Path) -> dict[str, Path]:
     config = root / "tiny.toml"
     config.write_text(TINY_CONFIG)
-    paths = {"config": config, "db": root / "corpus.duckdb", "shards": root / "shards",
-             "report": root / "report", "figures": root / "figures"}
+    paths = _corpus_paths(root)
     common = ["--config", str(config), "--db", str(paths["db"]), "--quiet"]
     run_cli("extract", *common, "--shards", str(paths["shards"]), "--workers", "2", check=True)
     run_cli("ingest", *common, "--shards", str(paths["shards"]), check=True)
