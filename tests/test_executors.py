@@ -121,3 +121,26 @@ def test_cli_exits_nonzero_naming_the_failed_run_and_keeps_the_rest(small_plan: 
                     "re-run to retry")
     assert len(list(shards.glob("dataset=*/run_id=*/manifest.json"))) == 2
     assert (shards / "failures" / f"{runs[0].run_id}.json").is_file() and not list(shards.glob(".tmp-*"))
+
+
+
+GUARD_CHECK = """
+import os, sys
+import pipeline.orphan_guard as guard
+print(sorted(m for m in ('torch', 'numpy', 'pipeline.extract') if m in sys.modules))
+guard.guarded_main(-1, b'not a pickle')  # -1 is nobody's parent: returns before it unpickles anything
+guard.guarded_main(os.getppid(), guard.guarded_payload(print, 'ran'), 'payload')
+"""
+
+
+def test_orphan_guard_imports_nothing_heavy_and_stops_an_orphan_before_its_payload() -> None:
+    """A worker must reach its parent check within interpreter start-up: the guard module may not pull
+    in torch or the pipeline (the window in which a killed coordinator's worker outlived it). Run in a
+    child, since the guard sets the calling process's death signal."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-c", GUARD_CHECK], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "payload ran"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing as mp
 import os
 import signal
@@ -13,21 +12,13 @@ from multiprocessing.connection import wait as wait_for
 from pipeline.executors.backend import Backend, Failed, Finished, Progress, failed
 from pipeline.extract.run import extract_run
 from pipeline.extract.shards import ShardStore
+from pipeline.orphan_guard import guarded_main, guarded_payload
 from pipeline.runspec import RunSpec
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this worker when the coordinator dies (so no orphan keeps writing)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _process_worker(conn, parent: int, store: ShardStore, custom, device: str) -> None:
-    _die_with_parent()
-    if os.getppid() != parent:
-        return
+def _process_worker(conn, store: ShardStore, custom, device: str) -> None:
+    """Run the specs that arrive on ``conn`` until ``None`` (started by :func:`guarded_main`, so it
+    already dies with the coordinator and no orphan keeps writing)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides what an interrupt stops
     while True:
         try:
@@ -70,8 +61,8 @@ class ProcessBackend(Backend):
 
     def _start(self) -> _Worker:
         here, there = self.ctx.Pipe()
-        proc = self.ctx.Process(target=_process_worker, args=(there, os.getpid(), self.store, self.custom,
-                                                              self.device), daemon=True)
+        payload = guarded_payload(_process_worker, self.store, self.custom, self.device)
+        proc = self.ctx.Process(target=guarded_main, args=(os.getpid(), payload, there), daemon=True)
         proc.start()
         there.close()
         worker = _Worker(proc, here)
