@@ -25,11 +25,13 @@ _ROWS_SQL = """
            confound, baseline_name, baseline_effect, beyond_name, beyond_effect, beyond_low, beyond_high,
            lodo_low, lodo_high, loso_low, loso_high, n, n_unit, n_datasets, p_holm, band_sensitive,
            verdict, verdict_adjusted
-    FROM analysis_verdicts"""
+    FROM analysis_verdicts
+    ORDER BY family, claim_id"""
 
 
 def _num(x) -> str:
-    return "" if x is None else f"{x:.3g}"
+    """A stored number to 3 significant digits; ``n/a`` where the stage had nothing to estimate it from."""
+    return "n/a" if x is None or x != x else f"{x:.3g}"
 
 
 def _range(lo, hi) -> str:
@@ -65,7 +67,8 @@ def verdict_markdown(con: duckdb.DuckDBPyConnection, name: str, db_label: str) -
         beyond = (f"{r['beyond_name']} = {_num(r['beyond_effect'])} {_range(r['beyond_low'], r['beyond_high'])}"
                   if r["beyond_name"] else "")
         band = " (band-sensitive)" if r["band_sensitive"] else ""
-        n = f"{r['n']} {r['n_unit']}" + (f", {r['n_datasets']} data sets" if r["n_datasets"] else "")
+        n = f"{r['n']} {r['n_unit']}" + (f", {r['n_datasets']} data set{'s' if r['n_datasets'] != 1 else ''}"
+                                              if r["n_datasets"] else "")
         cells = [f"`{r['claim_id']}`", f"{r['effect_name']} = {_num(r['effect'])}",
                  f"{_range(r['low'], r['high'])} ({r['interval_level']})", r["confound"] or "none tested",
                  baseline, beyond, _range(r["lodo_low"], r["lodo_high"]), _range(r["loso_low"], r["loso_high"]), n,
