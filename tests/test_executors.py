@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -12,7 +14,7 @@ import pipeline.executors.inline as inline_backend  # where the inline backend l
 from pipeline.config import load_config
 from pipeline.executors import run_extraction
 from snapshot_loader.ingest import ingest_shards
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 from tests.corpus_compare import assert_same_corpus
 
 # Three data sets, a random path (dropout, label noise) and batch norm: what could differ between executors.
@@ -123,7 +125,6 @@ def test_cli_exits_nonzero_naming_the_failed_run_and_keeps_the_rest(small_plan: 
     assert (shards / "failures" / f"{runs[0].run_id}.json").is_file() and not list(shards.glob(".tmp-*"))
 
 
-
 GUARD_CHECK = """
 import os, sys
 import pipeline.orphan_guard as guard
@@ -137,10 +138,5 @@ def test_orphan_guard_imports_nothing_heavy_and_stops_an_orphan_before_its_paylo
     """A worker must reach its parent check within interpreter start-up: the guard module may not pull
     in torch or the pipeline (the window in which a killed coordinator's worker outlived it). Run in a
     child, since the guard sets the calling process's death signal."""
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     out = subprocess.run([sys.executable, "-c", GUARD_CHECK], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[:2] == ["[]", "payload ran"]
