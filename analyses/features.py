@@ -10,8 +10,9 @@ Gauss-Newton block, 000).
 Tables
 ------
 ``analysis_features_layer``
-    one row per (run_id, step, layer_index) at a spectral snapshot of an MLP run (the other families
-    have no per-Linear measures): the run's configuration, the
+    one row per (run_id, step, layer_index) at a spectral snapshot of a run of any family (a layer
+    is a block: an MLP's Linear, a convolution, an attention or feed-forward sublayer, a user's
+    module; the weight features read its principal matrix): the run's configuration, the
     layer's position (``relative_depth`` = layer_index / (n_layers - 1), ``is_output``), every
     feature of :data:`FEATURES` as measured (raw values), and the quality metrics at that step.
     Curvature features are exact or NULL: a value a matrix-free row estimated (nonzero standard error)
@@ -28,7 +29,8 @@ Tables
     transform, and what it measures.
 
 ``architecture`` is the size preset and activation, plus the normalization when there is one
-(``medium-sigmoid-layernorm``): the label the paper's Figure 2 colours by.
+(``medium-sigmoid-layernorm``): the label the paper's Figure 2 colours by; another family's is
+prefixed by it (``cnn2d-custom-gelu``), a user's model is ``custom-<factory>``.
 ``primary_metric`` is test accuracy for classification, test R2 for regression.
 """
 
@@ -155,8 +157,11 @@ METRICS = {
 PRIMARY_METRIC = {"classification": "test_accuracy", "regression": "test_r2"}
 ALL_METRICS = tuple(dict.fromkeys(METRICS["classification"] + METRICS["regression"]))
 
-_CONTEXT = """r.dataset, r.task, r.size, r.activation, r.norm, r.optimizer, r.init, r.train_fraction, r.seed,
-       r.size || '-' || r.activation || CASE WHEN r.norm = 'none' THEN '' ELSE '-' || r.norm END AS architecture,
+_CONTEXT = """r.dataset, r.task, r.family, r.size, r.activation, r.norm, r.optimizer, r.init, r.train_fraction, r.seed,
+       CASE WHEN r.family = 'mlp' THEN r.size || '-' || r.activation
+                                       || CASE WHEN r.norm = 'none' THEN '' ELSE '-' || r.norm END
+            WHEN r.family = 'custom' THEN 'custom-' || r.model
+            ELSE r.family || '-' || r.size || '-' || r.activation END AS architecture,
        r.total_steps, c.epoch, c.step::DOUBLE / greatest(r.total_steps, 1) AS progress"""
 
 
@@ -212,11 +217,11 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
              AND hs.layer_index = s.layer_index AND hs.kind = 'loss'
         LEFT JOIN hessian_spectra hg ON hg.run_id = s.run_id AND hg.step = s.step
              AND hg.layer_index = s.layer_index AND hg.kind = 'ggn'
-        WHERE c.is_spectral AND r.status <> 'diverged' AND r.family = 'mlp'  -- per-Linear measures
+        WHERE c.is_spectral AND r.status <> 'diverged'  -- every family: the blocks of any model
         ORDER BY s.run_id, s.step, s.layer_index""")
     aggs = ",\n       ".join(
         f"avg({slog_sql(f.name) if f.log_scale else f.name}) AS {f.name}" for f in FEATURES)
-    keep = ("dataset, task, size, activation, norm, optimizer, init, train_fraction, seed, architecture, "
+    keep = ("dataset, task, family, size, activation, norm, optimizer, init, train_fraction, seed, architecture, "
             "total_steps, epoch, progress, n_layers, " + ", ".join(ALL_METRICS) + ", primary_metric")
     write_table(con, "analysis_features", f"""
         SELECT run_id, step,
@@ -242,7 +247,8 @@ def report(con: duckdb.DuckDBPyConnection) -> dict:
 
 #: The run's configuration and the snapshot's place in training (:data:`_CONTEXT`), in both tables.
 _CONTEXT_COLUMNS = [
-    ("dataset", "VARCHAR"), ("task", "VARCHAR"), ("size", "VARCHAR"), ("activation", "VARCHAR"), ("norm", "VARCHAR"),
+    ("dataset", "VARCHAR"), ("task", "VARCHAR"), ("family", "VARCHAR"), ("size", "VARCHAR"),
+    ("activation", "VARCHAR"), ("norm", "VARCHAR"),
     ("optimizer", "VARCHAR"), ("init", "VARCHAR"), ("train_fraction", "DOUBLE"), ("seed", "INTEGER"),
     ("architecture", "VARCHAR"), ("total_steps", "INTEGER"), ("epoch", "DOUBLE"), ("progress", "DOUBLE"),
     ("n_layers", "BIGINT"),

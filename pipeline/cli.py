@@ -1,4 +1,4 @@
-"""``pipeline`` (or ``python -m pipeline``): plan, extract, ingest, analyze, report, figures, datasets.
+"""``pipeline`` (or ``python -m pipeline``): plan, extract, ingest, analyze, report, figures, measure, datasets.
 
 Every error the user can cause (bad config, unknown data set, corrupt shard, old database) ends in
 one line ``error: <what and where>`` on stderr and exit status 2; nothing half-written is left.
@@ -85,6 +85,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--out", type=Path, default=None, help="report folder (default: beside --db, DB_STEM/report)")
 
+    p = sub.add_parser("measure", help="measure a folder of existing checkpoints of a user's model as one run, "
+                                       "into the shards and the database")
+    _add_common(p, config=False)
+    p.add_argument("--model", required=True, help="the model factory, package.module:callable "
+                                                  "(called as build(input_shape, output_size))")
+    p.add_argument("--checkpoints", type=Path, required=True,
+                   help="folder of state_dict files (*.pt, *.pth, *.ckpt; the step in each name or manifest.json)")
+    p.add_argument("--data", required=True, help="a built-in data set name, or a CSV / Parquet file (with --target)")
+    p.add_argument("--target", default=None, help="target column of a --data file")
+    p.add_argument("--task", choices=("classification", "regression"), default="classification",
+                   help="task of a --data file")
+    p.add_argument("--blocks", default=None, help="comma-separated module paths of the blocks (default: read "
+                                                  "off the graph)")
+    p.add_argument("--study", default="measured", help="study name the run is listed under (studies table)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the probe batch")
+    p.add_argument("--probe-size", type=int, default=256)
+    p.add_argument("--exact-limit", type=int, default=1000, help="blocks up to this many parameters are exact")
+    p.add_argument("--hvp-budget", type=int, default=320, help="products per matrix-free spectrum")
+    p.add_argument("--shards", default=DEFAULT_SHARDS, help=SHARDS_HELP)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+
     p = sub.add_parser("datasets", help="list the built-in data sets")
     p.add_argument("--config", type=Path, default=None, help="also list this config's custom data sets")
     p.add_argument("--json", action="store_true")
@@ -100,15 +121,23 @@ def _custom_specs(config) -> dict:
 def _check_custom_data(config, used: set[str]) -> None:
     """Load every user data file the plan uses before any worker starts, so a bad file is one error
     naming it rather than a failure in every run that reads it."""
-    from pipeline.datasets.preprocess import prepare
-    from pipeline.errors import DatasetError
+    _check_custom_data_specs({name: spec for name, spec in _custom_specs(config).items() if name in used})
 
-    for name, spec in _custom_specs(config).items():
-        if name in used:
-            try:
-                prepare(spec)
-            except DatasetError as exc:
-                raise DatasetError(f"{spec.item}: {exc}") from None
+
+def _check_custom_models(runs, custom: dict) -> None:
+    """Build every user model the plan uses once, on its data set's shapes, before any worker starts:
+    a factory that cannot be imported, returns the wrong shape or is not differentiable is one error
+    naming the key, not a failure in every run."""
+    from pipeline.datasets.run_data import prepared_dataset
+    from pipeline.models.factory import build_factory_model
+
+    seen = set()
+    for r in runs:
+        if r.family != "custom" or (r.model, r.blocks, r.dataset) in seen:
+            continue
+        seen.add((r.model, r.blocks, r.dataset))
+        d = prepared_dataset(r.dataset, custom)
+        build_factory_model(r.model, (d.X.shape[1],), d.output_dim, r.seed, r.blocks)
 
 
 def cmd_plan(args) -> None:
@@ -149,6 +178,7 @@ def _extract(args) -> str | None:
         raise PipelineError(f"--shards: {args.shards} exists and is not a folder")
     runs = config.runs()[: args.limit] if args.limit is not None else config.runs()
     _check_custom_data(config, {r.dataset for r in runs})
+    _check_custom_models(runs, _custom_specs(config))
     device = args.device
     if device == "cuda":
         import torch
@@ -246,6 +276,86 @@ def cmd_all(args) -> None:
         raise PipelineError(failed)
 
 
+def _measure_dataset(args) -> tuple[str, dict, str]:
+    """(data set name, custom specs, digest) of ``--data``: a built-in name or a user's file."""
+    from pipeline.config import file_digest
+    from pipeline.datasets.registry import REGISTRY, file_spec
+
+    path = Path(args.data)
+    if path.suffix.lower() in (".csv", ".parquet"):
+        if not path.is_file():
+            raise PipelineError(f"--data: {path}: file not found")
+        if not args.target:
+            raise PipelineError("--target: a --data file needs its target column")
+        name = path.stem
+        custom = {name: file_spec(name, str(path.resolve()), args.target, args.task)}
+        _check_custom_data_specs(custom)
+        return name, custom, file_digest(path, args.target, args.task)
+    if args.data not in REGISTRY:
+        raise PipelineError(f"--data: unknown dataset {args.data!r} (a built-in name, see `pipeline datasets`, or "
+                            "a .csv / .parquet file)")
+    return args.data, {}, ""
+
+
+def _check_custom_data_specs(custom: dict) -> None:
+    from pipeline.datasets.preprocess import prepare
+    from pipeline.errors import DatasetError
+
+    for spec in custom.values():
+        try:
+            prepare(spec)
+        except DatasetError as exc:
+            raise DatasetError(f"{spec.item}: {exc}") from None
+
+
+def cmd_measure(args) -> None:
+    from tqdm import tqdm
+
+    from pipeline.extract.measure import checkpoint_digest, checkpoint_files, measure_folder
+    from pipeline.extract.shards import ShardStore
+    from pipeline.models.factory import load_factory
+    from pipeline.runspec import RunSpec
+    from snapshot_loader.ingest import ingest_shards
+
+    for flag, value, low in (("--probe-size", args.probe_size, 1), ("--exact-limit", args.exact_limit, 0),
+                             ("--hvp-budget", args.hvp_budget, 20), ("--seed", args.seed, 0)):
+        if value < low:
+            raise PipelineError(f"{flag}: must be at least {low}, got {value}")
+    load_factory(args.model)  # a bad reference fails before the files are read
+    checkpoints = checkpoint_files(args.checkpoints)
+    name, custom, data_digest = _measure_dataset(args)
+    blocks = tuple(b.strip() for b in args.blocks.split(",") if b.strip()) if args.blocks else ()
+    n = len(checkpoints)
+    spec = RunSpec(dataset=name, family="custom", model=args.model, blocks=blocks, seed=args.seed,
+                   probe_size=args.probe_size, hessian_exact_limit=args.exact_limit, hvp_budget=args.hvp_budget,
+                   metric_checkpoints=max(n, 2), spectral_snapshots=n, epochs=1, size="custom", widths=(1,),
+                   dataset_digest=data_digest, checkpoint_digest=checkpoint_digest(checkpoints))
+    _check_custom_models([spec], custom)
+    device = args.device
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("measure: --device cuda but no GPU is present: the engine runs on the CPU", file=sys.stderr)
+            device = "cpu"
+    _check_writable(args.db.parent, "--db")
+    store = ShardStore(args.shards)
+    if store.is_complete(spec.dataset, spec.run_id):
+        print(f"measure: run {spec.run_id} ({n} checkpoints) is already measured", file=sys.stderr)
+    else:
+        bar = tqdm(total=n, desc=f"measure {spec.run_id}", unit="checkpoint", disable=True if args.quiet else None)
+        try:
+            rows = measure_folder(spec, checkpoints, args.checkpoints, custom, device,
+                                  progress=lambda done, _total: bar.update(done - bar.n))
+        finally:
+            bar.close()
+        store.write(spec.dataset, spec.run_id, rows)
+    report = ingest_shards(args.db, store, [("measured", args.study, spec.run_id)], only={spec.run_id})
+    if report.errors:
+        raise PipelineError(f"cannot ingest run {spec.run_id}: {report.errors[0]}")
+    print(f"measure: run {spec.run_id}: {n} checkpoints of {args.model} on {name} -> {args.db}", file=sys.stderr)
+
+
 def cmd_datasets(args) -> None:
     from pipeline.datasets.registry import REGISTRY
 
@@ -274,7 +384,8 @@ def cmd_datasets(args) -> None:
 
 
 COMMANDS = {"plan": cmd_plan, "extract": cmd_extract, "ingest": cmd_ingest, "analyze": cmd_analyze,
-            "report": cmd_report, "figures": cmd_figures, "all": cmd_all, "datasets": cmd_datasets}
+            "report": cmd_report, "figures": cmd_figures, "all": cmd_all, "datasets": cmd_datasets,
+            "measure": cmd_measure}
 
 
 def main(argv: list[str] | None = None) -> int:

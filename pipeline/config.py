@@ -22,7 +22,9 @@ Layout of a config file::
     activation = ["relu", "sigmoid"]
 
 A grid value is a list (an axis of the product) or a scalar (fixed for that study); for ``widths``
-a list of integers is one architecture and a list of lists an axis. Every error
+(and a custom model's ``blocks``) a flat list is one architecture and a list of lists an axis.
+A user's own network: ``model = "package.module:build"`` (family ``custom``, see
+pipeline/models/factory.py), optionally with ``blocks = ["layer1", "layer2", ...]``. Every error
 names the file and the key, e.g. ``configs/x.toml: study[0].grid.activation: unknown ...``.
 """
 
@@ -57,7 +59,7 @@ from pipeline.training.regularizers import USES
 
 _TOP_KEYS = {"corpus", "run", "study", "dataset"}
 #: Run fields a config may set (the dataset digest is derived, never written by hand).
-USER_FIELDS = set(RUN_FIELDS) - {"dataset_digest"}
+USER_FIELDS = set(RUN_FIELDS) - {"dataset_digest", "checkpoint_digest"}
 _CORPUS_KEYS = {"name", "description"}
 _STUDY_KEYS = {"name", "description", "grid", "sample", "sample_seed"}
 _CUSTOM_DATASET_KEYS = {"name", "path", "target", "task", "description"}
@@ -242,11 +244,11 @@ def _parse_custom_datasets(items, base_dir: Path, fail) -> list[CustomDataset]:
         target = _string(item["target"], f"{key}.target", fail)
         out.append(CustomDataset(name, path.resolve(), target, task,
                                  _string(item.get("description", ""), f"{key}.description", fail),
-                                 _file_digest(path, target, task)))
+                                 file_digest(path, target, task)))
     return out
 
 
-def _file_digest(path: Path, target: str, task: str) -> str:
+def file_digest(path: Path, target: str, task: str) -> str:
     """What makes a user's data set itself: the file's bytes, the target column and the task."""
     h = hashlib.sha256(f"{target}\0{task}\0".encode())
     with path.open("rb") as f:
@@ -259,7 +261,7 @@ def _expand_grid(defaults: dict, grid: dict, key: str, known_datasets: set[str],
                  digests: dict[str, str]) -> list[RunSpec]:
     axes: list[tuple[str, list]] = []
     for name, value in grid.items():
-        if name == "widths":  # a list of ints is one architecture; a list of lists is an axis
+        if name in ("widths", "blocks"):  # a flat list is one architecture; a list of lists is an axis
             values = value if isinstance(value, list) and value and all(isinstance(v, list) for v in value) \
                 else [value]
         else:
@@ -328,7 +330,17 @@ def _make_spec(fields: dict, key: str, fail) -> RunSpec:
     if fields.get("norm") == "batchnorm" and fields.get("batch_size", RUN_FIELDS["batch_size"].default) < 2:
         raise fail(f"{key}.batch_size", "batch norm needs batches of at least 2 rows")
     augment = fields.get("augment", "none")
+    if fields.get("model") and "family" not in fields:
+        fields["family"] = "custom"
     family = fields.get("family", "mlp")
+    if family == "custom" and not fields.get("model"):
+        raise fail(f"{key}.model", "family 'custom' needs model = 'package.module:callable'")
+    if family != "custom":
+        for name in ("model", "blocks"):
+            if fields.get(name):
+                raise fail(f"{key}.{name}", f"is for a user's model (family = 'custom'), not family {family!r}")
+    if "blocks" in fields:
+        fields["blocks"] = tuple(fields["blocks"])
     for name, plain in (("augment", "none"), ("residual", "none"), ("norm", "none"), ("dropout", 0.0),
                         ("regularizer", "none")):
         if family != "mlp" and fields.get(name, plain) != plain:
@@ -366,6 +378,13 @@ def _check_value(name: str, value, key: str, known_datasets: set[str], fail) -> 
             raise fail(key, f"expected a string, got {type(value).__name__}")
         if value not in _CHOICES[name]:
             raise fail(key, f"unknown {name} {value!r} (choose from {', '.join(_CHOICES[name])})")
+    elif name == "model":
+        module, sep, attr = value.partition(":") if isinstance(value, str) else ("", "", "")
+        if not (sep and module and attr):
+            raise fail(key, f"expected 'package.module:callable', got {value!r}")
+    elif name == "blocks":
+        if not isinstance(value, list) or not all(isinstance(b, str) and b for b in value):
+            raise fail(key, "expected a list of module paths (strings)")
     elif name == "widths":
         if (not isinstance(value, list) or not value
                 or not all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 65536 for w in value)):

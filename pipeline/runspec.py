@@ -18,7 +18,8 @@ NORMS = ("none", "batchnorm", "layernorm")
 INITS = ("kaiming", "xavier", "normal")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 #: Network families (pipeline/models/build.py).
-FAMILIES = ("mlp", "cnn1d", "cnn2d", "transformer")
+#: ``custom``: a user's own network, built by the factory that ``model`` names (pipeline/models/factory.py).
+FAMILIES = ("mlp", "cnn1d", "cnn2d", "transformer", "custom")
 #: Training regularizers (see pipeline/training/regularizers.py).
 REGULARIZERS = ("none", "grad_norm", "hessian_trace", "sam", "fisher_sam")
 #: Hidden widths of the size presets: the paper's "no", "sure" and "huge" models.
@@ -77,6 +78,13 @@ class RunSpec:
     trial_steps: int = 10
     #: For a user's own file: a digest of its bytes, target and task (set by the config loader).
     dataset_digest: str = ""
+    #: family ``custom``: the factory ``package.module:callable``, called as build(input_shape,
+    #: output_size) -> nn.Module; ``blocks``: module paths of its blocks (empty: read off the graph).
+    model: str = ""
+    blocks: tuple[str, ...] = ()
+    #: A folder of existing checkpoints measured as this run (``pipeline measure``): a digest of their
+    #: steps and bytes (pipeline/extract/measure.py); empty for a run trained here.
+    checkpoint_digest: str = ""
 
     @property
     def run_id(self) -> str:
@@ -85,12 +93,14 @@ class RunSpec:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["widths"] = list(self.widths)
+        d["blocks"] = list(self.blocks)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> RunSpec:
         d = dict(d)
         d["widths"] = tuple(int(w) for w in d["widths"])
+        d["blocks"] = tuple(d.get("blocks") or ())
         return cls(**d)
 
 
@@ -98,7 +108,8 @@ class RunSpec:
 #: the ids of every run that does not use it.
 HASH_OMIT_AT_DEFAULT = {"dataset_digest": "", "regularizer": "none", "penalty": 0.01, "rho": 0.05,
                         "fisher_eta": 1.0, "residual": "none", "coupling_probes": 0, "augment": "none",
-                        "augment_at": 0.25, "edge_budget": 2, "trial_steps": 10}
+                        "augment_at": 0.25, "edge_budget": 2, "trial_steps": 10, "model": "", "blocks": [],
+                        "checkpoint_digest": ""}
 
 
 def run_id_of(spec: RunSpec) -> str:

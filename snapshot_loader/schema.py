@@ -1,23 +1,29 @@
 """The corpus schema: one declaration of every table, from which both the Parquet shard schemas and
 the DuckDB DDL are derived, so the two cannot drift apart.
 
-Conventions: ``layer_index`` is the position of a Linear block in forward order (0 = first hidden
-layer). ``step`` counts optimizer steps (0 = initialization). Columns that hold wall time end in
-``seconds``; they are the only values that differ between two extractions of the same run.
+Conventions: ``layer_index`` is the position of a block in forward order, one convention for every
+family: an MLP's Linear blocks (0 = first hidden layer, the last = the output layer); another
+family's blocks as ``block_names`` lists them (``layers.name`` says which module each is: ``convs.0``,
+``layers.0.attn``, ``head``; a user's model: the module paths its run named or every module that
+owns parameters). ``blocks.block_index`` is the same index. ``step`` counts optimizer steps
+(0 = initialization). Columns that hold wall time end in ``seconds``; they are the only values that
+differ between two extractions of the same run.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: Version of the tables a worker writes into a shard (unchanged by database-only migrations).
-SHARD_SCHEMA_VERSION = 5
+SHARD_SCHEMA_VERSION = 6
 #: Shard versions read. Version 5 changed how curvature is computed (estimates with standard errors,
-#: zeros from a noise floor), so older shards are stale: refused, and extracted again. A column or
+#: zeros from a noise floor), so older shards are stale: refused, and extracted again. Version 6 added
+#: runs.model, blocks and checkpoint_dir (NULL in a version-5 shard) and measures the blocks of every
+#: family: a version-5 shard without curvature rows (a CNN or Transformer run) is stale. A column or
 #: table added later needs its default written here, for the shards before it.
-READABLE_SHARD_VERSIONS = (5,)
+READABLE_SHARD_VERSIONS = (5, 6)
 
 #: Summary columns of ``hessian_spectra`` that matrix-free rows estimate, each with a ``<column>_stderr``
 #: (``trace_stderr`` is older and listed with the spectra's own columns).
@@ -43,7 +49,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("spectral_snapshots", "INTEGER"), ("probe_size", "INTEGER"), ("hessian_exact_limit", "INTEGER"),
         ("hvp_budget", "INTEGER"), ("seed", "INTEGER"), ("residual", "VARCHAR"), ("coupling_probes", "INTEGER"),
         ("augment", "VARCHAR"), ("augment_at", "DOUBLE"), ("edge_budget", "INTEGER"), ("trial_steps", "INTEGER"),
-        ("device", "VARCHAR"),
+        ("device", "VARCHAR"), ("model", "VARCHAR"), ("blocks", "VARCHAR[]"), ("checkpoint_dir", "VARCHAR"),
         ("config_json", "VARCHAR"), ("n_params", "BIGINT"), ("n_train", "INTEGER"), ("n_test", "INTEGER"),
         ("n_probe", "INTEGER"), ("n_noisy", "INTEGER"), ("total_steps", "INTEGER"), ("final_step", "INTEGER"),
         ("status", "VARCHAR"), ("diverged_step", "INTEGER"), ("torch_version", "VARCHAR"),
@@ -191,7 +197,9 @@ TABLE_NOTES: dict[str, str] = {
     "runs": (
         "every run field (dataset ... seed; widths INTEGER[]; regularizer, penalty, rho, fisher_eta; "
         "dataset_digest for a user's file), device (where the curvature engine ran), task, depth (number of "
-        "Linear blocks), config_json, n_params, n_train, n_test, n_probe, n_noisy, total_steps, final_step (last "
+        "Linear blocks; a user's model: its blocks), model and blocks (family `custom`: the factory and the "
+        "named blocks), checkpoint_dir (a run measured from existing checkpoints by `pipeline measure`), config_json, "
+        "n_params, n_train, n_test, n_probe, n_noisy, total_steps, final_step (last "
         "recorded checkpoint), status (`complete` or `diverged`), diverged_step, torch_version, wall_seconds"
     ),
     "splits": (
@@ -204,19 +212,24 @@ TABLE_NOTES: dict[str, str] = {
         "wall_seconds"
     ),
     "layers": (
-        "name, in_features, out_features, activation, norm, n_params, is_output (for the CNN and Transformer "
-        "families: one row per coupling block, in/out features NULL)"
+        "name, in_features, out_features, activation, norm, n_params, is_output (another family's blocks: in/out "
+        "features are the columns and rows of the block's principal matrix, its largest weight with 2+ axes read "
+        "as out x (in k...); a user's model has NULL activation and norm)"
     ),
     "layer_stats": (
         "every checkpoint: weight_norm, bias_norm, grad_norm, grad_bias_norm; spectral snapshots only (NULL "
         "elsewhere): weight_sv DOUBLE[], weight_rank, weight_stable_rank, weight_spectral_norm, grad_sv DOUBLE[], "
         "grad_rank, grad_stable_rank, grad_spectral_norm, alignment, adjacent_similarity, adjacent_k, "
         "saturation_fraction, dead_fraction, gradient_pressure (g^T H_ii g / ||g||^2), natural_gradient_norm (g^T "
-        "(G_ii + lambda I)^-1 g), natural_gradient_converged"
+        "(G_ii + lambda I)^-1 g), natural_gradient_converged. For another family's block the weight and gradient "
+        "columns describe its principal matrix (see `layers`), adjacent_similarity is NULL where the next block's "
+        "matrix does not chain onto it, and saturation is read at the first elementwise activation module inside "
+        "the block (NULL when it has none; a convolution's units are its channels at every position)"
     ),
     "hessian_spectra": (
-        "kind `local` (phi = sum), `loss` (H_ii) or `ggn` (G_ii); method (`closed_form`, `kronecker` or `gram`: "
-        "exact; `lanczos`: estimated from products, see the curvature engine), n_probe, n_params, eigenvalues "
+        "kind `local` (phi = sum), `loss` (H_ii) or `ggn` (G_ii); method (`closed_form`, `kronecker`, `autograd` "
+        "(the dense block by autograd, another family's blocks up to the exact limit) or `gram`: exact; `lanczos`: "
+        "estimated from products, see the curvature engine), n_probe, n_params, eigenvalues "
         "DOUBLE[] (all of them when exact, the converged Ritz values of both ends otherwise), trace, "
         "trace_stderr, top_eigenvalue, bottom_eigenvalue, condition_number, effective_rank, log_abs_det, n_zero, "
         "std, skewness, negative_mass, symmetry, near_zero_fraction, bias_share, bias_share_baseline (1/(d+1)), "
@@ -228,8 +241,9 @@ TABLE_NOTES: dict[str, str] = {
         "them of top/bottom_eigenvalue), zero_floor (|lambda| at or below it counts as zero)"
     ),
     "weights": (
-        "every tensor of the block's state (`linear.weight`, `linear.bias`, `norm.*` incl. running statistics) at "
-        "each spectral snapshot: shape INTEGER[], values FLOAT[] (row-major)"
+        "every tensor of the block's state (`linear.weight`, `linear.bias`, `norm.*` incl. running statistics; "
+        "another family's block: its module's state, `conv.weight`, `qkv.weight`, ...) at each spectral snapshot: "
+        "shape INTEGER[], values FLOAT[] (row-major)"
     ),
     "timings": (
         "seconds of `train` (since the previous checkpoint), `metrics` or `spectral` work at each checkpoint, and "
@@ -237,8 +251,9 @@ TABLE_NOTES: dict[str, str] = {
     ),
     "margins": (
         "spectral snapshots of every run: the signature of the normalized margins (definition 7) of the `train` "
-        "split (labels as trained on) or the `test` split, at `input`, `h0`..`h{L-2}` (the hidden blocks' "
-        "outputs) or `output` (layer_index NULL for the input, else the block whose output it is), over all "
+        "split (labels as trained on) or the `test` split, at `input`, `h0`..`h{L-2}` (the blocks' outputs, "
+        "whole and flattened for a convolution or token block) or `output` (layer_index NULL for the "
+        "input, else the block whose output it is), over all "
         "points or correctly classified ones: status (`ok`; `no_points` when no point is correct; "
         "`zero_variation` when the representation is constant, e.g. a dead ReLU layer; `not_classification` on "
         "the rows a regression run gets instead of margins), n_points, count, q1, median, q3, lower_fence (Q1 - "
@@ -292,7 +307,10 @@ TABLE_NOTES: dict[str, str] = {
 #: None reaches version 6: a database of versions 3-5 holds curvature computed before estimates
 #: carried their errors, and keeping it would put those rows beside re-extracted runs (whose ids
 #: differ: the default hvp_budget changed), so it is refused with a message to rebuild it.
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    6: ['ALTER TABLE runs ADD COLUMN "model" VARCHAR', 'ALTER TABLE runs ADD COLUMN "blocks" VARCHAR[]',
+        'ALTER TABLE runs ADD COLUMN "checkpoint_dir" VARCHAR'],
+}
 
 _ARROW = {
     "VARCHAR": pa.string(), "INTEGER": pa.int32(), "BIGINT": pa.int64(), "DOUBLE": pa.float64(),

@@ -60,6 +60,12 @@ widths = [[8, 8, 8]]
 activation = "sigmoid"
 coupling_probes = 4
 augment = ["none", "synthesized"]
+
+[[study]]
+name = "user_model"
+[study.grid]
+dataset = "iris"
+model = "tests.user_models:tiny_mlp"
 """
 
 
@@ -109,8 +115,39 @@ def _build_corpus(root: Path) -> dict[str, Path]:
     paths = _corpus_paths(root)
     common = ["--config", str(config), "--db", str(paths["db"]), "--quiet"]
     run_cli("extract", *common, "--shards", str(paths["shards"]), "--workers", "2", check=True)
+    checkpoints = _train_user_checkpoints(root / "user_checkpoints")
+    run_cli("measure", "--model", "tests.user_models:residual_cnn", "--checkpoints", str(checkpoints), "--data",
+            "digits", "--db", str(paths["db"]), "--shards", str(paths["shards"]), "--probe-size", "64", "--quiet",
+            check=True)
     run_cli("ingest", *common, "--shards", str(paths["shards"]), check=True)
     run_cli("analyze", *common, check=True)
     run_cli("report", *common, "--out", str(paths["report"]), check=True)
     run_cli("figures", *common, "--out", str(paths["figures"]), check=True)
     return paths
+
+
+def _train_user_checkpoints(folder: Path) -> Path:
+    """A user's own training history: the residual CNN of tests/user_models.py trained on digits by a
+    plain loop, its state_dict saved at steps 0, 20 and 40."""
+    import torch
+
+    from pipeline.datasets.run_data import prepared_dataset
+    from tests.user_models import residual_cnn
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data = prepared_dataset("digits")
+    X = torch.from_numpy(data.X[data.train_idx]).float()
+    y = torch.from_numpy(data.y[data.train_idx]).long()
+    torch.manual_seed(0)
+    model = residual_cnn((X.shape[1],), data.output_dim)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    for step in range(41):
+        if step % 20 == 0:
+            torch.save(model.state_dict(), folder / f"step_{step:03d}.pt")
+        idx = torch.randint(0, len(X), (32,), generator=generator)
+        loss = torch.nn.functional.cross_entropy(model(X[idx]), y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return folder

@@ -34,14 +34,16 @@ r is unchanged by it.
 Tables
 ------
 ``layer_topology``
-    one row per (run_id, step, layer_index) with stored weights: the cloud's size (``n_neurons``,
-    ``n_dead``, ``n_duplicates``, ``n_points``), ``n_bars`` finite H0 bars, the metrics above,
-    ``total_lifetime`` L, ``mean_neuron_norm``, the baseline's controls ``weight_variance`` and
+    one row per (run_id, step, layer_index, tensor): every weight matrix of every block, its rows the
+    point cloud (an MLP's ``linear.weight``; a conv kernel as out_channels x (in_channels k...); each
+    attention projection; ``principal`` marks the block's largest, the one later tables read): the
+    cloud's size (``n_neurons``, ``n_dead``, ``n_duplicates``, ``n_points``), ``n_bars`` finite H0
+    bars, the metrics above, ``total_lifetime`` L, ``mean_neuron_norm``, the baseline's controls ``weight_variance`` and
     ``weight_norm`` (Frobenius) of W, ``with_bias`` and the H0 ``method``.
 ``layer_topology_bars``
     the diagrams: one row per finite bar (birth 0, death), queryable with plain SQL.
 ``analysis_topology_snapshots``
-    ``layer_topology`` joined with the run's configuration, the layer's position (``first``,
+    ``layer_topology``'s principal rows joined with the run's configuration, the layer's position (``first``,
     ``middle``, ``last`` hidden, ``output``) and the test metric at that step (non-diverged runs);
     ``sweep`` names the run's train-fraction sweep by its first run id.
 ``analysis_topology_runs``

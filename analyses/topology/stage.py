@@ -23,6 +23,7 @@ SELECT t.*, f.dataset, f.task, f.size, f.architecture, f.activation, f.train_fra
        r.config_json
 FROM layer_topology t JOIN analysis_features_layer f USING (run_id, step, layer_index)
 JOIN runs r USING (run_id)
+WHERE t.principal  -- one cloud per block: its principal matrix (all of them stay in layer_topology)
 ORDER BY run_id, step, layer_index"""
 
 _TRAIN_FRACTION_SQL = f"""
@@ -36,27 +37,48 @@ FROM analysis_topology_runs WHERE sweep IN (SELECT sweep FROM sweeps)
 GROUP BY ALL ORDER BY metric, position, dataset, size, train_fraction"""
 
 
+def block_matrices(tensors: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.ndarray | None, bool]]:
+    """(name, matrix, bias or None, principal) for every weight matrix of one block's stored tensors.
+
+    A matrix is a tensor with 2 or more axes not named ``*bias``, read as rows = its first axis (a
+    neuron, an output channel, a projection's output) against all the others; its bias is the
+    tensor named like it with ``bias`` for ``weight``, when it has one entry per row. The principal
+    matrix is the largest (the first on ties), as in the ``layers`` table."""
+    out = []
+    for name, t in tensors.items():
+        if t.ndim < 2 or name.endswith("bias"):
+            continue
+        matrix = t.reshape(t.shape[0], -1)
+        bias = tensors.get(name[: -len("weight")] + "bias") if name.endswith("weight") else None
+        out.append((name, matrix, bias if bias is not None and bias.shape == (t.shape[0],) else None))
+    if not out:
+        return []
+    principal = max(range(len(out)), key=lambda k: (out[k][1].size, -k))
+    return [(n, m, b, k == principal) for k, (n, m, b) in enumerate(out)]
+
+
 def _write_layer_topology(con: duckdb.DuckDBPyConnection) -> None:
-    """``layer_topology`` and ``layer_topology_bars`` of every stored Linear weight."""
+    """``layer_topology`` and ``layer_topology_bars`` of every stored weight matrix of every block."""
     run_ids = [r[0] for r in con.execute("SELECT DISTINCT run_id FROM weights ORDER BY run_id").fetchall()]
     rows, bars = [], []
     for run_id in tqdm(run_ids, desc="topology", unit="run", leave=False, disable=None):
         # One run at a time: a paper-scale corpus's weights do not fit in memory at once.
         tensors = con.execute("""
             SELECT step, layer_index, tensor, shape, "values" FROM weights
-            WHERE run_id = ? AND tensor IN ('linear.weight', 'linear.bias') ORDER BY step, layer_index""",
-                              [run_id]).fetchall()
+            WHERE run_id = ? AND layer_index >= 0 AND (len(shape) >= 2 OR tensor LIKE '%bias')
+            ORDER BY step, layer_index, tensor""", [run_id]).fetchall()
         by_layer: dict[tuple[int, int], dict[str, np.ndarray]] = {}
         for step, layer_index, tensor, shape, values in tensors:
             by_layer.setdefault((step, layer_index), {})[tensor] = np.asarray(values, np.float32).reshape(shape)
         for (step, layer_index), t in by_layer.items():
-            row, layer_bars = topology_rows(run_id, step, layer_index, t["linear.weight"], t.get("linear.bias"))
-            rows.append(row)
-            bars += layer_bars
+            for name, matrix, bias, principal in block_matrices(t):
+                row, layer_bars = topology_rows(run_id, step, layer_index, matrix, bias, name, principal)
+                rows.append(row)
+                bars += layer_bars
     write_table(con, "layer_topology", pl.DataFrame(rows, schema=polars_schema("layer_topology"))
-                .sort("run_id", "step", "layer_index"))
+                .sort("run_id", "step", "layer_index", "tensor"))
     write_table(con, "layer_topology_bars", pl.DataFrame(bars, schema=polars_schema("layer_topology_bars"))
-                .sort("run_id", "step", "layer_index", "bar_index"))
+                .sort("run_id", "step", "layer_index", "tensor", "bar_index"))
 
 
 def _write_snapshots(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:

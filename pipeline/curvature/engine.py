@@ -90,7 +90,7 @@ class CurvatureSettings:
     device: str = "cpu"
 
 
-def _rng(seed: int, step: int, layer: int, kind: str) -> np.random.Generator:
+def snapshot_rng(seed: int, step: int, layer: int, kind: str) -> np.random.Generator:
     return np.random.default_rng([seed, step, layer, KIND_CODE[kind]])
 
 
@@ -99,7 +99,7 @@ _EXACT_ERRORS = {"trace_stderr": 0.0, "std_stderr": 0.0, "skewness_stderr": 0.0,
                  "bottom_converged": True}
 
 
-def _exact_row(eigenvalues: torch.Tensor | np.ndarray, eigenvectors: torch.Tensor | None = None,
+def exact_row(eigenvalues: torch.Tensor | np.ndarray, eigenvectors: torch.Tensor | None = None,
                bias_mask: np.ndarray | None = None, n_floor: int | None = None,
                bias_share: float | None = None) -> dict:
     lam = eigenvalues.detach().cpu().numpy() if isinstance(eigenvalues, torch.Tensor) else np.asarray(eigenvalues)
@@ -116,11 +116,11 @@ def _indefinite_row(obj: BlockObjective, kron: KroneckerSum | None, settings: Cu
     if obj.n_params <= settings.exact_limit:
         values, vectors = finite_eigh(kron.dense())
         # the floor's count: the order p plus the N points summed into each entry
-        row = _exact_row(values, vectors, kron.bias_mask, n_floor=obj.n_params + kron.m.shape[0])
+        row = exact_row(values, vectors, kron.bias_mask, n_floor=obj.n_params + kron.m.shape[0])
         return {**row, "method": "kronecker", "n_hvp": kron.q}
     trace = fro = None
     if kron is not None:
-        _check_finite(kron.m)
+        check_finite(kron.m)
         trace = kron.trace()
         n, q = kron.m.shape[:2]
         fro = kron.frobenius_sq() if n * n * q * q <= FROBENIUS_MAX_FLOPS else None
@@ -133,7 +133,7 @@ def _kronecker_fits(n: int, q: int, p: int, settings: CurvatureSettings) -> bool
     return p <= settings.exact_limit or 8 * n * q * q <= KRONECKER_MAX_BYTES
 
 
-def _check_finite(t: torch.Tensor) -> None:
+def check_finite(t: torch.Tensor) -> None:
     if not torch.isfinite(t).all():
         raise FloatingPointError("curvature matrix is not finite")
 
@@ -142,7 +142,7 @@ def _ggn_row(factor: GGNFactor, g: torch.Tensor, settings: CurvatureSettings,
              rng: np.random.Generator) -> tuple[dict, float | None, bool]:
     """The Gauss-Newton row and the natural-gradient norm g^T (G + delta lambda_max I)^{-1} g."""
     p, size = factor.n_params, factor.gram_size
-    _check_finite(factor.r)
+    check_finite(factor.r)
     if min(p, size) <= GGN_EXACT_MAX:
         if p <= size:
             gmat = factor.kronecker().dense()
@@ -156,7 +156,7 @@ def _ggn_row(factor: GGNFactor, g: torch.Tensor, settings: CurvatureSettings,
         values = values.clamp(min=0)  # G is PSD: negative round-off is zero
         # order decomposed plus terms summed per entry: N points for G, q + d + 1 for the Gram matrix
         n_floor = p + factor.r.shape[0] if p <= size else size + factor.r.shape[2] + factor.zt.shape[1]
-        row = _exact_row(values, n_floor=n_floor, bias_share=factor.bias_share())
+        row = exact_row(values, n_floor=n_floor, bias_share=factor.bias_share())
         return {**row, "method": "gram", "n_hvp": factor.r.shape[1]}, natgrad, True
     row = matrix_free_summary(factor.numpy_matvec, p, SLQ_VECTORS, max(2, settings.hvp_budget // SLQ_VECTORS), rng,
                               definite=True, trace=factor.trace())
@@ -195,11 +195,12 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
         if closed_form_applies(block):
             eigenvalues, bias = local_closed_form_spectrum(block, z, settings.phi)
             n_floor = closed_form_solve_order(X.shape[0], d) + X.shape[0]  # order decomposed + N points summed
-            row = {**_exact_row(eigenvalues, n_floor=n_floor, bias_share=bias),
+            row = {**exact_row(eigenvalues, n_floor=n_floor, bias_share=bias),
                    "method": "closed_form", "n_hvp": 0}
         else:
             kron = local_kronecker(block, z, settings.phi) if _kronecker_fits(X.shape[0], q, p, settings) else None
-            row = _indefinite_row(local_objective(block, z, settings.phi), kron, settings, _rng(seed, step, i, "local"))
+            row = _indefinite_row(local_objective(block, z, settings.phi), kron, settings,
+                                  snapshot_rng(seed, step, i, "local"))
         row["exactly_zero"] = is_exactly_zero(block, settings.phi)
         rows.append({**base, "kind": "local", **row, "seconds": time.perf_counter() - t})
 
@@ -212,7 +213,7 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
         if p > settings.exact_limit:
             hvp = GraphHVP(obj)
             g = hvp.gradient()
-        row = _indefinite_row(obj, kron, settings, _rng(seed, step, i, "loss"), hvp)
+        row = _indefinite_row(obj, kron, settings, snapshot_rng(seed, step, i, "loss"), hvp)
         row["exactly_zero"] = bool(row["top_eigenvalue"] == 0 and row["bottom_eigenvalue"] == 0)
         rows.append({**base, "kind": "loss", **row, "seconds": time.perf_counter() - t})
         pressure = gradient_pressure(g, kron.matvec(g) if hvp is None else hvp.torch_matvec(g))
@@ -220,7 +221,7 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
         # Gauss-Newton block, and the natural-gradient norm from it
         t = time.perf_counter()
         row, natgrad, natgrad_converged = _ggn_row(ggn_factor(m64, i, X, task), g, settings,
-                                                   _rng(seed, step, i, "ggn"))
+                                                   snapshot_rng(seed, step, i, "ggn"))
         row["exactly_zero"] = bool(row["top_eigenvalue"] == 0)
         rows.append({**base, "kind": "ggn", **row, "seconds": time.perf_counter() - t})
         extras.append({"gradient_pressure": pressure, "natural_gradient_norm": natgrad,

@@ -75,6 +75,19 @@ def closed_form_applies(block: nn.Module) -> bool:
     return norm_ok and block.activation_name in ELEMENTWISE and not block.training
 
 
+def phi_coefficients(u: torch.Tensor, activation: str, phi: str) -> torch.Tensor:
+    """c = d^2 phi(A(u)) / du^2 per entry of the pre-activations u (..., q) (the module docstring's c_nj
+    without the normalization's a_j^2)."""
+    if phi not in PHIS:
+        raise ValueError(f"unknown phi {phi!r}")
+    a, d1, d2 = activation_derivatives(u, activation)
+    if phi == "sum":
+        return d2
+    if phi == "mean":
+        return d2 / u.shape[-1]
+    return d1 * d1 + a * d2
+
+
 def _coefficients(block: nn.Module, z: torch.Tensor, phi: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(c (N, q), z~ = [z, 1] (N, d + 1)) of the closed form."""
     if not closed_form_applies(block):
@@ -89,14 +102,7 @@ def _coefficients(block: nn.Module, z: torch.Tensor, phi: str) -> tuple[torch.Te
         bn = block.norm
         scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
         u = (u - bn.running_mean) * scale + bn.bias.detach()
-    a, d1, d2 = activation_derivatives(u, block.activation_name)
-    if phi == "sum":
-        c = d2
-    elif phi == "mean":
-        c = d2 / u.shape[1]
-    else:
-        c = d1 * d1 + a * d2
-    c = c * scale**2
+    c = phi_coefficients(u, block.activation_name, phi) * scale**2
     zt = torch.cat([z, torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)], dim=1)
     return c, zt
 
@@ -119,14 +125,21 @@ def closed_form_solve_order(n: int, d: int) -> int:
 
 def local_closed_form_spectrum(block: nn.Module, z: torch.Tensor,
                                phi: str = "sum") -> tuple[torch.Tensor, float | None]:
-    """All q (d + 1) eigenvalues (ascending) and the bias share, by the cheaper exact route.
-
-    Every block is Z~^T diag(c_j) Z~ / N with the same Z~ (N x (d + 1)). When N <= (d + 1) / 2, one thin
-    QR Z~^T = Q R gives block_j = Q (R diag(c_j) R^T / N) Q^T: its nonzero eigenpairs are those of the
-    N x N middle factor, with eigenvectors Q v, and the other d + 1 - N eigenvalues are exactly zero
-    (the rank bound min(N, d + 1)). Otherwise the (d + 1) x (d + 1) blocks are decomposed directly.
-    """
+    """All q (d + 1) eigenvalues (ascending) and the bias share of a Block, by the cheaper exact route
+    (:func:`block_diagonal_spectrum` with one row of Z~ per probe point)."""
     c, zt = _coefficients(block, z, phi)
+    return block_diagonal_spectrum(c, zt, zt.shape[0])
+
+
+def block_diagonal_spectrum(c: torch.Tensor, zt: torch.Tensor, divisor: int) -> tuple[torch.Tensor, float | None]:
+    """Eigenvalues (ascending) and bias share of the q blocks Z~^T diag(c_j) Z~ / divisor.
+
+    c: (R, q) coefficients, zt: (R, d + 1) rows with the bias coordinate last (R = N probe points for
+    a Linear block, N x positions for a convolution). When R <= (d + 1) / 2, one thin QR Z~^T = Q R
+    gives block_j = Q (R diag(c_j) R^T / divisor) Q^T: its nonzero eigenpairs are those of the R x R
+    middle factor, with eigenvectors Q v, and the other d + 1 - R eigenvalues are exactly zero (the
+    rank bound min(R, d + 1)). Otherwise the (d + 1) x (d + 1) blocks are decomposed directly.
+    """
     n, m = zt.shape
     thin = closed_form_solve_order(n, m - 1) == n < m
     if thin:
@@ -139,15 +152,15 @@ def local_closed_form_spectrum(block: nn.Module, z: torch.Tensor,
     for start in range(0, c.shape[1], chunk):
         cj = c[:, start:start + chunk]
         if thin:
-            values, vectors = finite_eigh(torch.matmul(r[None] * cj.T[:, None, :], r.T) / n)
+            values, vectors = finite_eigh(torch.matmul(r[None] * cj.T[:, None, :], r.T) / divisor)
             bias_components = torch.matmul(q_basis[-1], vectors)  # (Q v_k)[bias] for every block and k
         else:
-            values, vectors = finite_eigh(torch.einsum("nj,nk,nl->jkl", cj, zt, zt) / n)
+            values, vectors = finite_eigh(torch.einsum("nj,nk,nl->jkl", cj, zt, zt) / divisor)
             bias_components = vectors[:, -1, :]
         parts.append(values.reshape(-1))
         abs_sum += float(values.abs().sum())
         weighted += float((values.abs() * bias_components**2).sum())
-    if thin:  # the other d + 1 - N eigenvalues of every block are exactly zero
+    if thin:  # the other d + 1 - R eigenvalues of every block are exactly zero
         parts.append(torch.zeros(c.shape[1] * (m - n), dtype=c.dtype, device=c.device))
     bias = None if abs_sum == 0 else weighted / abs_sum
     return torch.cat(parts).sort().values, bias

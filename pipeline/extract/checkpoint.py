@@ -16,9 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.curvature.block_engine import block_curvature_snapshot
+from pipeline.curvature.conv_local import activation_name
 from pipeline.curvature.engine import CurvatureSettings, curvature_snapshot
 from pipeline.curvature.sharpness import loss_sharpness_row
 from pipeline.datasets.run_data import RunData
+from pipeline.models.block_graph import block_names, trace_block_graph
 from pipeline.models.mlp import MLP
 from pipeline.snapshot.margins import margin_rows, not_classification_rows
 from pipeline.snapshot.saturation import saturation_stats
@@ -47,7 +50,7 @@ def layer_groups(model: nn.Module) -> list[tuple[list[nn.Parameter], list[nn.Par
         return [([lin.weight], [lin.bias]) for lin in model.linears]
     named = list(model.named_parameters())
     groups = []
-    for block in model.block_names():
+    for block in block_names(model):
         mine = [(n, p) for n, p in named if n.startswith(block + ".")]
         groups.append(([p for n, p in mine if not n.endswith("bias")], [p for n, p in mine if n.endswith("bias")]))
     return groups
@@ -168,16 +171,97 @@ def spectral_snapshot(model: MLP, probe: tuple[torch.Tensor, torch.Tensor], grad
     return SpectralSnapshot(stats, weight_rows, hessian_rows, margins, margin_values, [sharp])
 
 
-def block_snapshot(model: nn.Module, probe: tuple[torch.Tensor, torch.Tensor], loss_fn, task: str,
-                   settings: CurvatureSettings, seed: int, step: int) -> SpectralSnapshot:
-    """A spectral snapshot of a non-MLP family: every block's tensors (``layer_index`` = block
-    index) and whole-model sharpness; the per-layer spectra and margins are defined for Linear
-    blocks of an MLP only, so those tables get no rows."""
-    weight_rows = []
-    for i, name in enumerate(model.block_names()):
+def principal_matrix(params: list[tuple[str, torch.Tensor]]) -> int | None:
+    """Index in ``params`` (a block's (name, tensor) pairs) of its largest weight matrix: the
+    parameter with 2 or more axes, not named ``*bias``, with the most entries (a conv kernel reads
+    as out_channels x (in_channels k...)); None when the block has only vectors."""
+    candidates = [(t.numel(), -k) for k, (n, t) in enumerate(params) if t.dim() >= 2 and not n.endswith("bias")]
+    return -max(candidates)[1] if candidates else None
+
+
+def as_matrix(t: torch.Tensor) -> torch.Tensor:
+    """A weight tensor as a matrix: its first axis (outputs) against all the others."""
+    return t.detach().reshape(t.shape[0], -1)
+
+
+def activation_inputs(model: nn.Module, names: list[str], X: torch.Tensor) -> dict[str, tuple[torch.Tensor, str]]:
+    """Per block with an elementwise activation module (the first one inside it): what that
+    activation receives on X, as (points x units, units last), and the activation's name. A
+    convolution's units are its channels at every position, a token model's its features per token."""
+    hooks, seen = [], {}
+    for name in names:
+        block = model.get_submodule(name)
+        act = next(((n, m) for n, m in block.named_modules() if activation_name(m) not in (None, "identity")), None)
+        if act is None:
+            continue
+        channels_first = any(isinstance(m, nn.Conv1d | nn.Conv2d) for m in block.modules())
+        act_name = activation_name(act[1])
+
+        def hook(_m, args, name=name, act_name=act_name, channels_first=channels_first):
+            u = args[0].detach()
+            if channels_first and u.dim() > 2:
+                u = u.movedim(1, -1)
+            seen.setdefault(name, (u.reshape(-1, u.shape[-1]), act_name))
+
+        hooks.append(act[1].register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            model(X)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def block_snapshot(model: nn.Module, probe: tuple[torch.Tensor, torch.Tensor], grads: list, loss_fn, task: str,
+                   settings: CurvatureSettings, seed: int, step: int,
+                   margin_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> SpectralSnapshot:
+    """A spectral snapshot of any other model, block by block (:func:`pipeline.models.block_graph.block_names`,
+    ``layer_index`` = block index): the local, loss and Gauss-Newton spectra, pressure and natural-
+    gradient norm (:mod:`pipeline.curvature.block_engine`); the singular values of the block's
+    principal matrix and of its gradient, their alignment, the similarity to the next block's
+    matrix where the shapes chain; saturation at its activation; every block tensor; margins at
+    every block's output; whole-model sharpness."""
+    names = block_names(model)
+    graph = trace_block_graph(model, names)
+    was_training = model.training
+    model.eval()
+    try:
+        acts = activation_inputs(model, names, probe[0])
+    finally:
+        model.train(was_training)
+    hessian_rows, curvature = block_curvature_snapshot(model, list(zip(graph.names, graph.params, strict=True)),
+                                                       *probe, loss_fn, task, settings, seed, step)
+    matrices = []
+    for name, (gws, _) in zip(names, grads, strict=True):
+        own = [(n, p) for n, p in model.get_submodule(name).named_parameters()]
+        weights = [(n, p) for n, p in own if not n.endswith("bias")]
+        k = principal_matrix(weights)
+        matrices.append(None if k is None else (as_matrix(weights[k][1]), as_matrix(gws[k])))
+    stats, weight_rows = [], []
+    for i, name in enumerate(names):
+        row: dict = {}
+        if matrices[i] is not None:
+            w, gw = matrices[i]
+            ws, gs = singular_summary(w), singular_summary(gw)
+            nxt = matrices[i + 1] if i + 1 < len(names) else None
+            chained = nxt is not None and nxt[0].shape[1] == w.shape[0]
+            sim, k = adjacent_similarity(w, nxt[0]) if chained else (None, None)
+            row = {"weight_sv": ws.singular_values, "weight_rank": ws.numerical_rank,
+                   "weight_stable_rank": ws.stable_rank, "weight_spectral_norm": ws.spectral_norm,
+                   "grad_sv": gs.singular_values, "grad_rank": gs.numerical_rank, "grad_stable_rank": gs.stable_rank,
+                   "grad_spectral_norm": gs.spectral_norm, "alignment": weight_gradient_alignment(w, gw),
+                   "adjacent_similarity": sim, "adjacent_k": k}
+        if name in acts:
+            row["saturation_fraction"], row["dead_fraction"] = saturation_stats(*acts[name])
+        stats.append({**row, **curvature[i]})
         for tensor_name, tensor in model.get_submodule(name).state_dict().items():
             weight_rows.append({"layer_index": i, "tensor": tensor_name, "shape": list(tensor.shape),
-                                "values": tensor.detach().reshape(-1).float().numpy().copy()})
+                                "values": tensor.detach().reshape(-1).float().cpu().numpy().copy()})
+    if margin_splits is None:
+        margins, margin_values = not_classification_rows(), []
+    else:
+        margins, margin_values = margin_rows(model, margin_splits)
     sharp = loss_sharpness_row(model, *probe, loss_fn, task, np.random.default_rng([seed, step, SHARPNESS_STREAM]),
                                settings.device)
-    return SpectralSnapshot([{} for _ in model.block_names()], weight_rows, [], [], [], [sharp])
+    return SpectralSnapshot(stats, weight_rows, hessian_rows, margins, margin_values, [sharp])

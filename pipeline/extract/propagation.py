@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pipeline.curvature.coupling import global_coherence
-from pipeline.models.block_graph import trace_block_graph
+from pipeline.models.block_graph import block_names, trace_block_graph
 from pipeline.models.mlp import MLP
 from pipeline.propagation.measure import coupling_rows, measure_coupling
 from pipeline.propagation.shadows import SHADOW_WINDOW, collapsed_blocks, find_shadows
@@ -139,7 +139,7 @@ class PropagationTracker:
 
     def final_rows(self) -> dict[str, list[dict]]:
         """``blocks`` of the final model, ``augmentations`` with their final gates, ``augmentation_trials``."""
-        graph = trace_block_graph(self.model, self.model.block_names())
+        graph = trace_block_graph(self.model, block_names(self.model))
         params = dict(self.model.named_parameters())
         blocks = [{**r, "n_params": sum(params[n].numel() for n in r["parameters"])} for r in graph.rows()]
         edges = getattr(self.model, "edges", [])

@@ -23,9 +23,17 @@ from threadpoolctl import threadpool_limits
 from pipeline.curvature.engine import CurvatureSettings
 from pipeline.datasets.registry import DatasetSpec, get_spec
 from pipeline.datasets.run_data import RunData, prepared_dataset, run_data
-from pipeline.extract.checkpoint import block_snapshot, evaluate_checkpoint, spectral_snapshot
+from pipeline.extract.checkpoint import (
+    SpectralSnapshot,
+    as_matrix,
+    block_snapshot,
+    evaluate_checkpoint,
+    principal_matrix,
+    spectral_snapshot,
+)
 from pipeline.extract.propagation import PropagationTracker
 from pipeline.extract.shards import ShardStore
+from pipeline.models.block_graph import block_names
 from pipeline.models.build import build_network
 from pipeline.models.mlp import MLP, count_parameters
 from pipeline.runspec import RunSpec
@@ -85,37 +93,19 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
     metric_set = set(metric_at.tolist())
 
     settings = CurvatureSettings(spec.hessian_exact_limit, spec.hvp_budget, "sum", device)
-    rows: dict[str, list[dict]] = {k: [] for k in ("checkpoints", "layer_stats", "weights", "timings",
-                                                   "hessian_spectra", "margins", "margin_values", "sharpness",
-                                                   "curvature_coupling")}
-    margin_splits = {s: tensors[s] for s in ("train", "test")} if dataset.task == "classification" else None
+    rows = empty_rows()
+    margin_splits = measured_margin_splits(data, tensors)
     status, diverged_step, final_step = "complete", None, 0
     propagation = PropagationTracker(spec, model, tensors["probe"], loss_fn, dataset.task, device, metric_at)
 
     def checkpoint(step: int) -> None:
         t = time.perf_counter()
-        row, layer_rows, grads = evaluate_checkpoint(model, data, tensors, loss_fn)
         is_spectral = step in spectral_at
-        if not is_spectral:
-            snap = None
-        elif isinstance(model, MLP):
-            snap = spectral_snapshot(model, tensors["probe"], grads, loss_fn, dataset.task, settings, spec.seed, step,
-                                     margin_splits)
-        else:
-            snap = block_snapshot(model, tensors["probe"], loss_fn, dataset.task, settings, spec.seed, step)
+        row, layer_rows, snap = measure_checkpoint(model, data, tensors, loss_fn, settings, spec.seed, step,
+                                                   is_spectral, margin_splits)
         rows["curvature_coupling"].extend({"run_id": run_id, **r}
                                           for r in propagation.at_checkpoint(step, is_spectral))
-        seconds = time.perf_counter() - t
-        rows["checkpoints"].append({"run_id": run_id, "step": step, "epoch": step / per_epoch,
-                                    "is_spectral": is_spectral, **row, "wall_seconds": seconds})
-        for i, lr in enumerate(layer_rows):
-            rows["layer_stats"].append({"run_id": run_id, "step": step, "layer_index": i, **lr,
-                                        **(snap.layer_stats[i] if snap else {})})
-        if snap:
-            for table, table_rows in snap.tables().items():
-                rows[table].extend({"run_id": run_id, "step": step, **r} for r in table_rows)
-        rows["timings"].append({"run_id": run_id, "step": step,
-                                "what": "spectral" if is_spectral else "metrics", "seconds": seconds})
+        add_checkpoint_rows(rows, run_id, step, step / per_epoch, row, layer_rows, snap, time.perf_counter() - t)
 
     X_train, y_train = tensors["train"]
     generator = torch.Generator().manual_seed(spec.seed)
@@ -152,10 +142,9 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
         status, diverged_step, final_step = "diverged", step, last_ckpt
         rows["timings"] = [t for t in rows["timings"] if t["step"] <= last_ckpt]
 
-    rows["runs"] = [{**_run_row(spec, dataset, data, model, total, final_step, status, diverged_step,
+    rows["runs"] = [{**run_row(spec, dataset, data, model, total, final_step, status, diverged_step,
                                 time.perf_counter() - t_start), "device": device}]
-    rows["layers"] = ([_layer_row(run_id, i, block) for i, block in enumerate(model.blocks)] if isinstance(model, MLP)
-                      else _block_layer_rows(run_id, model, spec))
+    rows["layers"] = layer_rows_of(run_id, model, spec)
     rows["splits"] = [{"run_id": run_id, "split": s, "rows": r.astype(np.int32)}
                       for s, r in (("train", data.train_rows), ("test", data.test_rows), ("probe", data.probe_rows))]
     rows["datasets"] = [dataset_row(spec.dataset, custom)]
@@ -164,16 +153,65 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
     return rows
 
 
-def _run_row(spec: RunSpec, dataset, data: RunData, model: MLP, total: int, final_step: int, status: str,
+def empty_rows() -> dict[str, list[dict]]:
+    """The per-checkpoint tables of a run, empty."""
+    return {k: [] for k in ("checkpoints", "layer_stats", "weights", "timings", "hessian_spectra", "margins",
+                            "margin_values", "sharpness", "curvature_coupling")}
+
+
+def measured_margin_splits(data: RunData, tensors: dict) -> dict | None:
+    """The splits whose margins a classification run measures (None: a regression run has none)."""
+    return {s: tensors[s] for s in ("train", "test")} if data.dataset.task == "classification" else None
+
+
+def measure_checkpoint(model: torch.nn.Module, data: RunData, tensors: dict, loss_fn, settings: CurvatureSettings,
+                       seed: int, step: int, is_spectral: bool,
+                       margin_splits: dict | None) -> tuple[dict, list[dict], SpectralSnapshot | None]:
+    """Metrics (and, at a spectral snapshot, everything else) of the model as it is now."""
+    row, layer_rows, grads = evaluate_checkpoint(model, data, tensors, loss_fn)
+    task = data.dataset.task
+    if not is_spectral:
+        snap = None
+    elif isinstance(model, MLP):
+        snap = spectral_snapshot(model, tensors["probe"], grads, loss_fn, task, settings, seed, step, margin_splits)
+    else:
+        snap = block_snapshot(model, tensors["probe"], grads, loss_fn, task, settings, seed, step, margin_splits)
+    return row, layer_rows, snap
+
+
+def add_checkpoint_rows(rows: dict[str, list[dict]], run_id: str, step: int, epoch: float | None, row: dict,
+                        layer_rows: list[dict], snap: SpectralSnapshot | None, seconds: float) -> None:
+    """Append one checkpoint's rows (from :func:`measure_checkpoint`) to the run's tables."""
+    rows["checkpoints"].append({"run_id": run_id, "step": step, "epoch": epoch, "is_spectral": snap is not None,
+                                **row, "wall_seconds": seconds})
+    for i, lr in enumerate(layer_rows):
+        rows["layer_stats"].append({"run_id": run_id, "step": step, "layer_index": i, **lr,
+                                    **(snap.layer_stats[i] if snap else {})})
+    if snap:
+        for table, table_rows in snap.tables().items():
+            rows[table].extend({"run_id": run_id, "step": step, **r} for r in table_rows)
+    rows["timings"].append({"run_id": run_id, "step": step, "what": "spectral" if snap else "metrics",
+                            "seconds": seconds})
+
+
+def run_row(spec: RunSpec, dataset, data: RunData, model: torch.nn.Module, total: int, final_step: int, status: str,
              diverged_step: int | None, seconds: float) -> dict:
     d = spec.to_dict()
     return {
-        "run_id": spec.run_id, **d, "task": dataset.task, "depth": len(spec.widths) + 1,
+        "run_id": spec.run_id, **d, "task": dataset.task,
+        "depth": len(block_names(model)) if spec.family == "custom" else len(spec.widths) + 1,
         "config_json": json.dumps(d, sort_keys=True), "n_params": count_parameters(model),
         "n_train": len(data.train_rows), "n_test": len(data.test_rows), "n_probe": len(data.probe_rows),
         "n_noisy": data.n_noisy, "total_steps": total, "final_step": final_step, "status": status,
         "diverged_step": diverged_step, "torch_version": torch.__version__, "wall_seconds": seconds,
     }
+
+
+def layer_rows_of(run_id: str, model: torch.nn.Module, spec: RunSpec) -> list[dict]:
+    """The ``layers`` rows of the run's model: an MLP's Linear blocks, or any other model's blocks."""
+    if isinstance(model, MLP):
+        return [_layer_row(run_id, i, block) for i, block in enumerate(model.blocks)]
+    return _block_layer_rows(run_id, model, spec)
 
 
 def _layer_row(run_id: str, i: int, block) -> dict:
@@ -185,13 +223,22 @@ def _layer_row(run_id: str, i: int, block) -> dict:
 
 
 def _block_layer_rows(run_id: str, model: torch.nn.Module, spec: RunSpec) -> list[dict]:
-    """``layers`` rows of a non-MLP family: one per coupling block (no single in/out width)."""
-    names = model.block_names()
-    return [{"run_id": run_id, "layer_index": i, "name": name, "in_features": None, "out_features": None,
-             "activation": spec.activation, "norm": "none",
-             "n_params": sum(p.numel() for p in model.get_submodule(name).parameters()),
-             "is_output": i == len(names) - 1}
-            for i, name in enumerate(names)]
+    """``layers`` rows of any other model: one per block; in/out features are the columns and rows of
+    its principal matrix (:func:`pipeline.extract.checkpoint.principal_matrix`), NULL without one."""
+    names = block_names(model)
+    builtin = spec.family != "custom"  # a user's blocks have no one activation or norm
+    rows = []
+    for i, name in enumerate(names):
+        weights = [(n, p) for n, p in model.get_submodule(name).named_parameters() if not n.endswith("bias")]
+        k = principal_matrix(weights)
+        matrix = None if k is None else as_matrix(weights[k][1])
+        rows.append({"run_id": run_id, "layer_index": i, "name": name,
+                     "in_features": None if matrix is None else matrix.shape[1],
+                     "out_features": None if matrix is None else matrix.shape[0],
+                     "activation": spec.activation if builtin else None, "norm": "none" if builtin else None,
+                     "n_params": sum(p.numel() for p in model.get_submodule(name).parameters()),
+                     "is_output": i == len(names) - 1})
+    return rows
 
 
 def dataset_row(name: str, custom: dict[str, DatasetSpec] | None = None) -> dict:

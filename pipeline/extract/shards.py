@@ -133,6 +133,9 @@ class ShardStore:
         if manifest.get("schema_version") not in READABLE_SHARD_VERSIONS:
             raise ShardVersionError(f"{self.url(mpath)}: shard has schema version {manifest.get('schema_version')}, "
                              f"this tool writes {SHARD_SCHEMA_VERSION}: delete the shard and extract again")
+        if manifest["schema_version"] == 5 and not manifest.get("tables", {}).get("hessian_spectra", {}).get("rows"):
+            raise ShardVersionError(f"{self.url(mpath)}: a version-5 shard without curvature rows (a CNN or "
+                                    "Transformer run, measured before every family's blocks were): extract it again")
         if manifest.get("run_id") != ref.run_id:
             raise ShardError(f"{self.url(mpath)}: manifest names run {manifest.get('run_id')!r}, "
                              f"folder is {ref.run_id!r}")
@@ -185,6 +188,9 @@ class ShardStore:
         schema = arrow_schema(table)
         with self.fs.open(f"{ref.path}/{table}.parquet", "rb") as fh:
             arrow = pq.read_table(fh)
+        for field in schema:  # a column added after the shard was written: NULL (READABLE_SHARD_VERSIONS)
+            if field.name not in arrow.column_names:
+                arrow = arrow.append_column(field.name, pa.nulls(arrow.num_rows, field.type))
         return arrow.select(schema.names).cast(schema)
 
     # -- writing ------------------------------------------------------------------------------

@@ -99,3 +99,37 @@ def trace_block_graph(model: nn.Module, block_names: list[str] | tuple[str, ...]
         if not p:
             raise ValueError(f"block {names[i]!r} has no trainable parameters")
     return BlockGraph(names, params, tuple(tuple(sorted(s)) for s in succ))
+
+
+#: A model built by a user's factory carries the block list its run named under this attribute.
+BLOCKS_ATTRIBUTE = "atlas_block_names"
+
+
+def block_names(model: nn.Module) -> list[str]:
+    """The blocks of ``model`` in forward order: the list a factory run named (``BLOCKS_ATTRIBUTE``),
+    else the model's own ``block_names()`` (the built-in families), else :func:`default_blocks`."""
+    named = getattr(model, BLOCKS_ATTRIBUTE, None)
+    if named:
+        return list(named)
+    if callable(getattr(model, "block_names", None)):
+        return list(model.block_names())
+    return default_blocks(model)
+
+
+def default_blocks(model: nn.Module) -> list[str]:
+    """Every submodule that owns trainable parameters itself (a Linear, a convolution, a norm, an
+    embedding), in the order the fx graph first calls it; the root's own parameters are not a block."""
+    gm = torch.fx.symbolic_trace(model)
+    owners = {name for name, module in model.named_modules()
+              if name and any(p.requires_grad for p in module.parameters(recurse=False))}
+    order: list[str] = []
+    for node in gm.graph.nodes:
+        if node.op in ("call_module", "get_attr"):
+            target = str(node.target)
+            owner = target if target in owners else target.rsplit(".", 1)[0] if node.op == "get_attr" else None
+            if owner in owners and owner not in order:
+                order.append(owner)
+    missing = sorted(owners - set(order))
+    if missing:
+        raise ValueError(f"module {missing[0]!r} owns parameters but the traced forward pass never calls it")
+    return order

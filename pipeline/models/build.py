@@ -4,11 +4,13 @@
 - ``cnn1d`` / ``cnn2d``: pipeline/models/cnn.py, ``widths`` are the channels of the convolution
   blocks; ``cnn2d`` reads the features as a square image (the 64 of ``digits`` as 8 x 8);
 - ``transformer``: pipeline/models/transformer.py, ``widths[0]`` is d_model and ``len(widths)`` the
-  number of encoder layers (2 heads, feed-forward width 2 d_model).
+  number of encoder layers (2 heads, feed-forward width 2 d_model);
+- ``custom``: a user's factory, ``model = "package.module:build"`` (pipeline/models/factory.py).
 
-Every family exposes ``block_names()``, the parameter groups of its coupling map. Only the MLP has
-per-layer spectra, margins and gated edges; the other families get metrics, per-block norms, their
-weights and the coupling map at spectral snapshots.
+Every family has blocks (:func:`pipeline.models.block_graph.block_names`), the parameter groups that
+every per-block measure and the coupling map are taken over; the MLP's are measured by its Kronecker
+engine, the others' by the any-model engine (pipeline/curvature/block_engine.py). Gated edges and
+the residual template are MLP options.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from pipeline.models.cnn import SmallCNN, pixel_layout
+from pipeline.models.factory import build_factory_model
 from pipeline.models.mlp import build_model as build_mlp
 from pipeline.models.transformer import SmallTransformer
 from pipeline.runspec import RunSpec
@@ -32,6 +35,8 @@ def build_network(spec: RunSpec, d_in: int, d_out: int, feature_names: tuple[str
     the features of a ``cnn2d`` on its image (:func:`pipeline.models.cnn.pixel_layout`)."""
     if spec.family == "mlp":
         return build_mlp(spec, d_in, d_out)
+    if spec.family == "custom":
+        return build_factory_model(spec.model, (d_in,), d_out, spec.seed, spec.blocks)
     torch.manual_seed(spec.seed)
     if spec.family in ("cnn1d", "cnn2d"):
         dims = 2 if spec.family == "cnn2d" else 1

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pipeline.curvature.coupling import CouplingMap, block_loss, coupling_map, global_coherence
-from pipeline.models.block_graph import BlockGraph, trace_block_graph
+from pipeline.models.block_graph import BlockGraph, block_names, trace_block_graph
 
 
 def measure_coupling(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn: Callable, task: str,
@@ -20,7 +20,7 @@ def measure_coupling(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn
     m64 = copy.deepcopy(model).double().eval().to(device)
     X = X.to(device=device, dtype=torch.float64)
     y = y.to(device=device, dtype=torch.float64 if task == "regression" else torch.long)
-    graph = trace_block_graph(m64, m64.block_names())
+    graph = trace_block_graph(m64, block_names(m64))
     return graph, coupling_map(block_loss(m64, graph, X, y, loss_fn), n_probes, rng)
 
 

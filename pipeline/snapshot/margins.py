@@ -1,8 +1,9 @@
 """Normalized margins of a classifier at every representation (definition 7; Jiang et al. 2019).
 
 For a point x with label i and logits f(x), j = argmax_{k != i} f_k(x) is the highest other class.
-At a representation h of x (the input, the output of hidden block l after its activation, or the
-logits themselves) the first-order distance to the decision boundary between i and j is
+At a representation h of x (the input, the output of block l, or the logits themselves; for a
+convolution or Transformer block its whole output, flattened) the first-order distance to the
+decision boundary between i and j is
 
     d(x) = (f_i - f_j) / sqrt(eps + ||grad_h (f_i - f_j)||^2),      eps = MARGIN_EPS = 1e-6,
 
@@ -29,6 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+
+from pipeline.models.block_graph import block_names
+from pipeline.models.mlp import MLP
 
 MARGIN_EPS = 1e-6
 #: Why a signature has no statistics (``status`` column of ``margins``).
@@ -60,22 +64,44 @@ class RepresentationMargins:
     status: str
 
 
+def representations(model: nn.Module, X: torch.Tensor) -> list[torch.Tensor]:
+    """[x, h_0, ..., h_{L-2}, logits]: the input, every block's output but the last, and the outputs.
+
+    An MLP gives them itself (``representations``, residual and gated edges included); any other
+    model's block outputs (:func:`pipeline.models.block_graph.block_names`) are recorded by forward
+    hooks, as the tensors the rest of the forward pass reads, so gradients reach them."""
+    if isinstance(model, MLP):
+        return model.representations(X)
+    names = block_names(model)
+    seen: dict[str, torch.Tensor] = {}
+    handles = [model.get_submodule(name).register_forward_hook(
+        lambda _m, _args, out, name=name: seen.setdefault(name, out)) for name in names[:-1]]
+    try:
+        logits = model(X)
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [n for n in names[:-1] if not isinstance(seen.get(n), torch.Tensor)]
+    if missing:
+        raise ValueError(f"block {missing[0]!r} returned no tensor in the forward pass: it has no margin")
+    return [X, *(seen[n] for n in names[:-1]), logits]
+
+
 def normalized_margins(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
                        eps: float = MARGIN_EPS) -> list[RepresentationMargins]:
-    """Margins of points X (N, d) with labels y (N,) at every representation of an MLP of blocks.
-
-    ``model.representations`` gives [x, h_0, ..., output] (residual and gated edges included); the
-    model is copied to float64 and put in eval mode.
+    """Margins of points X (N, d) with labels y (N,) at every representation (:func:`representations`;
+    a block's output of any shape is read as one vector per point); the model is copied to float64
+    and put in eval mode.
     """
     m64 = copy.deepcopy(model).double().eval()
     X = X.detach().to(torch.float64)
     y = y.detach().reshape(-1).long()
-    n_blocks = len(m64.blocks)
+    n_blocks = len(m64.blocks) if isinstance(m64, MLP) else len(block_names(m64))
     names = representation_names(n_blocks)
     n = X.shape[0]
     if n == 0:
         return [RepresentationMargins(name, np.empty(0), np.empty(0, bool), math.nan, NO_POINTS) for name in names]
-    reps = m64.representations(X.clone().requires_grad_(True))
+    reps = representations(m64, X.clone().requires_grad_(True))
     logits = reps[-1]
     if logits.shape[1] < 2:
         nan = np.full(n, math.nan)
@@ -91,8 +117,8 @@ def normalized_margins(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
     out = []
     for name, rep, g in zip(names, reps, grads, strict=True):
         g = torch.zeros_like(rep) if g is None else g
-        distance = num / np.sqrt(eps + (g.detach() ** 2).sum(dim=1).numpy())
-        tv = total_variation(rep.detach().numpy())
+        distance = num / np.sqrt(eps + (g.detach().reshape(n, -1) ** 2).sum(dim=1).numpy())
+        tv = total_variation(rep.detach().reshape(n, -1).numpy())
         if n < 2 or tv == 0:
             out.append(RepresentationMargins(name, np.full(n, math.nan), correct, tv, ZERO_VARIATION))
         else:
@@ -130,7 +156,7 @@ def margin_rows(model: nn.Module,
     NULL where undefined, and whether each point is classified correctly) and two signatures, over
     all points and over correctly classified ones (``correct_only``). A set with no point gets status
     ``no_points`` and a constant representation ``zero_variation``; their statistics are NULL."""
-    n_blocks = len(model.blocks)
+    n_blocks = len(model.blocks) if isinstance(model, MLP) else len(block_names(model))
     signatures, values = [], []
     for split, (X, y) in splits.items():
         for rep in normalized_margins(model, X, y):

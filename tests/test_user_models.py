@@ -1,0 +1,162 @@
+"""A user's own model (family ``custom``) and a folder of a user's checkpoints (``pipeline measure``).
+
+The end-to-end path runs in the shared tiny corpus (tests/conftest.py): a factory model trained by a
+study of the config, and a residual CNN trained by the fixture's own loop and measured from its
+checkpoints, both through ingest, every analysis stage and the report. Here: what they leave in the
+database, and the one-line errors of bad factories, bad blocks and bad checkpoint files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+import torch
+
+from pipeline import cli
+from pipeline.config import parse_config
+from pipeline.errors import ConfigError
+from pipeline.extract.measure import CheckpointError, checkpoint_files
+from pipeline.models.factory import FactoryError, build_factory_model
+from tests.user_models import residual_cnn, tiny_mlp
+
+
+@pytest.mark.parametrize(("ref", "message"), [
+    ("tests.user_models", "expected 'package.module:callable'"),
+    ("tests.no_such_module:build", "cannot import 'tests.no_such_module'"),
+    ("tests.user_models:missing", "has no attribute 'missing'"),
+    ("tests.user_models:bad_shape", r"outputs of shape \(2, 4\) for a batch of 2, expected \(2, 3\)"),
+    ("tests.user_models:bad_argmax", "do not depend differentiably"),
+    ("tests.user_models:not_a_module", "returned a str, not a torch.nn.Module"),
+])
+def test_a_bad_factory_is_one_error_naming_the_key(ref: str, message: str) -> None:
+    with pytest.raises(FactoryError, match=rf"^model = {ref!r}: .*{message}"):
+        build_factory_model(ref, (4,), 3)
+
+
+def test_blocks_must_be_submodules_and_default_to_the_modules_with_parameters() -> None:
+    with pytest.raises(FactoryError, match=r"^blocks: 'nope' is not a submodule"):
+        build_factory_model("tests.user_models:tiny_mlp", (4,), 3, blocks=["nope"])
+    model = build_factory_model("tests.user_models:residual_cnn", (61,), 10)
+    assert model.atlas_block_names == ["stem", "res.conv1", "res.bn1", "res.conv2", "head"]
+    named = build_factory_model("tests.user_models:residual_cnn", (61,), 10, blocks=["stem", "res", "head"])
+    assert named.atlas_block_names == ["stem", "res", "head"]
+
+
+def test_the_config_ties_model_to_family_custom() -> None:
+    base = {"study": [{"name": "s", "grid": {"dataset": "iris", "model": "tests.user_models:tiny_mlp"}}]}
+    (spec,) = parse_config(base).runs()
+    assert spec.family == "custom" and spec.model == "tests.user_models:tiny_mlp"
+    with pytest.raises(ConfigError, match=r"study\[0\]\.grid\.model: family 'custom' needs model"):
+        parse_config({"study": [{"name": "s", "grid": {"dataset": "iris", "family": "custom"}}]})
+    with pytest.raises(ConfigError, match=r"study\[0\]\.grid\.model: is for a user's model"):
+        parse_config({"study": [{"name": "s", "grid": {"dataset": "iris", "family": "mlp",
+                                                       "model": "tests.user_models:tiny_mlp"}}]})
+    with pytest.raises(ConfigError, match=r"study\[0\]\.grid\.model: expected 'package.module:callable'"):
+        parse_config({"study": [{"name": "s", "grid": {"dataset": "iris", "model": "no_colon"}}]})
+    blocks = parse_config({"study": [{"name": "s", "grid": {"dataset": "iris", "model": "tests.user_models:tiny_mlp",
+                                                            "blocks": ["0", "2"]}}]}).runs()
+    assert [r.blocks for r in blocks] == [("0", "2")]  # a flat list is one architecture, not an axis
+
+
+# -- pipeline measure: bad folders and files ------------------------------------------------------
+
+def _save_states(folder: Path, build, input_shape, output_size, steps=(0, 10)) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = build(input_shape, output_size)
+    for step in steps:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        torch.save({"state_dict": model.state_dict(), "step": step}, folder / f"step_{step}.pt")
+
+
+def _measure(tmp_path: Path, folder: Path, model: str = "tests.user_models:tiny_mlp", data: str = "iris") -> int:
+    return cli.main(["measure", "--model", model, "--checkpoints", str(folder), "--data", data,
+                     "--db", str(tmp_path / "m.duckdb"), "--shards", str(tmp_path / "shards"), "--quiet",
+                     "--probe-size", "32"])
+
+
+def _nothing_written(tmp_path: Path) -> None:
+    assert not (tmp_path / "m.duckdb").exists()
+    assert not list((tmp_path / "shards").glob("**/manifest.json")) if (tmp_path / "shards").exists() else True
+
+
+def test_a_truncated_checkpoint_stops_the_command_before_anything_is_written(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "ckpt"
+    _save_states(folder, tiny_mlp, (4,), 3)
+    blob = (folder / "step_10.pt").read_bytes()
+    (folder / "step_10.pt").write_bytes(blob[: len(blob) // 2])
+    assert _measure(tmp_path, folder) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {folder / 'step_10.pt'}: not a readable checkpoint")
+    _nothing_written(tmp_path)
+
+
+def test_a_foreign_checkpoint_names_its_file_and_what_does_not_fit(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "ckpt"
+    _save_states(folder, tiny_mlp, (4,), 3)
+    torch.save(residual_cnn((61,), 10).state_dict(), folder / "step_20.pt")
+    assert _measure(tmp_path, folder) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {folder / 'step_20.pt'}: does not fit the model") and "\n" not in err
+    _nothing_written(tmp_path)
+
+
+def test_a_non_finite_checkpoint_and_a_folder_without_steps_are_refused(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "ckpt"
+    _save_states(folder, tiny_mlp, (4,), 3, steps=(0,))
+    state = torch.load(folder / "step_0.pt", weights_only=True)["state_dict"]
+    state["0.weight"][0, 0] = float("nan")
+    torch.save(state, folder / "step_5.pt")
+    assert _measure(tmp_path, folder) == 2
+    assert "step_5.pt: tensor '0.weight' is not finite" in capsys.readouterr().err
+    _nothing_written(tmp_path)
+    (folder / "final.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="final.pt: no step in the file name"):
+        checkpoint_files(folder)
+    (folder / "manifest.json").write_text('{"steps": {"step_0.pt": 0, "final.pt": 0}}')
+    with pytest.raises(CheckpointError, match="are both step 0"):
+        checkpoint_files(folder)
+
+
+# -- the tiny corpus: a trained custom run and a measured folder -------------------------------------
+
+def test_custom_and_measured_runs_are_in_every_per_block_table(built_corpus) -> None:
+    con = duckdb.connect(str(built_corpus["db"]), read_only=True)
+    runs = con.execute("SELECT run_id, model, checkpoint_dir IS NOT NULL FROM runs WHERE family = 'custom' "
+                       "ORDER BY 3").fetchall()
+    assert [(m, measured) for _, m, measured in runs] == [("tests.user_models:tiny_mlp", False),
+                                                          ("tests.user_models:residual_cnn", True)]
+    measured = runs[1][0]
+    names = [r[0] for r in con.execute("SELECT name FROM layers WHERE run_id = ? ORDER BY layer_index",
+                                       [measured]).fetchall()]
+    assert names == ["stem", "res.conv1", "res.bn1", "res.conv2", "head"]
+    steps = [r[0] for r in con.execute("SELECT step FROM checkpoints WHERE run_id = ? ORDER BY step",
+                                       [measured]).fetchall()]
+    assert steps == [0, 20, 40]
+    for run_id, _, _ in runs:
+        n_blocks = con.execute("SELECT count(*) FROM layers WHERE run_id = ?", [run_id]).fetchone()[0]
+        n_steps = con.execute("SELECT count(*) FROM checkpoints WHERE run_id = ? AND is_spectral",
+                              [run_id]).fetchone()[0]
+        kinds = con.execute("SELECT kind, count(*) FROM hessian_spectra WHERE run_id = ? GROUP BY kind ORDER BY kind",
+                            [run_id]).fetchall()
+        assert kinds == [(k, n_blocks * n_steps) for k in ("ggn", "local", "loss")]
+        pressure = con.execute("SELECT count(gradient_pressure), count(natural_gradient_norm) FROM layer_stats "
+                               "WHERE run_id = ?", [run_id]).fetchone()
+        assert pressure == (n_blocks * n_steps, n_blocks * n_steps)
+        reps = con.execute("SELECT count(DISTINCT representation) FROM margins WHERE run_id = ? AND status = 'ok'",
+                           [run_id]).fetchone()[0]
+        assert reps == n_blocks + 1  # the input, every block's output but the last, the logits
+        features = con.execute("SELECT count(*) FROM analysis_features WHERE run_id = ?", [run_id]).fetchone()[0]
+        assert features == n_steps
+    # every weight matrix of the residual CNN is a point cloud; the principal one per block feeds the stage
+    clouds = con.execute("SELECT layer_index, tensor, principal, n_neurons FROM layer_topology WHERE run_id = ? "
+                         "AND step = 0 ORDER BY layer_index", [measured]).fetchall()
+    assert clouds == [(0, "weight", True, 4), (1, "weight", True, 4), (3, "weight", True, 4), (4, "weight", True, 10)]
+    values = con.execute("SELECT eigenvalues FROM hessian_spectra WHERE run_id = ? AND step = 0 AND layer_index = 1 "
+                         "AND kind = 'loss'", [measured]).fetchone()[0]
+    assert len(values) == 4 * 9 * 4 + 4 and np.isfinite(values).all()
