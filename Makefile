@@ -32,7 +32,7 @@ figures: setup
 # Two pytest-xdist workers, one per core; whole files go to one worker so module fixtures are built once.
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -rs -n 2 --dist loadfile
 
 bench: setup
 	$(PY) benchmarks/corpus.py

@@ -341,6 +341,10 @@ def _make_spec(fields: dict, key: str, fail) -> RunSpec:
                 raise fail(f"{key}.{name}", f"is for a user's model (family = 'custom'), not family {family!r}")
     if "blocks" in fields:
         fields["blocks"] = tuple(fields["blocks"])
+    if family == "custom":  # the factory decides the architecture: these would split one run into two ids
+        for name in ("size", "widths", "activation", "init"):
+            fields[name] = RUN_FIELDS[name].default
+        fields["size"], fields["widths"] = "small", SIZE_PRESETS["small"]
     for name, plain in (("augment", "none"), ("residual", "none"), ("norm", "none"), ("dropout", 0.0),
                         ("regularizer", "none")):
         if family != "mlp" and fields.get(name, plain) != plain:

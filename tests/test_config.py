@@ -85,7 +85,7 @@ def test_cli_rejects_bad_config_and_writes_nothing(tmp_path: Path) -> None:
 def test_grid_expansion_and_defaults(tiny_config: Path) -> None:
     config = load_config(tiny_config)
     runs = config.runs()
-    assert len(runs) == 4 + 2 + 3 + 4 + 2
+    assert len(runs) == 4 + 2 + 3 + 4 + 2 + 1
     mix = config.studies[0].runs
     assert {(r.dataset, r.activation) for r in mix} == {(d, a) for d in ("iris", "diabetes")
                                                          for a in ("relu", "sigmoid")}

@@ -16,7 +16,7 @@ from tests.conftest import run_cli
 def test_tables_hold_every_run_whole(built_corpus) -> None:
     with snapshot_loader.open(built_corpus["db"]) as corpus:
         runs = corpus.runs()
-        assert runs.height == 15 and set(runs["status"]) == {"complete"}
+        assert runs.height == 17 and set(runs["status"]) == {"complete"}
         counts = corpus.sql("""
             SELECT r.run_id, r.depth, r.final_step,
                    (SELECT count(*) FROM checkpoints c WHERE c.run_id = r.run_id) AS n_ckpt,
@@ -81,7 +81,7 @@ def test_ingest_again_adds_nothing(built_corpus) -> None:
     before.close()
     proc = run_cli("ingest", "--config", str(built_corpus["config"]), "--db", str(built_corpus["db"]),
                    "--shards", str(built_corpus["shards"]), check=True)
-    assert "0 runs added, 15 already present" in proc.stderr
+    assert "0 runs added, 16 already present" in proc.stderr
     with snapshot_loader.open(built_corpus["db"]) as corpus:
         assert corpus.sql("SELECT count(*) AS n FROM checkpoints")["n"][0] == n_before
 
@@ -105,7 +105,7 @@ def test_figures_written_as_png_and_pdf(built_corpus) -> None:
 def test_plan_reports_progress(built_corpus) -> None:
     proc = run_cli("plan", "--config", str(built_corpus["config"]), "--shards", str(built_corpus["shards"]),
                    check=True)
-    assert "15 runs, 15 extracted, 0 to do" in proc.stdout
+    assert "16 runs, 16 extracted, 0 to do" in proc.stdout
 
 
 def test_every_spectral_snapshot_has_all_three_kinds_for_every_layer(built_corpus) -> None:

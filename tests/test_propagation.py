@@ -28,6 +28,7 @@ from pipeline.models.mlp import MLP
 from pipeline.models.transformer import SmallTransformer
 from pipeline.propagation.shadows import find_shadows, relative_coupling
 from pipeline.propagation.synthesis import Candidate, candidate_edges, gentle_trial, random_edges, synthesize
+from snapshot_loader.schema import SHARD_SCHEMA_VERSION
 from tests.conftest import run_cli
 
 
@@ -488,8 +489,19 @@ def test_a_shard_from_before_schema_5_is_stale_and_extracted_again(propagation_d
         (dst / "manifest.json").write_text(json.dumps(manifest))
         assert not ShardStore(store).is_complete("iris", run_id)
         with pytest.raises(PipelineError, match=rf"manifest.json: shard has schema version {version}, this tool "
-                                                "writes 5: delete the shard and extract again"):
+                                                f"writes {SHARD_SCHEMA_VERSION}: delete the shard and extract again"):
             ShardStore(store).complete()
+    # version 5 is still read (the runs columns added by 6 read as NULL) unless it has no curvature rows:
+    # a CNN or Transformer run measured before every family's blocks were
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["schema_version"] = 5
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    assert ShardStore(store).is_complete("iris", run_id)
+    manifest["tables"]["hessian_spectra"]["rows"] = 0
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    assert not ShardStore(store).is_complete("iris", run_id)
+    with pytest.raises(PipelineError, match="a version-5 shard without curvature rows"):
+        ShardStore(store).complete()
 
 
 def test_a_shard_without_its_coupling_file_is_refused(propagation_db, tmp_path):

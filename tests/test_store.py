@@ -113,6 +113,27 @@ def test_a_database_from_before_schema_6_is_refused_with_the_way_out(tmp_path: P
         connect_writable(db)
 
 
+def test_a_version_6_database_is_migrated_in_place_by_a_writer(tmp_path: Path) -> None:
+    """Version 7 added three runs columns (user models, measured checkpoints): a reader names the fix,
+    a writer (``pipeline ingest``) adds them, NULL for the runs already there."""
+    db = tmp_path / "v6.duckdb"
+    connect_writable(db).close()
+    with duckdb.connect(str(db)) as con:
+        for column in ("model", "blocks", "checkpoint_dir"):
+            con.execute(f'ALTER TABLE runs DROP COLUMN "{column}"')
+        con.execute("INSERT INTO runs (run_id, dataset) VALUES ('r', 'iris')")
+        con.execute("DELETE FROM schema_version")
+        con.execute("INSERT INTO schema_version VALUES (6, now())")
+    with pytest.raises(SchemaError, match=r"v6.duckdb: database has schema version 6, .*run `pipeline ingest` once"):
+        connect_readonly(db)
+    con = connect_writable(db)
+    try:
+        assert con.execute("SELECT model, blocks, checkpoint_dir FROM runs").fetchall() == [(None, None, None)]
+        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        con.close()
+
+
 HOLD_AND_INGEST = """
 import sys, time
 from snapshot_loader.database import connect_writable

@@ -59,6 +59,10 @@ def test_the_config_ties_model_to_family_custom() -> None:
     blocks = parse_config({"study": [{"name": "s", "grid": {"dataset": "iris", "model": "tests.user_models:tiny_mlp",
                                                             "blocks": ["0", "2"]}}]}).runs()
     assert [r.blocks for r in blocks] == [("0", "2")]  # a flat list is one architecture, not an axis
+    # fields the factory decides do not split one model into several run ids
+    grid = {"dataset": "iris", "model": "tests.user_models:tiny_mlp", "activation": ["relu", "tanh"],
+            "widths": [[4], [8]]}
+    assert len(parse_config({"study": [{"name": "s", "grid": grid}]}).runs()) == 1
 
 
 # -- pipeline measure: bad folders and files ------------------------------------------------------
@@ -160,3 +164,19 @@ def test_custom_and_measured_runs_are_in_every_per_block_table(built_corpus) -> 
     values = con.execute("SELECT eigenvalues FROM hessian_spectra WHERE run_id = ? AND step = 0 AND layer_index = 1 "
                          "AND kind = 'loss'", [measured]).fetchone()[0]
     assert len(values) == 4 * 9 * 4 + 4 and np.isfinite(values).all()
+
+
+def test_torch_attention_a_tuple_output_and_a_frozen_parameter_are_measured() -> None:
+    from pipeline.extract.run import train_and_measure
+    from pipeline.runspec import RunSpec
+
+    model = build_factory_model("tests.user_models:token_attention", (4,), 3)
+    assert model.atlas_block_names == ["embed", "attn", "head"]  # the root's frozen scale is in no block
+    spec = RunSpec(dataset="iris", family="custom", model="tests.user_models:token_attention", epochs=1,
+                   metric_checkpoints=2, spectral_snapshots=1, probe_size=16)
+    rows = train_and_measure(spec)
+    kinds = {(r["layer_index"], r["kind"]) for r in rows["hessian_spectra"]}
+    assert kinds == {(i, k) for i in range(3) for k in ("local", "loss", "ggn")}
+    attn = next(r for r in rows["hessian_spectra"] if r["layer_index"] == 1 and r["kind"] == "local")
+    assert attn["method"] == "autograd" and not attn["exactly_zero"]
+    assert {r["representation"] for r in rows["margins"] if r["status"] == "ok"} == {"input", "h0", "h1", "output"}

@@ -68,3 +68,24 @@ def bad_argmax(input_shape: tuple[int, ...], output_size: int) -> nn.Module:
 
 def not_a_module(input_shape: tuple[int, ...], output_size: int):
     return "a model"
+
+
+class TokenAttention(nn.Module):
+    """Every feature a token, torch's own ``nn.MultiheadAttention`` (a leaf of the fx graph that
+    returns a tuple) over them, a frozen embedding scale, and a linear head."""
+
+    def __init__(self, d: int, output_size: int, width: int = 4):
+        super().__init__()
+        self.embed = nn.Linear(1, width)
+        self.scale = nn.Parameter(torch.ones(width), requires_grad=False)
+        self.attn = nn.MultiheadAttention(width, 2, batch_first=True)
+        self.head = nn.Linear(width * d, output_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.embed(x.unsqueeze(-1)) * self.scale
+        a = self.attn(t, t, t)[0]
+        return self.head(torch.tanh(a).flatten(1))
+
+
+def token_attention(input_shape: tuple[int, ...], output_size: int) -> nn.Module:
+    return TokenAttention(input_shape[0], output_size)

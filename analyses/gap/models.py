@@ -17,7 +17,15 @@ STAGES = tuple(STAGE_FRACTIONS)
 #: Largest distance, in fraction of training, between a stage's snapshot and its target.
 STAGE_TOLERANCE = 0.1
 #: Parameter tensors whose change is the distance from initialization (running statistics are not trained).
-TRAINED_TENSORS = ("linear.weight", "linear.bias", "norm.weight", "norm.bias")
+#: Stored tensors that are buffers, not trained parameters (a batch norm's running statistics).
+BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def is_trained_tensor(name: str, layer_index: int) -> bool:
+    """Whether a ``weights`` row enters the distance from initialization: every block's parameters
+    (an MLP's ``linear.*`` and ``norm.*``, any other family's module state), not its buffers nor the
+    gated edges added during training (``layer_index`` -1)."""
+    return layer_index >= 0 and not name.endswith(BUFFER_SUFFIXES)
 #: The view :func:`stage_steps` is registered as while the models table is written.
 _STEPS_VIEW = "gap_stage_steps"
 
@@ -54,7 +62,7 @@ def _models_sql() -> str:
         f"max({stat}) FILTER (WHERE representation = '{rep}' AND correct_only = {str(c).upper()}) "
         f"AS {margin_column(rep, stat, c)}"
         for rep in MARGIN_REPRESENTATIONS for stat in SIGNATURE for c in (True, False))
-    tensors = ", ".join(f"'{t}'" for t in TRAINED_TENSORS)
+    buffers = " OR ".join(f"w.tensor LIKE '%{b}'" for b in BUFFER_SUFFIXES)
     return f"""
         WITH m AS (
             SELECT run_id, step, {margin_cols},
@@ -69,7 +77,7 @@ def _models_sql() -> str:
                                   ON s.run_id = w.run_id AND s.step = w.step
                  JOIN weights w0 ON w0.run_id = w.run_id AND w0.step = 0 AND w0.layer_index = w.layer_index
                                 AND w0.tensor = w.tensor
-                 WHERE w.tensor IN ({tensors}) GROUP BY w.run_id, w.step)
+                 WHERE w.layer_index >= 0 AND NOT ({buffers}) GROUP BY w.run_id, w.step)
         SELECT s.run_id, r.dataset, s.stage, s.step, s.fraction,
                c.train_accuracy - c.test_accuracy AS gap, fc.train_accuracy - fc.test_accuracy AS final_gap,
                c.train_accuracy, c.test_accuracy, c.train_loss, c0.train_loss AS initial_train_loss,

@@ -43,7 +43,7 @@ def block_matrices(tensors: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray
     A matrix is a tensor with 2 or more axes not named ``*bias``, read as rows = its first axis (a
     neuron, an output channel, a projection's output) against all the others; its bias is the
     tensor named like it with ``bias`` for ``weight``, when it has one entry per row. The principal
-    matrix is the largest (the first on ties), as in the ``layers`` table."""
+    matrix is the largest (the alphabetically first name on ties), as in the ``layers`` table."""
     out = []
     for name, t in tensors.items():
         if t.ndim < 2 or name.endswith("bias"):
@@ -53,7 +53,7 @@ def block_matrices(tensors: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray
         out.append((name, matrix, bias if bias is not None and bias.shape == (t.shape[0],) else None))
     if not out:
         return []
-    principal = max(range(len(out)), key=lambda k: (out[k][1].size, -k))
+    principal = min(range(len(out)), key=lambda k: (-out[k][1].size, out[k][0]))
     return [(n, m, b, k == principal) for k, (n, m, b) in enumerate(out)]
 
 

@@ -78,8 +78,9 @@ def _indefinite_row(obj: ModelObjective, group: ParameterGroup, n_points: int, s
         # Transformer blocks (80-584 parameters, 128 probes, one thread), where vmap won on MLP blocks
         h = dense_hessian(obj, "rows")
         g = torch.func.grad(obj.f)(obj.theta0)
-        if not bool(h.any()):
-            return {**_zero_row(p), "method": "autograd", "n_hvp": p}, g, h @ g
+        if not bool(h.any()):  # identically zero (a linear objective): every eigenvalue is an exact 0
+            row = exact_row(np.zeros(p), n_floor=p + n_points)
+            return {**row, "method": "autograd", "n_hvp": p, "exactly_zero": True}, g, h @ g
         values, vectors = finite_eigh(h)
         row = exact_row(values, vectors, group.bias_mask, n_floor=p + n_points)
         return {**row, "method": "autograd", "n_hvp": p, "exactly_zero": False}, g, h @ g

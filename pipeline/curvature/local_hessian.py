@@ -147,7 +147,11 @@ def block_diagonal_spectrum(c: torch.Tensor, zt: torch.Tensor, divisor: int) -> 
     k = n if thin else m
     # Decompose the q blocks a chunk at a time so that a wide layer's q x k x k stack never has to
     # fit in memory at once (a 1024-wide layer with 1024 probes would need 8.6 GB in one piece).
+    # ... and the direct route's einsum may hold an R x chunk x (d + 1) intermediate (R = N x positions
+    # for a convolution): size the chunk for both
     chunk = max(1, CLOSED_FORM_CHUNK_BYTES // (k * k * 8))
+    if not thin:
+        chunk = max(1, min(chunk, CLOSED_FORM_CHUNK_BYTES // (n * m * 8)))
     parts, abs_sum, weighted = [], 0.0, 0.0
     for start in range(0, c.shape[1], chunk):
         cj = c[:, start:start + chunk]

@@ -101,8 +101,8 @@ def record_block_inputs(model: nn.Module, block: str, X: torch.Tensor) -> BlockI
     """The inputs of submodule ``block`` in a forward pass of ``model`` on X (detached)."""
     seen: list[BlockInputs] = []
 
-    def detach(a):
-        return a.detach() if isinstance(a, torch.Tensor) else a
+    def detach(a):  # a copy: an in-place operation later in the forward pass must not change it
+        return a.detach().clone() if isinstance(a, torch.Tensor) else a
 
     def hook(_module, args, kwargs):
         seen.append(BlockInputs(tuple(detach(a) for a in args), {k: detach(v) for k, v in kwargs.items()}))
@@ -118,6 +118,16 @@ def record_block_inputs(model: nn.Module, block: str, X: torch.Tensor) -> BlockI
     return seen[0]
 
 
+def first_tensor(out) -> torch.Tensor:
+    """A module's output as one tensor: itself, or the first tensor of a tuple or list (what
+    ``nn.MultiheadAttention`` and ``nn.LSTM`` return first); a ValueError for anything else."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, tuple | list) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise ValueError(f"a block returned a {type(out).__name__}, not a tensor or a tuple starting with one")
+
+
 def block_prefix(group: ParameterGroup, block: str) -> str:
     """The module path its parameters are relative to (``block``, checked against the names)."""
     if not all(n.startswith(block + ".") for n in group.names):
@@ -127,12 +137,13 @@ def block_prefix(group: ParameterGroup, block: str) -> str:
 
 def local_objective(model: nn.Module, block: str, group: ParameterGroup, inputs: BlockInputs,
                     phi: str = "sum") -> ModelObjective:
-    """S_i(theta_i) = (1/N) sum_n phi(vec B_i(z_n; theta_i)), z_n the recorded inputs (N first)."""
+    """S_i(theta_i) = (1/N) sum_n phi(vec B_i(z_n; theta_i)), z_n the recorded inputs (N first); a
+    block returning a tuple is read at its first tensor (:func:`first_tensor`)."""
     module = model.get_submodule(block)
     prefix = block_prefix(group, block)
 
     def f(theta: torch.Tensor) -> torch.Tensor:
-        out = functional_call(module, group.unflatten(theta, prefix), inputs.args, inputs.kwargs)
+        out = first_tensor(functional_call(module, group.unflatten(theta, prefix), inputs.args, inputs.kwargs))
         return aggregate(out.reshape(out.shape[0], -1), phi).mean()
 
     return ModelObjective(f, group.theta(model), group.names, group.shapes)

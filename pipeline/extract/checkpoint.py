@@ -51,7 +51,7 @@ def layer_groups(model: nn.Module) -> list[tuple[list[nn.Parameter], list[nn.Par
     named = list(model.named_parameters())
     groups = []
     for block in block_names(model):
-        mine = [(n, p) for n, p in named if n.startswith(block + ".")]
+        mine = [(n, p) for n, p in named if n.startswith(block + ".") and p.requires_grad]  # frozen: not measured
         groups.append(([p for n, p in mine if not n.endswith("bias")], [p for n, p in mine if n.endswith("bias")]))
     return groups
 
@@ -174,9 +174,10 @@ def spectral_snapshot(model: MLP, probe: tuple[torch.Tensor, torch.Tensor], grad
 def principal_matrix(params: list[tuple[str, torch.Tensor]]) -> int | None:
     """Index in ``params`` (a block's (name, tensor) pairs) of its largest weight matrix: the
     parameter with 2 or more axes, not named ``*bias``, with the most entries (a conv kernel reads
-    as out_channels x (in_channels k...)); None when the block has only vectors."""
-    candidates = [(t.numel(), -k) for k, (n, t) in enumerate(params) if t.dim() >= 2 and not n.endswith("bias")]
-    return -max(candidates)[1] if candidates else None
+    as out_channels x (in_channels k...)), the alphabetically first name on ties (as the topology stage
+    reads it); None when the block has only vectors."""
+    candidates = [k for k, (n, t) in enumerate(params) if t.dim() >= 2 and not n.endswith("bias")]
+    return min(candidates, key=lambda k: (-params[k][1].numel(), params[k][0])) if candidates else None
 
 
 def as_matrix(t: torch.Tensor) -> torch.Tensor:
@@ -198,7 +199,7 @@ def activation_inputs(model: nn.Module, names: list[str], X: torch.Tensor) -> di
         act_name = activation_name(act[1])
 
         def hook(_m, args, name=name, act_name=act_name, channels_first=channels_first):
-            u = args[0].detach()
+            u = args[0].detach().clone()  # a copy: an in-place op later in the block must not change it
             if channels_first and u.dim() > 2:
                 u = u.movedim(1, -1)
             seen.setdefault(name, (u.reshape(-1, u.shape[-1]), act_name))
@@ -234,7 +235,7 @@ def block_snapshot(model: nn.Module, probe: tuple[torch.Tensor, torch.Tensor], g
                                                        *probe, loss_fn, task, settings, seed, step)
     matrices = []
     for name, (gws, _) in zip(names, grads, strict=True):
-        own = [(n, p) for n, p in model.get_submodule(name).named_parameters()]
+        own = [(n, p) for n, p in model.get_submodule(name).named_parameters() if p.requires_grad]
         weights = [(n, p) for n, p in own if not n.endswith("bias")]
         k = principal_matrix(weights)
         matrices.append(None if k is None else (as_matrix(weights[k][1]), as_matrix(gws[k])))

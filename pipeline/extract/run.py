@@ -229,7 +229,8 @@ def _block_layer_rows(run_id: str, model: torch.nn.Module, spec: RunSpec) -> lis
     builtin = spec.family != "custom"  # a user's blocks have no one activation or norm
     rows = []
     for i, name in enumerate(names):
-        weights = [(n, p) for n, p in model.get_submodule(name).named_parameters() if not n.endswith("bias")]
+        weights = [(n, p) for n, p in model.get_submodule(name).named_parameters()
+                   if p.requires_grad and not n.endswith("bias")]
         k = principal_matrix(weights)
         matrix = None if k is None else as_matrix(weights[k][1])
         rows.append({"run_id": run_id, "layer_index": i, "name": name,

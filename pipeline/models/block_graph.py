@@ -117,19 +117,30 @@ def block_names(model: nn.Module) -> list[str]:
 
 
 def default_blocks(model: nn.Module) -> list[str]:
-    """Every submodule that owns trainable parameters itself (a Linear, a convolution, a norm, an
-    embedding), in the order the fx graph first calls it; the root's own parameters are not a block."""
+    """The modules the fx graph calls (its leaves: Linear, convolutions, norms, embeddings,
+    ``nn.MultiheadAttention`` as a whole) that hold trainable parameters, and the owners of parameters
+    read directly (``get_attr``), in the order the graph first uses them; every trainable parameter
+    must fall in one of them (the root's own parameters cannot)."""
     gm = torch.fx.symbolic_trace(model)
-    owners = {name for name, module in model.named_modules()
-              if name and any(p.requires_grad for p in module.parameters(recurse=False))}
+    modules = dict(model.named_modules())
+
+    def trainable(name: str) -> bool:
+        return name in modules and any(p.requires_grad for p in modules[name].parameters())
+
     order: list[str] = []
     for node in gm.graph.nodes:
-        if node.op in ("call_module", "get_attr"):
-            target = str(node.target)
-            owner = target if target in owners else target.rsplit(".", 1)[0] if node.op == "get_attr" else None
-            if owner in owners and owner not in order:
-                order.append(owner)
-    missing = sorted(owners - set(order))
+        target = str(node.target)
+        if node.op == "call_module":
+            owner = target
+        elif node.op == "get_attr" and "." in target:
+            owner = target.rsplit(".", 1)[0]
+        else:
+            continue
+        if trainable(owner) and owner not in order and not any(owner.startswith(o + ".") for o in order):
+            order.append(owner)
+    covered = {n for n, p in model.named_parameters() if p.requires_grad
+               and any(n.startswith(o + ".") for o in order)}
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in covered]
     if missing:
-        raise ValueError(f"module {missing[0]!r} owns parameters but the traced forward pass never calls it")
+        raise ValueError(f"parameter {missing[0]!r} is in no module the traced forward pass calls")
     return order

@@ -1,7 +1,7 @@
 """A user's own network: a run with ``family = "custom"`` names a factory instead of a built-in family.
 
-``model = "package.module:build"`` is imported (the package must be importable: installed, or on
-``PYTHONPATH``; a ``.py`` file's folder counts when the config or command is run from it) and called
+``model = "package.module:build"`` is imported (the package must be importable by every worker:
+installed, or on ``PYTHONPATH``) and called
 as ``build(input_shape, output_size)`` after ``torch.manual_seed(seed)``: input_shape is the tuple
 of one row's shape (``(d,)`` for a table of d features), output_size the number of classes (or 1
 for regression). It must return an ``nn.Module`` mapping (N, *input_shape) to (N, output_size).

@@ -74,8 +74,13 @@ def representations(model: nn.Module, X: torch.Tensor) -> list[torch.Tensor]:
         return model.representations(X)
     names = block_names(model)
     seen: dict[str, torch.Tensor] = {}
+    def keep(out, name):
+        if isinstance(out, tuple | list) and out and isinstance(out[0], torch.Tensor):
+            out = out[0]  # nn.MultiheadAttention and the like: the first output is the representation
+        seen.setdefault(name, out)
+
     handles = [model.get_submodule(name).register_forward_hook(
-        lambda _m, _args, out, name=name: seen.setdefault(name, out)) for name in names[:-1]]
+        lambda _m, _args, out, name=name: keep(out, name)) for name in names[:-1]]
     try:
         logits = model(X)
     finally:

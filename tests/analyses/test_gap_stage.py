@@ -38,12 +38,12 @@ def test_gap_stage_on_the_tiny_corpus(built_corpus) -> None:
         # distance from initialization at every stage, recomputed from the stored weights
         for run_id, step, dist in con.execute("SELECT run_id, step, distance_from_init FROM analysis_gap_models"
                                               ).fetchall():
-            w = con.execute("""SELECT w.tensor, w."values", w0."values" FROM weights w
+            w = con.execute("""SELECT w.tensor, w.layer_index, w."values", w0."values" FROM weights w
                                JOIN weights w0 ON w0.run_id = w.run_id AND w0.step = 0 AND w0.tensor = w.tensor
                                               AND w0.layer_index = w.layer_index
                                WHERE w.run_id = ? AND w.step = ?""", [run_id, step]).fetchall()
             ref = math.sqrt(sum(float(((np.array(a, np.float64) - np.array(b, np.float64)) ** 2).sum())
-                                for t, a, b in w if t in models.TRAINED_TENSORS))
+                                for t, k, a, b in w if models.is_trained_tensor(t, k)))
             assert dist == pytest.approx(ref, rel=1e-9)
         rows = con.execute("""SELECT spec, r2_cv, note, n_models FROM analysis_gap_regression
                               WHERE sample = 'all' AND cv_scheme = 'grouped_by_dataset'""").fetchall()

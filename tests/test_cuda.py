@@ -1,0 +1,54 @@
+"""The curvature engines on a CUDA GPU agree with the CPU. Skipped, and reported as skipped with the
+reason, on a machine without one (``make test`` prints the count; none of these can pass silently)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.curvature import block_engine, engine
+from pipeline.curvature.engine import CurvatureSettings
+from pipeline.models.block_graph import trace_block_graph
+from pipeline.models.cnn import SmallCNN
+from pipeline.models.mlp import MLP
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine: not run")
+
+
+def _compare(cpu_rows: list[dict], gpu_rows: list[dict]) -> None:
+    assert [(r["layer_index"], r["kind"], r["method"]) for r in cpu_rows] == \
+        [(r["layer_index"], r["kind"], r["method"]) for r in gpu_rows]
+    for a, b in zip(cpu_rows, gpu_rows, strict=True):
+        scale = max(abs(a["top_eigenvalue"]), abs(a["bottom_eigenvalue"]), 1e-300)
+        if a["method"] != "lanczos":  # exact rows: float64 on both, to round-off
+            np.testing.assert_allclose(a["eigenvalues"], b["eigenvalues"], rtol=0, atol=1e-9 * scale)
+        else:  # the same seeded probes: the extremes within their residuals
+            assert abs(a["top_eigenvalue"] - b["top_eigenvalue"]) <= 2 * (a["top_residual"] + b["top_residual"]) \
+                + 1e-9 * scale
+
+
+def test_the_mlp_engine_on_cuda_matches_the_cpu() -> None:
+    torch.manual_seed(0)
+    model = MLP(6, (40, 40), 3, "tanh").double().eval()
+    X, y = torch.randn(64, 6, dtype=torch.float64), torch.randint(0, 3, (64,))
+    args = (model, X, y, nn.CrossEntropyLoss(), "classification")
+    cpu, _ = engine.curvature_snapshot(*args, CurvatureSettings(exact_limit=500), 0, 0)
+    gpu, _ = engine.curvature_snapshot(*args, CurvatureSettings(exact_limit=500, device="cuda"), 0, 0)
+    _compare(cpu, gpu)
+
+
+def test_the_any_model_engine_on_cuda_matches_the_cpu() -> None:
+    torch.manual_seed(0)
+    model = SmallCNN(16, 3, (3, 2), dims=2, activation="tanh").double().eval()
+    graph = trace_block_graph(model, model.block_names())
+    blocks = list(zip(graph.names, graph.params, strict=True))
+    X, y = torch.randn(32, 16, dtype=torch.float64), torch.randint(0, 3, (32,))
+    args = (model, blocks, X, y, nn.CrossEntropyLoss(), "classification")
+    cpu, cpu_extra = block_engine.block_curvature_snapshot(*args, CurvatureSettings(exact_limit=50), 0, 0)
+    gpu, gpu_extra = block_engine.block_curvature_snapshot(*args, CurvatureSettings(exact_limit=50, device="cuda"),
+                                                           0, 0)
+    _compare(cpu, gpu)
+    for a, b in zip(cpu_extra, gpu_extra, strict=True):
+        assert a["gradient_pressure"] == pytest.approx(b["gradient_pressure"], rel=1e-8)
