@@ -38,15 +38,11 @@ from pipeline.curvature.engine import (
     SLQ_VECTORS,
     CurvatureSettings,
     check_finite,
+    exact_ggn_spectrum,
     exact_row,
     snapshot_rng,
 )
-from pipeline.curvature.ggn import (
-    gradient_pressure,
-    natural_gradient_norm_cg,
-    natural_gradient_norm_dense,
-    natural_gradient_norm_gram,
-)
+from pipeline.curvature.ggn import gradient_pressure, natural_gradient_norm_cg
 from pipeline.curvature.local_hessian import closed_form_solve_order
 from pipeline.curvature.matrix_free import matrix_free_summary
 from pipeline.curvature.objective import ModelObjective
@@ -118,16 +114,7 @@ def _ggn_row(model: nn.Module, group: ParameterGroup, X: torch.Tensor, task: str
         factor = jacobian_factor(model, group, X, task)
         check_finite(factor.s)
         size = factor.gram_size
-        if p <= size:
-            gmat = factor.dense()
-            values = torch.linalg.eigvalsh(gmat)
-            natgrad = natural_gradient_norm_dense(g, gmat, float(values.max()))
-        else:
-            gram = factor.gram()
-            values = torch.linalg.eigvalsh(gram)
-            natgrad = natural_gradient_norm_gram(g, factor, gram, float(values.max()))
-            values = torch.cat([torch.zeros(p - size, dtype=values.dtype, device=values.device), values])
-        values = values.clamp(min=0)  # G is PSD: negative round-off is zero
+        values, natgrad = exact_ggn_spectrum(factor, factor.dense, g)
         n_floor = p + n if p <= size else size + p  # order decomposed + the terms summed into an entry
         row = exact_row(values, n_floor=n_floor, bias_share=factor.bias_share())
         return {**row, "method": "gram", "n_hvp": n * m}, natgrad, True

@@ -138,22 +138,31 @@ def check_finite(t: torch.Tensor) -> None:
         raise FloatingPointError("curvature matrix is not finite")
 
 
+def exact_ggn_spectrum(factor, dense, g: torch.Tensor) -> tuple[torch.Tensor, float | None]:
+    """All p eigenvalues of G = S^T S (ascending, clamped at 0: G is PSD) and the natural-gradient norm,
+    from the smaller of G (``dense()``, p x p) and the Gram matrix ``factor.gram()`` (order N m'), whose
+    nonzero eigenvalues are G's; the other p - N m' are exact zeros. ``factor``: ``n_params``,
+    ``gram_size``, ``gram()`` and ``apply(g)`` = S g (:class:`GGNFactor` or a Jacobian factor)."""
+    p, size = factor.n_params, factor.gram_size
+    if p <= size:
+        gmat = dense()
+        values = torch.linalg.eigvalsh(gmat)
+        natgrad = natural_gradient_norm_dense(g, gmat, float(values.max()))
+    else:
+        gram = factor.gram()
+        values = torch.linalg.eigvalsh(gram)
+        natgrad = natural_gradient_norm_gram(g, factor, gram, float(values.max()))
+        values = torch.cat([torch.zeros(p - size, dtype=values.dtype, device=values.device), values])
+    return values.clamp(min=0), natgrad
+
+
 def _ggn_row(factor: GGNFactor, g: torch.Tensor, settings: CurvatureSettings,
              rng: np.random.Generator) -> tuple[dict, float | None, bool]:
     """The Gauss-Newton row and the natural-gradient norm g^T (G + delta lambda_max I)^{-1} g."""
     p, size = factor.n_params, factor.gram_size
     check_finite(factor.r)
     if min(p, size) <= GGN_EXACT_MAX:
-        if p <= size:
-            gmat = factor.kronecker().dense()
-            values = torch.linalg.eigvalsh(gmat)
-            natgrad = natural_gradient_norm_dense(g, gmat, float(values.max()))
-        else:
-            gram = factor.gram()
-            values = torch.linalg.eigvalsh(gram)
-            natgrad = natural_gradient_norm_gram(g, factor, gram, float(values.max()))
-            values = torch.cat([torch.zeros(p - size, dtype=values.dtype, device=values.device), values])
-        values = values.clamp(min=0)  # G is PSD: negative round-off is zero
+        values, natgrad = exact_ggn_spectrum(factor, factor.kronecker().dense, g)
         # order decomposed plus terms summed per entry: N points for G, q + d + 1 for the Gram matrix
         n_floor = p + factor.r.shape[0] if p <= size else size + factor.r.shape[2] + factor.zt.shape[1]
         row = exact_row(values, n_floor=n_floor, bias_share=factor.bias_share())
