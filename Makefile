@@ -41,6 +41,7 @@ bench: setup
 	$(PY) benchmarks/topology.py
 	$(PY) benchmarks/margins.py
 	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/model_size.py
 	$(PY) benchmarks/coupling.py
 
 lint: setup

@@ -112,6 +112,20 @@ def test_run_id_is_stable_and_depends_on_every_field() -> None:
     assert RunSpec.from_dict(spec.to_dict()) == spec
 
 
+def test_the_scale_config_reaches_the_papers_nine_million_parameters() -> None:
+    """configs/scale.toml: a width ladder whose largest model has 8-10M parameters (paper 001's 9M)."""
+    from pipeline.datasets.run_data import prepared_dataset
+    from pipeline.models.build import build_network
+    from pipeline.models.mlp import count_parameters
+
+    runs = load_config(Path(__file__).resolve().parents[1] / "configs" / "scale.toml").runs()
+    data = prepared_dataset("digits")
+    sizes = sorted(count_parameters(build_network(r, data.X.shape[1], data.output_dim, data.feature_names))
+                   for r in runs)
+    assert len(sizes) == 3 and sizes[0] < sizes[1] < sizes[2]
+    assert 8_000_000 <= sizes[-1] <= 10_000_000, sizes
+
+
 def test_shipped_configs_are_valid() -> None:
     root = Path(__file__).resolve().parents[1] / "configs"
     default = load_config(root / "default.toml")

@@ -1,0 +1,131 @@
+"""Benchmark: seconds and peak memory of one spectral snapshot per model size, and the cost model.
+
+One spectral snapshot (:func:`pipeline.extract.run.measure_checkpoint` with ``is_spectral``: every
+block's local, loss and Gauss-Newton rows, pressure, natural-gradient norm, weight and gradient
+spectra, saturation, margins, sharpness) of an untrained model at each size of a ladder, each in a
+fresh process on ``--threads`` threads (extraction runs one thread per run), so that its peak
+resident memory (``ru_maxrss``) is its own. The smallest size is the baseline measured in the same
+invocation.
+
+Cost model (the README states it): above the exact limit every row is Lanczos or a Gram matrix, and
+the time is dominated by the ``hvp_budget`` Hessian-vector products per block and kind, each one
+forward-and-backward pass of the N probes through the network, O(N p) for p parameters, plus the
+full reorthogonalization, O(p_i steps^2) per run. At a fixed depth, N and budget the seconds are
+predicted to grow like p (the ``predicted`` column: baseline seconds x p / p_baseline). Memory is
+predicted by the largest Lanczos basis, 8 p_i steps bytes for the largest block (steps =
+hvp_budget // SLQ_VECTORS), on top of the baseline's.
+
+    .venv/bin/python benchmarks/model_size.py [--family mlp] [--threads 1] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+#: family -> (data set, ladder of widths): each ladder's largest model is about 9M parameters for the
+#: MLP; the CNN's and Transformer's are smaller because a snapshot of theirs costs far more per
+#: parameter on a CPU (see the README).
+LADDERS = {
+    "mlp": ("digits", [(512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048)]),
+    "cnn2d": ("digits", [(32, 32), (64, 64), (128, 128)]),
+    "transformer": ("wine", [(32, 32, 32, 32), (64, 64, 64, 64), (128, 128, 128, 128)]),
+}
+
+
+def measure_one(family: str, dataset: str, widths: tuple[int, ...], threads: int) -> dict:
+    """One snapshot of one model, in this process: parameters, seconds, per-kind seconds, peak RSS."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from pipeline.curvature.engine import CurvatureSettings
+    from pipeline.datasets.run_data import prepared_dataset, run_data
+    from pipeline.extract.run import measure_checkpoint, measured_margin_splits
+    from pipeline.models.build import build_network
+    from pipeline.models.mlp import count_parameters
+    from pipeline.runspec import RunSpec
+    from pipeline.training.optim import loss_function
+
+    torch.set_num_threads(threads)
+    spec = RunSpec(dataset=dataset, family=family, size="custom", widths=widths, probe_size=128,
+                   activation="relu" if family == "mlp" else "gelu")
+    data_set = prepared_dataset(dataset)
+    data = run_data(spec, data_set)
+    tensors = {s: data.tensors(s) for s in ("train", "test", "probe")}
+    torch.manual_seed(0)
+    model = build_network(spec, data_set.X.shape[1], data_set.output_dim, data_set.feature_names)
+    settings = CurvatureSettings(spec.hessian_exact_limit, spec.hvp_budget, "sum", "cpu")
+    with threadpool_limits(limits=threads):
+        t = time.perf_counter()
+        _, _, snap = measure_checkpoint(model, data, tensors, loss_function(data_set.task), settings, 0, 0, True,
+                                        measured_margin_splits(data, tensors))
+        seconds = time.perf_counter() - t
+    spectra = snap.tables()["hessian_spectra"]
+    by_kind: dict[str, float] = {}
+    for r in spectra:
+        by_kind[r["kind"]] = by_kind.get(r["kind"], 0.0) + r["seconds"]
+    return {"params": count_parameters(model), "largest_block": max(r["n_params"] for r in spectra),
+            "blocks": len({r["layer_index"] for r in spectra}), "seconds": seconds, "by_kind": by_kind,
+            "methods": sorted({f"{r['kind']}:{r['method']}" for r in spectra}),
+            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "lanczos_steps": spec.hvp_budget // 8}
+
+
+def run_case(family: str, dataset: str, widths: tuple[int, ...], threads: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, __file__, "--one", family, dataset, ",".join(map(str, widths)),
+                          "--threads", str(threads)], cwd=ROOT, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{family} {widths} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", nargs="+", default=["mlp"], choices=sorted(LADDERS))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--one", nargs=3, metavar=("FAMILY", "DATASET", "WIDTHS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        family, dataset, widths = args.one
+        print(json.dumps(measure_one(family, dataset, tuple(int(w) for w in widths.split(",")), args.threads)))
+        return
+    print(f"model-size benchmark: {os.cpu_count()} cores, {args.threads} thread(s), probe N = 128, "
+          f"{args.repeats} repeat(s), medians; one fresh process per snapshot")
+    print("\n| family | widths | parameters | largest block | seconds / snapshot | vs smallest | predicted (x p) "
+          "| local / loss / GGN s | peak RSS | predicted RSS |")
+    print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|")
+    notes = []
+    for family in args.family:
+        dataset, ladder = LADDERS[family]
+        base = None
+        for widths in ladder:
+            runs = [run_case(family, dataset, widths, args.threads) for _ in range(args.repeats)]
+            r = runs[0]
+            seconds = statistics.median(x["seconds"] for x in runs)
+            rss = max(x["peak_rss"] for x in runs)
+            if base is None:
+                base = {"params": r["params"], "seconds": seconds, "rss": rss, "block": r["largest_block"]}
+            predicted = base["seconds"] * r["params"] / base["params"]
+            basis = 8 * r["lanczos_steps"] * (r["largest_block"] - base["block"])
+            kinds = " / ".join(f"{r['by_kind'].get(k, 0.0):.0f}" for k in ("local", "loss", "ggn"))
+            print(f"| {family} | {'x'.join(map(str, widths))} | {r['params']:,} | {r['largest_block']:,} | "
+                  f"{seconds:.1f} | {seconds / base['seconds']:.2f}x | {predicted:.1f} | {kinds} | "
+                  f"{rss / 2**20:,.0f} MiB | {(base['rss'] + basis) / 2**20:,.0f} MiB |", flush=True)
+            notes.append(f"{family} {'x'.join(map(str, widths))}: {', '.join(r['methods'])}")
+    print("\nmethods (kind:method) per snapshot:\n" + "\n".join(f"- {n}" for n in notes))
+
+
+if __name__ == "__main__":
+    main()
