@@ -11,9 +11,9 @@ Cost model (the README states it): above the exact limit every row is Lanczos or
 the time is dominated by the ``hvp_budget`` Hessian-vector products per block and kind, each one
 forward-and-backward pass of the N probes through the network, O(N p) for p parameters, plus the
 full reorthogonalization, O(p_i steps^2) per run. At a fixed depth, N and budget the seconds are
-predicted to grow like p (the ``predicted`` column: baseline seconds x p / p_baseline). Memory is
-predicted by the largest Lanczos basis, 8 p_i steps bytes for the largest block (steps =
-hvp_budget // SLQ_VECTORS), on top of the baseline's.
+predicted to grow like p (the ``predicted`` column: baseline seconds x p / p_baseline). Peak memory
+is modelled as linear in p too, a + b p (the Lanczos basis, 8 p_i steps bytes, is one of several
+p-sized terms): a and b are fitted on the two smallest sizes and the model is checked on the rest.
 
     .venv/bin/python benchmarks/model_size.py [--family mlp] [--threads 1] [--repeats 1]
 """
@@ -77,8 +77,7 @@ def measure_one(family: str, dataset: str, widths: tuple[int, ...], threads: int
     return {"params": count_parameters(model), "largest_block": max(r["n_params"] for r in spectra),
             "blocks": len({r["layer_index"] for r in spectra}), "seconds": seconds, "by_kind": by_kind,
             "methods": sorted({f"{r['kind']}:{r['method']}" for r in spectra}),
-            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "lanczos_steps": spec.hvp_budget // 8}
+            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
 def run_case(family: str, dataset: str, widths: tuple[int, ...], threads: int) -> dict:
@@ -109,20 +108,21 @@ def main() -> None:
     notes = []
     for family in args.family:
         dataset, ladder = LADDERS[family]
-        base = None
+        measured = []
         for widths in ladder:
             runs = [run_case(family, dataset, widths, args.threads) for _ in range(args.repeats)]
-            r = runs[0]
-            seconds = statistics.median(x["seconds"] for x in runs)
-            rss = max(x["peak_rss"] for x in runs)
-            if base is None:
-                base = {"params": r["params"], "seconds": seconds, "rss": rss, "block": r["largest_block"]}
-            predicted = base["seconds"] * r["params"] / base["params"]
-            basis = 8 * r["lanczos_steps"] * (r["largest_block"] - base["block"])
-            kinds = " / ".join(f"{r['by_kind'].get(k, 0.0):.0f}" for k in ("local", "loss", "ggn"))
+            measured.append((widths, runs[0], statistics.median(x["seconds"] for x in runs),
+                             max(x["peak_rss"] for x in runs)))
+        (_, first, base_s, base_rss), (_, second, _, second_rss) = measured[0], measured[1]
+        bytes_per_param = (second_rss - base_rss) / (second["params"] - first["params"])
+        for k, (widths, r, seconds, rss) in enumerate(measured):
+            predicted = base_s * r["params"] / first["params"]
+            rss_model = "(fitted)" if k < 2 else \
+                f"{(base_rss + bytes_per_param * (r['params'] - first['params'])) / 2**20:,.0f} MiB"
+            kinds = " / ".join(f"{r['by_kind'].get(kind, 0.0):.0f}" for kind in ("local", "loss", "ggn"))
             print(f"| {family} | {'x'.join(map(str, widths))} | {r['params']:,} | {r['largest_block']:,} | "
-                  f"{seconds:.1f} | {seconds / base['seconds']:.2f}x | {predicted:.1f} | {kinds} | "
-                  f"{rss / 2**20:,.0f} MiB | {(base['rss'] + basis) / 2**20:,.0f} MiB |", flush=True)
+                  f"{seconds:.1f} | {seconds / base_s:.2f}x | {predicted:.1f} | {kinds} | "
+                  f"{rss / 2**20:,.0f} MiB | {rss_model} |", flush=True)
             notes.append(f"{family} {'x'.join(map(str, widths))}: {', '.join(r['methods'])}")
     print("\nmethods (kind:method) per snapshot:\n" + "\n".join(f"- {n}" for n in notes))
 
