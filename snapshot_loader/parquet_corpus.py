@@ -13,7 +13,7 @@ import duckdb
 
 from pipeline.errors import PipelineError
 from pipeline.extract.shards import ShardStore
-from snapshot_loader.schema import DB_ONLY_TABLES, SCHEMA_VERSION, SHARD_TABLES, TABLES
+from snapshot_loader.schema import DB_ONLY_TABLES, SCHEMA_VERSION, SHARD_TABLES, SHARD_TABLES_SINCE, TABLES
 
 
 def _quote(value: str) -> str:
@@ -35,6 +35,8 @@ def parquet_connection(location: str) -> duckdb.DuckDBPyConnection:
         con.register_filesystem(store.fs)
     for table in SHARD_TABLES:
         paths = [r.path for r in refs]
+        if table in SHARD_TABLES_SINCE:  # a shard older than the table has no file of it: no rows
+            paths = [p for p in paths if store.fs.exists(f"{p}/{table}.parquet")]
         if not paths:
             con.execute(_empty_table(table, TABLES[table]))
             continue

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 #: Version of the tables a worker writes into a shard (unchanged by database-only migrations).
-SHARD_SCHEMA_VERSION = 6
+SHARD_SCHEMA_VERSION = 7
 #: Shard versions read. Version 5 changed how curvature is computed (estimates with standard errors,
 #: zeros from a noise floor), so older shards are stale: refused, and extracted again. Version 6 added
 #: runs.model, blocks and checkpoint_dir (NULL in a version-5 shard) and measures the blocks of every
 #: family: a version-5 shard without curvature rows (a CNN or Transformer run) is stale. A column or
-#: table added later needs its default written here, for the shards before it.
-READABLE_SHARD_VERSIONS = (5, 6)
+#: table added later needs its default written here, for the shards before it. Version 7 added
+#: ``matrix_spectra`` (SHARD_TABLES_SINCE): an older shard has no rows of it.
+READABLE_SHARD_VERSIONS = (5, 6, 7)
 
 #: Summary columns of ``hessian_spectra`` that matrix-free rows estimate, each with a ``<column>_stderr``
 #: (``trace_stderr`` is older and listed with the spectra's own columns).
@@ -103,6 +104,15 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("run_id", "VARCHAR"), ("step", "INTEGER"), ("layer_index", "INTEGER"), ("tensor", "VARCHAR"),
         ("shape", "INTEGER[]"), ("values", "FLOAT[]"),
     ],
+    # spectral snapshots: every weight matrix of every block (a packed Q/K/V projection as its three
+    # parts), its singular values and those of its probe gradient
+    "matrix_spectra": [
+        ("run_id", "VARCHAR"), ("step", "INTEGER"), ("layer_index", "INTEGER"), ("tensor", "VARCHAR"),
+        ("part", "VARCHAR"), ("rows", "INTEGER"), ("cols", "INTEGER"), ("principal", "BOOLEAN"),
+        ("weight_sv", "DOUBLE[]"), ("weight_rank", "INTEGER"), ("weight_stable_rank", "DOUBLE"),
+        ("weight_spectral_norm", "DOUBLE"), ("grad_sv", "DOUBLE[]"), ("grad_rank", "INTEGER"),
+        ("grad_stable_rank", "DOUBLE"), ("grad_spectral_norm", "DOUBLE"), ("alignment", "DOUBLE"),
+    ],
     "timings": [("run_id", "VARCHAR"), ("step", "INTEGER"), ("what", "VARCHAR"), ("seconds", "DOUBLE")],
     # spectral snapshots: margin signatures per (split, representation, correct_only), status says why
     # a row has no statistics (no_points, zero_variation, single_class, not_classification)
@@ -164,6 +174,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "layers": ("run_id", "layer_index"),
     "layer_stats": ("run_id", "step", "layer_index"),
     "weights": ("run_id", "step", "layer_index", "tensor"),
+    "matrix_spectra": ("run_id", "step", "layer_index", "tensor", "part"),
     "timings": ("run_id", "step", "what"),
     "hessian_spectra": ("run_id", "step", "layer_index", "kind"),
     "margins": ("run_id", "step", "split", "representation", "correct_only"),
@@ -177,6 +188,8 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
 
 #: Tables a run's shard holds (``datasets`` rows are shared: inserted once per data set).
 SHARD_TABLES = tuple(TABLES)
+#: The shard version that added a table: a shard written before it has none, and reads as no rows.
+SHARD_TABLES_SINCE = {"matrix_spectra": 7}
 
 #: Tables kept by the database but not written by workers.
 DB_ONLY_TABLES = {
@@ -245,6 +258,14 @@ TABLE_NOTES: dict[str, str] = {
         "another family's block: its module's state, `conv.weight`, `qkv.weight`, ...) at each spectral snapshot: "
         "shape INTEGER[], values FLOAT[] (row-major)"
     ),
+    "matrix_spectra": (
+        "spectral snapshots: one row per weight matrix of every block (every tensor with 2+ axes not named "
+        "`*bias`, read as rows = its first axis against the others; a packed attention projection, `in_proj_weight` "
+        "or `qkv.weight`, as its parts `q`, `k`, `v`, its thirds by rows; every other tensor as part `all`): rows, "
+        "cols, principal (the row belongs to the block's principal tensor, the one `layer_stats` describes), "
+        "weight_sv DOUBLE[], weight_rank, weight_stable_rank, weight_spectral_norm and the same of the probe "
+        "gradient (grad_*), alignment. Runs extracted into shards of version 6 or older have no rows here"
+    ),
     "timings": (
         "seconds of `train` (since the previous checkpoint), `metrics` or `spectral` work at each checkpoint, and "
         "of `synthesis` at the step it ran (runs with `augment`)"
@@ -310,6 +331,12 @@ TABLE_NOTES: dict[str, str] = {
 MIGRATIONS: dict[int, list[str]] = {
     6: ['ALTER TABLE runs ADD COLUMN "model" VARCHAR', 'ALTER TABLE runs ADD COLUMN "blocks" VARCHAR[]',
         'ALTER TABLE runs ADD COLUMN "checkpoint_dir" VARCHAR'],
+    # the statement as of version 8, frozen here: a later change to the table is a migration of its own
+    7: ['CREATE TABLE IF NOT EXISTS matrix_spectra ("run_id" VARCHAR, "step" INTEGER, "layer_index" INTEGER, '
+        '"tensor" VARCHAR, "part" VARCHAR, "rows" INTEGER, "cols" INTEGER, "principal" BOOLEAN, "weight_sv" '
+        'DOUBLE[], "weight_rank" INTEGER, "weight_stable_rank" DOUBLE, "weight_spectral_norm" DOUBLE, '
+        '"grad_sv" DOUBLE[], "grad_rank" INTEGER, "grad_stable_rank" DOUBLE, "grad_spectral_norm" DOUBLE, '
+        '"alignment" DOUBLE, PRIMARY KEY (run_id, step, layer_index, tensor, part))'],
 }
 
 _ARROW = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,3 +129,30 @@ def test_every_spectral_snapshot_has_all_three_kinds_for_every_layer(built_corpu
         assert bad == 0
         pressure = corpus.sql("SELECT count(gradient_pressure) AS n FROM layer_stats WHERE weight_sv IS NOT NULL")
         assert pressure["n"][0] > 0
+
+
+def test_matrix_spectra_cover_every_block_and_agree_with_layer_stats(built_corpus) -> None:
+    """Every block with a weight matrix has its per-matrix rows at every spectral snapshot (the MLPs, the
+    user's MLP and the measured residual CNN, whose kernels read as out_channels x (in_channels k k)), and
+    the principal tensor's row is the one ``layer_stats`` describes."""
+    with snapshot_loader.open(built_corpus["db"]) as corpus:
+        missing = corpus.sql("""
+            SELECT s.run_id, s.step, s.layer_index FROM layer_stats s
+            ANTI JOIN matrix_spectra m USING (run_id, step, layer_index)
+            WHERE s.weight_sv IS NOT NULL""")
+        assert missing.height == 0, missing
+        pairs = corpus.sql("""
+            SELECT m.weight_sv AS m_sv, s.weight_sv AS s_sv, m.grad_sv AS m_g, s.grad_sv AS s_g, r.family
+            FROM matrix_spectra m JOIN layer_stats s USING (run_id, step, layer_index) JOIN runs r USING (run_id)
+            WHERE m.principal AND m.part = 'all'""")
+        assert pairs.height > 0 and {"mlp", "custom"} <= set(pairs["family"])
+        for row in pairs.iter_rows(named=True):
+            np.testing.assert_allclose(row["m_sv"], row["s_sv"], rtol=1e-12)
+            np.testing.assert_allclose(row["m_g"], row["s_g"], rtol=1e-12)
+        conv = corpus.sql("""
+            SELECT m.rows, m.cols, w.shape FROM matrix_spectra m
+            JOIN weights w USING (run_id, step, layer_index, tensor) JOIN runs r USING (run_id)
+            WHERE r.checkpoint_dir IS NOT NULL AND len(w.shape) = 4""")
+        assert conv.height > 0
+        for rows, cols, shape in conv.iter_rows():
+            assert (rows, cols) == (shape[0], shape[1] * shape[2] * shape[3])

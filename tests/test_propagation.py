@@ -504,6 +504,39 @@ def test_a_shard_from_before_schema_5_is_stale_and_extracted_again(propagation_d
         ShardStore(store).complete()
 
 
+def test_a_version_6_shard_without_matrix_spectra_is_read_with_no_rows_of_it(propagation_db, tmp_path):
+    """Shard version 7 added ``matrix_spectra``: an older shard has no file of it and reads as no rows
+    (in the database and in the shard store's views); a version-7 shard without it is refused."""
+    import json
+    import shutil
+
+    import snapshot_loader
+    from pipeline.errors import ShardError
+    from pipeline.extract.shards import ShardStore
+    from snapshot_loader.ingest import ingest_shards
+
+    src = next((propagation_db.parent / "shards").glob("dataset=iris/run_id=*"))
+    store = tmp_path / "shards"
+    dst = store / "dataset=iris" / src.name
+    shutil.copytree(src, dst)
+    (dst / "matrix_spectra.parquet").unlink()
+    manifest = json.loads((dst / "manifest.json").read_text())
+    assert manifest["tables"].pop("matrix_spectra")["rows"] > 0
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    run_id = src.name.split("=", 1)[1]
+    with pytest.raises(ShardError, match="no entry for table 'matrix_spectra'"):
+        ShardStore(store).read_manifest(ShardStore(store).refs()[0])
+    manifest["schema_version"] = 6
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    assert ShardStore(store).is_complete("iris", run_id)
+    report = ingest_shards(tmp_path / "c.duckdb", store)
+    assert report.ingested == [run_id] and not report.errors
+    for location in (tmp_path / "c.duckdb", store):
+        with snapshot_loader.open(location) as corpus:
+            assert corpus.sql("SELECT count(*) AS n FROM matrix_spectra")["n"][0] == 0
+            assert corpus.sql("SELECT count(*) AS n FROM layer_stats WHERE weight_sv IS NOT NULL")["n"][0] > 0
+
+
 def test_a_shard_without_its_coupling_file_is_refused(propagation_db, tmp_path):
     import shutil
 

@@ -20,7 +20,15 @@ from pipeline.extract.shards import ShardStore
 from pipeline.runspec import RunSpec
 from snapshot_loader.database import connect_readonly, connect_writable
 from snapshot_loader.ingest import ingest_shards
-from snapshot_loader.schema import PRIMARY_KEYS, SCHEMA_VERSION, SHARD_SCHEMA_VERSION, TABLES, WALL_TIME_COLUMNS
+from snapshot_loader.schema import (
+    MIGRATIONS,
+    PRIMARY_KEYS,
+    SCHEMA_VERSION,
+    SHARD_SCHEMA_VERSION,
+    TABLES,
+    WALL_TIME_COLUMNS,
+    create_table,
+)
 from tests.conftest import ROOT
 
 TINY = dict(epochs=2, metric_checkpoints=4, spectral_snapshots=2, probe_size=32)
@@ -115,7 +123,7 @@ def test_a_database_from_before_schema_6_is_refused_with_the_way_out(tmp_path: P
 
 def test_a_version_6_database_is_migrated_in_place_by_a_writer(tmp_path: Path) -> None:
     """Version 7 added three runs columns (user models, measured checkpoints): a reader names the fix,
-    a writer (``pipeline ingest``) adds them, NULL for the runs already there."""
+    a writer (``pipeline ingest``) adds them, NULL for the runs already there (and version 8's table)."""
     db = tmp_path / "v6.duckdb"
     connect_writable(db).close()
     with duckdb.connect(str(db)) as con:
@@ -129,6 +137,26 @@ def test_a_version_6_database_is_migrated_in_place_by_a_writer(tmp_path: Path) -
     con = connect_writable(db)
     try:
         assert con.execute("SELECT model, blocks, checkpoint_dir FROM runs").fetchall() == [(None, None, None)]
+        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        con.close()
+
+
+def test_a_version_7_database_gets_matrix_spectra_from_a_writer(tmp_path: Path) -> None:
+    """Version 8 added ``matrix_spectra``: a writer creates it (empty for the runs already there), with
+    the statement frozen in MIGRATIONS, which must stay the table's declaration until a later migration."""
+    assert MIGRATIONS[7] == [create_table("matrix_spectra")]
+    db = tmp_path / "v7.duckdb"
+    connect_writable(db).close()
+    with duckdb.connect(str(db)) as con:
+        con.execute("DROP TABLE matrix_spectra")
+        con.execute("DELETE FROM schema_version")
+        con.execute("INSERT INTO schema_version VALUES (7, now())")
+    with pytest.raises(SchemaError, match=r"v7.duckdb: database has schema version 7, .*run `pipeline ingest` once"):
+        connect_readonly(db)
+    con = connect_writable(db)
+    try:
+        assert con.execute("SELECT count(*) FROM matrix_spectra").fetchone() == (0,)
         assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         con.close()

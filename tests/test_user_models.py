@@ -180,3 +180,15 @@ def test_torch_attention_a_tuple_output_and_a_frozen_parameter_are_measured() ->
     attn = next(r for r in rows["hessian_spectra"] if r["layer_index"] == 1 and r["kind"] == "local")
     assert attn["method"] == "autograd" and not attn["exactly_zero"]
     assert {r["representation"] for r in rows["margins"] if r["status"] == "ok"} == {"input", "h0", "h1", "output"}
+    # per-matrix spectra: the packed in_proj_weight as its Q, K and V thirds, each checked against the
+    # singular values of the stored tensor's rows
+    matrices = {(r["layer_index"], r["tensor"], r["part"]): r for r in rows["matrix_spectra"]}
+    assert set(matrices) == {(0, "weight", "all"), (1, "out_proj.weight", "all"), (2, "weight", "all"),
+                             *((1, "in_proj_weight", p) for p in "qkv")}
+    stored = next(r for r in rows["weights"] if r["layer_index"] == 1 and r["tensor"] == "in_proj_weight")
+    w = torch.from_numpy(stored["values"]).double().reshape(stored["shape"])
+    for k, part in enumerate("qkv"):
+        row = matrices[(1, "in_proj_weight", part)]
+        assert (row["rows"], row["cols"], row["principal"]) == (4, 4, True)
+        np.testing.assert_allclose(row["weight_sv"], torch.linalg.svdvals(w[4 * k:4 * (k + 1)]).numpy(), rtol=1e-5)
+    assert not matrices[(1, "out_proj.weight", "all")]["principal"]

@@ -105,3 +105,41 @@ def test_adjacent_k_is_the_rounded_smaller_stable_rank() -> None:
     _, k = adjacent_similarity(torch.tensor(w_l), torch.tensor(w_next))
     assert k == max(1, round(min(3.0, sr_next)))
     assert k in (1, 2, 3)
+
+
+def test_weight_matrices_split_packed_projections_and_read_kernels_as_matrices() -> None:
+    from pipeline.models.transformer import SelfAttention
+    from pipeline.snapshot.weight_matrices import matrix_parts, matrix_shape, principal_tensor
+
+    torch_attn = dict((n, tuple(p.shape)) for n, p in torch.nn.MultiheadAttention(6, 2).named_parameters())
+    assert [(p, s.start, s.stop) for p, s in matrix_parts("in_proj_weight", torch_attn["in_proj_weight"])] == [
+        ("q", 0, 6), ("k", 6, 12), ("v", 12, 18)]
+    ours = {n: tuple(p.shape) for n, p in SelfAttention(8, 2).named_parameters()}
+    assert [p for p, _ in matrix_parts("qkv.weight", ours["qkv.weight"])] == ["q", "k", "v"]
+    assert principal_tensor(list(ours.items())) == list(ours).index("qkv.weight")
+    assert matrix_parts("out.weight", ours["out.weight"]) == [("all", slice(0, 8))]
+    assert matrix_parts("qkv.weight", (10, 4)) == [("all", slice(0, 10))]  # not three equal thirds: one matrix
+    assert matrix_shape((5, 3, 2, 2)) == (5, 12)  # a conv kernel: out_channels x (in_channels k k)
+    assert principal_tensor([("b.weight", (2, 3)), ("a.weight", (3, 2)), ("norm.weight", (6,))]) == 1  # tie: name
+    assert principal_tensor([("norm.weight", (6,)), ("linear.bias", (6,))]) is None
+
+
+def test_matrix_spectra_rows_of_an_attention_block_match_svdvals_of_each_part() -> None:
+    from pipeline.extract.checkpoint import matrix_spectra_rows
+    from pipeline.models.transformer import SelfAttention
+
+    torch.manual_seed(0)
+    block = SelfAttention(8, 2)
+    weights = [(n, p) for n, p in block.named_parameters() if p.dim() >= 2]
+    grads = [torch.randn_like(p) for _, p in weights]
+    rows = {(r["tensor"], r["part"]): r for r in matrix_spectra_rows(3, weights, grads)}
+    assert set(rows) == {("qkv.weight", "q"), ("qkv.weight", "k"), ("qkv.weight", "v"), ("out.weight", "all")}
+    w, g = block.qkv.weight.detach().double(), grads[[n for n, _ in weights].index("qkv.weight")].double()
+    for k, part in enumerate("qkv"):
+        row = rows[("qkv.weight", part)]
+        assert (row["layer_index"], row["rows"], row["cols"], row["principal"]) == (3, 8, 8, True)
+        rows_k = slice(8 * k, 8 * (k + 1))
+        np.testing.assert_allclose(row["weight_sv"], torch.linalg.svdvals(w[rows_k]).numpy(), rtol=1e-10)
+        np.testing.assert_allclose(row["grad_sv"], torch.linalg.svdvals(g[rows_k]).numpy(), rtol=1e-10)
+        assert row["alignment"] == pytest.approx(weight_gradient_alignment(w[rows_k], g[rows_k]), rel=1e-12)
+    assert not rows[("out.weight", "all")]["principal"]

@@ -25,7 +25,13 @@ from pipeline.models.block_graph import block_names, trace_block_graph
 from pipeline.models.mlp import MLP
 from pipeline.snapshot.margins import margin_rows, not_classification_rows
 from pipeline.snapshot.saturation import saturation_stats
-from pipeline.snapshot.weight_spectra import adjacent_similarity, singular_summary, weight_gradient_alignment
+from pipeline.snapshot.weight_matrices import WHOLE, is_weight_tensor, matrix_parts, principal_tensor
+from pipeline.snapshot.weight_spectra import (
+    SingularSummary,
+    adjacent_similarity,
+    singular_summary,
+    weight_gradient_alignment,
+)
 from pipeline.training.metrics import classification_metrics, regression_metrics
 
 
@@ -116,10 +122,12 @@ class SpectralSnapshot:
     margins: list[dict]
     margin_values: list[dict]
     sharpness: list[dict]
+    matrix_spectra: list[dict]
 
     def tables(self) -> dict[str, list[dict]]:
         return {"weights": self.weights, "hessian_spectra": self.hessian_spectra, "margins": self.margins,
-                "margin_values": self.margin_values, "sharpness": self.sharpness}
+                "margin_values": self.margin_values, "sharpness": self.sharpness,
+                "matrix_spectra": self.matrix_spectra}
 
 
 #: Seed stream of the sharpness ascent and top-eigenvalue Lanczos (apart from the per-layer streams).
@@ -142,9 +150,10 @@ def spectral_snapshot(model: MLP, probe: tuple[torch.Tensor, torch.Tensor], grad
         model.train(was_training)
     hessian_rows, curvature = curvature_snapshot(model, *probe, loss_fn, task, settings, seed, step)
     weights = [lin.weight.detach() for lin in model.linears]
-    stats, weight_rows = [], []
+    stats, weight_rows, matrix_rows = [], [], []
     for i, (block, (gw, _)) in enumerate(zip(model.blocks, grads, strict=True)):
         ws, gs = singular_summary(weights[i]), singular_summary(gw)
+        matrix_rows += matrix_spectra_rows(i, [("linear.weight", weights[i])], [gw], {"linear.weight": (ws, gs)})
         sim, k = adjacent_similarity(weights[i], weights[i + 1]) if i + 1 < len(weights) else (None, None)
         saturated, dead = saturation_stats(inter.preacts[i], block.activation_name)
         stats.append({
@@ -168,21 +177,44 @@ def spectral_snapshot(model: MLP, probe: tuple[torch.Tensor, torch.Tensor], grad
         margins, margin_values = margin_rows(model, margin_splits)
     sharp = loss_sharpness_row(model, *probe, loss_fn, task, np.random.default_rng([seed, step, SHARPNESS_STREAM]),
                                settings.device)
-    return SpectralSnapshot(stats, weight_rows, hessian_rows, margins, margin_values, [sharp])
+    return SpectralSnapshot(stats, weight_rows, hessian_rows, margins, margin_values, [sharp], matrix_rows)
 
 
 def principal_matrix(params: list[tuple[str, torch.Tensor]]) -> int | None:
-    """Index in ``params`` (a block's (name, tensor) pairs) of its largest weight matrix: the
-    parameter with 2 or more axes, not named ``*bias``, with the most entries (a conv kernel reads
-    as out_channels x (in_channels k...)), the alphabetically first name on ties (as the topology stage
-    reads it); None when the block has only vectors."""
-    candidates = [k for k, (n, t) in enumerate(params) if t.dim() >= 2 and not n.endswith("bias")]
-    return min(candidates, key=lambda k: (-params[k][1].numel(), params[k][0])) if candidates else None
+    """Index in ``params`` (a block's (name, tensor) pairs) of its principal weight tensor
+    (:func:`pipeline.snapshot.weight_matrices.principal_tensor`); None when the block has only vectors."""
+    return principal_tensor([(n, tuple(t.shape)) for n, t in params])
 
 
 def as_matrix(t: torch.Tensor) -> torch.Tensor:
     """A weight tensor as a matrix: its first axis (outputs) against all the others."""
     return t.detach().reshape(t.shape[0], -1)
+
+
+def matrix_spectra_rows(layer_index: int, weights: list[tuple[str, torch.Tensor]], grads: list[torch.Tensor],
+                        summaries: dict[str, tuple[SingularSummary, SingularSummary]] | None = None) -> list[dict]:
+    """Rows of ``matrix_spectra`` for one block: the singular values of every weight matrix it holds
+    (:func:`pipeline.snapshot.weight_matrices.matrix_parts`: a packed Q/K/V projection as its three
+    parts) and of its probe gradient, and their alignment. ``weights`` are the block's weight tensors
+    (name, tensor) and ``grads`` their gradients, in the same order; ``summaries`` maps a tensor name to
+    (weight, gradient) summaries already computed for its whole matrix, so they are not recomputed."""
+    k = principal_matrix(weights)
+    rows = []
+    for j, ((name, w), g) in enumerate(zip(weights, grads, strict=True)):
+        wm, gm = as_matrix(w), as_matrix(g)
+        for part, sl in matrix_parts(name, tuple(w.shape)):
+            wp, gp = wm[sl], gm[sl]
+            if summaries is not None and name in summaries and part == WHOLE:
+                ws, gs = summaries[name]
+            else:
+                ws, gs = singular_summary(wp), singular_summary(gp)
+            rows.append({"layer_index": layer_index, "tensor": name, "part": part, "rows": wp.shape[0],
+                         "cols": wp.shape[1], "principal": j == k, "weight_sv": ws.singular_values,
+                         "weight_rank": ws.numerical_rank, "weight_stable_rank": ws.stable_rank,
+                         "weight_spectral_norm": ws.spectral_norm, "grad_sv": gs.singular_values,
+                         "grad_rank": gs.numerical_rank, "grad_stable_rank": gs.stable_rank,
+                         "grad_spectral_norm": gs.spectral_norm, "alignment": weight_gradient_alignment(wp, gp)})
+    return rows
 
 
 def activation_inputs(model: nn.Module, names: list[str], X: torch.Tensor) -> dict[str, tuple[torch.Tensor, str]]:
@@ -233,12 +265,14 @@ def block_snapshot(model: nn.Module, probe: tuple[torch.Tensor, torch.Tensor], g
         model.train(was_training)
     hessian_rows, curvature = block_curvature_snapshot(model, list(zip(graph.names, graph.params, strict=True)),
                                                        *probe, loss_fn, task, settings, seed, step)
-    matrices = []
-    for name, (gws, _) in zip(names, grads, strict=True):
+    matrices, matrix_rows = [], []
+    for i, (name, (gws, _)) in enumerate(zip(names, grads, strict=True)):
         own = [(n, p) for n, p in model.get_submodule(name).named_parameters() if p.requires_grad]
         weights = [(n, p) for n, p in own if not n.endswith("bias")]
         k = principal_matrix(weights)
         matrices.append(None if k is None else (as_matrix(weights[k][1]), as_matrix(gws[k])))
+        matrix = [(j, (n, p)) for j, (n, p) in enumerate(weights) if is_weight_tensor(n, tuple(p.shape))]
+        matrix_rows += matrix_spectra_rows(i, [w for _, w in matrix], [gws[j] for j, _ in matrix])
     stats, weight_rows = [], []
     for i, name in enumerate(names):
         row: dict = {}
@@ -265,4 +299,4 @@ def block_snapshot(model: nn.Module, probe: tuple[torch.Tensor, torch.Tensor], g
         margins, margin_values = margin_rows(model, margin_splits)
     sharp = loss_sharpness_row(model, *probe, loss_fn, task, np.random.default_rng([seed, step, SHARPNESS_STREAM]),
                                settings.device)
-    return SpectralSnapshot(stats, weight_rows, hessian_rows, margins, margin_values, [sharp])
+    return SpectralSnapshot(stats, weight_rows, hessian_rows, margins, margin_values, [sharp], matrix_rows)

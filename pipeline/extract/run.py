@@ -156,7 +156,7 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
 def empty_rows() -> dict[str, list[dict]]:
     """The per-checkpoint tables of a run, empty."""
     return {k: [] for k in ("checkpoints", "layer_stats", "weights", "timings", "hessian_spectra", "margins",
-                            "margin_values", "sharpness", "curvature_coupling")}
+                            "margin_values", "sharpness", "matrix_spectra", "curvature_coupling")}
 
 
 def measured_margin_splits(data: RunData, tensors: dict) -> dict | None:

@@ -37,6 +37,7 @@ from snapshot_loader.schema import (
     READABLE_SHARD_VERSIONS,
     SHARD_SCHEMA_VERSION,
     SHARD_TABLES,
+    SHARD_TABLES_SINCE,
     arrow_schema,
 )
 
@@ -142,6 +143,8 @@ class ShardStore:
         for table in SHARD_TABLES:
             entry = manifest.get("tables", {}).get(table)
             path = f"{ref.path}/{table}.parquet"
+            if entry is None and manifest["schema_version"] < SHARD_TABLES_SINCE.get(table, 0):
+                continue  # a table added after this shard was written: it reads as no rows
             if entry is None:
                 raise ShardError(f"{self.url(mpath)}: no entry for table {table!r}")
             if not verify:
@@ -186,7 +189,12 @@ class ShardStore:
     def read_table(self, ref: ShardRef, table: str) -> pa.Table:
         """One table of a complete shard, in the current schema."""
         schema = arrow_schema(table)
-        with self.fs.open(f"{ref.path}/{table}.parquet", "rb") as fh:
+        path = f"{ref.path}/{table}.parquet"
+        if table in SHARD_TABLES_SINCE and not self.fs.exists(path):
+            version = self.read_manifest(ref, verify=False)["schema_version"]
+            if version < SHARD_TABLES_SINCE[table]:
+                return schema.empty_table()
+        with self.fs.open(path, "rb") as fh:
             arrow = pq.read_table(fh)
         for field in schema:  # a column added after the shard was written: NULL (READABLE_SHARD_VERSIONS)
             if field.name not in arrow.column_names:
