@@ -504,6 +504,35 @@ def test_a_shard_from_before_schema_5_is_stale_and_extracted_again(propagation_d
         ShardStore(store).complete()
 
 
+def test_a_transformers_attention_projections_have_spectra_and_clouds_per_matrix(propagation_db):
+    """The built-in Transformer's packed ``qkv.weight`` is three matrices in ``matrix_spectra`` and three
+    point clouds (besides the whole) for topology, each its third of the stored tensor's rows."""
+    import torch
+
+    from analyses.topology.stage import block_matrices
+
+    con = duckdb.connect(str(propagation_db), read_only=True)
+    run_id, layer_index = con.execute("""SELECT l.run_id, l.layer_index FROM layers l JOIN runs r USING (run_id)
+                                         WHERE r.family = 'transformer' AND l.name = 'layers.0.attn'""").fetchone()
+    step = con.execute("SELECT max(step) FROM matrix_spectra WHERE run_id = ?", [run_id]).fetchone()[0]
+    rows = con.execute("""SELECT tensor, part, rows, cols, principal, weight_sv FROM matrix_spectra
+                          WHERE run_id = ? AND step = ? AND layer_index = ? ORDER BY tensor, part""",
+                       [run_id, step, layer_index]).fetchall()
+    tensors = {t: np.asarray(v, np.float32).reshape(shape) for t, shape, v in con.execute(
+        'SELECT tensor, shape, "values" FROM weights WHERE run_id = ? AND step = ? AND layer_index = ?',
+        [run_id, step, layer_index]).fetchall()}
+    d = tensors["out.weight"].shape[0]
+    assert [r[:5] for r in rows] == [("out.weight", "all", d, d, False), ("qkv.weight", "k", d, d, True),
+                                     ("qkv.weight", "q", d, d, True), ("qkv.weight", "v", d, d, True)]
+    third = {"q": 0, "k": 1, "v": 2}
+    for tensor, part, *_, sv in rows:
+        w = tensors[tensor] if part == "all" else tensors[tensor][third[part] * d:(third[part] + 1) * d]
+        np.testing.assert_allclose(sv, torch.linalg.svdvals(torch.from_numpy(w).double()).numpy(), rtol=1e-6)
+    clouds = {(n, part): (m.shape, p) for n, part, m, _, p in block_matrices(tensors)}
+    assert clouds == {("qkv.weight", "all"): ((3 * d, d), True), ("out.weight", "all"): ((d, d), False),
+                      **{("qkv.weight", part): ((d, d), False) for part in "qkv"}}
+
+
 def test_a_version_6_shard_without_matrix_spectra_is_read_with_no_rows_of_it(propagation_db, tmp_path):
     """Shard version 7 added ``matrix_spectra``: an older shard has no file of it and reads as no rows
     (in the database and in the shard store's views); a version-7 shard without it is refused."""

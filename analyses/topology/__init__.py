@@ -34,9 +34,10 @@ r is unchanged by it.
 Tables
 ------
 ``layer_topology``
-    one row per (run_id, step, layer_index, tensor): every weight matrix of every block, its rows the
-    point cloud (an MLP's ``linear.weight``; a conv kernel as out_channels x (in_channels k...); each
-    attention projection; ``principal`` marks the block's largest, the one later tables read): the
+    one row per (run_id, step, layer_index, tensor, part): every weight matrix of every block, its rows
+    the point cloud (an MLP's ``linear.weight``; a conv kernel as out_channels x (in_channels k...); each
+    attention projection, a packed Q/K/V tensor both whole, part ``all``, and as its parts ``q``, ``k``,
+    ``v``; ``principal`` marks the block's largest tensor, whole, the one later tables read): the
     cloud's size (``n_neurons``, ``n_dead``, ``n_duplicates``, ``n_points``), ``n_bars`` finite H0
     bars, the metrics above, ``total_lifetime`` L, ``mean_neuron_norm``, the baseline's controls ``weight_variance`` and
     ``weight_norm`` (Frobenius) of W, ``with_bias`` and the H0 ``method``.

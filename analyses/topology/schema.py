@@ -8,7 +8,8 @@ from analyses import tables
 
 _LAYER = [("run_id", "VARCHAR"), ("step", "INTEGER"), ("layer_index", "INTEGER")]
 _TOPOLOGY = [
-    *_LAYER, ("tensor", "VARCHAR"), ("principal", "BOOLEAN"), ("n_points", "INTEGER"), ("n_bars", "INTEGER"),
+    *_LAYER, ("tensor", "VARCHAR"), ("part", "VARCHAR"), ("principal", "BOOLEAN"), ("n_points", "INTEGER"),
+    ("n_bars", "INTEGER"),
     ("entropy", "DOUBLE"), ("normalized_entropy", "DOUBLE"),
     ("normalized_entropy_log_total", "DOUBLE"), ("mean_lifetime", "DOUBLE"), ("mean_lifetime_scaled", "DOUBLE"),
     ("n_neurons", "INTEGER"), ("n_dead", "INTEGER"), ("n_duplicates", "INTEGER"), ("total_lifetime", "DOUBLE"),
@@ -18,8 +19,8 @@ _TOPOLOGY = [
 
 TABLES = {
     "layer_topology": _TOPOLOGY,
-    "layer_topology_bars": [*_LAYER, ("tensor", "VARCHAR"), ("bar_index", "INTEGER"), ("birth", "DOUBLE"),
-                            ("death", "DOUBLE")],
+    "layer_topology_bars": [*_LAYER, ("tensor", "VARCHAR"), ("part", "VARCHAR"), ("bar_index", "INTEGER"),
+                            ("birth", "DOUBLE"), ("death", "DOUBLE")],
     "analysis_topology_snapshots": [
         *_TOPOLOGY, ("dataset", "VARCHAR"), ("task", "VARCHAR"), ("size", "VARCHAR"), ("architecture", "VARCHAR"),
         ("activation", "VARCHAR"), ("train_fraction", "DOUBLE"), ("seed", "INTEGER"), ("epoch", "DOUBLE"),

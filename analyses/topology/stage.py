@@ -15,6 +15,13 @@ from analyses.topology.layers import topology_rows
 from analyses.topology.runs import run_rows, sweep_id
 from analyses.topology.schema import polars_schema
 from analyses.topology.verdicts import topology_verdicts
+from pipeline.snapshot.weight_matrices import (
+    WHOLE,
+    is_packed_projection,
+    is_weight_tensor,
+    matrix_parts,
+    principal_tensor,
+)
 
 _SNAPSHOTS_SQL = """
 SELECT t.*, f.dataset, f.task, f.size, f.architecture, f.activation, f.train_fraction, f.seed, f.epoch,
@@ -37,24 +44,30 @@ FROM analysis_topology_runs WHERE sweep IN (SELECT sweep FROM sweeps)
 GROUP BY ALL ORDER BY metric, position, dataset, size, train_fraction"""
 
 
-def block_matrices(tensors: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.ndarray | None, bool]]:
-    """(name, matrix, bias or None, principal) for every weight matrix of one block's stored tensors.
+def block_matrices(tensors: dict[str, np.ndarray]) -> list[tuple[str, str, np.ndarray, np.ndarray | None, bool]]:
+    """(name, part, matrix, bias or None, principal) for every weight matrix of one block's stored tensors.
 
-    A matrix is a tensor with 2 or more axes not named ``*bias``, read as rows = its first axis (a
-    neuron, an output channel, a projection's output) against all the others; its bias is the
-    tensor named like it with ``bias`` for ``weight``, when it has one entry per row. The principal
-    matrix is the largest (the alphabetically first name on ties), as in the ``layers`` table."""
+    The matrices are :mod:`pipeline.snapshot.weight_matrices`'s: a tensor with 2 or more axes not named
+    ``*bias``, read as rows = its first axis (a neuron, an output channel, a projection's output)
+    against all the others; its bias is the tensor named like it with ``bias`` for ``weight``, when it
+    has one entry per row. The principal tensor is the largest (the alphabetically first name on ties),
+    as in the ``layers`` table, read whole (part ``all``). A packed Q/K/V projection is a cloud as a
+    whole and also each of its parts ``q``, ``k``, ``v`` (its thirds by rows, with their biases)."""
     out = []
     for name, t in tensors.items():
-        if t.ndim < 2 or name.endswith("bias"):
+        if not is_weight_tensor(name, t.shape):
             continue
         matrix = t.reshape(t.shape[0], -1)
         bias = tensors.get(name[: -len("weight")] + "bias") if name.endswith("weight") else None
-        out.append((name, matrix, bias if bias is not None and bias.shape == (t.shape[0],) else None))
+        bias = bias if bias is not None and bias.shape == (t.shape[0],) else None
+        out.append((name, WHOLE, matrix, bias))
+        if is_packed_projection(name, t.shape):
+            out += [(name, part, matrix[rows], None if bias is None else bias[rows])
+                    for part, rows in matrix_parts(name, t.shape)]
     if not out:
         return []
-    principal = min(range(len(out)), key=lambda k: (-out[k][1].size, out[k][0]))
-    return [(n, m, b, k == principal) for k, (n, m, b) in enumerate(out)]
+    principal = list(tensors)[principal_tensor([(n, t.shape) for n, t in tensors.items()])]
+    return [(n, part, m, b, n == principal and part == WHOLE) for n, part, m, b in out]
 
 
 def _write_layer_topology(con: duckdb.DuckDBPyConnection) -> None:
@@ -71,14 +84,14 @@ def _write_layer_topology(con: duckdb.DuckDBPyConnection) -> None:
         for step, layer_index, tensor, shape, values in tensors:
             by_layer.setdefault((step, layer_index), {})[tensor] = np.asarray(values, np.float32).reshape(shape)
         for (step, layer_index), t in by_layer.items():
-            for name, matrix, bias, principal in block_matrices(t):
-                row, layer_bars = topology_rows(run_id, step, layer_index, matrix, bias, name, principal)
+            for name, part, matrix, bias, principal in block_matrices(t):
+                row, layer_bars = topology_rows(run_id, step, layer_index, matrix, bias, name, principal, part)
                 rows.append(row)
                 bars += layer_bars
     write_table(con, "layer_topology", pl.DataFrame(rows, schema=polars_schema("layer_topology"))
-                .sort("run_id", "step", "layer_index", "tensor"))
+                .sort("run_id", "step", "layer_index", "tensor", "part"))
     write_table(con, "layer_topology_bars", pl.DataFrame(bars, schema=polars_schema("layer_topology_bars"))
-                .sort("run_id", "step", "layer_index", "tensor", "bar_index"))
+                .sort("run_id", "step", "layer_index", "tensor", "part", "bar_index"))
 
 
 def _write_snapshots(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:

@@ -27,8 +27,10 @@ def test_stage_tables_agree_with_the_stored_weights(built_corpus) -> None:
                                                   (SELECT count(*) FROM layer_topology)""").fetchall()[0]
         assert n_rows == n_weights > 0
         bars = con.execute("""SELECT count(*) FROM layer_topology t JOIN (
-                                  SELECT run_id, step, layer_index, count(*) AS k FROM layer_topology_bars GROUP BY ALL
-                              ) b USING (run_id, step, layer_index) WHERE b.k <> t.n_bars""").fetchall()[0][0]
+                                  SELECT run_id, step, layer_index, tensor, part, count(*) AS k
+                                  FROM layer_topology_bars GROUP BY ALL
+                              ) b USING (run_id, step, layer_index, tensor, part)
+                              WHERE b.k <> t.n_bars""").fetchall()[0][0]
         assert bars == 0
         # recompute two layers independently: ripser and persim on the stored weights
         picks = con.execute("""SELECT w.run_id, w.step, w.layer_index, w.shape, w."values", t.normalized_entropy,
