@@ -232,6 +232,35 @@ def test_a_planted_rank_and_condition_number_are_recovered_exactly() -> None:
     assert s.zero_floor == pytest.approx(300 * np.finfo(float).eps, rel=1e-6)
 
 
+def test_both_engines_count_a_planted_gauss_newton_null_space_exactly() -> None:
+    """Inputs of rank 2 in R^6: z~ = (x, 1) spans 3 dimensions, so the first block's G = S^T S (rows
+    R_n[c] (x) z~_n, p = 4 x 7 = 28 <= N m' = 80: the p x p route) has rank 4 x 3 = 12 and exactly
+    16 zero eigenvalues, by the construction and by numpy's matrix_rank of the reference G. The MLP
+    engine (Kronecker factor) and the any-model engine (per-sample Jacobians) both store n_zero = 16,
+    and a zero floor under the smallest nonzero eigenvalue."""
+    from pipeline.curvature.block_engine import block_curvature_snapshot
+    from pipeline.models.block_graph import trace_block_graph
+
+    torch.manual_seed(0)
+    m = MLP(6, (4,), 3, "tanh").double().eval()
+    X = torch.randn(40, 2, dtype=torch.float64) @ torch.randn(2, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,))
+    ref = reference_ggn_block(m, 0, X, "classification")
+    assert np.linalg.matrix_rank(ref.numpy()) == 12
+    graph = trace_block_graph(m, m.block_names())
+    blocks = list(zip(graph.names, graph.params, strict=True))
+    mlp_rows, _ = engine.curvature_snapshot(m, X, y, nn.CrossEntropyLoss(), "classification",
+                                            engine.CurvatureSettings(), seed=0, step=0)
+    any_rows, _ = block_curvature_snapshot(m, blocks, X, y, nn.CrossEntropyLoss(), "classification",
+                                           engine.CurvatureSettings(), seed=0, step=0)
+    lam = np.sort(np.linalg.eigvalsh(ref.numpy()))
+    for rows in (mlp_rows, any_rows):
+        row = next(r for r in rows if r["kind"] == "ggn" and r["layer_index"] == 0)
+        assert row["method"] == "gram" and row["n_params"] == 28
+        assert row["n_zero"] == 16
+        assert row["zero_floor"] < lam[16]
+
+
 def test_a_spectrum_that_runs_into_round_off_has_no_zero_count() -> None:
     """Eigenvalues spread continuously through the floor: which are zero is a matter of tolerance, so
     n_zero, log|det| and the condition number are NULL; the other summaries stay."""

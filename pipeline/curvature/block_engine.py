@@ -38,11 +38,12 @@ from pipeline.curvature.engine import (
     SLQ_VECTORS,
     CurvatureSettings,
     check_finite,
-    exact_ggn_spectrum,
+    exact_ggn_row,
     exact_row,
+    matrix_free_ggn_row,
     snapshot_rng,
 )
-from pipeline.curvature.ggn import gradient_pressure, natural_gradient_norm_cg
+from pipeline.curvature.ggn import gradient_pressure
 from pipeline.curvature.local_hessian import closed_form_solve_order
 from pipeline.curvature.matrix_free import matrix_free_summary
 from pipeline.curvature.objective import ModelObjective
@@ -108,24 +109,15 @@ def _local_row(model: nn.Module, block: str, group: ParameterGroup, X: torch.Ten
 
 def _ggn_row(model: nn.Module, group: ParameterGroup, X: torch.Tensor, task: str, g: torch.Tensor, m: int,
              settings: CurvatureSettings, rng: np.random.Generator) -> tuple[dict, float | None, bool]:
-    """The Gauss-Newton row and the natural-gradient norm g^T (G + delta lambda_max I)^{-1} g."""
+    """The Gauss-Newton row and the natural-gradient norm g^T (G + delta lambda_max I)^{-1} g: exact
+    from the explicit per-sample Jacobian factor S when it fits, else on products J^T H J v."""
     p, n = group.n_params, X.shape[0]
     m_prime = m - 1 if task == "classification" else m
     if jacobian_factor_fits(n, m, p) and min(p, n * m_prime) <= GGN_EXACT_MAX:
         factor = jacobian_factor(model, group, X, task)
         check_finite(factor.s)
-        size = factor.gram_size
-        values, natgrad = exact_ggn_spectrum(factor, factor.dense, g)
-        n_floor = p + n if p <= size else size + p  # order decomposed + the terms summed into an entry
-        row = exact_row(values, n_floor=n_floor, bias_share=factor.bias_share())
-        return {**row, "method": "gram", "n_hvp": n * m}, natgrad, True
-    products = GGNProducts(model, group, X, task)
-    row = matrix_free_summary(products, p, SLQ_VECTORS, max(2, settings.hvp_budget // SLQ_VECTORS), rng,
-                              definite=True)
-    before = products.calls
-    natgrad, converged = natural_gradient_norm_cg(g.cpu().numpy(), products, row["top_eigenvalue"] or 0.0,
-                                                  max_iter=settings.hvp_budget)
-    return {**row, "method": "lanczos", "n_hvp": row["n_hvp"] + products.calls - before}, natgrad, converged
+        return exact_ggn_row(factor, factor.dense, g, n_hvp=n * m)
+    return matrix_free_ggn_row(GGNProducts(model, group, X, task), p, g, settings, rng)
 
 
 def block_curvature_snapshot(model: nn.Module, blocks: list[tuple[str, tuple[str, ...]]], X: torch.Tensor,

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,29 +157,45 @@ def exact_ggn_spectrum(factor, dense, g: torch.Tensor) -> tuple[torch.Tensor, fl
     return values.clamp(min=0), natgrad
 
 
-def _ggn_row(factor: GGNFactor, g: torch.Tensor, settings: CurvatureSettings,
-             rng: np.random.Generator) -> tuple[dict, float | None, bool]:
-    """The Gauss-Newton row and the natural-gradient norm g^T (G + delta lambda_max I)^{-1} g."""
-    p, size = factor.n_params, factor.gram_size
-    check_finite(factor.r)
-    if min(p, size) <= GGN_EXACT_MAX:
-        values, natgrad = exact_ggn_spectrum(factor, factor.kronecker().dense, g)
-        # order decomposed plus terms summed per entry: N points for G, q + d + 1 for the Gram matrix
-        n_floor = p + factor.r.shape[0] if p <= size else size + factor.r.shape[2] + factor.zt.shape[1]
-        row = exact_row(values, n_floor=n_floor, bias_share=factor.bias_share())
-        return {**row, "method": "gram", "n_hvp": factor.r.shape[1]}, natgrad, True
-    row = matrix_free_summary(factor.numpy_matvec, p, SLQ_VECTORS, max(2, settings.hvp_budget // SLQ_VECTORS), rng,
-                              definite=True, trace=factor.trace())
-    cg_products = []
+def exact_ggn_row(factor, dense, g: torch.Tensor, n_hvp: int) -> tuple[dict, float | None, bool]:
+    """The ``gram`` row of G = S^T S (every eigenvalue, by :func:`exact_ggn_spectrum`), its
+    natural-gradient norm, and True (exact: nothing to converge). The zero floor counts
+    ``factor.floor_count()``: the order decomposed plus the terms summed into each entry."""
+    values, natgrad = exact_ggn_spectrum(factor, dense, g)
+    row = exact_row(values, n_floor=factor.floor_count(), bias_share=factor.bias_share())
+    return {**row, "method": "gram", "n_hvp": n_hvp}, natgrad, True
+
+
+def matrix_free_ggn_row(matvec: Callable[[np.ndarray], np.ndarray], p: int, g: torch.Tensor,
+                        settings: CurvatureSettings, rng: np.random.Generator, trace: float | None = None,
+                        setup_products: int = 0) -> tuple[dict, float | None, bool]:
+    """The ``lanczos`` row of the PSD G from products ``matvec`` (float64 numpy, (p,) -> (p,)), and
+    the natural-gradient norm by CG with its convergence flag. ``n_hvp`` counts the Lanczos products,
+    ``setup_products`` (those that built the operator) and CG's; trace: exact tr G when known."""
+    row = matrix_free_summary(matvec, p, SLQ_VECTORS, max(2, settings.hvp_budget // SLQ_VECTORS), rng,
+                              definite=True, trace=trace)
+    cg_products = 0
 
     def counted(v: np.ndarray) -> np.ndarray:
-        cg_products.append(1)
-        return factor.numpy_matvec(v)
+        nonlocal cg_products
+        cg_products += 1
+        return matvec(v)
 
     natgrad, converged = natural_gradient_norm_cg(g.cpu().numpy(), counted, row["top_eigenvalue"] or 0.0,
                                                   max_iter=settings.hvp_budget)
-    n_hvp = row["n_hvp"] + factor.r.shape[1] + len(cg_products)  # Lanczos, the factor's VJPs, CG
-    return {**row, "method": "lanczos", "bias_share": factor.bias_share(), "n_hvp": n_hvp}, natgrad, converged
+    return {**row, "method": "lanczos", "n_hvp": row["n_hvp"] + setup_products + cg_products}, natgrad, converged
+
+
+def _ggn_row(factor: GGNFactor, g: torch.Tensor, settings: CurvatureSettings,
+             rng: np.random.Generator) -> tuple[dict, float | None, bool]:
+    """The Gauss-Newton row and the natural-gradient norm g^T (G + delta lambda_max I)^{-1} g from the
+    Linear block's factor (built by m' vector-Jacobian products)."""
+    check_finite(factor.r)
+    if min(factor.n_params, factor.gram_size) <= GGN_EXACT_MAX:
+        return exact_ggn_row(factor, factor.kronecker().dense, g, n_hvp=factor.r.shape[1])
+    row, natgrad, converged = matrix_free_ggn_row(factor.numpy_matvec, factor.n_params, g, settings, rng,
+                                                  trace=factor.trace(), setup_products=factor.r.shape[1])
+    return {**row, "bias_share": factor.bias_share()}, natgrad, converged
 
 
 def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, task: str,

@@ -106,6 +106,12 @@ class GGNFactor:
         """S g (N m',) for g (p,) in torch order."""
         return torch.einsum("ncj,nj->nc", self.r, self.zt @ from_torch_order(g, self.r.shape[2]).T).reshape(-1)
 
+    def floor_count(self) -> int:
+        """Rounding count of the matrix decomposed exactly: its order plus the terms summed into an
+        entry, N m' for G = S^T S, q + (d + 1) for the Gram matrix (R R^T) o (Z~ Z~^T)."""
+        p, size = self.n_params, self.gram_size
+        return p + size if p <= size else size + self.r.shape[2] + self.zt.shape[1]
+
     def bias_share(self) -> float | None:
         """sum_k lambda_k ||P_bias u_k||^2 / sum_k lambda_k = tr(P G P) / tr G for a PSD G:
         ||R||_F^2 / sum_n ||R_n||_F^2 ||z~_n||^2 (the bias coordinate of z~ is 1)."""

@@ -201,6 +201,11 @@ class JacobianFactor:
     def trace(self) -> float:
         return float((self.s**2).sum())
 
+    def floor_count(self) -> int:
+        """Rounding count of the matrix decomposed exactly: its order plus the terms summed into an
+        entry, N m' for S^T S, p for S S^T."""
+        return self.n_params + self.gram_size
+
     def bias_share(self) -> float | None:
         """tr(P G P) / tr G = ||S P||_F^2 / ||S||_F^2, P the projection on the bias coordinates."""
         total = self.trace()
