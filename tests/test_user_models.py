@@ -127,6 +127,44 @@ def test_a_non_finite_checkpoint_and_a_folder_without_steps_are_refused(tmp_path
         checkpoint_files(folder)
 
 
+def test_measuring_holds_one_state_dict_at_a_time_and_rereads_each_file(tmp_path: Path, monkeypatch) -> None:
+    """Every file is checked before any is measured, and then each is read again just before its
+    snapshot: the k-th read of the measuring pass follows the (k-1)-th snapshot, and no state dict
+    outlives its snapshot (weak references to them are dead by the next read)."""
+    import gc
+    import weakref
+
+    from pipeline.extract import measure as measure_module
+
+    folder = tmp_path / "ckpt"
+    _save_states(folder, tiny_mlp, (4,), 3, steps=(0, 10, 20))
+    events, alive = [], []
+    read, snapshot = measure_module.read_state_dict, measure_module.measure_checkpoint
+
+    def reading(path: Path):
+        gc.collect()
+        events.append(("read", path.name, sum(r() is not None for r in alive)))
+        state = read(path)
+        holder = type("Held", (dict,), {})(state)  # a dict subclass can be weakly referenced
+        alive.append(weakref.ref(holder))
+        return holder
+
+    def measuring(model, data, tensors, loss_fn, settings, seed, step, *args):
+        events.append(("snapshot", step))
+        return snapshot(model, data, tensors, loss_fn, settings, seed, step, *args)
+
+    monkeypatch.setattr(measure_module, "read_state_dict", reading)
+    monkeypatch.setattr(measure_module, "measure_checkpoint", measuring)
+    assert _measure(tmp_path, folder) == 0
+    names = ["step_0.pt", "step_10.pt", "step_20.pt"]
+    assert [e[:2] for e in events] == ([("read", n) for n in names]
+                                       + [e for n, s in zip(names, (0, 10, 20), strict=True)
+                                          for e in (("read", n), ("snapshot", s))])
+    assert all(e[2] == 0 for e in events if e[0] == "read")
+    with duckdb.connect(str(tmp_path / "m.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT list(DISTINCT step ORDER BY step) FROM hessian_spectra").fetchone()[0] == [0, 10, 20]
+
+
 # -- the tiny corpus: a trained custom run and a measured folder -------------------------------------
 
 def test_custom_and_measured_runs_are_in_every_per_block_table(built_corpus) -> None:

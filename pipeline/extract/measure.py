@@ -10,7 +10,9 @@ Each checkpoint is loaded into the factory's model (``load_state_dict(strict=Tru
 as a spectral snapshot by the same engine as a trained run, on the data set's splits and the run's
 probe batch, so the rows land in the same tables. Every file is read and loaded before any is
 measured: a truncated or foreign file, a missing or extra tensor, or a non-finite weight is one
-error naming the file, and nothing is written.
+error naming the file, and nothing is written. Only one state dict is held at a time: the check
+reads each file and lets it go, and the measurement reads it again (each file is read twice), so a
+folder of many checkpoints of a large model needs the memory of one.
 
 The run's id hashes the factory, the data set, the measurement settings and ``checkpoint_digest``
 (a digest of every file's bytes and step), so measuring the same folder twice finds the run done.
@@ -144,11 +146,8 @@ def measure_folder(spec: RunSpec, checkpoints: list[Checkpoint], folder: str | P
     data = run_data(spec, dataset)
     tensors = {s: data.tensors(s) for s in ("train", "test", "probe")}
     model = build_network(spec, dataset.X.shape[1], dataset.output_dim, dataset.feature_names)
-    states = []
     for c in checkpoints:  # all of them first: a bad file stops the command before anything is measured
-        state = read_state_dict(c.path)
-        _load_into(model, state, c.path)
-        states.append(state)
+        _load_into(model, read_state_dict(c.path), c.path)
     loss_fn = loss_function(dataset.task)
     settings = CurvatureSettings(spec.hessian_exact_limit, spec.hvp_budget, "sum", device)
     rows = empty_rows()
@@ -157,8 +156,9 @@ def measure_folder(spec: RunSpec, checkpoints: list[Checkpoint], folder: str | P
     torch.set_num_threads(1)
     try:
         with threadpool_limits(limits=1):
-            for k, (c, state) in enumerate(zip(checkpoints, states, strict=True)):
-                model.load_state_dict(state)
+            for k, c in enumerate(checkpoints):
+                # read again rather than kept: one state dict in memory (checked again, should it have changed)
+                _load_into(model, read_state_dict(c.path), c.path)
                 t = time.perf_counter()
                 try:
                     row, layer_rows, snap = measure_checkpoint(model, data, tensors, loss_fn, settings, spec.seed,
