@@ -254,11 +254,15 @@ def test_both_engines_count_a_planted_gauss_newton_null_space_exactly() -> None:
     any_rows, _ = block_curvature_snapshot(m, blocks, X, y, nn.CrossEntropyLoss(), "classification",
                                            engine.CurvatureSettings(), seed=0, step=0)
     lam = np.sort(np.linalg.eigvalsh(ref.numpy()))
-    for rows in (mlp_rows, any_rows):
+    eps = np.finfo(float).eps
+    # the floor's count: order 28 plus the terms per entry, N + m' = 42 through the Kronecker form,
+    # N m' = 80 in one dot product of the explicit Jacobian factor
+    for rows, count in ((mlp_rows, 28 + 40 + 2), (any_rows, 28 + 80)):
         row = next(r for r in rows if r["kind"] == "ggn" and r["layer_index"] == 0)
         assert row["method"] == "gram" and row["n_params"] == 28
         assert row["n_zero"] == 16
         assert row["zero_floor"] < lam[16]
+        assert row["zero_floor"] == pytest.approx(count * eps * np.abs(row["eigenvalues"]).max(), rel=1e-12)
 
 
 def test_a_spectrum_that_runs_into_round_off_has_no_zero_count() -> None:

@@ -108,9 +108,11 @@ class GGNFactor:
 
     def floor_count(self) -> int:
         """Rounding count of the matrix decomposed exactly: its order plus the terms summed into an
-        entry, N m' for G = S^T S, q + (d + 1) for the Gram matrix (R R^T) o (Z~ Z~^T)."""
+        entry. G is formed from its Kronecker form, sum over N points of (R_n^T R_n) (x) z~_n z~_n^T,
+        each factor entry an m'-term sum: N + m'. The Gram matrix (R R^T) o (Z~ Z~^T): q + (d + 1)."""
         p, size = self.n_params, self.gram_size
-        return p + size if p <= size else size + self.r.shape[2] + self.zt.shape[1]
+        n, m_prime, q = self.r.shape
+        return p + n + m_prime if p <= size else size + q + self.zt.shape[1]
 
     def bias_share(self) -> float | None:
         """sum_k lambda_k ||P_bias u_k||^2 / sum_k lambda_k = tr(P G P) / tr G for a PSD G:

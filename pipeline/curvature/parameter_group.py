@@ -203,7 +203,7 @@ class JacobianFactor:
 
     def floor_count(self) -> int:
         """Rounding count of the matrix decomposed exactly: its order plus the terms summed into an
-        entry, N m' for S^T S, p for S S^T."""
+        entry (one dot product each), N m' for S^T S, p for S S^T."""
         return self.n_params + self.gram_size
 
     def bias_share(self) -> float | None:
