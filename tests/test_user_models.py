@@ -141,10 +141,10 @@ def test_measuring_holds_one_state_dict_at_a_time_and_rereads_each_file(tmp_path
     events, alive = [], []
     read, snapshot = measure_module.read_state_dict, measure_module.measure_checkpoint
 
-    def reading(path: Path):
+    def reading(path: Path, blob: bytes | None = None):
         gc.collect()
         events.append(("read", path.name, sum(r() is not None for r in alive)))
-        state = read(path)
+        state = read(path, blob)
         holder = type("Held", (dict,), {})(state)  # a dict subclass can be weakly referenced
         alive.append(weakref.ref(holder))
         return holder
@@ -163,6 +163,35 @@ def test_measuring_holds_one_state_dict_at_a_time_and_rereads_each_file(tmp_path
     assert all(e[2] == 0 for e in events if e[0] == "read")
     with duckdb.connect(str(tmp_path / "m.duckdb"), read_only=True) as con:
         assert con.execute("SELECT list(DISTINCT step ORDER BY step) FROM hessian_spectra").fetchone()[0] == [0, 10, 20]
+
+
+def test_a_checkpoint_that_changes_while_the_folder_is_measured_stops_it_with_nothing_written(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """The bytes measured are the bytes checked and hashed into the run id: a trainer overwriting a
+    file after the check (here, during the first snapshot), or any file changing after the run id
+    was computed, is one error naming it, and no shard or database is written."""
+    from pipeline.extract import measure as measure_module
+
+    folder = tmp_path / "ckpt"
+    _save_states(folder, tiny_mlp, (4,), 3, steps=(0, 10, 20))
+    snapshot = measure_module.measure_checkpoint
+
+    def overwriting(*args):
+        torch.save(tiny_mlp((4,), 3).state_dict(), folder / "step_20.pt")  # a valid file, other weights
+        return snapshot(*args)
+
+    monkeypatch.setattr(measure_module, "measure_checkpoint", overwriting)
+    assert _measure(tmp_path, folder) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {folder / 'step_20.pt'}: changed while the folder was being measured (its bytes "
+                   "are not those checked); nothing was written")
+    _nothing_written(tmp_path)
+    monkeypatch.setattr(measure_module, "measure_checkpoint", snapshot)
+    monkeypatch.setattr(measure_module, "checkpoint_digest", lambda checkpoints: "0" * 16)
+    assert _measure(tmp_path, folder) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {folder}: its files changed after the run id was "
+                                               "computed from them; measure again")
+    _nothing_written(tmp_path)
 
 
 # -- the tiny corpus: a trained custom run and a measured folder -------------------------------------

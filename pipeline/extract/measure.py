@@ -12,7 +12,9 @@ probe batch, so the rows land in the same tables. Every file is read and loaded 
 measured: a truncated or foreign file, a missing or extra tensor, or a non-finite weight is one
 error naming the file, and nothing is written. Only one state dict is held at a time: the check
 reads each file and lets it go, and the measurement reads it again (each file is read twice), so a
-folder of many checkpoints of a large model needs the memory of one.
+folder of many checkpoints of a large model needs the memory of one. The bytes measured are the
+bytes checked and hashed into the run id: a file that changes in between (a trainer still writing
+to the folder) stops the command, naming it, with nothing written.
 
 The run's id hashes the factory, the data set, the measurement settings and ``checkpoint_digest``
 (a digest of every file's bytes and step), so measuring the same folder twice finds the run done.
@@ -21,6 +23,7 @@ The run's id hashes the factory, the data set, the measurement settings and ``ch
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import time
@@ -98,10 +101,11 @@ def checkpoint_files(folder: str | Path) -> list[Checkpoint]:
     return sorted(found, key=lambda c: c.step)
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The state dict in ``path`` (itself, or under ``state_dict`` / ``model``)."""
+def read_state_dict(path: Path, blob: bytes | None = None) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` (itself, or under ``state_dict`` / ``model``); blob: its bytes,
+    when the caller has read them already."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(blob) if blob is not None else path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle of arbitrary objects, not a torch file at all
         raise CheckpointError(f"{path}: not a readable checkpoint: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
@@ -115,15 +119,26 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+class FolderDigest:
+    """sha256 over every checkpoint's step and bytes, in step order; ``hexdigest()``: first 16 hex digits."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def add(self, step: int, blob: bytes) -> None:
+        self._h.update(f"{step}\0".encode())
+        self._h.update(blob)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()[:16]
+
+
 def checkpoint_digest(checkpoints: list[Checkpoint]) -> str:
-    """sha256 over every checkpoint's step and bytes, first 16 hex digits."""
-    h = hashlib.sha256()
+    """The folder's :class:`FolderDigest` (one file in memory at a time)."""
+    digest = FolderDigest()
     for c in checkpoints:
-        h.update(f"{c.step}\0".encode())
-        with c.path.open("rb") as f:
-            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
+        digest.add(c.step, c.path.read_bytes())
+    return digest.hexdigest()
 
 
 def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -146,8 +161,15 @@ def measure_folder(spec: RunSpec, checkpoints: list[Checkpoint], folder: str | P
     data = run_data(spec, dataset)
     tensors = {s: data.tensors(s) for s in ("train", "test", "probe")}
     model = build_network(spec, dataset.X.shape[1], dataset.output_dim, dataset.feature_names)
+    digest, file_hashes = FolderDigest(), []
     for c in checkpoints:  # all of them first: a bad file stops the command before anything is measured
-        _load_into(model, read_state_dict(c.path), c.path)
+        blob = c.path.read_bytes()
+        digest.add(c.step, blob)
+        file_hashes.append(hashlib.sha256(blob).digest())
+        _load_into(model, read_state_dict(c.path, blob), c.path)
+        del blob
+    if spec.checkpoint_digest and digest.hexdigest() != spec.checkpoint_digest:
+        raise CheckpointError(f"{folder}: its files changed after the run id was computed from them; measure again")
     loss_fn = loss_function(dataset.task)
     settings = CurvatureSettings(spec.hessian_exact_limit, spec.hvp_budget, "sum", device)
     rows = empty_rows()
@@ -156,9 +178,13 @@ def measure_folder(spec: RunSpec, checkpoints: list[Checkpoint], folder: str | P
     torch.set_num_threads(1)
     try:
         with threadpool_limits(limits=1):
-            for k, c in enumerate(checkpoints):
-                # read again rather than kept: one state dict in memory (checked again, should it have changed)
-                _load_into(model, read_state_dict(c.path), c.path)
+            for k, (c, checked) in enumerate(zip(checkpoints, file_hashes, strict=True)):
+                blob = c.path.read_bytes()  # read again rather than kept: one state dict in memory
+                if hashlib.sha256(blob).digest() != checked:
+                    raise CheckpointError(f"{c.path}: changed while the folder was being measured (its bytes "
+                                          "are not those checked); nothing was written")
+                _load_into(model, read_state_dict(c.path, blob), c.path)
+                del blob
                 t = time.perf_counter()
                 try:
                     row, layer_rows, snap = measure_checkpoint(model, data, tensors, loss_fn, settings, spec.seed,
