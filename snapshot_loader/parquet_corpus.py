@@ -36,7 +36,8 @@ def parquet_connection(location: str) -> duckdb.DuckDBPyConnection:
     for table in SHARD_TABLES:
         paths = [r.path for r in refs]
         if table in SHARD_TABLES_SINCE:  # a shard older than the table has no file of it: no rows
-            paths = [p for p in paths if store.fs.exists(f"{p}/{table}.parquet")]
+            paths = [r.path for r in refs
+                     if store.read_manifest(r, verify=False)["schema_version"] >= SHARD_TABLES_SINCE[table]]
         if not paths:
             con.execute(_empty_table(table, TABLES[table]))
             continue

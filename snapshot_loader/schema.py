@@ -262,9 +262,11 @@ TABLE_NOTES: dict[str, str] = {
         "spectral snapshots: one row per weight matrix of every block (every tensor with 2+ axes not named "
         "`*bias`, read as rows = its first axis against the others; a packed attention projection, `in_proj_weight` "
         "or `qkv.weight`, as its parts `q`, `k`, `v`, its thirds by rows; every other tensor as part `all`): rows, "
-        "cols, principal (the row belongs to the block's principal tensor, the one `layer_stats` describes), "
+        "cols, principal (the row belongs to the block's principal tensor, the one `layer_stats` describes; a "
+        "packed principal tensor has its three parts here and no whole row, whose spectra are `layer_stats`'), "
         "weight_sv DOUBLE[], weight_rank, weight_stable_rank, weight_spectral_norm and the same of the probe "
-        "gradient (grad_*), alignment. Runs extracted into shards of version 6 or older have no rows here"
+        "gradient (grad_*), alignment; trainable tensors only (a frozen one has no gradient). Runs extracted "
+        "into shards of version 6 or older have no rows here"
     ),
     "timings": (
         "seconds of `train` (since the previous checkpoint), `metrics` or `spectral` work at each checkpoint, and "

@@ -549,6 +549,8 @@ def test_a_version_6_shard_without_matrix_spectra_is_read_with_no_rows_of_it(pro
     dst = store / "dataset=iris" / src.name
     shutil.copytree(src, dst)
     (dst / "matrix_spectra.parquet").unlink()
+    with pytest.raises(ShardError, match=r"matrix_spectra\.parquet: missing shard file \(the manifest of version 7"):
+        ShardStore(store).read_table(ShardStore(store).refs()[0], "matrix_spectra")
     manifest = json.loads((dst / "manifest.json").read_text())
     assert manifest["tables"].pop("matrix_spectra")["rows"] > 0
     (dst / "manifest.json").write_text(json.dumps(manifest))

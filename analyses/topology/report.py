@@ -12,11 +12,15 @@ from analyses.topology.verdicts import LABEL
 def report(con: duckdb.DuckDBPyConnection) -> dict:
     """Generated sentences on the clouds, the baseline comparison, and the tables."""
     paragraphs = []
-    n, runs, dead, dup, undefined = con.execute("""
-        SELECT count(*), count(DISTINCT run_id), sum(n_dead), sum(n_duplicates),
-               count(*) FILTER (WHERE normalized_entropy IS NULL) FROM layer_topology""").fetchall()[0]
+    n, runs, dead, dup, undefined, others = con.execute("""
+        SELECT count(*) FILTER (WHERE principal), count(DISTINCT run_id), sum(n_dead) FILTER (WHERE principal),
+               sum(n_duplicates) FILTER (WHERE principal),
+               count(*) FILTER (WHERE principal AND normalized_entropy IS NULL),
+               count(*) FILTER (WHERE NOT principal) FROM layer_topology""").fetchall()[0]
     paragraphs.append(
-        f"{n} layer snapshots of {runs} runs: the point cloud is each layer's rows of W (one point per neuron, "
+        f"{n} layer snapshots of {runs} runs (and {others} clouds of a block's other weight matrices and of the "
+        "Q, K and V parts of packed attention projections, stored but not in these tests): the point cloud is "
+        "each layer's rows of W (one point per neuron, "
         f"bias {'appended' if INCLUDE_BIAS else 'not appended'}); {dead or 0} dead (all-zero) rows were dropped "
         f"and {dup or 0} duplicate rows merged. H0 deaths by "
         + ("Prim's minimum spanning tree (the tests check it against ripser's diagram and scipy's MST)"

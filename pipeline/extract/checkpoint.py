@@ -270,15 +270,20 @@ def block_snapshot(model: nn.Module, probe: tuple[torch.Tensor, torch.Tensor], g
         own = [(n, p) for n, p in model.get_submodule(name).named_parameters() if p.requires_grad]
         weights = [(n, p) for n, p in own if not n.endswith("bias")]
         k = principal_matrix(weights)
-        matrices.append(None if k is None else (as_matrix(weights[k][1]), as_matrix(gws[k])))
+        summaries = {}
+        if k is None:
+            matrices.append(None)
+        else:
+            w, gw = as_matrix(weights[k][1]), as_matrix(gws[k])
+            summaries[weights[k][0]] = (singular_summary(w), singular_summary(gw))
+            matrices.append((w, gw, *summaries[weights[k][0]]))
         matrix = [(j, (n, p)) for j, (n, p) in enumerate(weights) if is_weight_tensor(n, tuple(p.shape))]
-        matrix_rows += matrix_spectra_rows(i, [w for _, w in matrix], [gws[j] for j, _ in matrix])
+        matrix_rows += matrix_spectra_rows(i, [w for _, w in matrix], [gws[j] for j, _ in matrix], summaries)
     stats, weight_rows = [], []
     for i, name in enumerate(names):
         row: dict = {}
         if matrices[i] is not None:
-            w, gw = matrices[i]
-            ws, gs = singular_summary(w), singular_summary(gw)
+            w, gw, ws, gs = matrices[i]
             nxt = matrices[i + 1] if i + 1 < len(names) else None
             chained = nxt is not None and nxt[0].shape[1] == w.shape[0]
             sim, k = adjacent_similarity(w, nxt[0]) if chained else (None, None)

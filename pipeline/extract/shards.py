@@ -190,10 +190,11 @@ class ShardStore:
         """One table of a complete shard, in the current schema."""
         schema = arrow_schema(table)
         path = f"{ref.path}/{table}.parquet"
-        if table in SHARD_TABLES_SINCE and not self.fs.exists(path):
+        if not self.fs.exists(path):
             version = self.read_manifest(ref, verify=False)["schema_version"]
-            if version < SHARD_TABLES_SINCE[table]:
+            if version < SHARD_TABLES_SINCE.get(table, 0):
                 return schema.empty_table()
+            raise ShardError(f"{self.url(path)}: missing shard file (the manifest of version {version} lists it)")
         with self.fs.open(path, "rb") as fh:
             arrow = pq.read_table(fh)
         for field in schema:  # a column added after the shard was written: NULL (READABLE_SHARD_VERSIONS)

@@ -12,7 +12,10 @@ packed attention projection splits into the matrices it stacks.
   name on ties): the one ``layers`` and ``layer_stats`` describe.
 
 Pure functions of names and shapes, so that extraction (torch tensors) and the analyses (NumPy arrays
-read from ``weights``) cut the same matrices.
+read from ``weights``) cut a tensor into the same matrices. They are not given the same tensors:
+extraction reads a block's trainable parameters (``matrix_spectra`` needs a gradient), the topology
+stage every tensor the block stores (``weights``: frozen parameters and buffers too), so a frozen
+weight matrix has a cloud but no ``matrix_spectra`` row, and can be the principal one there only.
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ def matrix_shape(shape: Sequence[int]) -> tuple[int, int]:
 
 def is_packed_projection(name: str, shape: Sequence[int]) -> bool:
     """Whether a weight tensor stacks Q, K and V row-wise (see the module docstring)."""
-    last = name.rsplit(".", 2)
-    packed_name = name.endswith("in_proj_weight") or last[-2:] == ["qkv", "weight"]
+    path = name.split(".")
+    packed_name = path[-1] == "in_proj_weight" or path[-2:] == ["qkv", "weight"]
     return packed_name and is_weight_tensor(name, shape) and shape[0] % 3 == 0
 
 
