@@ -7,6 +7,7 @@ one line ``error: <what and where>`` on stderr and exit status 2; nothing half-w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -94,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of state_dict files (*.pt, *.pth, *.ckpt; the step in each name or manifest.json)")
     p.add_argument("--data", required=True, help="a built-in data set name, or a CSV / Parquet file (with --target)")
     p.add_argument("--target", default=None, help="target column of a --data file")
+    p.add_argument("--data-name", default=None, help="name of a --data file's data set in the database "
+                                                     "(default: the file's stem)")
     p.add_argument("--task", choices=("classification", "regression"), default="classification",
                    help="task of a --data file")
     p.add_argument("--blocks", default=None, help="comma-separated module paths of the blocks (default: read "
@@ -217,8 +220,8 @@ def cmd_ingest(args) -> None:
     if report.errors:
         for e in report.errors:
             print(f"  {e}", file=sys.stderr)
-        raise PipelineError(f"{len(report.errors)} corrupt shard(s) not ingested (first: {report.errors[0]}); "
-                            "run `pipeline extract` to redo them")
+        raise PipelineError(f"{len(report.errors)} shard(s) not ingested (first: {report.errors[0]}); "
+                            "`pipeline extract` redoes a corrupt one")
 
 
 def cmd_analyze(args) -> None:
@@ -287,14 +290,42 @@ def _measure_dataset(args) -> tuple[str, dict, str]:
             raise PipelineError(f"--data: {path}: file not found")
         if not args.target:
             raise PipelineError("--target: a --data file needs its target column")
-        name = path.stem
+        name = args.data_name or path.stem
+        if name in REGISTRY:
+            raise PipelineError(f"--data-name: {name!r} is a built-in data set's name; give the file's data set "
+                                "another one")
         custom = {name: file_spec(name, str(path.resolve()), args.target, args.task)}
         _check_custom_data_specs(custom)
         return name, custom, file_digest(path, args.target, args.task)
+    if args.data_name:
+        raise PipelineError("--data-name: names a --data file's data set; a built-in one keeps its name")
     if args.data not in REGISTRY:
         raise PipelineError(f"--data: unknown dataset {args.data!r} (a built-in name, see `pipeline datasets`, or "
                             "a .csv / .parquet file)")
     return args.data, {}, ""
+
+
+def _check_dataset_name(db: Path, name: str, digest: str) -> None:
+    """Refuse, before measuring, a data set whose name another data set holds in ``db``."""
+    import duckdb
+
+    from snapshot_loader.database import connect_readonly
+    from snapshot_loader.ingest import dataset_conflict
+
+    if not db.is_file():
+        return
+    try:
+        con = connect_readonly(db)
+    except PipelineError:
+        return  # an older schema or a damaged file: ingest migrates it or names what is wrong
+    try:
+        reason = dataset_conflict(con, name, digest)
+    except duckdb.Error:
+        reason = None  # ingest checks again
+    finally:
+        con.close()
+    if reason:
+        raise PipelineError(f"--data-name: {reason}")
 
 
 def _check_custom_data_specs(custom: dict) -> None:
@@ -311,7 +342,7 @@ def _check_custom_data_specs(custom: dict) -> None:
 def cmd_measure(args) -> None:
     from tqdm import tqdm
 
-    from pipeline.extract.measure import checkpoint_digest, checkpoint_files, measure_folder
+    from pipeline.extract.measure import check_folder, checkpoint_files, measure_folder
     from pipeline.extract.shards import ShardStore
     from pipeline.models.factory import load_factory
     from pipeline.runspec import RunSpec
@@ -329,8 +360,11 @@ def cmd_measure(args) -> None:
     spec = RunSpec(dataset=name, family="custom", model=args.model, blocks=blocks, seed=args.seed,
                    probe_size=args.probe_size, hessian_exact_limit=args.exact_limit, hvp_budget=args.hvp_budget,
                    metric_checkpoints=max(n, 2), spectral_snapshots=n, epochs=1, size="custom", widths=(1,),
-                   dataset_digest=data_digest, checkpoint_digest=checkpoint_digest(checkpoints))
+                   dataset_digest=data_digest)
     _check_custom_models([spec], custom)
+    _check_dataset_name(args.db, name, data_digest)
+    checked = check_folder(spec, checkpoints, custom)  # the digest of the bytes checked names the run
+    spec = dataclasses.replace(spec, checkpoint_digest=checked.digest)
     device = args.device
     if device == "cuda":
         import torch
@@ -346,7 +380,7 @@ def cmd_measure(args) -> None:
         bar = tqdm(total=n, desc=f"measure {spec.run_id}", unit="checkpoint", disable=True if args.quiet else None)
         try:
             rows = measure_folder(spec, checkpoints, args.checkpoints, custom, device,
-                                  progress=lambda done, _total: bar.update(done - bar.n))
+                                  progress=lambda done, _total: bar.update(done - bar.n), checked=checked)
         finally:
             bar.close()
         store.write(spec.dataset, spec.run_id, rows)

@@ -8,6 +8,7 @@ path and left out, the others still go in.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +51,11 @@ def ingest_shards(db_path: Path, shards: ShardStore | str | Path, studies: list[
             except ShardError as exc:
                 report.errors.append(str(exc))
                 continue
-            _ingest_one(con, store, ref, db_path)
+            try:
+                _ingest_one(con, store, ref, db_path)
+            except _Refused as exc:
+                report.errors.append(str(exc))
+                continue
             report.ingested.append(ref.run_id)
         held = present | set(report.ingested)
         rows = [s for s in studies or [] if s[2] in held]
@@ -72,8 +77,36 @@ def ingest_shards(db_path: Path, shards: ShardStore | str | Path, studies: list[
     return report
 
 
+#: a run's dataset_digest is a RunSpec field kept in config_json (no column of its own)
+_DIGEST = "coalesce(json_extract_string(config_json, '$.dataset_digest'), '')"
+
+
+def dataset_conflict(con: duckdb.DuckDBPyConnection, dataset: str, digest: str | None) -> str | None:
+    """Why a run on data set ``dataset`` with ``dataset_digest`` ``digest`` cannot join the database:
+    another run there names a different data set so (another file, target or task; or a file named like
+    a built-in one, whose digest is empty). ``datasets`` keeps one row per name, so the second would
+    be described by the first's row. None when there is no conflict."""
+    other = con.execute(f"SELECT run_id, {_DIGEST} AS d FROM runs WHERE dataset = ? AND {_DIGEST} <> ? LIMIT 1",
+                        [dataset, digest or ""]).fetchone()
+    if other is None:
+        return None
+
+    def what(d: str) -> str:
+        return f"digest {d}" if d else "the built-in one"
+    return (f"data set {dataset!r} ({what(digest or '')}) is not the {dataset!r} of run {other[0]} already in the "
+            f"database ({what(other[1])}): give one of them another name")
+
+
+class _Refused(Exception):
+    """A shard that is sound but cannot join this database (its reason is the message)."""
+
+
 def _ingest_one(con: duckdb.DuckDBPyConnection, store: ShardStore, ref: ShardRef, db_path: Path) -> None:
     arrays = {table: store.read_table(ref, table) for table in SHARD_TABLES}  # read before the transaction
+    for run in arrays["runs"].select(["dataset", "config_json"]).to_pylist():
+        reason = dataset_conflict(con, run["dataset"], json.loads(run["config_json"]).get("dataset_digest"))
+        if reason:
+            raise _Refused(f"run {ref.run_id}: {reason}")
     con.execute("BEGIN TRANSACTION")
     try:
         for table, arrow in arrays.items():

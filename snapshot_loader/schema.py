@@ -208,8 +208,9 @@ TABLE_NOTES: dict[str, str] = {
         "n_train, n_test, target_mean, target_std, feature_names VARCHAR[], class_names VARCHAR[]"
     ),
     "runs": (
-        "every run field (dataset ... seed; widths INTEGER[]; regularizer, penalty, rho, fisher_eta; "
-        "dataset_digest for a user's file), device (where the curvature engine ran), task, depth (number of "
+        "every run field (dataset ... seed; widths INTEGER[]; regularizer, penalty, rho, fisher_eta; the "
+        "digests of a user's data file and checkpoint folder are in config_json only: "
+        "`json_extract_string(config_json, '$.dataset_digest')`), device (where the curvature engine ran), task, depth (number of "
         "Linear blocks; a user's model: its blocks), model and blocks (family `custom`: the factory and the "
         "named blocks), checkpoint_dir (a run measured from existing checkpoints by `pipeline measure`), config_json, "
         "n_params, n_train, n_test, n_probe, n_noisy, total_steps, final_step (last "

@@ -57,7 +57,7 @@ def test_cli_ingest_of_a_partial_shard_exits_nonzero_naming_the_file(tmp_path: P
     proc = run_cli("ingest", "--config", str(config), "--shards", str(shards), "--db", str(tmp_path / "c.duckdb"))
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: 1 corrupt shard") and "manifest.json" in last
+    assert last.startswith("error: 1 shard(s) not ingested") and "manifest.json" in last
     # extraction redoes the broken run, after which ingest completes
     run_cli("extract", "--config", str(config), "--shards", str(shards), "--quiet", check=True)
     run_cli("ingest", "--config", str(config), "--shards", str(shards), "--db", str(tmp_path / "c.duckdb"),

@@ -20,6 +20,7 @@ from pipeline.config import parse_config
 from pipeline.errors import ConfigError
 from pipeline.extract.measure import CheckpointError, checkpoint_files
 from pipeline.models.factory import FactoryError, build_factory_model
+from pipeline.runspec import RunSpec
 from tests.user_models import residual_cnn, tiny_mlp
 
 
@@ -129,8 +130,9 @@ def test_a_non_finite_checkpoint_and_a_folder_without_steps_are_refused(tmp_path
 
 def test_measuring_holds_one_state_dict_at_a_time_and_rereads_each_file(tmp_path: Path, monkeypatch) -> None:
     """Every file is checked before any is measured, and then each is read again just before its
-    snapshot: the k-th read of the measuring pass follows the (k-1)-th snapshot, and no state dict
-    outlives its snapshot (weak references to them are dead by the next read)."""
+    snapshot: the k-th read of the measuring pass follows the (k-1)-th snapshot, no state dict
+    outlives its snapshot (weak references to them are dead by the next read), and no file is read
+    a third time (the check pass's digest names the run)."""
     import gc
     import weakref
 
@@ -153,9 +155,20 @@ def test_measuring_holds_one_state_dict_at_a_time_and_rereads_each_file(tmp_path
         events.append(("snapshot", step))
         return snapshot(model, data, tensors, loss_fn, settings, seed, step, *args)
 
+    byte_reads = []
+    read_bytes = Path.read_bytes
+
+    def counting(path: Path) -> bytes:
+        if path.suffix == ".pt":
+            byte_reads.append(path.name)
+        return read_bytes(path)
+
     monkeypatch.setattr(measure_module, "read_state_dict", reading)
     monkeypatch.setattr(measure_module, "measure_checkpoint", measuring)
+    monkeypatch.setattr(Path, "read_bytes", counting)
     assert _measure(tmp_path, folder) == 0
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    assert sorted(byte_reads) == sorted(2 * ["step_0.pt", "step_10.pt", "step_20.pt"])
     names = ["step_0.pt", "step_10.pt", "step_20.pt"]
     assert [e[:2] for e in events] == ([("read", n) for n in names]
                                        + [e for n, s in zip(names, (0, 10, 20), strict=True)
@@ -187,11 +200,57 @@ def test_a_checkpoint_that_changes_while_the_folder_is_measured_stops_it_with_no
                    "are not those checked); nothing was written")
     _nothing_written(tmp_path)
     monkeypatch.setattr(measure_module, "measure_checkpoint", snapshot)
-    monkeypatch.setattr(measure_module, "checkpoint_digest", lambda checkpoints: "0" * 16)
-    assert _measure(tmp_path, folder) == 2
-    assert capsys.readouterr().err.strip() == (f"error: {folder}: its files changed after the run id was "
-                                               "computed from them; measure again")
-    _nothing_written(tmp_path)
+    # through the API, a spec whose digest is not that of the files as the check pass reads them
+    spec = RunSpec(dataset="iris", family="custom", model="tests.user_models:tiny_mlp", size="custom", widths=(1,),
+                   probe_size=16, checkpoint_digest="0" * 16)
+    with pytest.raises(CheckpointError, match="its files changed after the run id was computed from them"):
+        measure_module.measure_folder(spec, checkpoint_files(folder), folder)
+
+
+def _write_csv(path: Path, shift: int, rows: int = 45) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(shift)
+    lines = ["a,b,c,d,y"] + [",".join(f"{v:.4f}" for v in rng.normal(shift, 1, 4)) + f",{i % 3}" for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _measure_file(tmp_path: Path, folder: Path, data: Path, db: str, *extra: str) -> int:
+    return cli.main(["measure", "--model", "tests.user_models:tiny_mlp", "--checkpoints", str(folder), "--data",
+                     str(data), "--target", "y", "--db", str(tmp_path / db), "--shards", str(tmp_path / "shards"),
+                     "--quiet", "--probe-size", "16", "--exact-limit", "0", "--hvp-budget", "20", *extra])
+
+
+def test_two_data_files_of_one_stem_never_share_a_datasets_row(tmp_path: Path, capsys) -> None:
+    """``datasets`` keeps one row per name: a second file named like the first (or like a built-in data
+    set) is refused before it is measured, by `pipeline measure`, and by ingest for a shard measured
+    elsewhere; ``--data-name`` gives it a name of its own."""
+    from snapshot_loader.ingest import ingest_shards
+
+    folder = tmp_path / "ckpt"
+    _save_states(folder, tiny_mlp, (4,), 3, steps=(0,))
+    first, second = _write_csv(tmp_path / "a" / "train.csv", 0), _write_csv(tmp_path / "b" / "train.csv", 5, 60)
+    assert _measure_file(tmp_path, folder, first, "m.duckdb") == 0
+    capsys.readouterr()
+    assert _measure_file(tmp_path, folder, second, "m.duckdb") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --data-name: data set 'train' (digest ") and "\n" not in err
+    assert err.endswith("already in the database (digest " + err.split("(digest ")[2].split(")")[0]
+                        + "): give one of them another name")
+    assert len(list((tmp_path / "shards").glob("**/manifest.json"))) == 1  # refused before it was measured
+    # measured into another database, its shard is refused by this one's ingest
+    assert _measure_file(tmp_path, folder, second, "other.duckdb") == 0
+    report = ingest_shards(tmp_path / "m.duckdb", tmp_path / "shards")
+    assert len(report.ingested) == 0 and len(report.errors) == 1
+    assert "data set 'train'" in report.errors[0] and "give one of them another name" in report.errors[0]
+    assert _measure_file(tmp_path, folder, second, "m.duckdb", "--data-name", "train_b") == 0
+    with duckdb.connect(str(tmp_path / "m.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT name, n_rows FROM datasets ORDER BY name").fetchall() == [("train", 45),
+                                                                                           ("train_b", 60)]
+        assert con.execute("SELECT dataset FROM runs ORDER BY dataset").fetchall() == [("train",), ("train_b",)]
+    assert _measure_file(tmp_path, folder, _write_csv(tmp_path / "iris.csv", 1), "m.duckdb") == 2
+    assert capsys.readouterr().err.strip().endswith("'iris' is a built-in data set's name; give the file's data "
+                                                    "set another one")
 
 
 # -- the tiny corpus: a trained custom run and a measured folder -------------------------------------

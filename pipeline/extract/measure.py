@@ -17,7 +17,8 @@ bytes checked and hashed into the run id: a file that changes in between (a trai
 to the folder) stops the command, naming it, with nothing written.
 
 The run's id hashes the factory, the data set, the measurement settings and ``checkpoint_digest``
-(a digest of every file's bytes and step), so measuring the same folder twice finds the run done.
+(a digest of every file's bytes and step, taken by the check pass), so measuring the same folder
+twice finds the run done.
 """
 
 from __future__ import annotations
@@ -133,12 +134,29 @@ class FolderDigest:
         return self._h.hexdigest()[:16]
 
 
-def checkpoint_digest(checkpoints: list[Checkpoint]) -> str:
-    """The folder's :class:`FolderDigest` (one file in memory at a time)."""
-    digest = FolderDigest()
+@dataclass(frozen=True)
+class CheckedFolder:
+    """What the check pass read: the folder's ``FolderDigest`` (the run id's ``checkpoint_digest``) and
+    each file's sha256, in step order, which the measuring pass's second read must match."""
+
+    digest: str
+    file_hashes: tuple[bytes, ...]
+
+
+def check_folder(spec: RunSpec, checkpoints: list[Checkpoint],
+                 custom: dict[str, DatasetSpec] | None = None) -> CheckedFolder:
+    """Read, hash and load every checkpoint into the spec's model, one at a time (the check pass):
+    a file that is unreadable, foreign or not finite raises a CheckpointError naming it."""
+    dataset = prepared_dataset(spec.dataset, custom)
+    model = build_network(spec, dataset.X.shape[1], dataset.output_dim, dataset.feature_names)
+    digest, file_hashes = FolderDigest(), []
     for c in checkpoints:
-        digest.add(c.step, c.path.read_bytes())
-    return digest.hexdigest()
+        blob = c.path.read_bytes()
+        digest.add(c.step, blob)
+        file_hashes.append(hashlib.sha256(blob).digest())
+        _load_into(model, read_state_dict(c.path, blob), c.path)
+        del blob
+    return CheckedFolder(digest.hexdigest(), tuple(file_hashes))
 
 
 def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -154,22 +172,19 @@ def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Pat
 
 def measure_folder(spec: RunSpec, checkpoints: list[Checkpoint], folder: str | Path,
                    custom: dict[str, DatasetSpec] | None = None, device: str = "cpu",
-                   progress=None) -> dict[str, list[dict]]:
-    """Every table's rows for the checkpoints, as one run (``spec``: family custom, its digest set)."""
+                   progress=None, checked: CheckedFolder | None = None) -> dict[str, list[dict]]:
+    """Every table's rows for the checkpoints, as one run (``spec``: family custom, its
+    ``checkpoint_digest`` that of ``checked``). checked: the check pass already run on these files
+    (``check_folder``, whose digest went into the run id); without it the check pass runs here first."""
     t_start = time.perf_counter()
+    if checked is None:  # all of them first: a bad file stops the command before anything is measured
+        checked = check_folder(spec, checkpoints, custom)
+    if spec.checkpoint_digest and checked.digest != spec.checkpoint_digest:
+        raise CheckpointError(f"{folder}: its files changed after the run id was computed from them; measure again")
     dataset = prepared_dataset(spec.dataset, custom)
     data = run_data(spec, dataset)
     tensors = {s: data.tensors(s) for s in ("train", "test", "probe")}
     model = build_network(spec, dataset.X.shape[1], dataset.output_dim, dataset.feature_names)
-    digest, file_hashes = FolderDigest(), []
-    for c in checkpoints:  # all of them first: a bad file stops the command before anything is measured
-        blob = c.path.read_bytes()
-        digest.add(c.step, blob)
-        file_hashes.append(hashlib.sha256(blob).digest())
-        _load_into(model, read_state_dict(c.path, blob), c.path)
-        del blob
-    if spec.checkpoint_digest and digest.hexdigest() != spec.checkpoint_digest:
-        raise CheckpointError(f"{folder}: its files changed after the run id was computed from them; measure again")
     loss_fn = loss_function(dataset.task)
     settings = CurvatureSettings(spec.hessian_exact_limit, spec.hvp_budget, "sum", device)
     rows = empty_rows()
@@ -178,9 +193,9 @@ def measure_folder(spec: RunSpec, checkpoints: list[Checkpoint], folder: str | P
     torch.set_num_threads(1)
     try:
         with threadpool_limits(limits=1):
-            for k, (c, checked) in enumerate(zip(checkpoints, file_hashes, strict=True)):
+            for k, (c, sha) in enumerate(zip(checkpoints, checked.file_hashes, strict=True)):
                 blob = c.path.read_bytes()  # read again rather than kept: one state dict in memory
-                if hashlib.sha256(blob).digest() != checked:
+                if hashlib.sha256(blob).digest() != sha:
                     raise CheckpointError(f"{c.path}: changed while the folder was being measured (its bytes "
                                           "are not those checked); nothing was written")
                 _load_into(model, read_state_dict(c.path, blob), c.path)
