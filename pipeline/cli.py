@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_executor(p)
     p.add_argument("--limit", type=int, default=None, help="extract at most this many runs (in plan order)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="where the curvature engine runs (CPU when no GPU is present)")
+                   help="where the optimizer steps and the curvature engine run (CPU when no GPU is present)")
 
     p = sub.add_parser("ingest", help="load complete shards of the config's runs into the database")
     _add_common(p)
@@ -187,7 +187,7 @@ def _extract(args) -> str | None:
         import torch
 
         if not torch.cuda.is_available():
-            print("extract: --device cuda but no GPU is present: the curvature engine runs on the CPU",
+            print("extract: --device cuda but no GPU is present: training and the engine run on the CPU",
                   file=sys.stderr)
             device = "cpu"
     t0 = time.perf_counter()

@@ -210,7 +210,8 @@ TABLE_NOTES: dict[str, str] = {
     "runs": (
         "every run field (dataset ... seed; widths INTEGER[]; regularizer, penalty, rho, fisher_eta; the "
         "digests of a user's data file and checkpoint folder are in config_json only: "
-        "`json_extract_string(config_json, '$.dataset_digest')`), device (where the curvature engine ran), task, depth (number of "
+        "`json_extract_string(config_json, '$.dataset_digest')`), device (where the optimizer steps and the "
+        "curvature engine ran), task, depth (number of "
         "Linear blocks; a user's model: its blocks), model and blocks (family `custom`: the factory and the "
         "named blocks), checkpoint_dir (a run measured from existing checkpoints by `pipeline measure`), config_json, "
         "n_params, n_train, n_test, n_probe, n_noisy, total_steps, final_step (last "

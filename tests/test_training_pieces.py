@@ -89,3 +89,31 @@ def test_same_seed_same_initialization() -> None:
     c = build_model(RunSpec(dataset="iris", init="xavier", seed=1), 4, 3)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     assert not torch.equal(a.blocks[0].linear.weight, c.blocks[0].linear.weight)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_moving_training_state_moves_parameter_shaped_state_and_keeps_the_optimizer_bound(optimizer: str) -> None:
+    """The GPU path's move (pipeline.training.device), checked here on the meta device: parameters
+    and their optimizer state (momentum, Adam's moments) follow the model, Adam's scalar step count
+    stays on the CPU as non-capturable optimizers require, and the optimizer still holds the model's
+    own parameter objects."""
+    from pipeline.models.mlp import MLP
+    from pipeline.training.device import move_training_state
+    from pipeline.training.optim import make_optimizer
+
+    model = MLP(4, (6,), 3, "tanh")
+    opt = make_optimizer(RunSpec(dataset="iris", optimizer=optimizer, momentum=0.9), model.parameters())
+    model(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    move_training_state(model, opt, "meta")
+    params = list(model.parameters())
+    assert all(p.device.type == "meta" for p in params)
+    assert [id(p) for g in opt.param_groups for p in g["params"]] == [id(p) for p in params]
+    moved = [(k, v.device.type) for p in params for k, v in opt.state[p].items() if torch.is_tensor(v)]
+    assert moved and all(dev == ("cpu" if k == "step" else "meta") for k, dev in moved)
+    assert {k for k, _ in moved} == ({"step", "exp_avg", "exp_avg_sq"} if optimizer == "adam"
+                                     else {"momentum_buffer"})
+    opt.zero_grad()  # and it steps there: the parameters it updates are the model's
+    model(torch.randn(5, 4, device="meta")).sum().backward()
+    opt.step()
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.parameters())

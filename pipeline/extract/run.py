@@ -37,6 +37,7 @@ from pipeline.models.block_graph import block_names
 from pipeline.models.build import build_network
 from pipeline.models.mlp import MLP, count_parameters
 from pipeline.runspec import RunSpec
+from pipeline.training.device import move_training_state
 from pipeline.training.optim import loss_function, make_optimizer
 from pipeline.training.regularizers import training_step
 from pipeline.training.schedule import metric_steps, spectral_steps, steps_per_epoch
@@ -74,8 +75,9 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
                       progress: ProgressFn | None = None, device: str = "cpu") -> dict[str, list[dict]]:
     """Train the run and return its rows, table by table (see snapshot_loader.schema).
 
-    Training runs on the CPU; ``device`` is where the curvature engine works (results agree to
-    float tolerance, not bitwise, across devices)."""
+    ``device`` is where the optimizer steps and the curvature engine run; the other measurements and
+    skip-connection synthesis stay on the CPU (:mod:`pipeline.training.device`). Results agree to
+    float tolerance, not bitwise, across devices."""
     t_start = time.perf_counter()
     run_id = spec.run_id
     dataset = prepared_dataset(spec.dataset, custom)
@@ -107,12 +109,14 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
                                           for r in propagation.at_checkpoint(step, is_spectral))
         add_checkpoint_rows(rows, run_id, step, step / per_epoch, row, layer_rows, snap, time.perf_counter() - t)
 
-    X_train, y_train = tensors["train"]
+    train_device = torch.device(device)
+    X_train, y_train = (t.to(train_device) for t in tensors["train"])  # the batches' source, where steps run
     generator = torch.Generator().manual_seed(spec.seed)
     probe_generator = torch.Generator().manual_seed(spec.seed + 1)  # Hutchinson probes of the trace penalty
     step, train_seconds, last_ckpt = 0, 0.0, 0
     try:
         checkpoint(0)
+        move_training_state(model, optimizer, train_device)
         model.train()
         for _epoch in range(spec.epochs):
             order = torch.randperm(n_train, generator=generator)
@@ -129,18 +133,22 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
                     rows["timings"].append({"run_id": run_id, "step": step, "what": "train",
                                             "seconds": train_seconds})
                     train_seconds = 0.0
+                    move_training_state(model, optimizer, "cpu")
                     checkpoint(step)
                     last_ckpt = step
                     synthesis_seconds = propagation.maybe_augment(step, optimizer, tensors["train"])
                     if synthesis_seconds is not None:  # the step synthesis ran at, and its cost
                         rows["timings"].append({"run_id": run_id, "step": step, "what": "synthesis",
                                                 "seconds": synthesis_seconds})
+                    move_training_state(model, optimizer, train_device)
                     if progress:
                         progress(step, total)
         final_step = last_ckpt
     except FloatingPointError:
         status, diverged_step, final_step = "diverged", step, last_ckpt
         rows["timings"] = [t for t in rows["timings"] if t["step"] <= last_ckpt]
+    finally:
+        move_training_state(model, optimizer, "cpu")  # the rows below read the model on the CPU
 
     rows["runs"] = [{**run_row(spec, dataset, data, model, total, final_step, status, diverged_step,
                                 time.perf_counter() - t_start), "device": device}]
