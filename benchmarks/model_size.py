@@ -16,6 +16,11 @@ is modelled as linear in p too, a + b p (the Lanczos basis, 8 p_i steps bytes, i
 p-sized terms): a and b are fitted on the two smallest sizes and the model is checked on the rest.
 
     .venv/bin/python benchmarks/model_size.py [--family mlp] [--threads 1] [--repeats 1]
+
+One size instead of a ladder, at another probe count and budget (the near-9M rows of
+docs/benchmarks.md), printing how many Lanczos tops converged per kind:
+
+    .venv/bin/python benchmarks/model_size.py --family transformer --widths 512,512,512,512 --probes 32 --hvp-budget 80
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ LADDERS = {
 }
 
 
-def measure_one(family: str, dataset: str, widths: tuple[int, ...], threads: int) -> dict:
+def measure_one(family: str, dataset: str, widths: tuple[int, ...], threads: int, probes: int = 128,
+                hvp_budget: int = 320) -> dict:
     """One snapshot of one model, in this process: parameters, seconds, per-kind seconds, peak RSS."""
     import torch
     from threadpoolctl import threadpool_limits
@@ -57,8 +63,8 @@ def measure_one(family: str, dataset: str, widths: tuple[int, ...], threads: int
     from pipeline.training.optim import loss_function
 
     torch.set_num_threads(threads)
-    spec = RunSpec(dataset=dataset, family=family, size="custom", widths=widths, probe_size=128,
-                   activation="relu" if family == "mlp" else "gelu")
+    spec = RunSpec(dataset=dataset, family=family, size="custom", widths=widths, probe_size=probes,
+                   hvp_budget=hvp_budget, activation="relu" if family == "mlp" else "gelu")
     data_set = prepared_dataset(dataset)
     data = run_data(spec, data_set)
     tensors = {s: data.tensors(s) for s in ("train", "test", "probe")}
@@ -71,19 +77,23 @@ def measure_one(family: str, dataset: str, widths: tuple[int, ...], threads: int
                                         measured_margin_splits(data, tensors))
         seconds = time.perf_counter() - t
     spectra = snap.tables()["hessian_spectra"]
+    lanczos = [r for r in spectra if r["method"] == "lanczos"]
     by_kind: dict[str, float] = {}
     for r in spectra:
         by_kind[r["kind"]] = by_kind.get(r["kind"], 0.0) + r["seconds"]
     return {"params": count_parameters(model), "largest_block": max(r["n_params"] for r in spectra),
             "blocks": len({r["layer_index"] for r in spectra}), "seconds": seconds, "by_kind": by_kind,
+            "converged": {kind: [sum(bool(r["converged"]) for r in lanczos if r["kind"] == kind),
+                                 sum(r["kind"] == kind for r in lanczos)] for kind in ("local", "loss", "ggn")},
             "methods": sorted({f"{r['kind']}:{r['method']}" for r in spectra}),
             "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-def run_case(family: str, dataset: str, widths: tuple[int, ...], threads: int) -> dict:
+def run_case(family: str, dataset: str, widths: tuple[int, ...], threads: int, probes: int, hvp_budget: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, __file__, "--one", family, dataset, ",".join(map(str, widths)),
-                          "--threads", str(threads)], cwd=ROOT, env=env, capture_output=True, text=True)
+                          "--threads", str(threads), "--probes", str(probes), "--hvp-budget", str(hvp_budget)],
+                         cwd=ROOT, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{family} {widths} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -94,14 +104,34 @@ def main() -> None:
     parser.add_argument("--family", nargs="+", default=["mlp"], choices=sorted(LADDERS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--probes", type=int, default=128, help="probe points N (the corpus's probe_size)")
+    parser.add_argument("--hvp-budget", type=int, default=320,
+                        help="products per matrix-free row (the corpus's hvp_budget)")
+    parser.add_argument("--widths", help="one size instead of the ladder (e.g. 512,512,512,512): its row "
+                                         "only, with no cost model checked; needs one --family")
     parser.add_argument("--one", nargs=3, metavar=("FAMILY", "DATASET", "WIDTHS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         family, dataset, widths = args.one
-        print(json.dumps(measure_one(family, dataset, tuple(int(w) for w in widths.split(",")), args.threads)))
+        print(json.dumps(measure_one(family, dataset, tuple(int(w) for w in widths.split(",")), args.threads,
+                                     args.probes, args.hvp_budget)))
         return
-    print(f"model-size benchmark: {os.cpu_count()} cores, {args.threads} thread(s), probe N = 128, "
-          f"{args.repeats} repeat(s), medians; one fresh process per snapshot")
+    print(f"model-size benchmark: {os.cpu_count()} cores, {args.threads} thread(s), probe N = {args.probes}, "
+          f"hvp_budget {args.hvp_budget}, {args.repeats} repeat(s), medians; one fresh process per snapshot")
+    if args.widths:
+        if len(args.family) != 1:
+            raise SystemExit("--widths measures one size of one --family")
+        (family,) = args.family
+        dataset, widths = LADDERS[family][0], tuple(int(w) for w in args.widths.split(","))
+        r = run_case(family, dataset, widths, args.threads, args.probes, args.hvp_budget)
+        kinds = " / ".join(f"{r['by_kind'].get(kind, 0.0):.0f}" for kind in ("local", "loss", "ggn"))
+        conv = " / ".join(f"{a}/{b}" for a, b in (r["converged"][k] for k in ("local", "loss", "ggn")))
+        print("\n| family | widths | parameters | largest block | blocks | seconds / snapshot | local / loss / GGN s "
+              "| Lanczos top converged (local / loss / GGN) | peak RSS |\n|---|---|---:|---:|---:|---:|---|---|---:|")
+        print(f"| {family} ({dataset}) | {'x'.join(map(str, widths))} | {r['params']:,} | {r['largest_block']:,} | "
+              f"{r['blocks']} | {r['seconds']:.1f} | {kinds} | {conv} | {r['peak_rss'] / 2**20:,.0f} MiB |")
+        print("\nmethods (kind:method): " + ", ".join(r["methods"]))
+        return
     print("\n| family | widths | parameters | largest block | seconds / snapshot | vs smallest | predicted (x p) "
           "| local / loss / GGN s | peak RSS | predicted RSS |")
     print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|")
@@ -110,7 +140,8 @@ def main() -> None:
         dataset, ladder = LADDERS[family]
         measured = []
         for widths in ladder:
-            runs = [run_case(family, dataset, widths, args.threads) for _ in range(args.repeats)]
+            runs = [run_case(family, dataset, widths, args.threads, args.probes, args.hvp_budget)
+                    for _ in range(args.repeats)]
             measured.append((widths, runs[0], statistics.median(x["seconds"] for x in runs),
                              max(x["peak_rss"] for x in runs)))
         (_, first, base_s, base_rss), (_, second, _, second_rss) = measured[0], measured[1]
