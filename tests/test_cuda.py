@@ -67,3 +67,38 @@ def test_a_run_trained_on_cuda_matches_the_cpu_run() -> None:
     cpu_loss = [r["train_loss"] for r in cpu["checkpoints"]]
     gpu_loss = [r["train_loss"] for r in gpu["checkpoints"]]
     np.testing.assert_allclose(gpu_loss, cpu_loss, rtol=1e-3)
+
+
+def test_a_cuda_run_with_dropout_and_a_regularizer_matches_the_cpu_run() -> None:
+    """Dropout masks come from the CPU generator on either device (HostDrawnDropout) and the trace
+    penalty's Hutchinson probes from the run's CPU generator, so the GPU run draws what the CPU run
+    draws; only float32 reduction order differs."""
+    from pipeline.extract.run import train_and_measure
+    from pipeline.runspec import RunSpec
+
+    spec = RunSpec(dataset="iris", epochs=3, metric_checkpoints=4, spectral_snapshots=2, probe_size=32,
+                   optimizer="adam", lr=0.01, dropout=0.2, regularizer="hessian_trace", penalty=0.01)
+    cpu, gpu = train_and_measure(spec, device="cpu"), train_and_measure(spec, device="cuda")
+    assert gpu["runs"][0]["status"] == "complete"
+    np.testing.assert_allclose([r["train_loss"] for r in gpu["checkpoints"]],
+                               [r["train_loss"] for r in cpu["checkpoints"]], rtol=1e-3)
+
+
+def test_a_cuda_run_with_synthesis_adds_the_cpu_runs_edges() -> None:
+    """Synthesis runs on the CPU in both (the model and its optimizer state move there at the
+    checkpoint, and its new edges' parameters move to the GPU with the rest after): the same edges
+    are chosen and training continues with them on the device."""
+    from pipeline.extract.run import train_and_measure
+    from pipeline.runspec import RunSpec
+
+    # a deep sigmoid net whose CPU run adds an edge (an adapter 6 -> 8 on this machine)
+    spec = RunSpec(dataset="wine", epochs=4, metric_checkpoints=8, spectral_snapshots=2, probe_size=128,
+                   activation="sigmoid", size="custom", widths=(16,) * 8, augment="synthesized",
+                   coupling_probes=8, lr=0.01, seed=1)
+    cpu, gpu = train_and_measure(spec, device="cpu"), train_and_measure(spec, device="cuda")
+    assert gpu["runs"][0]["status"] == "complete"
+    edges = [[(r["src"], r["dst"], r["kind"]) for r in run["augmentations"]] for run in (cpu, gpu)]
+    assert edges[0], "the CPU run added no edge: the test would not compare synthesis"
+    assert edges[0] == edges[1]
+    np.testing.assert_allclose([r["train_loss"] for r in gpu["checkpoints"]],
+                               [r["train_loss"] for r in cpu["checkpoints"]], rtol=1e-3)

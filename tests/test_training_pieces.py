@@ -117,3 +117,72 @@ def test_moving_training_state_moves_parameter_shaped_state_and_keeps_the_optimi
     model(torch.randn(5, 4, device="meta")).sum().backward()
     opt.step()
     assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.parameters())
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
+def test_a_move_that_makes_new_parameters_leaves_the_next_step_unchanged(optimizer: str) -> None:
+    """Under set_overwrite_module_params_on_conversion, Module.to makes new parameter objects even
+    CPU to CPU: the moved optimizer (rebound, state reloaded) takes the step an unmoved one takes."""
+    import copy
+
+    from pipeline.models.mlp import MLP
+    from pipeline.training.device import move_training_state
+    from pipeline.training.optim import make_optimizer
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    model = MLP(4, (6,), 3, "tanh")
+    opt = make_optimizer(RunSpec(dataset="iris", optimizer=optimizer, momentum=0.9), model.parameters())
+
+    def step(m: torch.nn.Module, o: torch.optim.Optimizer) -> None:
+        o.zero_grad()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        o.step()
+
+    step(model, opt)
+    twin_model, twin_opt = copy.deepcopy((model, opt))
+    before = [id(p) for p in model.parameters()]
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        move_training_state(model, opt, "cpu")
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(False)
+    assert [id(p) for p in model.parameters()] != before  # the move did make new parameters
+    step(model, opt)
+    step(twin_model, twin_opt)
+    for p, q in zip(model.parameters(), twin_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(32, 16), (7, 5), (1000, 48)])
+def test_host_drawn_dropout_is_torch_dropout_on_the_cpu(shape: tuple[int, ...]) -> None:
+    """The MLP's dropout draws its mask from the CPU generator on every device; on the CPU that is
+    nn.Dropout's own draw, bit for bit, leaving the generator where nn.Dropout leaves it, so runs
+    stored before it replaced nn.Dropout are unchanged."""
+    from pipeline.models.mlp import HostDrawnDropout
+
+    x = torch.randn(*shape, requires_grad=True)
+    outs = []
+    for module in (torch.nn.Dropout(0.3), HostDrawnDropout(0.3)):
+        torch.manual_seed(5)
+        out = module(x)
+        (grad,) = torch.autograd.grad(out.square().sum(), x)
+        outs.append((out, grad, torch.rand(3)))
+    for a, b in zip(*outs, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(HostDrawnDropout(0.3).eval()(x), x)
+
+
+def test_the_block_graph_keeps_dropout_a_module_call() -> None:
+    """Tracing keeps every dropout module a leaf, subclasses included, so a traced MLP in eval mode
+    computes what the model computes (tracing through HostDrawnDropout would bake its train branch)."""
+    from pipeline.models.block_graph import _trace
+    from pipeline.models.mlp import MLP
+
+    model = MLP(4, (8, 8), 3, "relu", "none", 0.5)
+    traced = _trace(model)
+    assert "blocks.0.dropout" in {str(n.target) for n in traced.graph.nodes if n.op == "call_module"}
+    model.eval()
+    traced.eval()
+    x = torch.randn(6, 4)
+    assert torch.equal(traced(x), model(x))

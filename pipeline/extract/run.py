@@ -147,8 +147,8 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
     except FloatingPointError:
         status, diverged_step, final_step = "diverged", step, last_ckpt
         rows["timings"] = [t for t in rows["timings"] if t["step"] <= last_ckpt]
-    finally:
-        move_training_state(model, optimizer, "cpu")  # the rows below read the model on the CPU
+    # not in a `finally`: after another error a move could raise in its place and hide it
+    move_training_state(model, optimizer, "cpu")  # the rows below read the model on the CPU
 
     rows["runs"] = [{**run_row(spec, dataset, data, model, total, final_step, status, diverged_step,
                                 time.perf_counter() - t_start), "device": device}]

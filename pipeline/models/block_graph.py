@@ -64,6 +64,23 @@ def _owner(target: str, names: tuple[str, ...]) -> int | None:
     return None
 
 
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+class _DropoutLeafTracer(torch.fx.Tracer):
+    """fx's default tracer with every dropout module a leaf, subclasses included (such as the MLP's
+    ``HostDrawnDropout``): tracing through one would bake its train/eval branch into the graph."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, _DROPOUTS) or super().is_leaf_module(m, module_qualified_name)
+
+
+def _trace(model: nn.Module) -> torch.fx.GraphModule:
+    tracer = _DropoutLeafTracer()
+    graph = tracer.trace(model)
+    return torch.fx.GraphModule(tracer.root, graph)
+
+
 def trace_block_graph(model: nn.Module, block_names: list[str] | tuple[str, ...]) -> BlockGraph:
     """The BlockGraph of ``model`` over the submodules ``block_names`` (in forward order).
 
@@ -72,7 +89,7 @@ def trace_block_graph(model: nn.Module, block_names: list[str] | tuple[str, ...]
     i -> j and stops there, and nodes of no block (additions, gates, reshapes) are passed through.
     """
     names = tuple(block_names)
-    gm = torch.fx.symbolic_trace(model)
+    gm = _trace(model)
     owner: dict[torch.fx.Node, int] = {}
     for node in gm.graph.nodes:
         if node.op in ("call_module", "get_attr"):
@@ -121,7 +138,7 @@ def default_blocks(model: nn.Module) -> list[str]:
     ``nn.MultiheadAttention`` as a whole) that hold trainable parameters, and the owners of parameters
     read directly (``get_attr``), in the order the graph first uses them; every trainable parameter
     must fall in one of them (the root's own parameters cannot)."""
-    gm = torch.fx.symbolic_trace(model)
+    gm = _trace(model)
     modules = dict(model.named_modules())
 
     def trainable(name: str) -> bool:

@@ -24,6 +24,24 @@ from pipeline.models.gated_edge import EdgeSpec, GatedEdge
 from pipeline.runspec import RunSpec
 
 
+def host_drawn_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout whose mask m ~ Bernoulli(1 - p) / (1 - p), of x's shape, is drawn from the CPU's
+    default generator and moved to x's device: x * m. On the CPU this is ``F.dropout``'s own draw,
+    bit for bit; on a GPU it keeps a run's masks those of the CPU run of the same seed (``F.dropout``
+    there would draw them from the CUDA generator, another stream)."""
+    if not training or p == 0.0:
+        return x
+    mask = torch.empty(x.shape, dtype=x.dtype).bernoulli_(1 - p).div_(1 - p)
+    return x * mask.to(x.device)
+
+
+class HostDrawnDropout(nn.Dropout):
+    """``nn.Dropout`` with its mask drawn on the CPU (``host_drawn_dropout``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return host_drawn_dropout(x, self.p, self.training)
+
+
 def activation_module(name: str) -> nn.Module:
     return {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU,
             "identity": nn.Identity}[name]()
@@ -40,7 +58,7 @@ class Block(nn.Module):
         self.norm = {"none": nn.Identity, "batchnorm": nn.BatchNorm1d,
                      "layernorm": nn.LayerNorm}[norm](d_out) if norm != "none" else nn.Identity()
         self.activation = activation_module(activation)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = HostDrawnDropout(dropout) if dropout > 0 else nn.Identity()
 
     def preactivation(self, z: torch.Tensor) -> torch.Tensor:
         return self.norm(self.linear(z))

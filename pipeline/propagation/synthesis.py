@@ -85,9 +85,11 @@ def gentle_trial(model: torch.nn.Module, optimizer: torch.optim.Optimizer, edges
     """C after ``train_steps`` on a copy of (model, optimizer) with ``edges`` added (gates at 0,
     projections drawn from ``seed``). The copies share parameters as the originals do."""
     trial_model, trial_optimizer = copy.deepcopy((model, optimizer))
-    # the trial's own random stream (dropout masks, probes): the run's generator never moves
+    # the trial's own random stream (dropout masks, probes), on the CPU where trials run: the run's
+    # generator never moves, and no CUDA generator is reseeded (torch.manual_seed would reseed them
+    # all, and fork_rng(devices=[]) restores the CPU's only)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         if edges:
             trial_optimizer.add_param_group({"params": trial_model.add_edges(list(edges), seed)})
         trial_model.train()
