@@ -182,6 +182,10 @@ def _extract(args) -> str | None:
     runs = config.runs()[: args.limit] if args.limit is not None else config.runs()
     _check_custom_data(config, {r.dataset for r in runs})
     _check_custom_models(runs, _custom_specs(config))
+    for dataset, digest in dict.fromkeys((r.dataset, r.dataset_digest) for r in runs):
+        # a name another data set holds in the database: found now, not after the extraction, at ingest
+        field = f"{args.config}: [[dataset]] name {dataset!r}" if digest else f"{args.config}: dataset {dataset!r}"
+        _check_dataset_name(args.db, dataset, digest, field)
     device = args.device
     if device == "cuda":
         import torch
@@ -217,11 +221,14 @@ def cmd_ingest(args) -> None:
     failed = f", {report.failed_runs} recorded as failed" if report.failed_runs else ""
     print(f"ingest: {len(report.ingested)} runs added, {report.already_present} already present{failed} "
           f"-> {args.db}", file=sys.stderr)
+    for e in report.errors + report.refused:
+        print(f"  {e}", file=sys.stderr)
     if report.errors:
-        for e in report.errors:
-            print(f"  {e}", file=sys.stderr)
         raise PipelineError(f"{len(report.errors)} shard(s) not ingested (first: {report.errors[0]}); "
                             "`pipeline extract` redoes a corrupt one")
+    if report.refused:
+        raise PipelineError(f"{len(report.refused)} shard(s) refused by {args.db} (first: {report.refused[0]}); "
+                            "rename the data set in the config, or ingest into another database")
 
 
 def cmd_analyze(args) -> None:
@@ -305,8 +312,10 @@ def _measure_dataset(args) -> tuple[str, dict, str]:
     return args.data, {}, ""
 
 
-def _check_dataset_name(db: Path, name: str, digest: str) -> None:
-    """Refuse, before measuring, a data set whose name another data set holds in ``db``."""
+def _check_dataset_name(db: Path, name: str, digest: str, field: str) -> None:
+    """Refuse, before measuring, a data set whose name another data set holds in ``db`` (the error
+    names ``field``, what the user changes to rename it). A database that cannot be read now (locked,
+    damaged, an older schema) is not checked here: ingest checks every shard again."""
     import duckdb
 
     from snapshot_loader.database import connect_readonly
@@ -325,7 +334,7 @@ def _check_dataset_name(db: Path, name: str, digest: str) -> None:
     finally:
         con.close()
     if reason:
-        raise PipelineError(f"--data-name: {reason}")
+        raise PipelineError(f"{field}: {reason}")
 
 
 def _check_custom_data_specs(custom: dict) -> None:
@@ -362,7 +371,7 @@ def cmd_measure(args) -> None:
                    metric_checkpoints=max(n, 2), spectral_snapshots=n, epochs=1, size="custom", widths=(1,),
                    dataset_digest=data_digest)
     _check_custom_models([spec], custom)
-    _check_dataset_name(args.db, name, data_digest)
+    _check_dataset_name(args.db, name, data_digest, "--data-name" if custom else "--data")
     checked = check_folder(spec, checkpoints, custom)  # the digest of the bytes checked names the run
     spec = dataclasses.replace(spec, checkpoint_digest=checked.digest)
     device = args.device
@@ -385,8 +394,8 @@ def cmd_measure(args) -> None:
             bar.close()
         store.write(spec.dataset, spec.run_id, rows)
     report = ingest_shards(args.db, store, [("measured", args.study, spec.run_id)], only={spec.run_id})
-    if report.errors:
-        raise PipelineError(f"cannot ingest run {spec.run_id}: {report.errors[0]}")
+    if report.errors or report.refused:
+        raise PipelineError(f"{args.db}: cannot ingest {(report.errors + report.refused)[0]}")
     print(f"measure: run {spec.run_id}: {n} checkpoints of {args.model} on {name} -> {args.db}", file=sys.stderr)
 
 

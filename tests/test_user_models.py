@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from pipeline import cli
-from pipeline.config import parse_config
+from pipeline.config import file_digest, parse_config
 from pipeline.errors import ConfigError
 from pipeline.extract.measure import CheckpointError, checkpoint_files
 from pipeline.models.factory import FactoryError, build_factory_model
@@ -232,17 +232,30 @@ def test_two_data_files_of_one_stem_never_share_a_datasets_row(tmp_path: Path, c
     first, second = _write_csv(tmp_path / "a" / "train.csv", 0), _write_csv(tmp_path / "b" / "train.csv", 5, 60)
     assert _measure_file(tmp_path, folder, first, "m.duckdb") == 0
     capsys.readouterr()
+    with duckdb.connect(str(tmp_path / "m.duckdb"), read_only=True) as con:
+        first_run, first_digest = con.execute("SELECT run_id, json_extract_string(config_json, '$.dataset_digest') "
+                                              "FROM runs").fetchone()
+    second_digest = file_digest(second, "y", "classification")
+    assert first_digest and second_digest and first_digest != second_digest
+    clash = (f"data set 'train' (digest {second_digest}) is not the 'train' of run {first_run} already in the "
+             f"database (digest {first_digest}): give one of them another name")
     assert _measure_file(tmp_path, folder, second, "m.duckdb") == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: --data-name: data set 'train' (digest ") and "\n" not in err
-    assert err.endswith("already in the database (digest " + err.split("(digest ")[2].split(")")[0]
-                        + "): give one of them another name")
+    assert capsys.readouterr().err.strip() == f"error: --data-name: {clash}"
     assert len(list((tmp_path / "shards").glob("**/manifest.json"))) == 1  # refused before it was measured
-    # measured into another database, its shard is refused by this one's ingest
+    # a config's [[dataset]] of that name is refused before its runs are extracted, naming the entry
+    config = tmp_path / "c.toml"
+    config.write_text(f'[[dataset]]\nname = "train"\npath = "{second}"\ntarget = "y"\ntask = "classification"\n'
+                      '[run]\nepochs = 1\nmetric_checkpoints = 2\nspectral_snapshots = 1\nprobe_size = 16\n'
+                      '[[study]]\nname = "s"\n[study.grid]\ndataset = "train"\n')
+    assert cli.main(["extract", "--config", str(config), "--db", str(tmp_path / "m.duckdb"), "--shards",
+                     str(tmp_path / "shards"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {config}: [[dataset]] name 'train': {clash}"
+    assert len(list((tmp_path / "shards").glob("**/manifest.json"))) == 1
+    # measured into another database, its shard is refused by this one's ingest, as a refusal (not corrupt)
     assert _measure_file(tmp_path, folder, second, "other.duckdb") == 0
     report = ingest_shards(tmp_path / "m.duckdb", tmp_path / "shards")
-    assert len(report.ingested) == 0 and len(report.errors) == 1
-    assert "data set 'train'" in report.errors[0] and "give one of them another name" in report.errors[0]
+    assert len(report.ingested) == 0 and not report.errors and len(report.refused) == 1
+    assert report.refused[0].endswith(clash)
     assert _measure_file(tmp_path, folder, second, "m.duckdb", "--data-name", "train_b") == 0
     with duckdb.connect(str(tmp_path / "m.duckdb"), read_only=True) as con:
         assert con.execute("SELECT name, n_rows FROM datasets ORDER BY name").fetchall() == [("train", 45),
