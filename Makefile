@@ -36,6 +36,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/corpus.py
+	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/curvature.py
 	$(PY) benchmarks/analyses.py
 	$(PY) benchmarks/topology.py
