@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per run")
 
     p = sub.add_parser("extract", help="train and measure every run not yet extracted, into shards")
-    _add_common(p)
+    _add_common(p, db=False)
+    p.add_argument("--db", type=Path, default=None,
+                   help="a database to check the config's data set names against before training (default: none)")
     p.add_argument("--shards", default=DEFAULT_SHARDS, help=SHARDS_HELP)
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (process, dask-local)")
     _add_executor(p)
@@ -182,10 +184,10 @@ def _extract(args) -> str | None:
     runs = config.runs()[: args.limit] if args.limit is not None else config.runs()
     _check_custom_data(config, {r.dataset for r in runs})
     _check_custom_models(runs, _custom_specs(config))
-    for dataset, digest in dict.fromkeys((r.dataset, r.dataset_digest) for r in runs):
-        # a name another data set holds in the database: found now, not after the extraction, at ingest
-        field = f"{args.config}: [[dataset]] name {dataset!r}" if digest else f"{args.config}: dataset {dataset!r}"
-        _check_dataset_name(args.db, dataset, digest, field)
+    if args.db is not None:  # a name another data set holds there: found now, not after the extraction, at ingest
+        for dataset, digest in dict.fromkeys((r.dataset, r.dataset_digest) for r in runs):
+            field = f"{args.config}: [[dataset]] name {dataset!r}" if digest else f"{args.config}: dataset {dataset!r}"
+            _check_dataset_name(args.db, dataset, digest, field)
     device = args.device
     if device == "cuda":
         import torch
@@ -221,8 +223,9 @@ def cmd_ingest(args) -> None:
     failed = f", {report.failed_runs} recorded as failed" if report.failed_runs else ""
     print(f"ingest: {len(report.ingested)} runs added, {report.already_present} already present{failed} "
           f"-> {args.db}", file=sys.stderr)
-    for e in report.errors + report.refused:
-        print(f"  {e}", file=sys.stderr)
+    for kind, lines in (("corrupt", report.errors), ("refused", report.refused)):
+        for e in lines:
+            print(f"  {kind}: {e}", file=sys.stderr)
     if report.errors:
         raise PipelineError(f"{len(report.errors)} shard(s) not ingested (first: {report.errors[0]}); "
                             "`pipeline extract` redoes a corrupt one")

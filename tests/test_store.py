@@ -206,3 +206,47 @@ def test_a_shard_of_another_version_is_named_when_the_store_is_opened(tmp_path: 
     with pytest.raises(PipelineError, match=rf"manifest.json: shard has schema version 2, this tool writes "
                                             rf"{SHARD_SCHEMA_VERSION}"):
         snapshot_loader.open(store.location)
+
+
+def test_batched_ingest_stores_what_run_by_run_ingest_stores(built_corpus, tmp_path: Path, monkeypatch) -> None:
+    """Batches of 5 (four transactions for the store's 16 or 17 runs) against one run per transaction:
+    the same rows in every table, the data sets' rows included (the first shard's row of a name in both)."""
+    from snapshot_loader import ingest
+
+    n = len(ShardStore(built_corpus["shards"]).refs())
+    for batch_runs in (1, 5):
+        monkeypatch.setattr(ingest, "BATCH_RUNS", batch_runs)
+        report = ingest_shards(tmp_path / f"b{batch_runs}.duckdb", built_corpus["shards"])
+        assert len(report.ingested) == n > 5 and not report.errors and not report.refused
+    with snapshot_loader.open(tmp_path / "b1.duckdb") as one, snapshot_loader.open(tmp_path / "b5.duckdb") as five:
+        a, b = _contents(one), _contents(five)
+        for table in TABLES:
+            assert a[table].equals(b[table]), f"{table}: batched ingest stored other rows"
+
+
+def test_a_run_whose_insert_fails_is_named_and_the_runs_before_it_stay(built_corpus, tmp_path: Path) -> None:
+    """One batch whose 4th run collides with a row already there: the batch is rolled back and retried
+    run by run, so the error names that run, the 3 before it are in whole, and once the collision is
+    gone a second ingest adds the others, the 4th whole, and nothing twice."""
+    db = tmp_path / "c.duckdb"
+    refs = ShardStore(built_corpus["shards"]).refs()
+    victim = refs[3].run_id
+    con = connect_writable(db)
+    con.execute("INSERT INTO checkpoints (run_id, step) SELECT ?, min(step) FROM read_parquet(?)",
+                [victim, str(Path(refs[3].path) / "checkpoints.parquet")])
+    con.close()
+    with pytest.raises(PipelineError, match=f"cannot ingest run {victim}: .*(?i:constraint|primary key)"):
+        ingest_shards(db, built_corpus["shards"])
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert sorted(r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()) == \
+            sorted(r.run_id for r in refs[:3])
+    with duckdb.connect(str(db)) as con:
+        con.execute("DELETE FROM checkpoints WHERE run_id = ?", [victim])
+    report = ingest_shards(db, built_corpus["shards"])
+    assert len(report.ingested) == len(refs) - 3 and report.already_present == 3
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == len(refs)
+        stored = con.execute("SELECT count(*) FROM checkpoints WHERE run_id = ?", [victim]).fetchone()[0]
+        written = con.execute("SELECT count(*) FROM read_parquet(?)",
+                              [str(Path(refs[3].path) / "checkpoints.parquet")]).fetchone()[0]
+        assert stored == written > 0

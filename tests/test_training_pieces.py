@@ -154,23 +154,27 @@ def test_a_move_that_makes_new_parameters_leaves_the_next_step_unchanged(optimiz
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("shape", [(32, 16), (7, 5), (1000, 48)])
-def test_host_drawn_dropout_is_torch_dropout_on_the_cpu(shape: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("shape, transposed", [((32, 16), False), ((7, 5), False), ((1000, 48), False),
+                                                ((48, 1000), True)])
+@pytest.mark.parametrize("p", [0.3, 1.0])
+def test_host_drawn_dropout_is_torch_dropout_on_the_cpu(shape: tuple[int, ...], transposed: bool, p: float) -> None:
     """The MLP's dropout draws its mask from the CPU generator on every device; on the CPU that is
-    nn.Dropout's own draw, bit for bit, leaving the generator where nn.Dropout leaves it, so runs
-    stored before it replaced nn.Dropout are unchanged."""
+    nn.Dropout's own draw, bit for bit (a non-contiguous input's mask in its layout, as ATen draws
+    it; all zeros at p = 1), leaving the generator where nn.Dropout leaves it, so runs stored before
+    it replaced nn.Dropout are unchanged."""
     from pipeline.models.mlp import HostDrawnDropout
 
-    x = torch.randn(*shape, requires_grad=True)
+    leaf = torch.randn(*shape, requires_grad=True)
+    x = leaf.t() if transposed else leaf
     outs = []
-    for module in (torch.nn.Dropout(0.3), HostDrawnDropout(0.3)):
+    for module in (torch.nn.Dropout(p), HostDrawnDropout(p)):
         torch.manual_seed(5)
         out = module(x)
-        (grad,) = torch.autograd.grad(out.square().sum(), x)
+        (grad,) = torch.autograd.grad(out.square().sum(), leaf)
         outs.append((out, grad, torch.rand(3)))
     for a, b in zip(*outs, strict=True):
         assert torch.equal(a, b)
-    assert torch.equal(HostDrawnDropout(0.3).eval()(x), x)
+    assert torch.equal(HostDrawnDropout(p).eval()(x), x)
 
 
 def test_the_block_graph_keeps_dropout_a_module_call() -> None:

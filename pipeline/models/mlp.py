@@ -25,13 +25,16 @@ from pipeline.runspec import RunSpec
 
 
 def host_drawn_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Dropout whose mask m ~ Bernoulli(1 - p) / (1 - p), of x's shape, is drawn from the CPU's
-    default generator and moved to x's device: x * m. On the CPU this is ``F.dropout``'s own draw,
-    bit for bit; on a GPU it keeps a run's masks those of the CPU run of the same seed (``F.dropout``
-    there would draw them from the CUDA generator, another stream)."""
+    """Dropout whose mask m ~ Bernoulli(1 - p) / (1 - p), of x's shape and memory layout, is drawn
+    from the CPU's default generator and moved to x's device: x * m (zeros when p = 1). On the CPU
+    this is ``F.dropout``'s own draw, bit for bit; on a GPU it keeps a run's masks those of the CPU
+    run of the same seed (``F.dropout`` there would draw them from the CUDA generator, another
+    stream), at the price of one host-to-device copy of the mask per dropout layer and step."""
     if not training or p == 0.0:
         return x
-    mask = torch.empty(x.shape, dtype=x.dtype).bernoulli_(1 - p).div_(1 - p)
+    if p == 1.0:
+        return x * 0.0
+    mask = torch.empty_like(x, device="cpu").bernoulli_(1 - p).div_(1 - p)
     return x * mask.to(x.device)
 
 
