@@ -6,8 +6,8 @@ already present is skipped, so ingesting twice (or after a crash) never duplicat
 is for speed: a batch pays one commit and one INSERT per table where one run per transaction paid
 them per run, and the default corpus's ingest went from 35 s to 11 s (benchmarks/ingest.py). Shards
 are checked against their manifest first; a corrupt one is reported by path and left out, the
-others still go in. A batch whose insert fails is rolled back
-and retried run by run, so the error names the run.
+others still go in. A batch whose insert fails is rolled back and retried run by run, so the error
+names the run.
 """
 
 from __future__ import annotations
