@@ -65,11 +65,10 @@ def ingest_shards(db_path: Path, shards: ShardStore | str | Path, studies: list[
                 continue
             arrays = {table: store.read_table(ref, table) for table in SHARD_TABLES}
             try:
-                batch.check(con, ref, arrays)
+                batch.admit(con, ref, arrays)
             except _Refused as exc:
                 report.refused.append(str(exc))
                 continue
-            batch.add(ref, arrays)
             if len(batch.shards) >= BATCH_RUNS or batch.nbytes >= BATCH_BYTES:
                 report.ingested += _flush(con, batch, db_path)
                 batch = _Batch()
@@ -131,21 +130,21 @@ class _Batch:
     claimed: dict[str, tuple[str, str]] = field(default_factory=dict)
     nbytes: int = 0
 
-    def check(self, con: duckdb.DuckDBPyConnection, ref: ShardRef, arrays: dict[str, pa.Table]) -> None:
-        for run in arrays["runs"].select(["run_id", "dataset", "config_json"]).to_pylist():
-            digest = json.loads(run["config_json"]).get("dataset_digest") or ""
-            claim = self.claimed.get(run["dataset"])
+    def admit(self, con: duckdb.DuckDBPyConnection, ref: ShardRef, arrays: dict[str, pa.Table]) -> None:
+        """Add the shard, or raise _Refused (adding nothing) when one of its runs names a data set
+        that the database or an earlier run of the batch holds under another digest."""
+        runs = [(run["run_id"], run["dataset"], json.loads(run["config_json"]).get("dataset_digest") or "")
+                for run in arrays["runs"].select(["run_id", "dataset", "config_json"]).to_pylist()]
+        for _, dataset, digest in runs:
+            claim = self.claimed.get(dataset)
             if claim is not None and claim[0] != digest:
-                reason = _conflict_message(run["dataset"], digest, claim[1], claim[0])
+                reason = _conflict_message(dataset, digest, claim[1], claim[0])
             else:
-                reason = dataset_conflict(con, run["dataset"], digest)
+                reason = dataset_conflict(con, dataset, digest)
             if reason:
                 raise _Refused(f"run {ref.run_id}: {reason}")
-
-    def add(self, ref: ShardRef, arrays: dict[str, pa.Table]) -> None:
-        for run in arrays["runs"].select(["run_id", "dataset", "config_json"]).to_pylist():
-            digest = json.loads(run["config_json"]).get("dataset_digest") or ""
-            self.claimed.setdefault(run["dataset"], (digest, run["run_id"]))
+        for run_id, dataset, digest in runs:
+            self.claimed.setdefault(dataset, (digest, run_id))
         self.shards.append((ref, arrays))
         self.nbytes += sum(a.nbytes for a in arrays.values())
 
