@@ -8,7 +8,8 @@ A stage module (or package) in ``analyses/`` exports one ``STAGE = Stage(...)``:
   written with :func:`analyses.tables.write_table`. A name is ``analysis_<stage>`` or
   ``analysis_<stage>_<what>``, or one of the derived corpus tables earlier issues named
   (:data:`DERIVED_TABLES`). ``verdicts=True`` adds ``analysis_<stage>_verdicts``
-  (:data:`analyses.stats.verdict.VERDICT_COLUMNS`), which the verdicts stage collects;
+  (:data:`analyses.stats.verdict.VERDICT_COLUMNS`), which the verdicts stage collects, and declares the
+  corpus table ``studies`` read (the verdicts' leave-one-study-out ranges read it);
 - ``run(con)``: computes and writes them;
 - ``figures``: :class:`Figure` (name ``<stage>[_<what>]``, a function of a read-only connection
   returning a matplotlib figure, and a caption);
@@ -97,7 +98,10 @@ class Stage:
                 if not _TYPE.fullmatch(duck_type):
                     raise StageDeclarationError(f"{where}: {table}.{column}: unknown type {duck_type!r}")
         object.__setattr__(self, "tables", tables)
-        object.__setattr__(self, "reads", tuple(self.reads))
+        # a verdict stage reads the study membership (the leave-one-study-out ranges): declared, so that a
+        # study added over runs already present re-runs it
+        reads = tuple(self.reads) + (("studies",) if self.verdicts and "studies" not in self.reads else ())
+        object.__setattr__(self, "reads", reads)
         object.__setattr__(self, "figures", tuple(self.figures))
         seen: set[str] = set()
         for fig in self.figures:

@@ -1,38 +1,29 @@
-"""A claim's evidence at the right level: two-level bootstrap, baseline, leave-one-group-out.
+"""A claim's evidence at the level that replicates it: per-data-set estimates pooled across data sets.
 
-A verdict's own interval (:class:`analyses.stats.Estimate`) is whatever its stage computed: a t
-interval over runs, a bootstrap over layer snapshots clustered by run, a Fisher-z interval over folds.
-Two things it does not show are what decides whether a paper's claim holds in a corpus built from a
-few data sets and studies:
+A verdict's stage computes its own estimate (:class:`analyses.stats.Estimate`: a t interval over runs,
+a bootstrap over layer snapshots clustered by run), kept on the verdict row as ``stage_effect``. What
+decides the call is computed here, from the rows the stage hands over (:class:`ClaimData`): one row per
+unit (a run, a twin pair, a sweep), or several per run, each with its ``run_id`` and ``dataset``, and
+the :class:`~analyses.stats.estimands.Estimand` that turns rows into numbers.
 
-- **the level of replication**: runs of one data set share its difficulty and scale, so the unit
-  that replicates a finding is the data set first and the run within it second;
-- **the confound**: training time, data-set identity, initialization or twin runs can produce the
-  same effect with nothing of the claim's mechanism in it.
+- **The estimand is nested.** Where a confound could produce the effect (training time, weight scale,
+  initialization, the optimizer's own mechanism), the estimand is what the claim's variable adds to it:
+  a partial correlation, a rank regression with run fixed effects, a trained-minus-untrained
+  difference per run, a held-out fit with the confound inside it minus the fit of the confound alone.
+  ``baseline`` (optional) is the confound's own effect, shown beside the claim and never subtracted.
+- **Runs of one data set are not independent replicates.** Each data set gives its estimate and
+  within-data-set variance (:meth:`Estimand.per_dataset`), and :func:`infer` pools them by a
+  random-effects meta-analysis with the Hartung-Knapp-Sidik-Jonkman interval on k - 1 degrees of
+  freedom (:mod:`analyses.stats.meta`); the row stores tau^2 and I^2. One data set gives its own
+  interval (runs as units), named so. A discrete per-unit statistic (:class:`Concordance`) is the share
+  of units with the predicted sign, with a Wilson interval on the effective sample size n / deff
+  (Kish's design effect of the data sets).
+- **Sensitivity**: the pooled estimate with each data set (and each study, from the ``studies``
+  membership: a run can belong to several) left out, as a range and the group whose removal is least
+  favourable to the claim.
 
-:class:`ClaimData` hands the machinery what it needs to recompute a verdict's statistics on any
-subset of its rows: one row per observation unit (a run, a layer snapshot, a held-out prediction)
-with its ``run_id`` and ``dataset``, and pure functions of row indices:
-
-- ``statistic(idx)``: the claim's effect as stated, on rows ``idx`` (an integer array, rows may repeat);
-- ``baseline(idx)``: the same effect produced by the confound alone (ln step alone predicting the
-  metrics, the step-0 snapshot, data-set means), on the same scale;
-- ``beyond(idx)``: the claim's effect beyond the confound (a partial correlation, trained minus
-  untrained). When it is not given and ``baseline`` is, it is ``statistic - baseline``.
-
-:func:`assess` computes, on the same resamples:
-
-- the **two-level bootstrap** (:func:`two_level_resamples`): draw the k data sets with replacement,
-  then within each drawn data set its runs with replacement, each run with all its rows. With fewer
-  than :data:`MIN_DATASETS` data sets the data sets are held fixed and only runs are drawn (the
-  ``interval_level`` says which). A statistic that must weight runs equally, whatever their depth,
-  takes one row per run;
-- the **decisive** quantity, which the verdict rests on: ``beyond`` when there is a baseline, the
-  effect itself otherwise; its two-level interval and a two-sided bootstrap p-value of its decision
-  boundary (:func:`bootstrap_p`), which the Holm adjustment in ``analysis_verdicts`` reads;
-- **leave-one-out sensitivity**: the decisive point estimate with each data set (and each study, from
-  the ``studies`` membership: a run can belong to several) left out, as a range and the group whose
-  removal is least favourable to the claim.
+The coverage of these intervals at the corpora's sizes is checked by simulation
+(``tests/analyses/test_stats_calibration.py``, ``benchmarks/calibration.py``).
 """
 
 from __future__ import annotations
@@ -44,88 +35,58 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from analyses.stats.bootstrap import percentile_interval
+from analyses.stats.estimands import DataSetRows, Estimand, Statistic, safe
+from analyses.stats.meta import Pooled, random_effects, t_interval
 
-#: Fewest data sets for the outer level of the two-level bootstrap; below it the data sets stay fixed.
-MIN_DATASETS = 3
-#: Fewest runs (units) for a two-level interval. A percentile bootstrap over a handful of units is too
-#: narrow (4 paired units in 2 data sets gave an interval half as wide as their t interval): below
-#: this the stage's own interval (a t interval over so few units) decides.
-MIN_RUNS = 8
-#: Bootstrap resamples of the two-level intervals (fewer than N_BOOTSTRAP: every resample recomputes
-#: up to three statistics, and the interval ends move by under 0.01 between 1000 and 2000 draws on the
-#: default corpus).
-N_TWO_LEVEL = 1000
-
-Statistic = Callable[[np.ndarray], float]
+#: Fewest data sets for a leave-one-data-set-out range.
+MIN_LODO_DATASETS = 3
 
 
 @dataclass(frozen=True)
 class ClaimData:
-    """The rows and statistics from which a verdict can be recomputed on resamples (see module doc).
+    """The rows behind a verdict and the estimand that decides it (see the module doc).
 
-    ``rows`` must have columns ``run_id`` and ``dataset``; every other column is the statistics' own.
-    ``confound`` names what the baseline controls ("training time", "data-set identity",
-    "initialization", "twins", or several joined by " + "), or, with no baseline, what the design
-    itself controls (paired twins); "" when the claim is tested against no confound.
-    ``beyond_null`` is the value of ``beyond`` under no effect beyond the confound (0 for a difference
-    or a partial correlation).
-    """
+    ``rows`` must have columns ``run_id`` and ``dataset``. ``confound`` names what the estimand (or the
+    design: paired twins) holds fixed, "" when nothing; ``baseline`` (optional, with ``baseline_name``)
+    is the confound's own effect on rows, shown beside the claim."""
 
     rows: pl.DataFrame
-    statistic: Statistic
+    estimand: Estimand
     confound: str = ""
     baseline: Statistic | None = None
     baseline_name: str = ""
-    beyond: Statistic | None = None
-    beyond_name: str = ""
-    beyond_null: float = 0.0
-    seed: int = 0
 
     def __post_init__(self) -> None:
         missing = {"run_id", "dataset"} - set(self.rows.columns)
         if missing:
             raise ValueError(f"ClaimData.rows lacks column(s) {sorted(missing)}")
-        if (self.baseline is None) != (self.baseline_name == "") and self.beyond is None:
+        if (self.baseline is None) != (self.baseline_name == ""):
             raise ValueError("ClaimData: a baseline needs its baseline_name and vice versa")
-        if (self.baseline is not None or self.beyond is not None) and not self.confound:
-            raise ValueError("ClaimData: a baseline or beyond statistic needs the confound it controls")
-
-    @property
-    def has_baseline(self) -> bool:
-        return self.baseline is not None or self.beyond is not None
-
-    def decisive(self, idx: np.ndarray) -> float:
-        """The quantity the verdict rests on, on rows ``idx``: ``beyond`` (or effect - baseline) when
-        there is a baseline, else the effect."""
-        if self.beyond is not None:
-            return float(self.beyond(idx))
-        if self.baseline is not None:
-            return float(self.statistic(idx)) - float(self.baseline(idx))
-        return float(self.statistic(idx))
+        if self.baseline is not None and not self.confound:
+            raise ValueError("ClaimData: a baseline needs the confound it measures")
 
 
 @dataclass(frozen=True)
-class Assessment:
-    """What :func:`assess` found: point estimates and two-level intervals of the effect, the
-    baseline and the decisive quantity, the bootstrap p of the decisive quantity, the counts, and
-    the leave-one-data-set-out (``lodo``) and leave-one-study-out (``loso``) ranges of the decisive
-    point estimate with the group least favourable to the claim."""
+class Inference:
+    """What :func:`assess` found: the pooled estimate (natural scale) with its 95% and 90% intervals,
+    the p of the decision boundary, its degrees of freedom, heterogeneity and method; the counts; the
+    confound's own effect; the leave-one-data-set-out (``lodo``) and leave-one-study-out (``loso``)
+    ranges of the pooled estimate with the group least favourable to the claim; notes."""
 
-    effect: float
-    effect_low: float
-    effect_high: float
+    value: float
+    low: float
+    high: float
+    low90: float
+    high90: float
+    p: float
+    df: float
+    tau2: float
+    i2: float
+    method: str
+    n_datasets: int
+    n_runs: int
+    n_units: int
     baseline: float = math.nan
-    baseline_low: float = math.nan
-    baseline_high: float = math.nan
-    decisive: float = math.nan
-    decisive_low: float = math.nan
-    decisive_high: float = math.nan
-    decisive_null: float = 0.0
-    p: float = math.nan
-    level: str = ""
-    n_datasets: int = 0
-    n_runs: int = 0
     lodo_low: float = math.nan
     lodo_high: float = math.nan
     lodo_worst: str = ""
@@ -135,70 +96,68 @@ class Assessment:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _run_index(rows: pl.DataFrame) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """(dataset of each run (R,), row indices of each run, run id of each run (R,)), runs in first-seen order."""
-    run_ids = rows["run_id"].cast(pl.Utf8).to_numpy()
+def _groups(rows: pl.DataFrame, keep: np.ndarray | None = None) -> list[DataSetRows]:
+    """The claim's rows by data set (first-seen order), optionally only rows where ``keep``."""
     datasets = rows["dataset"].cast(pl.Utf8).to_numpy()
-    order, first = np.unique(run_ids, return_index=True)
-    order = order[np.argsort(first)]
-    members = {r: [] for r in order}
-    for i, r in enumerate(run_ids):
-        members[r].append(i)
-    run_rows = [np.asarray(members[r], np.int64) for r in order]
-    run_dataset = np.array([datasets[m[0]] for m in run_rows], dtype=object)
-    return run_dataset, run_rows, np.asarray(order, dtype=object)
-
-
-def two_level_resamples(run_dataset: np.ndarray, run_rows: Sequence[np.ndarray], n_boot: int, seed: int = 0,
-                        fixed_datasets: bool | None = None) -> tuple[list[np.ndarray], str]:
-    """``n_boot`` row-index arrays of a two-level bootstrap and the level's name.
-
-    run_dataset (R,): each run's data set; run_rows: each run's row indices. Each resample draws the k
-    data sets with replacement (unless ``fixed_datasets``, the default below :data:`MIN_DATASETS`),
-    then within each drawn data set as many runs as it has, with replacement, and takes all rows of
-    every drawn run."""
-    datasets = list(dict.fromkeys(run_dataset))
-    runs_of = {d: np.flatnonzero(run_dataset == d) for d in datasets}
-    if fixed_datasets is None:
-        fixed_datasets = len(datasets) < MIN_DATASETS
-    rng = np.random.default_rng(seed)
+    runs = rows["run_id"].cast(pl.Utf8).to_numpy()
+    sel = np.ones(len(datasets), bool) if keep is None else keep
     out = []
-    for _ in range(n_boot):
-        picked = datasets if fixed_datasets else [datasets[i] for i in rng.integers(0, len(datasets), len(datasets))]
-        parts = []
-        for d in picked:
-            runs = runs_of[d]
-            parts.extend(run_rows[r] for r in runs[rng.integers(0, len(runs), len(runs))])
-        out.append(np.concatenate(parts) if parts else np.empty(0, np.int64))
-    level = "runs within fixed data sets" if fixed_datasets else "data sets, then runs within them"
-    return out, level
+    for d in dict.fromkeys(datasets[sel].tolist()):
+        idx = np.flatnonzero(sel & (datasets == d))
+        out.append(DataSetRows(d, idx, runs[idx]))
+    return out
 
 
-def bootstrap_p(draws: np.ndarray, boundary: float) -> float:
-    """Two-sided bootstrap p of ``boundary``: 2 min(#{d <= b}, #{d >= b}) + 1 over (m + 1) finite draws
-    (m,), capped at 1; the +1 keeps p > 0 with a finite number of draws. NaN when under half are finite."""
-    d = np.asarray(draws, float)
-    finite = d[np.isfinite(d)]
-    if len(finite) == 0 or 2 * len(finite) < len(d):
-        return math.nan
-    tail = min(np.sum(finite <= boundary), np.sum(finite >= boundary))
-    return float(min(1.0, (2 * tail + 1) / (len(finite) + 1)))
+def _pool(estimand: Estimand, groups: Sequence[DataSetRows], null: float) -> tuple[Pooled, list[str]]:
+    """The pooled estimate of ``estimand`` over the data sets ``groups`` on its pooling scale, and notes."""
+    special = estimand.infer(groups, null)
+    if special is not None:
+        return special, []
+    within = estimand.per_dataset(groups)
+    ok = [(g, w) for g, w in zip(groups, within, strict=True) if math.isfinite(w.value)]
+    dropped = [f"{g.name} ({w.units})" for g, w in zip(groups, within, strict=True) if not math.isfinite(w.value)]
+    notes = [f"data sets left out, too few units for an estimate (units): {', '.join(dropped)}"] if dropped else []
+    null_p = estimand.to_pooling(null)
+    if not ok:
+        return Pooled.missing(0, "no data set with an estimate"), notes
+    if len(ok) == 1:
+        g, w = ok[0]
+        what = estimand.description or "its estimate"
+        return t_interval(w.value, math.sqrt(w.variance) if w.variance > 0 else math.nan, w.df, null_p, k=1,
+                          method=f"one data set ({g.name}): {what} with its interval over {w.units} units"), notes
+    y = np.array([w.value for _, w in ok])
+    v = np.array([w.variance for _, w in ok])
+    return random_effects(y, v, null_p), notes
 
 
-def _safe(f: Statistic, idx: np.ndarray) -> float:
-    try:
-        v = float(f(idx))
-    except (ValueError, ZeroDivisionError, np.linalg.LinAlgError, FloatingPointError):
-        return math.nan
-    return v if math.isfinite(v) else math.nan
+def _point(estimand: Estimand, groups: Sequence[DataSetRows], null: float) -> float:
+    """The pooled point estimate alone (natural scale): the meta-analytic mean, or for an estimand with its
+    own inference the statistic on every row (no resampling)."""
+    if estimand.own_inference:
+        idx = np.concatenate([g.idx for g in groups]) if groups else np.empty(0, np.int64)
+        return estimand.value(idx)
+    pooled, _ = _pool(estimand, groups, null)
+    return estimand.to_natural(pooled.value)
 
 
-def _leave_out(data: ClaimData, keep: Mapping[str, np.ndarray], favourable: Callable[[float], float]
-               ) -> tuple[float, float, str]:
-    """Range of the decisive point estimate over the subsets ``keep`` (group -> row indices left in)
-    and the group whose removal gives the value least favourable to the claim (``favourable``: larger
-    is better for the claim)."""
-    values = {g: _safe(data.decisive, idx) for g, idx in keep.items() if len(idx)}
+def infer(data: ClaimData, null: float) -> tuple[Pooled, tuple[str, ...]]:
+    """The decisive estimate of ``data``: its estimand pooled across the data sets of its rows (or its own
+    inference), with value and intervals on the natural scale and the p of ``null``; and notes."""
+    est = data.estimand
+    pooled, notes = _pool(est, _groups(data.rows), null)
+    f = est.to_natural
+    return Pooled(f(pooled.value), pooled.se, pooled.df, f(pooled.low), f(pooled.high), f(pooled.low90),
+                  f(pooled.high90), pooled.p, pooled.tau2, pooled.i2, pooled.k, pooled.method), tuple(notes)
+
+
+def _leave_out(estimand: Estimand, rows: pl.DataFrame, keep: Mapping[str, np.ndarray], null: float,
+               favourable: Callable[[float], float]) -> tuple[float, float, str]:
+    """Range of the pooled estimate over the row subsets ``keep`` (group -> rows left in, as a boolean
+    mask) and the group whose removal gives the value least favourable to the claim."""
+    values = {}
+    for name, mask in keep.items():
+        if mask.any():
+            values[name] = _point(estimand, _groups(rows, mask), null)
     finite = {g: v for g, v in values.items() if math.isfinite(v)}
     if not finite:
         return math.nan, math.nan, ""
@@ -206,62 +165,38 @@ def _leave_out(data: ClaimData, keep: Mapping[str, np.ndarray], favourable: Call
     return min(finite.values()), max(finite.values()), f"{worst} ({finite[worst]:.3g})"
 
 
-def assess(data: ClaimData, predicted: str, null_value: float, studies: Mapping[str, Sequence[str]] | None = None,
-           n_boot: int = N_TWO_LEVEL, boundary: float | None = None) -> Assessment:
-    """The two-level intervals, decisive p and leave-one-out ranges of ``data`` (see module doc).
+def assess(data: ClaimData, predicted: str, null_value: float,
+           studies: Mapping[str, Sequence[str]] | None = None, boundary: float | None = None) -> Inference:
+    """The pooled estimate, intervals and p of ``data`` (see module doc) and its leave-one-out ranges.
 
     ``predicted`` is the verdict's direction ("positive", "negative", "nonzero", "at_least") and
-    ``null_value`` its null; the decisive quantity's null is ``data.beyond_null`` when there is a
-    baseline, else ``null_value``. ``boundary`` overrides the value the bootstrap p is computed at
-    (an "at least m" claim tests m minus its band). ``studies`` maps run_id to the studies it
-    belongs to (runs absent from it belong to none)."""
-    rows = data.rows
-    run_dataset, run_rows, run_ids = _run_index(rows)
-    n_runs, n_datasets = len(run_rows), len(set(run_dataset))
-    everything = np.arange(rows.height)
-    effect = _safe(data.statistic, everything)
-    base = _safe(data.baseline, everything) if data.baseline is not None else math.nan
-    dec_null = data.beyond_null if data.has_baseline else null_value
-    decisive = _safe(data.decisive, everything)
+    ``null_value`` its null; ``boundary`` overrides the value the p-value is computed at (an "at least m"
+    claim tests m minus its band). ``studies`` maps run_id to the studies it belongs to."""
+    rows, est = data.rows, data.estimand
+    groups = _groups(rows)
+    runs = rows["run_id"].cast(pl.Utf8).to_numpy()
+    n_runs = len(set(runs.tolist()))
+    pooled, notes = infer(data, null_value if boundary is None else boundary)
     sign = -1.0 if predicted == "negative" else 1.0
 
     def favourable(v: float) -> float:
-        return abs(v - dec_null) if predicted == "nonzero" else sign * (v - dec_null)
+        return abs(v - null_value) if predicted == "nonzero" else sign * (v - null_value)
 
     lodo = (math.nan, math.nan, "")
-    if n_datasets >= MIN_DATASETS:
-        ds_of_row = rows["dataset"].cast(pl.Utf8).to_numpy()
-        lodo = _leave_out(data, {d: np.flatnonzero(ds_of_row != d) for d in dict.fromkeys(run_dataset)}, favourable)
+    datasets = rows["dataset"].cast(pl.Utf8).to_numpy()
+    if len(groups) >= MIN_LODO_DATASETS:
+        lodo = _leave_out(est, rows, {g.name: datasets != g.name for g in groups}, null_value, favourable)
     loso = (math.nan, math.nan, "")
     if studies:
-        row_runs = rows["run_id"].cast(pl.Utf8).to_numpy()
-        names = sorted({s for r in run_ids for s in studies.get(r, ())})
+        names = sorted({s for r in set(runs.tolist()) for s in studies.get(r, ())})
         if len(names) >= 2:
-            member = {s: {r for r in run_ids if s in studies.get(r, ())} for s in names}
-            loso = _leave_out(data, {s: np.flatnonzero(~np.isin(row_runs, list(member[s]))) for s in names},
-                              favourable)
-    if n_runs < MIN_RUNS:
-        note = f"only {n_runs} runs (units): no two-level interval, the stage's interval decides"
-        return Assessment(effect, math.nan, math.nan, base, decisive=decisive, decisive_null=dec_null,
-                          n_datasets=n_datasets, n_runs=n_runs, lodo_low=lodo[0], lodo_high=lodo[1],
-                          lodo_worst=lodo[2], loso_low=loso[0], loso_high=loso[1], loso_worst=loso[2],
-                          notes=(note,))
-    resamples, level = two_level_resamples(run_dataset, run_rows, n_boot, data.seed)
-    eff_draws = np.array([_safe(data.statistic, i) for i in resamples])
-    base_draws = (np.array([_safe(data.baseline, i) for i in resamples]) if data.baseline is not None
-                  else np.full(n_boot, math.nan))
-    if data.beyond is not None:
-        dec_draws = np.array([_safe(data.beyond, i) for i in resamples])
-    elif data.baseline is not None:
-        dec_draws = eff_draws - base_draws
-    else:
-        dec_draws = eff_draws
-    e_lo, e_hi = percentile_interval(eff_draws)
-    b_lo, b_hi = percentile_interval(base_draws) if data.baseline is not None else (math.nan, math.nan)
-    d_lo, d_hi = percentile_interval(dec_draws)
-    p = bootstrap_p(dec_draws, dec_null if boundary is None else boundary)
-    return Assessment(effect, e_lo, e_hi, base, b_lo, b_hi, decisive, d_lo, d_hi, dec_null, p, level,
-                      n_datasets, n_runs, *lodo, *loso)
+            keep = {s: np.array([s not in studies.get(r, ()) for r in runs], bool) for s in names}
+            loso = _leave_out(est, rows, keep, null_value, favourable)
+    base = safe(data.baseline, np.arange(rows.height)) if data.baseline is not None else math.nan
+    n_units = rows.height if len(set(runs.tolist())) == rows.height else n_runs
+    return Inference(pooled.value, pooled.low, pooled.high, pooled.low90, pooled.high90, pooled.p, pooled.df,
+                     pooled.tau2, pooled.i2, pooled.method, len(groups), n_runs, n_units, base, *lodo, *loso,
+                     notes=notes)
 
 
 def rows_of(idx: np.ndarray, *columns: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -176,3 +176,35 @@ def within_group_r(x: np.ndarray, y: np.ndarray, groups: np.ndarray, controls: n
     if math.isfinite(r) and dof >= 1:
         p = float(2 * stats.t.sf(abs(r * math.sqrt(dof / max(1e-300, 1 - r * r))), dof))
     return Estimate(r, boot.low, boot.high, n, unit, p=p, groups=k, datasets=n_first)
+
+
+def within_run_ranks(values: np.ndarray, runs: np.ndarray) -> np.ndarray:
+    """Run fixed effects on a rank scale: each column of ``values`` (n,) or (n, c) ranked among the rows
+    of its run (average ranks) and centred on the run's mean rank, so that pooling the rows of many
+    runs compares layers only within their own run. Rows with any value missing are NaN and take no rank."""
+    v = np.asarray(values, float)
+    flat = v.ndim == 1
+    v = v[:, None] if flat else v
+    ok = np.isfinite(v).all(axis=1)
+    out = np.full(v.shape, np.nan)
+    runs = np.asarray(runs)
+    for r in np.unique(runs[ok]):
+        m = ok & (runs == r)
+        ranks = stats.rankdata(v[m], axis=0)
+        out[m] = ranks - ranks.mean(axis=0)
+    return out[:, 0] if flat else out
+
+
+def partial_r(x: np.ndarray, y: np.ndarray, controls: np.ndarray | None = None) -> float:
+    """Pearson r of x and y (n,), or with ``controls`` (n, c) the r of their residuals on [1, controls],
+    over the rows where everything is finite; NaN below 4 such rows or with a side left constant."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    c = None if controls is None else np.asarray(controls, float).reshape(len(x), -1)
+    if c is not None:
+        ok &= np.isfinite(c).all(axis=1)
+    if ok.sum() < 4:
+        return math.nan
+    if c is None or c.shape[1] == 0:
+        return pearson(x[ok], y[ok])
+    return pearson(partial_residuals(x[ok], c[ok]), partial_residuals(y[ok], c[ok]))

@@ -15,7 +15,8 @@ class Estimate:
     independent units it rests on, counted in ``unit`` ("runs", "twins", "layer snapshots").
 
     ``groups`` is the number of groups the statistic was computed within (data sets, say), when it was;
-    ``datasets`` the number of distinct data sets among them. NaN marks what could not be estimated.
+    ``datasets`` the number of distinct data sets among them; ``df`` the degrees of freedom of a t
+    interval (inf: a normal or percentile interval). NaN marks what could not be estimated.
     """
 
     value: float
@@ -26,6 +27,7 @@ class Estimate:
     p: float = math.nan
     groups: int | None = None
     datasets: int | None = None
+    df: float = math.inf
 
     @classmethod
     def missing(cls, n: int = 0, unit: str = "rows", value: float = math.nan, **kw) -> Estimate:

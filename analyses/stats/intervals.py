@@ -25,9 +25,9 @@ def mean_ci(values: np.ndarray, unit: str = "rows", null: float = 0.0) -> Estima
         return Estimate.missing(n, unit, float(v.mean()) if n else math.nan)
     m, se = float(v.mean()), float(v.std(ddof=1) / math.sqrt(n))
     if se == 0:
-        return Estimate(m, m, m, n, unit)
+        return Estimate.missing(n, unit, m)
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * se
-    return Estimate(m, m - half, m + half, n, unit, p=mean_t_p(v, null))
+    return Estimate(m, m - half, m + half, n, unit, p=mean_t_p(v, null), df=n - 1)
 
 
 def mean_t_p(values: np.ndarray, null: float = 0.0) -> float:
@@ -43,11 +43,8 @@ def wilson_ci(k: int, n: int, unit: str = "trials") -> Estimate:
     """Proportion k/n with its Wilson interval."""
     if n == 0:
         return Estimate.missing(0, unit)
-    z = float(stats.norm.ppf(0.5 + CONFIDENCE / 2))
     p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), n, unit)
+    return Estimate(p, *wilson_bounds(p, n, CONFIDENCE), n, unit)
 
 
 def bh_adjust(p: np.ndarray, alpha: float = 0.05) -> np.ndarray:
@@ -59,3 +56,29 @@ def bh_adjust(p: np.ndarray, alpha: float = 0.05) -> np.ndarray:
     if ok.any():
         out[ok] = multipletests(p[ok], alpha=alpha, method="fdr_bh")[1]
     return out
+
+
+def design_effect(scores: np.ndarray, clusters: np.ndarray) -> tuple[float, float]:
+    """(Kish's design effect 1 + (m0 - 1) ICC, the ICC) of ``scores`` (n,) in ``clusters`` (n,): the ICC by
+    one-way ANOVA, (MSB - MSW) / (MSB + (m0 - 1) MSW) with m0 = (n - sum m_j^2 / n) / (k - 1), clipped to
+    [0, 1]; 1 and 0 with one cluster or no within-cluster spread to compare against."""
+    s, c = np.asarray(scores, float), np.asarray(clusters)
+    labels, inv, m = np.unique(c, return_inverse=True, return_counts=True)
+    n, k = len(s), len(labels)
+    if k < 2 or n <= k:
+        return 1.0, 0.0
+    means = np.bincount(inv, weights=s) / m
+    msb = float((m * (means - s.mean()) ** 2).sum() / (k - 1))
+    msw = float(((s - means[inv]) ** 2).sum() / (n - k))
+    m0 = (n - float((m * m).sum()) / n) / (k - 1)
+    den = msb + (m0 - 1) * msw
+    icc = min(1.0, max(0.0, (msb - msw) / den)) if den > 0 else 0.0
+    return 1.0 + (m0 - 1) * icc, icc
+
+
+def wilson_bounds(p: float, n: float, level: float) -> tuple[float, float]:
+    """The Wilson score interval of a proportion p over n (possibly effective, fractional) trials."""
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

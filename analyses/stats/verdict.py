@@ -1,31 +1,39 @@
 """The verdict rule and the verdict rows every claim-testing stage writes.
 
 A stage that speaks to a claim writes ``analysis_<stage>_verdicts`` (:data:`VERDICT_COLUMNS`) through
-:func:`write_verdicts`. Each row states the claim, the test, the effect (a number with a sign the
-claim predicts), the stage's own 95% confidence interval, n and the unit n counts; and, when the stage
-hands over the rows behind it (:class:`analyses.stats.claims.ClaimData`), the effect's two-level
-interval (data sets, then runs within them), the confound the claim is tested against with the
-baseline's effect beside the claim's, the effect beyond the baseline, its bootstrap p, and the range
-of the decisive estimate when one data set or one study is left out.
+:func:`write_verdicts`. Each row states the claim, the test, the effect (a number with the sign the
+claim predicts) with its 95% and 90% intervals, n and the unit n counts, how the interval was made
+(``interval_method``, with tau^2 and I^2 where data sets were pooled), the negligible band and its
+units, the confound the estimand holds fixed with the confound's own effect beside it, the stage's
+own estimate (``stage_effect``), and the range of the effect with one data set or one study left out.
 
-The verdict rests on the **decisive interval**: that of the effect beyond the baseline when there is a
-baseline, else the effect's two-level interval, else (no rows handed over) the stage's interval.
-:func:`decide` turns it into
+**The effect is the decisive estimate**: when the stage hands over its rows
+(:class:`analyses.stats.claims.ClaimData`) it is the estimand pooled across data sets
+(:func:`analyses.stats.claims.assess`); otherwise the stage's own estimate and interval. :func:`decide`
+turns it into
 
-- ``supported``: the interval excludes the null value on the side the claim predicts (either side for a
+- ``supported``: the 95% interval excludes the null on the side the claim predicts (either side for a
   claim of a relation whose sign the paper does not state, ``predicted = "nonzero"``) and the point
   estimate lies outside the ``negligible`` band around the null;
-- ``not supported``: the interval excludes it on the other side, or lies wholly inside the
-  negligible band (a precisely measured absence of the effect);
-- ``inconclusive``: otherwise (the interval covers the null, or the point estimate is inside the band),
-  or too little data to estimate.
+- ``not supported``: the 95% interval excludes the null on the other side, or the 90% interval lies
+  inside the band: two one-sided tests at 5% each (TOST) show the effect is negligible;
+- ``inconclusive``: otherwise, or too little data to estimate.
 
 A claim of a magnitude (``predicted = "at_least"``, the paper's R^2 = 0.89) is supported when the
 interval's lower end reaches the null minus the band and not supported when its upper end stays below
 it. ``band_sensitive`` says whether halving or doubling the band would change the call.
-``analysis_verdicts`` adds the Holm adjustment within each paper's family (``p_holm``,
-``verdict_adjusted``): a supported call whose Holm-adjusted decisive p is 0.05 or more becomes
-inconclusive; the unadjusted call stays in ``verdict``.
+
+**Two rows for a reframed claim**: ``role = "paper"`` is the claim tested as the paper states it
+(against chance or no structure), ``role = "sharpened"`` the same claim beyond a confound
+(initialization, training time, fit); both carry the paper row's id in ``pair``. ``analysis_verdicts``
+reads a pair together (``reading``: "holds as stated, and beyond <confound>", "holds as stated, but
+not beyond <confound>", ...).
+
+**Holm**: ``analysis_verdicts`` adjusts, within each paper's family, the p-values of the rows that
+are testable (a finite p), distinct (one row per estimate and interval) and confirmatory (not of an
+:data:`EXPLORATORY_FAMILIES` paper): ``in_holm``, ``p_holm``, and ``verdict_adjusted`` (a supported
+call whose Holm-adjusted p is 0.05 or more is inconclusive). Exploratory rows keep their call in
+``verdict_adjusted`` and say so in ``reading``.
 """
 
 from __future__ import annotations
@@ -39,37 +47,55 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from analyses.stats.claims import Assessment, ClaimData, assess, study_membership
+from analyses.stats.claims import ClaimData, Inference, assess, study_membership
 from analyses.stats.estimate import Estimate
+from analyses.stats.meta import t_interval
 
 Direction = Literal["positive", "negative", "nonzero", "at_least"]
+Role = Literal["paper", "sharpened"]
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
+#: Papers whose verdicts are exploratory: outside the Holm families, and marked so in the report.
+EXPLORATORY_FAMILIES = {
+    "000": "paper 000 is a short abstract that states no testable claim: its verdicts test this project's "
+           "reading of it (gradient pressure, the Riemannian metric) and are exploratory",
+}
+#: The family-wise level of the Holm adjustment.
+HOLM_ALPHA = 0.05
 
 VERDICT_COLUMNS: list[tuple[str, str]] = [
-    ("stage", "VARCHAR"), ("claim_id", "VARCHAR"), ("source", "VARCHAR"), ("claim", "VARCHAR"),
-    ("test", "VARCHAR"), ("effect_name", "VARCHAR"), ("predicted", "VARCHAR"), ("effect", "DOUBLE"),
-    ("ci_low", "DOUBLE"), ("ci_high", "DOUBLE"), ("null_value", "DOUBLE"), ("n", "INTEGER"),
-    ("n_unit", "VARCHAR"), ("p_value", "DOUBLE"), ("verdict", "VARCHAR"), ("detail", "VARCHAR"),
-    ("family", "VARCHAR"), ("negligible", "DOUBLE"), ("band_sensitive", "BOOLEAN"),
-    ("interval_level", "VARCHAR"), ("n_datasets", "INTEGER"), ("n_runs", "INTEGER"),
-    ("effect2_low", "DOUBLE"), ("effect2_high", "DOUBLE"),
+    ("stage", "VARCHAR"), ("claim_id", "VARCHAR"), ("source", "VARCHAR"), ("family", "VARCHAR"),
+    ("role", "VARCHAR"), ("pair", "VARCHAR"), ("exploratory", "BOOLEAN"),
+    ("claim", "VARCHAR"), ("test", "VARCHAR"), ("effect_name", "VARCHAR"), ("predicted", "VARCHAR"),
+    ("null_value", "DOUBLE"), ("effect", "DOUBLE"), ("ci_low", "DOUBLE"), ("ci_high", "DOUBLE"),
+    ("ci90_low", "DOUBLE"), ("ci90_high", "DOUBLE"), ("p_value", "DOUBLE"), ("df", "DOUBLE"),
+    ("interval_method", "VARCHAR"), ("tau2", "DOUBLE"), ("i2", "DOUBLE"),
+    ("n", "INTEGER"), ("n_unit", "VARCHAR"), ("n_datasets", "INTEGER"), ("n_runs", "INTEGER"),
+    ("negligible", "DOUBLE"), ("band_units", "VARCHAR"), ("band_sensitive", "BOOLEAN"), ("verdict", "VARCHAR"),
     ("confound", "VARCHAR"), ("baseline_name", "VARCHAR"), ("baseline_effect", "DOUBLE"),
-    ("baseline_low", "DOUBLE"), ("baseline_high", "DOUBLE"),
-    ("beyond_name", "VARCHAR"), ("beyond_effect", "DOUBLE"), ("beyond_low", "DOUBLE"), ("beyond_high", "DOUBLE"),
-    ("beyond_null", "DOUBLE"), ("p_decisive", "DOUBLE"),
+    ("stage_effect", "DOUBLE"), ("stage_low", "DOUBLE"), ("stage_high", "DOUBLE"),
     ("lodo_low", "DOUBLE"), ("lodo_high", "DOUBLE"), ("lodo_worst", "VARCHAR"),
     ("loso_low", "DOUBLE"), ("loso_high", "DOUBLE"), ("loso_worst", "VARCHAR"),
+    ("detail", "VARCHAR"),
 ]
 #: What ``analysis_verdicts`` adds to the stages' rows.
-COLLECTED_COLUMNS: list[tuple[str, str]] = VERDICT_COLUMNS + [("p_holm", "DOUBLE"), ("verdict_adjusted", "VARCHAR")]
+COLLECTED_COLUMNS: list[tuple[str, str]] = VERDICT_COLUMNS + [
+    ("in_holm", "BOOLEAN"), ("p_holm", "DOUBLE"), ("verdict_adjusted", "VARCHAR"), ("reading", "VARCHAR")]
+
+
+def family_of(source: str) -> str:
+    """The paper a source names: its leading paper number ("001 §5.6" -> "001")."""
+    s = source.strip()
+    return s[:3] if s[:3].isdigit() else (s.split()[0] if s else "")
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """One tested claim. ``predicted`` is the sign of ``effect - null_value`` the claim predicts,
-    "nonzero" when it predicts an effect of unstated sign, or "at_least" for a magnitude the paper
-    reports (``null_value``). ``data``, when given, holds the rows and statistics from which
-    :func:`write_verdicts` computes the two-level interval, the baseline and the leave-one-out ranges."""
+    """One tested claim (see the module doc). ``predicted`` is the sign of ``effect - null_value`` the
+    claim predicts, "nonzero" for an effect of unstated sign, or "at_least" for a magnitude the paper
+    reports (``null_value``). ``effect``, ``ci_low``, ``ci_high``, ``p_value`` and ``df`` are the stage's
+    own estimate; ``data``, when given, holds the rows and the estimand that decide the call.
+    ``negligible`` (> 0) is the band around the null inside which an effect is no effect, in
+    ``band_units``; ``role`` and ``pair`` place the row in a paper/sharpened pair."""
 
     claim_id: str
     source: str
@@ -85,74 +111,91 @@ class Verdict:
     p_value: float | None = None
     null_value: float = 0.0
     negligible: float = 0.0
+    band_units: str = ""
     detail: str = ""
     data: ClaimData | None = None
+    role: Role = "paper"
+    pair: str = ""
+    df: float = math.inf
 
     def __post_init__(self) -> None:
-        if self.predicted == "at_least" and self.data is not None and self.data.has_baseline:
-            raise ValueError(f"{self.claim_id}: a magnitude claim (at_least) takes no baseline; test the "
-                             "baseline in a verdict of its own")
+        if not (self.negligible > 0 and self.band_units):
+            raise ValueError(f"{self.claim_id}: every verdict declares its negligible band (> 0) and the band's "
+                             "units, so that an absent effect can be shown (equivalence)")
+        if self.role == "sharpened" and not self.pair:
+            raise ValueError(f"{self.claim_id}: a sharpened row names the paper row it sharpens (pair)")
 
     @classmethod
     def of(cls, estimate: Estimate, claim_id: str, source: str, claim: str, test: str, effect_name: str,
            predicted: Direction, *, with_p: bool = True, **kw) -> Verdict:
-        """The verdict on ``estimate``: its value, interval, n and unit (and p, unless ``with_p`` is false)."""
+        """The verdict on ``estimate``: its value, interval, n, unit and df (and p, unless ``with_p`` is false)."""
         if with_p and "p_value" not in kw:
             kw["p_value"] = estimate.p
+        kw.setdefault("df", estimate.df)
         return cls(claim_id, source, claim, test, effect_name, predicted, estimate.value, estimate.low,
                    estimate.high, estimate.n, estimate.unit, **kw)
 
     @property
     def family(self) -> str:
-        """The paper the claim comes from: the source's leading paper number ("001 §5.6" -> "001")."""
-        head = self.source.strip()[:3]
-        return head if head.isdigit() else self.source.split()[0] if self.source.strip() else ""
+        return family_of(self.source)
+
+    @property
+    def exploratory(self) -> bool:
+        return self.family in EXPLORATORY_FAMILIES
 
     @property
     def verdict(self) -> str:
-        """The call on the stage's own interval (no rows handed over); :meth:`row` decides on the
-        decisive interval instead."""
-        return decide(self.ci_low, self.ci_high, self.predicted, self.null_value, self.negligible, self.effect)
+        """The call on the stage's own estimate; :meth:`row` decides on the pooled one when given."""
+        return self.row("")["verdict"]
 
-    def row(self, stage: str, assessment: Assessment | None = None) -> dict:
-        """The verdict row (:data:`VERDICT_COLUMNS`), deciding on the decisive interval of ``assessment``."""
+    @property
+    def boundary(self) -> float:
+        """The value the p-value is computed at: the null, or for a magnitude the null minus the band."""
+        return self.null_value - self.negligible if self.predicted == "at_least" else self.null_value
+
+    def _stage_inference(self) -> Inference:
+        """The stage's own estimate as the deciding one (no rows handed over): its interval, with the
+        90% interval and p from the t_df (normal for df inf) that the interval implies."""
+        est, lo, hi = (_num(self.effect), _num(self.ci_low), _num(self.ci_high))
+        lo90 = hi90 = p = math.nan
+        if math.isfinite(lo) and math.isfinite(hi) and hi > lo and math.isfinite(est):
+            se = _se_from_interval(lo, hi, self.df)
+            pooled = t_interval(est, se, self.df, self.boundary)
+            lo90, hi90, p = pooled.low90, pooled.high90, pooled.p
+        if _finite(self.p_value):
+            p = float(self.p_value)
+        return Inference(est, lo, hi, lo90, hi90, p, self.df, math.nan, math.nan,
+                         "the stage's own interval", 0, 0, self.n)
+
+    def row(self, stage: str, inference: Inference | None = None) -> dict:
+        """The verdict row (:data:`VERDICT_COLUMNS`), deciding on ``inference`` (the stage's own estimate
+        when None)."""
+        a = inference or self._stage_inference()
+        call = decide(a.low, a.high, self.predicted, self.null_value, self.negligible, a.value, a.low90, a.high90)
+        sensitive = any(decide(a.low, a.high, self.predicted, self.null_value, self.negligible * f, a.value,
+                               a.low90, a.high90) != call for f in (0.5, 2.0))
         d = asdict(self)
-        for k in ("negligible", "data"):
+        for k in ("data", "p_value", "effect", "ci_low", "ci_high", "df", "n"):
             d.pop(k)
-        out = {"stage": stage, **{k: _clean(v) for k, v in d.items()}}
-        a = assessment
-        has_baseline = a is not None and self.data is not None and self.data.has_baseline
-        if a is None or not (has_baseline or (_finite(a.decisive_low) and _finite(a.decisive_high))):
-            # no rows handed over, or too few runs for a two-level interval: the stage's interval decides
-            lo, hi, point, null, level = self.ci_low, self.ci_high, self.effect, self.null_value, "stage interval only"
-            p = self.p_value if _finite(self.p_value) else interval_p(self.effect, lo, hi, _boundary(self))
-        else:
-            lo, hi, point, null, level, p = (a.decisive_low, a.decisive_high, a.decisive, a.decisive_null,
-                                             a.level, a.p)
-        call = decide(lo, hi, self.predicted, null, self.negligible, point)
-        sensitive = self.negligible > 0 and any(
-            decide(lo, hi, self.predicted, null, self.negligible * f, point) != call for f in (0.5, 2.0))
         data = self.data
-        extra = {
-            "verdict": call, "family": self.family, "negligible": float(self.negligible),
-            "band_sensitive": bool(sensitive), "interval_level": level, "p_decisive": p,
-            "confound": data.confound if data else "", "baseline_name": data.baseline_name if data else "",
-            "beyond_name": (data.beyond_name or f"{self.effect_name} minus baseline") if has_baseline else "",
-            "lodo_worst": a.lodo_worst if a else "", "loso_worst": a.loso_worst if a else "",
-        }
-        if a is not None:
-            extra |= {
-                "n_datasets": a.n_datasets, "n_runs": a.n_runs, "effect2_low": a.effect_low,
-                "effect2_high": a.effect_high, "baseline_effect": a.baseline, "baseline_low": a.baseline_low,
-                "baseline_high": a.baseline_high, "lodo_low": a.lodo_low, "lodo_high": a.lodo_high,
-                "loso_low": a.loso_low, "loso_high": a.loso_high}
-        if has_baseline:
-            extra |= {"beyond_effect": a.decisive, "beyond_low": a.decisive_low, "beyond_high": a.decisive_high,
-                      "beyond_null": a.decisive_null}
-        if a and a.notes:
-            out["detail"] = "; ".join(filter(None, [out["detail"], *a.notes]))
-        out.update({k: _clean(v) for k, v in extra.items()})
-        return out
+        out = {"stage": stage, **d, "family": self.family, "exploratory": self.exploratory,
+               "effect": a.value, "ci_low": a.low, "ci_high": a.high, "ci90_low": a.low90, "ci90_high": a.high90,
+               "p_value": a.p, "df": a.df, "interval_method": a.method, "tau2": a.tau2, "i2": a.i2,
+               "n": a.n_units if inference is not None else self.n,
+               "n_datasets": a.n_datasets if inference is not None else None,
+               "n_runs": a.n_runs if inference is not None else None,
+               "band_sensitive": bool(sensitive), "verdict": call,
+               "confound": data.confound if data else "", "baseline_name": data.baseline_name if data else "",
+               "baseline_effect": a.baseline, "stage_effect": self.effect, "stage_low": self.ci_low,
+               "stage_high": self.ci_high, "lodo_low": a.lodo_low, "lodo_high": a.lodo_high,
+               "lodo_worst": a.lodo_worst, "loso_low": a.loso_low, "loso_high": a.loso_high,
+               "loso_worst": a.loso_worst,
+               "detail": "; ".join(filter(None, [self.detail, *a.notes]))}
+        return {k: _clean(v) for k, v in out.items()}
+
+
+def _num(v) -> float:
+    return float(v) if _finite(v) else math.nan
 
 
 def _finite(v) -> bool:
@@ -167,34 +210,36 @@ def _clean(v):
     return v
 
 
-def _boundary(v: Verdict) -> float:
-    return v.null_value - v.negligible if v.predicted == "at_least" else v.null_value
-
-
-def interval_p(estimate: float | None, low: float | None, high: float | None, null: float) -> float:
-    """Two-sided p of ``null`` from a 95% interval, by the normal approximation (Altman and Bland 2011):
-    se = (high - low) / (2 z), z = |estimate - null| / se. For verdicts whose stage gives no p-value;
-    NaN without a finite interval of positive width."""
-    if not (_finite(estimate) and _finite(low) and _finite(high)) or high <= low:
-        return math.nan
+def _se_from_interval(low: float, high: float, df: float) -> float:
     from scipy import stats
 
-    z975 = float(stats.norm.ppf(0.975))
-    se = (high - low) / (2 * z975)
-    return float(2 * stats.norm.sf(abs(estimate - null) / se))
+    q = stats.norm.ppf(0.975) if not math.isfinite(df) else stats.t.ppf(0.975, df)
+    return (high - low) / (2 * q)
+
+
+def interval_p(estimate: float | None, low: float | None, high: float | None, null: float,
+               df: float = math.inf) -> float:
+    """Two-sided p of ``null`` from a symmetric 95% interval on ``df`` degrees of freedom (normal for
+    inf; Altman and Bland 2011): se = (high - low) / (2 t_df), t = |estimate - null| / se. For stages
+    that give no p-value; NaN without a finite interval of positive width."""
+    if not (_finite(estimate) and _finite(low) and _finite(high)) or high <= low:
+        return math.nan
+    return t_interval(float(estimate), _se_from_interval(low, high, df), df, null).p
 
 
 def decide(ci_low: float | None, ci_high: float | None, predicted: Direction, null: float = 0.0,
-           negligible: float = 0.0, point: float | None = None) -> str:
-    """The verdict for an effect (point estimate ``point``, when given) whose confidence interval is
-    [ci_low, ci_high] (see module doc)."""
+           negligible: float = 0.0, point: float | None = None, low90: float | None = None,
+           high90: float | None = None) -> str:
+    """The verdict for an effect (point estimate ``point``) whose 95% interval is [ci_low, ci_high] and
+    90% interval [low90, high90] (the 95% one where not given); see the module doc."""
     if not (_finite(ci_low) and _finite(ci_high)):
         return INCONCLUSIVE
     if predicted == "at_least":
         if ci_high < null - negligible:
             return NOT_SUPPORTED
         return SUPPORTED if ci_low >= null - negligible else INCONCLUSIVE
-    if negligible > 0 and null - negligible < ci_low and ci_high < null + negligible:
+    eq_low, eq_high = (low90, high90) if _finite(low90) and _finite(high90) else (ci_low, ci_high)
+    if negligible > 0 and null - negligible < eq_low and eq_high < null + negligible:
         return NOT_SUPPORTED
     above, below = ci_low > null, ci_high < null
     if (above and predicted in ("positive", "nonzero")) or (below and predicted in ("negative", "nonzero")):
@@ -207,21 +252,66 @@ def decide(ci_low: float | None, ci_high: float | None, predicted: Direction, nu
 
 
 def holm_adjusted(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` (verdict rows) with ``p_holm``, Holm's step-down adjustment of ``p_decisive`` within
-    each ``family`` (statsmodels ``multipletests(method="holm")``; a missing p counts as 1, so it
-    neither passes nor loosens the others), and ``verdict_adjusted``: ``verdict``, except that a
-    supported call with p_holm >= 0.05 is inconclusive."""
+    """``frame`` (verdict rows) with ``in_holm``, ``p_holm`` and ``verdict_adjusted``: Holm's step-down
+    adjustment (statsmodels ``multipletests(method="holm")``) of ``p_value`` within each ``family`` over
+    the rows that are testable (finite p), confirmatory (not exploratory) and distinct (the first of rows
+    with the same effect, interval, null and direction); ``p_holm`` is NULL outside. A supported call with
+    p_holm >= :data:`HOLM_ALPHA` is inconclusive in ``verdict_adjusted``; rows outside keep their call."""
     from statsmodels.stats.multitest import multipletests
 
-    p = frame["p_decisive"].fill_null(1.0).fill_nan(1.0).to_numpy().astype(float)
+    p = frame["p_value"].cast(pl.Float64).fill_null(math.nan).to_numpy().astype(float)
     fam = frame["family"].fill_null("").to_numpy()
-    adj = np.ones_like(p)
+    exploratory = frame["exploratory"].fill_null(False).to_numpy().astype(bool)
+    key = frame.select(pl.concat_str([pl.col(c).cast(pl.Utf8).fill_null("") for c in
+                                      ("family", "effect", "ci_low", "ci_high", "null_value", "predicted")],
+                                     separator="|")).to_series().to_numpy()
+    seen: set[str] = set()
+    in_holm = np.zeros(len(p), bool)
+    for i in range(len(p)):
+        if np.isfinite(p[i]) and not exploratory[i] and key[i] not in seen:
+            in_holm[i] = True
+            seen.add(key[i])
+    adj = np.full(len(p), np.nan)
     for f in np.unique(fam):
-        sel = fam == f
-        adj[sel] = multipletests(p[sel], method="holm")[1]
+        sel = (fam == f) & in_holm
+        if sel.any():
+            adj[sel] = multipletests(p[sel], method="holm")[1]
     verdict = frame["verdict"].to_numpy()
-    adjusted = np.where((verdict == SUPPORTED) & (adj >= 0.05), INCONCLUSIVE, verdict)
-    return frame.with_columns(p_holm=pl.Series(adj), verdict_adjusted=pl.Series(adjusted.astype(str)))
+    adjusted = np.where(in_holm & (verdict == SUPPORTED) & ~(adj < HOLM_ALPHA), INCONCLUSIVE, verdict)
+    adjusted = np.where(~in_holm & (verdict == SUPPORTED) & ~exploratory & ~np.isfinite(p), INCONCLUSIVE, adjusted)
+    out = frame.with_columns(in_holm=pl.Series(in_holm), p_holm=pl.Series(adj).fill_nan(None),
+                             verdict_adjusted=pl.Series(adjusted.astype(str)))
+    return out.with_columns(reading=pl.Series(readings(out)))
+
+
+def readings(frame: pl.DataFrame) -> list[str]:
+    """One sentence per row reading a paper/sharpened pair together (module doc); exploratory rows say so."""
+    calls = {(r["pair"] or r["claim_id"], r["role"]): r for r in frame.iter_rows(named=True)}
+    out = []
+    for r in frame.iter_rows(named=True):
+        if r["exploratory"]:
+            out.append(f"exploratory, outside Holm: paper {r['family']} states no testable claim")
+            continue
+        pair = r["pair"] or r["claim_id"]
+        paper, sharp = calls.get((pair, "paper")), calls.get((pair, "sharpened"))
+        if paper is None or sharp is None:
+            out.append("")
+            continue
+        beyond = sharp["confound"] or "its confound"
+        a, b = paper["verdict_adjusted"], sharp["verdict_adjusted"]
+        if a == SUPPORTED and b == SUPPORTED:
+            out.append(f"holds as stated, and beyond {beyond}")
+        elif a == SUPPORTED and b == NOT_SUPPORTED:
+            out.append(f"holds as stated, but not beyond {beyond} (structural)")
+        elif a == SUPPORTED:
+            out.append(f"holds as stated; beyond {beyond} undecided")
+        elif a == NOT_SUPPORTED:
+            out.append("does not hold as stated")
+        elif b == SUPPORTED:
+            out.append(f"undecided as stated, but holds beyond {beyond}")
+        else:
+            out.append("undecided as stated")
+    return out
 
 
 def write_verdicts(con: duckdb.DuckDBPyConnection, stage: str, verdicts: Sequence[Verdict]) -> None:
@@ -232,9 +322,7 @@ def write_verdicts(con: duckdb.DuckDBPyConnection, stage: str, verdicts: Sequenc
     studies = study_membership(con)
     rows = []
     for v in verdicts:
-        # the bootstrap p is that of the decisive quantity's own null, except for a magnitude claim
-        boundary = _boundary(v) if v.predicted == "at_least" else None
-        a = assess(v.data, v.predicted, v.null_value, studies, boundary=boundary) if v.data is not None else None
+        a = assess(v.data, v.predicted, v.null_value, studies, boundary=v.boundary) if v.data is not None else None
         rows.append(v.row(stage, a))
     frame = pl.DataFrame(rows, schema=polars_schema(VERDICT_COLUMNS))
     write_declared(con, f"analysis_{stage}_verdicts", VERDICT_COLUMNS, frame)
