@@ -1,11 +1,14 @@
 """Every verdict in one table: the union of the verdict rows each claim-testing stage writes.
 
 Table ``analysis_verdicts``: one row per tested claim, in stage order then by ``claim_id``: the
-stage's columns (the claim and its source section, the test, the effect with the stage's interval
-and its two-level interval, the confound and the baseline's effect beside the claim's, the effect
-beyond it, the leave-one-data-set-out and leave-one-study-out ranges, the unadjusted verdict) and
-the Holm adjustment within each paper's family: ``p_holm`` and ``verdict_adjusted``. The rules are
-those of :mod:`analyses.stats.verdict`.
+stage's columns (the claim and its source section, its role, the paper's test or the sharpened one,
+and the pair it belongs to; the test; the decisive effect pooled across data sets with its 95% and
+90% intervals, p, the interval's method, tau^2 and I^2; the band and its units; the confound held
+fixed with its own effect; the stage's own estimate; the leave-one-data-set-out and leave-one-study-out
+ranges; the unadjusted verdict) and what collecting them adds: whether the row is in its paper's Holm
+family (testable, distinct, confirmatory: paper 000 is exploratory), ``p_holm``,
+``verdict_adjusted`` and ``reading`` (a paper/sharpened pair read together). The rules are those of
+:mod:`analyses.stats.verdict`.
 """
 
 from __future__ import annotations

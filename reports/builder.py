@@ -62,28 +62,32 @@ def _interval(lo, hi) -> str:
 
 
 def verdict_sentence(v: dict) -> str:
-    """One generated sentence for a verdict row: claim, test, effect with its stage and two-level
-    intervals and n, the baseline beside it and the effect beyond it, the leave-one-out ranges, and
-    the unadjusted and Holm-adjusted calls."""
+    """One generated sentence for a verdict row: claim, test, the decisive effect with its interval, how
+    the interval was made (with tau^2 and I^2 where data sets were pooled) and n, the confound and its
+    own effect, the stage's own estimate, the leave-one-out ranges, the band, and the unadjusted and
+    Holm-adjusted calls with the pair's reading."""
     def num(x):
         return "n/a" if x is None else f"{x:.3g}"
+    role = {"paper": "the paper's test", "sharpened": "the sharpened test"}.get(v.get("role"), "")
     interval = (f"95% CI {num(v['ci_low'])} to {num(v['ci_high'])}"
                 if v["ci_low"] is not None and v["ci_high"] is not None else "no interval: too little data")
     p = f", p = {v['p_value']:.2g}" if v.get("p_value") is not None else ""
-    parts = [f"{v['claim']} ({v['source']}). Test: {v['test']}. {v['effect_name']} = {num(v['effect'])} "
+    parts = [f"{v['claim']} ({v['source']}; {role}). Test: {v['test']}. {v['effect_name']} = {num(v['effect'])} "
              f"({interval}{p}; n = {v['n']} {v['n_unit']}; claim predicts {v['predicted']} vs "
-             f"{num(v['null_value'])})."]
-    if v.get("effect2_low") is not None:
-        parts.append(f"Two-level interval ({v['interval_level']}; {v['n_datasets']} data sets, {v['n_runs']} runs): "
-                     f"{_interval(v['effect2_low'], v['effect2_high'])}.")
-    if v.get("beyond_name"):
-        parts.append(f"Against {v['confound']}: baseline {v['baseline_name'] or 'n/a'} = {num(v['baseline_effect'])} "
-                     f"{_interval(v['baseline_low'], v['baseline_high'])}; {v['beyond_name']} = "
-                     f"{num(v['beyond_effect'])} {_interval(v['beyond_low'], v['beyond_high'])}.")
-    elif v.get("confound"):
-        parts.append(f"Confound controlled by design: {v['confound']}.")
-    elif v.get("interval_level") != "stage interval only":
-        parts.append("No baseline: no confound tested for this claim.")
+             f"{num(v['null_value'])}; negligible within {num(v['negligible'])} {v.get('band_units') or ''})."]
+    method = v.get("interval_method") or ""
+    if v.get("tau2") is not None:
+        method += f"; tau^2 = {num(v['tau2'])}, I^2 = {num(v.get('i2'))}"
+    if method:
+        parts.append(f"Interval: {method}" + (f" ({v['n_datasets']} data sets, {v['n_runs']} runs)."
+                                              if v.get("n_datasets") else "."))
+    if v.get("confound"):
+        base = (f"; the confound's own effect, {v['baseline_name']} = {num(v['baseline_effect'])}"
+                if v.get("baseline_name") else "")
+        parts.append(f"Held fixed: {v['confound']}{base}.")
+    if v.get("stage_effect") is not None:
+        parts.append(f"The stage's own estimate: {num(v['stage_effect'])} "
+                     f"{_interval(v.get('stage_low'), v.get('stage_high'))}.")
     if v.get("lodo_worst"):
         parts.append(f"Leaving one data set out: {num(v['lodo_low'])} to {num(v['lodo_high'])} "
                      f"(least favourable without {v['lodo_worst']}).")
@@ -94,19 +98,20 @@ def verdict_sentence(v: dict) -> str:
     holm = f"; Holm-adjusted within {v['family']} (p = {num(v.get('p_holm'))}): {adjusted}" \
         if v.get("p_holm") is not None else ""
     band = " The call changes with half or twice the negligible band." if v.get("band_sensitive") else ""
-    parts.append(f"Verdict: {v['verdict']}{holm}.{band}")
+    reading = f" Read with its pair: {v['reading']}." if v.get("reading") else ""
+    parts.append(f"Verdict: {v['verdict']}{holm}.{band}{reading}")
     return " ".join(parts)
 
 
-#: The verdict table of the report: claim and baseline side by side.
+#: The verdict table of the report: the call and the decisive effect first.
 VERDICT_TABLE_SQL = """
-    SELECT stage, claim_id, source, effect_name, round(effect, 4) AS effect,
-           round(coalesce(effect2_low, ci_low), 4) AS low, round(coalesce(effect2_high, ci_high), 4) AS high,
-           interval_level, confound, baseline_name AS baseline, round(baseline_effect, 4) AS baseline_effect,
-           beyond_name AS beyond, round(beyond_effect, 4) AS beyond_effect, round(beyond_low, 4) AS beyond_low,
-           round(beyond_high, 4) AS beyond_high, round(lodo_low, 4) AS lodo_low, round(lodo_high, 4) AS lodo_high,
-           round(loso_low, 4) AS loso_low, round(loso_high, 4) AS loso_high, n, n_unit, n_datasets,
-           round(p_holm, 4) AS p_holm, band_sensitive, verdict, verdict_adjusted, detail
+    SELECT claim_id, verdict_adjusted, verdict, role, reading, round(effect, 4) AS effect,
+           round(ci_low, 4) AS low, round(ci_high, 4) AS high, round(p_value, 4) AS p, round(p_holm, 4) AS p_holm,
+           in_holm, exploratory, effect_name, negligible, band_units, interval_method, round(tau2, 4) AS tau2,
+           round(i2, 3) AS i2, n, n_unit, n_datasets, confound, baseline_name AS baseline,
+           round(baseline_effect, 4) AS baseline_effect, round(stage_effect, 4) AS stage_effect,
+           round(lodo_low, 4) AS lodo_low, round(lodo_high, 4) AS lodo_high, round(loso_low, 4) AS loso_low,
+           round(loso_high, 4) AS loso_high, band_sensitive, stage, source, detail
     FROM analysis_verdicts"""
 
 

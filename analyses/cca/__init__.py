@@ -1,39 +1,42 @@
 """Canonical correlation analysis (CCA) between a block of spectral features and the block of quality
-metrics, per task, tested against training time: the verdict's CCA is fitted on each run's last snapshot
-with the loss-defined metrics left out of Y, scored on held-out data sets, and compared with the same
-held-out procedure run with ln(1 + step) as the only feature. Tables give the canonical correlations with
-Wilks' lambda tests, the loadings, the held-out folds and variates, and the comparison of designs.
+metrics, per task, tested as the paper states it and beyond training time: the verdict's CCA is fitted
+on each run's last snapshot with the loss-defined metrics left out of Y and scored on held-out data
+sets; the sharpened test asks what the spectral block adds to ln(1 + step) in a nested held-out CCA.
+Tables give the canonical correlations with Wilks' lambda tests, the loadings, the held-out folds and
+variates, and the comparison of designs.
 
-Confound, baseline, decisive test
----------------------------------
+Confound, nested estimand, two rows
+-----------------------------------
 Over all snapshots both blocks move with training time: losses fall, accuracy rises and the spectra
-change along the run. On the default corpus ln(1 + step) alone gives a held-out first canonical
-correlation with the metrics (0.75) above the spectral block's (0.61): the all-snapshot CCA
-measures training time (``analysis_cca_designs``). The verdict therefore
+change along the run, and ln(1 + step) alone relates to the metrics as strongly as the spectral block
+does (``analysis_cca_designs``). The verdicts therefore
 
-- uses one row per run, its **last snapshot**, so the trajectory within a run cannot drive the
+- use one row per run, its **last snapshot**, so the trajectory within a run cannot drive the
   relation and runs weigh equally. Training time is not constant there (train fraction and batch size
-  change a run's number of steps), so
-- the **baseline** (confound "training time") is the same held-out CCA with X = ln(1 + step) alone,
-  on the same rows, Y and folds;
-- Y holds **no loss-defined metric** (``LOSS_DEFINED_METRICS``: train_loss, test_loss, gap_loss,
+  change a run's number of steps);
+- keep **no loss-defined metric** in Y (``LOSS_DEFINED_METRICS``: train_loss, test_loss, gap_loss,
   test_rmse = sqrt(test MSE)): for classification Y = test_accuracy, gap_accuracy, test_f1, test_auc;
   for regression test_r2, test_mae (within a data set test R² is still an affine function of the test
   MSE, so the regression Y cannot be wholly free of the loss);
-- the statistic is the Pearson correlation, over the rows drawn, of the **out-of-fold** first
-  canonical variates (u, v of each row from the fold that held its data set out, stored in
-  ``analysis_cca_scores``: heldout_u1/v1, and time_u1/v1 for the baseline), so the two-level
-  bootstrap (data sets, then runs within them; :mod:`analyses.stats.claims`) resamples them without
-  refitting;
-- the **decisive** quantity is the spectral held-out correlation minus the baseline's, predicted
-  positive (null 0, negligible band ``NEGLIGIBLE_R`` = 0.1).
+- read the **out-of-fold** first canonical variates (u, v of each row from the fold that held its data
+  set out, stored in ``analysis_cca_scores``): each held-out data set's correlation of u and v over its
+  runs is its estimate (variance by leaving runs out), pooled across data sets by random effects
+  (:mod:`analyses.stats.claims`);
+- ``cca.<task>`` (the paper's test): that held-out correlation for the spectral block, predicted
+  positive (null 0, negligible band ``NEGLIGIBLE_R`` = 0.1);
+- ``cca.<task>.beyond_time`` (the sharpened test, confound "training time"): the **nested** gain, the
+  held-out correlation of the CCA with X = [spectral block, ln(1 + step)] minus that with X = ln(1 +
+  step) alone, same rows, Y and folds, per held-out data set. The larger fit contains the smaller one,
+  so a spectral block that adds nothing gives a gain near 0 (the old decisive quantity, spectral minus
+  ln step, compared two fits that did not contain each other: "spectra beat time", not "spectra add to
+  time").
 
 The other reading the issue allows, training time partialled out, is a descriptive row of
 ``analysis_cca_designs``, not the verdict (the verdict's design was fixed before its result was seen):
 all snapshots, quality metrics, each column of both blocks residualized on [1, ln(1 + step)] within its
 data set (:func:`analyses.cca.blocks.partial_within`). It removes the linear trend in ln step only; what
 is left within a run still moves with training, and runs weigh by their number of snapshots, so it is
-no substitute for the last-snapshot test; it has no baseline (ln step is 0 there).
+no substitute for the last-snapshot test; it has no ln-step comparison (ln step is 0 there).
 
 Blocks
 ------
@@ -77,40 +80,29 @@ Tables
     ``N_LOADING_COMPONENTS`` = 2 components, block 'X' (features) or 'Y' (metrics), signs oriented by the
     primary metric.
 ``analysis_cca_heldout``
-    per task, X block (``x_block``: 'spectral', or 'ln_step' for the baseline) and fold:
+    per task, X block (``x_block``: 'spectral', or 'ln_step' for the time-only fit) and fold:
     ``heldout_correlation`` = corr(X_test a_1, Y_test b_1) within the fold (NULL when the training fit
     fails, a projection is constant, or the fold holds fewer than ``MIN_TEST_ROWS`` = 5 rows), the groups
     it held out (``grouped_by`` 'dataset' or 'run').
 ``analysis_cca_scores``
     per row of a fitted task (each run's last snapshot): the in-sample first canonical variates (u1,
-    v1), the held-out ones (heldout_u1, heldout_v1) and the baseline's held-out ones (time_u1, time_v1):
-    the verdict's statistic is corr(heldout_u1, heldout_v1), its baseline corr(time_u1, time_v1).
+    v1), the held-out ones (heldout_u1, heldout_v1) and the time-only fit's held-out ones (time_u1,
+    time_v1): the paper's row reads corr(heldout_u1, heldout_v1) per held-out data set.
 ``analysis_cca_designs``
     per task and design (``DESIGNS``: all snapshots with all metrics, the verdict's design before issue
     18; all snapshots with quality metrics; the same with ln step partialled out of both blocks
-    (``time_partialled``, no baseline: ``time_r`` NULL); last snapshot with quality metrics, the verdict's,
-    ``is_verdict``): the held-out correlation of the spectral block (``spectral_r``, and the Fisher-z mean
-    over folds ``spectral_fold_mean`` the verdict used before), of ln(1 + step) alone (``time_r``), and
-    their difference, each with its two-level interval (over snapshots drawn by run in the all-snapshot
-    designs, so longer runs weigh more there; ``DESIGN_BOOTSTRAP`` = 300 resamples for the descriptive
-    designs, the core's 1000 for the verdict's, whose row then repeats the verdict's intervals).
+    (``time_partialled``, no time-only fit: ``time_r`` NULL); last snapshot with quality metrics, the
+    verdict's, ``is_verdict``): the held-out correlation of the spectral block (``spectral_r``, and the
+    Fisher-z mean over folds ``spectral_fold_mean`` the verdict used before), of ln(1 + step) alone
+    (``time_r``), and their (descriptive, not nested) difference, each per held-out data set pooled by
+    random effects (``interval_level`` names the method; in the all-snapshot designs a run's snapshots
+    are left out together, so longer runs weigh more there).
 ``analysis_cca_verdicts``
-    001 §4.4/§5 (CCA of spectral features and quality metrics), per task (``cca.classification``,
-    ``cca.regression``): effect = the held-out first canonical correlation of the verdict's design, with a
-    Fisher-z interval over runs as if independent (the stage interval); the two-level interval, the
-    ln-step baseline beside it and the decisive difference come from :mod:`analyses.stats.claims`.
-    Folds grouped by run (fewer than 3 data sets) let runs of the held-out run's data set train the fit,
-    so such a task has no decisive quantity and is inconclusive; the regression task of the default
-    corpus (10 runs in 2 data sets) is also too small for the last-snapshot CCA.
-
-Results
--------
-On the default corpus (174 runs, 2026-12-04): classification, last snapshots, quality metrics: held-out
-r 0.17 [-0.03, 0.35], ln-step baseline 0.17 [-0.33, 0.47], difference 0.00 [-0.38, 0.63]:
-inconclusive (before issue 18, all snapshots with the losses in Y: Fisher-z fold mean 0.61 [0.49, 0.70],
-supported; ln step alone there 0.75 [0.70, 0.80], difference -0.14 [-0.30, -0.06]). Training time
-partialled out of all snapshots: 0.31 [0.20, 0.42] (descriptive, see above). Regression: no CCA on 10
-last snapshots, inconclusive.
+    001 §4.4/§5 (CCA of spectral features and quality metrics), two rows per task (above): the stage's
+    own estimate beside each is the correlation of the out-of-fold variates over every row (a Fisher-z
+    interval over runs as if independent). Folds grouped by run (fewer than 3 data sets) let runs of the
+    held-out run's data set train the fit, so such a task is not decided (no interval); the regression
+    task of the default corpus (10 runs in 2 data sets) is also too small for the last-snapshot CCA.
 """
 
 from analyses.cca.figures import FIGURES

@@ -6,12 +6,11 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from analyses.cca.blocks import TIME_FEATURE, quality_metrics, with_time
+from analyses.cca.blocks import TIME_FEATURE, X_FEATURES, quality_metrics, with_time
 from analyses.cca.heldout import fisher_mean_ci
 from analyses.cca.task_analysis import TaskAnalysis, analyse_task
-from analyses.cca.verdicts import heldout_claim, task_verdict
-from analyses.stats import assess, write_verdicts
-from analyses.stats.claims import N_TWO_LEVEL
+from analyses.cca.verdicts import heldout_claim, heldout_r, pooled_r, task_verdicts
+from analyses.stats import ClaimData, Jackknifed, write_verdicts
 from analyses.tables import write_table
 
 #: Components whose loadings are stored.
@@ -23,12 +22,6 @@ DESIGNS = (("all snapshots, all metrics", "all", "all", False),
            ("all snapshots, quality metrics, ln step partialled out", "all", "quality", True),
            ("last snapshot, quality metrics", "last", "quality", False))
 VERDICT_DESIGN = DESIGNS[-1][0]
-#: Two-level bootstrap resamples of the descriptive designs' intervals (the verdict's design takes the
-#: core's N_TWO_LEVEL, so its row repeats the verdict's interval exactly): each resample of an all-snapshot
-#: design costs about 7x one of the verdict's. On the default corpus the classification interval ends move
-#: by at most 0.02 from 300 to 1000 resamples; the regression task's (10 runs) by up to 0.06, and by up to
-#: 0.04 from 1000 to 2000 as well.
-DESIGN_BOOTSTRAP = 300
 #: The verdict's rows, in words.
 VERDICT_ROWS = "each run's last snapshot (one row per run)"
 
@@ -124,20 +117,26 @@ def fit_design(task: str, sub: pl.DataFrame, metrics: str, partial_time: bool = 
 def _design_row(task: str, name: str, snapshots: str, metrics: str, partial_time: bool, sub: pl.DataFrame,
                 res: TaskAnalysis, base: TaskAnalysis | None) -> dict:
     """One ``analysis_cca_designs`` row: both held-out correlations and their difference (the spectral
-    one alone when ``base`` is None), with the two-level intervals of :func:`analyses.stats.assess`."""
+    one alone when ``base`` is None), each per held-out data set pooled by random effects
+    (:func:`analyses.stats.assess`; ``interval_level`` names the method)."""
     nan = np.full(sub.height, np.nan)
-    spectral = res.heldout_variates() if res.fit is not None else (nan, nan)
-    time = None if base is None else base.heldout_variates() if base.fit is not None else (nan, nan)
-    a = assess(heldout_claim(sub, spectral, time), "positive", 0.0,
-               n_boot=N_TWO_LEVEL if name == VERDICT_DESIGN else DESIGN_BOOTSTRAP)
+    u, v = res.heldout_variates() if res.fit is not None else (nan, nan)
+    spectral = pooled_r(heldout_claim(sub, (u, v)))
+    time = difference = (None, None, None, "")
+    if base is not None:
+        ut, vt = base.heldout_variates() if base.fit is not None else (nan, nan)
+        time = pooled_r(heldout_claim(sub, (ut, vt)))
+        diff = ClaimData(sub.select("run_id", "dataset"), Jackknifed(
+            lambda i: heldout_r(u, v, i) - heldout_r(ut, vt, i)))
+        difference = pooled_r(diff)
     fold_mean = fisher_mean_ci(np.array([f.heldout_correlation for f in res.folds], float)).value
     return {"task": task, "design": name, "snapshots": snapshots, "metrics": metrics, "time_partialled": partial_time,
             "y_block": ", ".join(res.y_names), "grouped_by": res.grouped_by, "n": sub.height,
             "n_runs": sub["run_id"].n_unique(), "n_datasets": sub["dataset"].n_unique(),
-            "interval_level": a.level, "spectral_r": a.effect, "spectral_low": a.effect_low,
-            "spectral_high": a.effect_high, "spectral_fold_mean": fold_mean, "time_r": a.baseline,
-            "time_low": a.baseline_low, "time_high": a.baseline_high, "difference": a.decisive,
-            "difference_low": a.decisive_low, "difference_high": a.decisive_high,
+            "interval_level": spectral[3], "spectral_r": spectral[0], "spectral_low": spectral[1],
+            "spectral_high": spectral[2], "spectral_fold_mean": fold_mean, "time_r": time[0],
+            "time_low": time[1], "time_high": time[2], "difference": difference[0],
+            "difference_low": difference[1], "difference_high": difference[2],
             "is_verdict": name == VERDICT_DESIGN}
 
 
@@ -160,7 +159,9 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
             rows["analysis_cca_heldout"] += _heldout_rows(res, "spectral")
             rows["analysis_cca_heldout"] += _heldout_rows(base, TIME_FEATURE)
             rows["analysis_cca_scores"] += _score_rows(res, base, sub)
-        verdicts.append(task_verdict(res, base, sub, VERDICT_ROWS))
+        y = None if metrics == "all" else quality_metrics(task)
+        full = analyse_task(task, sub, features=(*X_FEATURES, TIME_FEATURE), metrics=y)
+        verdicts += task_verdicts(res, full, base, sub, VERDICT_ROWS)
     for name, table_rows in rows.items():
         frame = pl.DataFrame(table_rows, schema=_ROW_TYPES[name]).with_columns(pl.col(pl.Float64).fill_nan(None))
         write_table(con, name, frame)

@@ -32,15 +32,14 @@ given k - 1 data-set indicators). Data sets with fewer than 2 rows are dropped.
     draws. The verdicts below use one row per run.
 
 ``analysis_correlations_verdicts``
-    one row per claim, each resting on one row per run: its last spectral snapshot (diverged runs are
-    already excluded by the features stage). r is the within-data-set correlation above over runs,
-    pooled over both tasks; its 95% interval is a percentile bootstrap over runs
-    (:func:`analyses.stats.within_group_r`: :data:`analyses.stats.N_BOOTSTRAP` resamples of whole
-    runs, the z-scoring redone in each; no interval below ``MIN_RUNS`` = 6 runs), its p-value the
-    t-test above with ν = n - k - 1. The detail gives r per task and r over all snapshots
-    (descriptive: it mixes training time, so early snapshots, poor in quality and in most features,
-    can make a correlation the final states lack). Claims (effect r, null 0, negligible band
-    |r| < ``NEGLIGIBLE_R`` = 0.1; both in :mod:`analyses.correlations.verdicts`):
+    two rows per claim (below), each resting on one row per run: its last spectral snapshot (diverged
+    runs are already excluded by the features stage). The stage's own estimate beside each
+    (``stage_effect``) is the within-data-set correlation above over runs, pooled over both tasks,
+    with a percentile bootstrap interval over runs (:func:`analyses.stats.within_group_r`; no interval
+    below ``MIN_RUNS`` = 6 runs). The detail gives r per task and r over all snapshots (descriptive: it
+    mixes training time, so early snapshots, poor in quality and in most features, can make a
+    correlation the final states lack). Claims (effect r, null 0, negligible band |r| <
+    ``NEGLIGIBLE_R`` = 0.1; both in :mod:`analyses.correlations.verdicts`):
 
     - 001 §5.5.1, lower weight rank goes with overfitting: r(weight_rank_ratio, gap_loss) < 0, with
       the numerical rank over min(d, q); and, because the numerical rank is often full everywhere, a
@@ -61,25 +60,15 @@ given k - 1 data-set indicators). Data sets with fewer than 2 rows are dropped.
       r(ln loss-Hessian trace, gap_loss) > 0 (the snapshot's summed blocks; logs because curvature
       spans orders of magnitude between models).
 
-    The confound of every row is the fit and length of training: a run trained longer or fitted
-    closer has a lower train loss, a larger gap_loss (test minus train) and other spectra, so a
-    feature can go with the gap only through it. Each verdict hands its runs to the claim
-    assessment with the baseline r(final train loss, metric) within data sets beside the claim and
-    the effect beyond it, the partial r of feature and metric given the final train loss and
-    ln(1 + step) (all z-scored within data set), which the verdict rests on, with its two-level
-    interval (data sets, then runs). The two readings of §5.5.4 (absolute and relative std) stay two
-    rows: the absolute std follows the spectrum's scale, the relative one does not, and they disagree
-    in sign on the default corpus; neither survives the baseline there.
-
-Measured (default corpus, 2026-12-04): every claim is inconclusive beyond its baseline. The absolute
-Hessian std, "supported" before against 0 alone (r = -0.181), has partial r -0.064 [-0.288, 0.252];
-the stable-rank and relative-std rows, "not supported" before (r = +0.214 and +0.417), have partial r
--0.100 [-0.333, 0.171] and +0.227 [-0.087, 0.428]; flatness: top eigenvalue partial r -0.200
-[-0.439, 0.157], trace -0.202 [-0.438, 0.137] (the opposite sign of the claim, not excluded).
-Adjacent similarity: r +0.111, partial r +0.172 [-0.099, 0.456], leaving out the gap study -0.049 (one
-row per run, so the deep networks count once each; the claim hangs on which studies are in the corpus).
-Neither §5.5.4 reading is primary: both are reported, they disagree in sign (-0.064 vs +0.227 beyond
-the baseline) and neither excludes 0, so the claim has no support here under either reading.
+    Each claim has two rows (:mod:`analyses.stats.verdict`). The paper's test: r of feature and
+    metric over runs within each data set, pooled across data sets by a random-effects meta-analysis
+    on Fisher's z (Hartung-Knapp interval on k - 1 degrees of freedom; :mod:`analyses.stats.claims`).
+    The sharpened test (``<claim>.beyond_time``): the same partial r given ln(1 + step), since a run
+    trained longer has other spectra and a larger gap. The final train loss is not partialled out: a
+    network that overfits fits its training set closely, so its train loss is a mediator of the
+    effect, and partialling it would remove part of what the claim is about. The two readings of
+    §5.5.4 (absolute and relative std) stay two claims: the absolute std follows the spectrum's
+    scale, the relative one does not.
 
 gap_loss = test_loss - train_loss at the checkpoint (pipeline/extract/checkpoint.py). The paper's
 pair plot of key features against the quality metrics is the ``correlations_pairplot`` figure.

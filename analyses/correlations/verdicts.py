@@ -1,5 +1,12 @@
 """The correlation stage's verdicts: run-level within-data-set correlations for the paper's rank,
-spectral-spread and adjacent-layer claims (001 §5.5.1, §5.5.4, §5.5.7)."""
+spectral-spread and adjacent-layer claims (001 §5.5.1, §5.5.4, §5.5.7) and paper 004's flatness claim.
+
+Each claim has two rows. The paper's test: Pearson r of the feature and the metric over runs (their
+last spectral snapshot) within each data set, pooled across data sets by random effects. The
+sharpened test (``<claim>.beyond_time``): the same r partial on ln steps, since training longer both
+lowers ranks and spreads spectra and widens the gap. The final train loss is not partialled out: a
+network that overfits fits its training set closely, so the train loss carries part of the effect
+the claim is about (a mediator, not a confound)."""
 
 from __future__ import annotations
 
@@ -10,10 +17,19 @@ import numpy as np
 import polars as pl
 
 from analyses.correlations.families import CONTROL_FOR_DATASET, float_column
-from analyses.stats import ClaimData, Estimate, Verdict, within_group_pearson, within_group_r, within_partial_r
+from analyses.stats import (
+    ClaimData,
+    Correlation,
+    Estimate,
+    Verdict,
+    within_group_pearson,
+    within_group_r,
+    within_partial_r,
+)
 
 #: |r| below this is a negligible correlation (verdict band).
 NEGLIGIBLE_R = 0.1
+BAND_UNITS = "correlation r"
 #: Fewest runs (with a finite feature and metric) for a verdict interval.
 MIN_RUNS = 6
 _SEED = 0
@@ -46,9 +62,9 @@ CLAIMS = (
      "ln_loss_trace", "gap_loss", "positive"),
 )
 
-#: What the baseline of every correlation claim controls, and its columns (per run, last snapshot).
-CONFOUND = "fit and training time (final train loss, ln steps)"
-CONFOUND_COLUMNS = ("train_loss", "ln_step")
+#: What the sharpened row of every correlation claim controls, and its column (per run, last snapshot).
+CONFOUND = "training time (ln steps, partialled out)"
+CONFOUND_COLUMN = "ln_step"
 
 
 def last_per_run(snaps: pl.DataFrame) -> pl.DataFrame:
@@ -69,17 +85,19 @@ def with_derived(frame: pl.DataFrame) -> pl.DataFrame:
                               ln("loss_top").alias("ln_loss_top"), ln("loss_trace").alias("ln_loss_trace"))
 
 
-def claim_data(runs: pl.DataFrame, feature: str, metric: str, groups: np.ndarray) -> ClaimData:
-    """The runs (one row each) behind one claim: the within-group r of feature and metric; the baseline,
-    the confound's own within-group r with the metric (final train loss); and the effect beyond it, the
-    partial r given final train loss and ln steps (:data:`CONFOUND`)."""
+def claim_data(runs: pl.DataFrame, feature: str, metric: str, sharpened: bool) -> ClaimData:
+    """The runs (one row each) behind one claim: the within-data-set r of feature and metric (the
+    paper's test) or, ``sharpened``, its partial r given ln steps (:data:`CONFOUND`), beside the
+    confound's own within-data-set r with the metric."""
     x, y = float_column(runs, feature), float_column(runs, metric)
-    c = np.column_stack([float_column(runs, col) for col in CONFOUND_COLUMNS])
-    return ClaimData(runs.select("run_id", "dataset"), lambda i: within_partial_r(x[i], y[i], groups[i]),
-                     confound=CONFOUND, baseline=lambda i: within_partial_r(c[i, 0], y[i], groups[i]),
-                     baseline_name=f"r(final train loss, {metric})",
-                     beyond=lambda i: within_partial_r(x[i], y[i], groups[i], c[i]),
-                     beyond_name="partial r given final train loss and ln steps")
+    rows = runs.select("run_id", "dataset")
+    if not sharpened:
+        return ClaimData(rows, Correlation(x, y))
+    t = float_column(runs, CONFOUND_COLUMN)
+    groups = runs["dataset"].to_numpy()
+    return ClaimData(rows, Correlation(x, y, controls=t), confound=CONFOUND,
+                     baseline=lambda i: within_partial_r(t[i], y[i], groups[i]),
+                     baseline_name=f"within-data-set r(ln steps, {metric})")
 
 
 def run_level_r(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Estimate:
@@ -115,23 +133,33 @@ def _detail(feature: str, x: np.ndarray, y: np.ndarray, est: Estimate, runs: pl.
 
 
 def claim_verdicts(snaps: pl.DataFrame) -> list[Verdict]:
-    """One verdict per claim of :data:`CLAIMS` from snapshot rows (with ``stable_rank_ratio``): r over
-    runs (their last snapshot) by :func:`run_level_r`, pooled over tasks."""
+    """Two verdicts per claim of :data:`CLAIMS` from snapshot rows (with ``stable_rank_ratio``): the
+    paper's test and the sharpened one (module doc), pooled over tasks. The stage's own estimate beside
+    each is the pooled within-data-set r over runs with its bootstrap interval (:func:`run_level_r`)."""
     runs = last_per_run(snaps)
     snaps = with_derived(snaps)
     groups = runs["dataset"].to_numpy() if CONTROL_FOR_DATASET else np.zeros(runs.height, int)
     snap_groups = snaps["dataset"].to_numpy() if CONTROL_FOR_DATASET else np.zeros(snaps.height, int)
-    control = "z-scored within data set, " if CONTROL_FOR_DATASET else ""
     out = []
     for claim_id, source, claim, feature, metric, predicted in CLAIMS:
         x, y = float_column(runs, feature), float_column(runs, metric)
         est = run_level_r(x, y, groups)
         snapshot_r = within_group_pearson(float_column(snaps, feature), float_column(snaps, metric), snap_groups)
+        detail = _detail(feature, x, y, est, runs, groups, snapshot_r)
+        common = {"predicted": predicted, "null_value": 0.0, "negligible": NEGLIGIBLE_R, "band_units": BAND_UNITS}
         out.append(Verdict.of(
             est, claim_id, source, claim,
-            test=(f"Pearson r of {feature} and {metric} over runs (last spectral snapshot), both {control}"
-                  "pooled over tasks; 95% CI by bootstrap over runs"),
-            effect_name=f"r({feature}, {metric})", predicted=predicted, null_value=0.0, negligible=NEGLIGIBLE_R,
-            data=claim_data(runs, feature, metric, groups),
-            detail=_detail(feature, x, y, est, runs, groups, snapshot_r)))
+            test=(f"Pearson r of {feature} and {metric} over runs (last spectral snapshot) within each data set, "
+                  "pooled across data sets by random effects on Fisher's z (the paper's test)"),
+            effect_name=f"r({feature}, {metric})", data=claim_data(runs, feature, metric, False), detail=detail,
+            **common))
+        t = float_column(runs, CONFOUND_COLUMN)
+        partial = within_group_r(x, y, groups, controls=t, seed=_SEED, unit="runs")
+        out.append(Verdict.of(
+            partial, f"{claim_id}.beyond_time", source, claim + " (beyond training time)",
+            test=(f"partial Pearson r of {feature} and {metric} given ln steps, over runs within each data set, "
+                  "pooled across data sets by random effects on Fisher's z (the sharpened test; the final "
+                  "train loss, a mediator of overfitting, is not partialled out)"),
+            effect_name=f"partial r({feature}, {metric} | ln steps)", data=claim_data(runs, feature, metric, True),
+            role="sharpened", pair=claim_id, detail=detail, **common))
     return out

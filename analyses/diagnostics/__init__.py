@@ -70,40 +70,29 @@ threshold, ``warning`` otherwise; ``info`` marks a comparison, not a fault (``no
 Verdicts
 --------
 - ``diagnostics.saturation_near_zero`` (Claim 2 / §5.2): r(saturation_fraction, local_excess_near_zero)
-  over ``local_eligible`` layer snapshots, predicted positive;
+  over ``local_eligible`` layer snapshots, predicted positive; ``.beyond_time``: the partial r given
+  ln(1 + step) (snapshots of all training times are pooled, and both sides drift with training);
 - ``diagnostics.normalization_saturation`` (§5.2): mean saturation difference with - without
-  normalization, averaged per unnormalized twin, t interval over twins, predicted negative;
+  normalization, averaged per unnormalized twin, predicted negative (the twins control the rest);
 - ``diagnostics.bias_share_local`` and ``diagnostics.bias_share_loss`` (§5.5.5): mean over runs of the
-  run-mean bias share ratio of the trained layers (snapshots after the first) against the null 1,
-  predicted positive, t interval over runs, inside 1 +- 0.1 "not supported"; but an untrained layer
-  already scores far above 1 (a random layer's structure), so the verdict rests on trained minus
-  untrained (the same layers at the first snapshot) per run, band 0.1;
+  run-mean bias share ratio of the trained layers (snapshots after the first) against the no-structure
+  null 1, predicted positive (the paper's test); ``.beyond_init``: trained minus untrained (the same
+  layers at the first snapshot) per run, null 0, since an untrained layer already scores far above 1
+  (a random layer's structure); band 0.1 of the ratio;
 - ``diagnostics.symmetry_gradient`` (§5.5.6): r(loss_symmetry, log10 relative_grad_norm) over
-  ``local_eligible`` layers after the first snapshot, predicted positive;
+  ``local_eligible`` layers after the first snapshot, predicted positive; ``.beyond_time`` as above;
 - ``diagnostics.last_layer_near_zero_gap`` (§5.5.2): r(last minus first hidden layer local_excess_near_zero,
-  gap_loss) at each run's last snapshot, Fisher-z interval over runs, predicted positive;
+  gap_loss) at each run's last snapshot, predicted positive; ``.beyond_time``: the partial r given ln
+  steps (the final train loss, a mediator of overfitting, is not partialled out);
 - ``diagnostics.alignment_progress`` (§5.5.3): r(layer-mean alignment at snapshot k, relative train-loss
-  decrease per e-fold of steps from k to k + 1), both z-scored across runs at the same snapshot index,
-  predicted negative.
+  decrease per e-fold of steps from k to k + 1), both z-scored across runs at the same snapshot index
+  (training time held by design), predicted negative.
 
-The correlations over layer snapshots have percentile intervals from a bootstrap over whole runs, so n
-counts runs; their band is |r| < 0.1. Confounds: the saturation and symmetry correlations pool
-snapshots of all training times, so they rest on the partial r given ln(1 + step); the last-layer
-correlation rests on the partial r given the final train loss and ln steps (with the train loss's own
-r as the baseline); the alignment correlation controls training time by design (z-scores within the
-snapshot index) and the normalization comparison by its twins. Every verdict hands its rows to the
-two-level assessment (data sets, then runs).
-
-Measured (default corpus, 2026-12-04): the local bias share is 2.49 [2.18, 2.97] trained but 2.86
-untrained, trained minus untrained -0.37 [-0.77, -0.14]: not supported (it was "supported" against
-1/(d+1) alone); the loss bias share 1.63 against 1.61 untrained, +0.016 [-0.129, 0.193]:
-inconclusive. The symmetry-gradient correlation, 0.025 as pooled, is 0.121 [0.012, 0.361] once
-training time is partialled out (supported before Holm's correction), but fragile: the call is
-band-sensitive (at a band of 0.2 it would be inconclusive) and leaving out the propagation study gives
-0.047, inside the band. The normalization comparison has 2 twins (too few for an interval; the stage's
-t interval decides). Limit: the two snapshot correlations (saturation, symmetry) pool data sets without
-z-scoring within them, so data-set identity is controlled only through the two-level resampling and the
-leave-one-data-set-out range, not in the statistic.
+Every verdict is decided within data sets and pooled across them by a random-effects meta-analysis
+(:mod:`analyses.stats.claims`); correlations over layer snapshots take their within-data-set variance
+from leaving whole runs out (a run's snapshots are not independent), so n counts runs, and their band
+is |r| < 0.1. The stage's own estimate beside each row pools the snapshots with a percentile bootstrap
+over whole runs.
 """
 
 from analyses.diagnostics.figures import FIGURES

@@ -70,11 +70,11 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     write_table(con, "analysis_diagnostics_summary", summary_frame(findings))
     write_table(con, "analysis_diagnostics_normalization", comparison)
     write_verdicts(con, "diagnostics", [
-        verdict_saturation(frame),
+        *verdict_saturation(frame),
         verdict_normalization(comparison),
-        verdict_bias(frame, "local"),
-        verdict_bias(frame, "loss"),
-        verdict_saddle(frame),
-        verdict_last_layers(last_minus_first_near_zero(frame), snapshots),
+        *verdict_bias(frame, "local"),
+        *verdict_bias(frame, "loss"),
+        *verdict_saddle(frame),
+        *verdict_last_layers(last_minus_first_near_zero(frame), snapshots),
         verdict_rigid(snapshots),
     ])

@@ -1,7 +1,10 @@
-"""The seven verdicts on the claims the rules rest on (001 Claim 2, §5.2, §5.5.2, §5.5.3, §5.5.5, §5.5.6).
+"""The verdicts on the claims the rules rest on (001 Claim 2, §5.2, §5.5.2, §5.5.3, §5.5.5, §5.5.6).
 
-Correlations over layer snapshots resample whole runs (:func:`clustered_correlation`): a run's
-snapshots are not independent, so n counts runs.
+Correlations over layer snapshots are decided within data sets with their variance from leaving whole
+runs out (a run's snapshots are not independent); the stage's own estimate beside them resamples whole
+runs (:func:`clustered_correlation`). Four claims have two rows, the paper's test and the sharpened
+one: saturation and symmetry (beyond training time), the bias share (beyond the untrained network's)
+and the last-layer correlation (beyond training time).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import polars as pl
 
 from analyses.stats import (
     ClaimData,
+    Correlation,
     Estimate,
+    Mean,
     Verdict,
     cluster_bootstrap,
     mean_ci,
@@ -25,6 +30,7 @@ from analyses.stats import (
 #: Verdict §5.5.5: the band around the null ratio 1 inside which a precisely measured bias share
 #: counts as "no more than its baseline" (10% of the baseline).
 NEGLIGIBLE_BIAS_RATIO = 0.1
+RATIO_UNITS = "ratio of the bias share to 1/(d+1)"
 
 
 def finite_pairs(data: pl.DataFrame, x: str, y: str, cluster: str = "run_id") -> pl.DataFrame:
@@ -42,8 +48,12 @@ def clustered_correlation(data: pl.DataFrame, x: str, y: str, cluster: str = "ru
                              unit="runs")
 
 
-#: |r| below this is a negligible correlation (the band of the four correlation verdicts, as elsewhere).
+#: |r| below this is a negligible correlation (the band of the correlation verdicts, as elsewhere).
 NEGLIGIBLE_R = 0.1
+R_UNITS = "correlation r"
+#: Band of the normalization comparison: a difference of 0.02 in saturation fraction (2 % of the
+#: (unit, probe point) pairs).
+NEGLIGIBLE_SATURATION = 0.02
 #: The confound of the correlations over layer snapshots: both sides drift with training time.
 TIME = "training time (ln(1 + step), partialled out)"
 
@@ -55,30 +65,55 @@ def _partial(x: np.ndarray, y: np.ndarray, controls: np.ndarray) -> float:
     return pearson(partial_residuals(x, controls), partial_residuals(y, controls))
 
 
-def snapshot_claim_data(data: pl.DataFrame, x: str, y: str) -> ClaimData | None:
-    """Layer snapshots (rows with run_id, dataset, step and finite x, y; a run's rows resample together):
-    the pooled Pearson r(x, y) as the claim, and beyond it the partial r given ln(1 + step) (:data:`TIME`)."""
+def snapshot_claim_data(data: pl.DataFrame, x: str, y: str, sharpened: bool = False) -> ClaimData | None:
+    """Layer snapshots (rows with run_id, dataset, step and finite x, y; several per run): r(x, y) within
+    each data set, or ``sharpened`` the partial r given ln(1 + step) (:data:`TIME`)."""
     rows = data.filter(pl.col(x).is_finite() & pl.col(y).is_finite())
     if rows.height < 4 or "dataset" not in rows.columns:
         return None
     a, b = rows[x].to_numpy().astype(float), rows[y].to_numpy().astype(float)
-    t = np.log1p(rows["step"].cast(pl.Float64).to_numpy())[:, None]
-    return ClaimData(rows.select("run_id", "dataset"), lambda i: pearson(a[i], b[i]), confound=TIME,
-                     beyond=lambda i: _partial(a[i], b[i], t[i]), beyond_name="partial r given ln(1 + step)")
+    if not sharpened:
+        return ClaimData(rows.select("run_id", "dataset"), Correlation(a, b))
+    t = np.log1p(rows["step"].cast(pl.Float64).to_numpy())
+    return ClaimData(rows.select("run_id", "dataset"), Correlation(a, b, controls=t), confound=TIME,
+                     baseline=lambda i: pearson(t[i], b[i]), baseline_name=f"r(ln(1 + step), {y})")
 
 
-def verdict_saturation(frame: pl.DataFrame) -> Verdict:
+def _snapshot_pair(data: pl.DataFrame, x: str, y: str, claim_id: str, source: str, claim: str, test: str,
+                   effect_name: str, predicted: str) -> list[Verdict]:
+    """The paper's test and the sharpened one (beyond training time) of a correlation over layer
+    snapshots; the stage's estimates beside them are pooled over the snapshots with a cluster bootstrap
+    over runs."""
+    n_rows = finite_pairs(data, x, y).height
+    common = {"predicted": predicted, "negligible": NEGLIGIBLE_R, "band_units": R_UNITS,
+              "detail": f"{n_rows} layer snapshots"}
+    rows = data.filter(pl.col(x).is_finite() & pl.col(y).is_finite())
+    partial = Estimate.missing(rows["run_id"].n_unique() if rows.height else 0, "runs")
+    if rows.height >= 4:
+        t = np.log1p(rows["step"].cast(pl.Float64).to_numpy())[:, None]
+        stat = rows.with_columns(pl.Series("_t", t[:, 0]))
+        partial = cluster_bootstrap(stat, "run_id", lambda f: _partial(
+            f[x].to_numpy(), f[y].to_numpy(), f["_t"].to_numpy()[:, None]), unit="runs")
+    return [
+        Verdict.of(clustered_correlation(data, x, y), claim_id, source, claim,
+                   test + " within each data set, pooled across data sets by random effects (the paper's test)",
+                   effect_name, data=snapshot_claim_data(data, x, y), **common),
+        Verdict.of(partial, f"{claim_id}.beyond_time", source, claim + " (beyond training time)",
+                   test + "; partial r given ln(1 + step), within each data set, pooled by random effects (the "
+                   "sharpened test)", f"partial {effect_name} given ln(1 + step)",
+                   data=snapshot_claim_data(data, x, y, sharpened=True), role="sharpened", pair=claim_id, **common),
+    ]
+
+
+def verdict_saturation(frame: pl.DataFrame) -> list[Verdict]:
     """001 Claim 2 / §5.2: r(saturation_fraction, local_excess_near_zero) over ``local_eligible``
-    layer snapshots, cluster bootstrap by run; predicted positive."""
+    layer snapshots, and beyond training time; predicted positive."""
     data = frame.filter(pl.col("local_eligible").fill_null(False))
-    x, y = "saturation_fraction", "local_excess_near_zero"
-    return Verdict.of(
-        clustered_correlation(data, x, y), "diagnostics.saturation_near_zero", "001 Claim 2 / §5.2",
-        "Saturated layers show local-Hessian eigenvalues piled near zero",
+    return _snapshot_pair(
+        data, "saturation_fraction", "local_excess_near_zero", "diagnostics.saturation_near_zero",
+        "001 Claim 2 / §5.2", "Saturated layers show local-Hessian eigenvalues piled near zero",
         "Pearson r between saturation fraction and the local Hessian's non-structural near-zero eigenvalue "
-        "fraction over non-ReLU hidden-layer snapshots; 95% CI by cluster bootstrap over runs",
-        "r(saturation, near-zero fraction)", "positive", negligible=NEGLIGIBLE_R, data=snapshot_claim_data(data, x, y),
-        detail=f"{finite_pairs(data, x, y).height} layer snapshots")
+        "fraction over non-ReLU hidden-layer snapshots", "r(saturation, near-zero fraction)", "positive")
 
 
 def verdict_normalization(comparison: pl.DataFrame) -> Verdict:
@@ -92,8 +127,8 @@ def verdict_normalization(comparison: pl.DataFrame) -> Verdict:
     twin_data = None
     if per_twin.height:
         d = per_twin["difference"].to_numpy().astype(float)
-        twin_data = ClaimData(per_twin.select(pl.col("twin_run_id").alias("run_id"), "dataset"),
-                              lambda i: float(d[i].mean()), confound="twins (identical runs without normalization)")
+        twin_data = ClaimData(per_twin.select(pl.col("twin_run_id").alias("run_id"), "dataset"), Mean(d),
+                              confound="twins (identical runs without normalization)")
     datasets = sorted(set(comparison["dataset"].to_list()))
     return Verdict.of(
         estimate, "diagnostics.normalization_saturation", "001 §5.2",
@@ -101,6 +136,7 @@ def verdict_normalization(comparison: pl.DataFrame) -> Verdict:
         "difference in run-mean hidden-layer saturation fraction between a normalized run and the identical run "
         "without normalization, averaged per unnormalized twin; t interval over twins",
         "mean saturation difference (with - without)", "negative", with_p=False, data=twin_data,
+        negligible=NEGLIGIBLE_SATURATION, band_units="saturation fraction",
         detail=f"{pairs.height} matched pairs; data sets: {', '.join(datasets) or 'none'}")
 
 
@@ -123,75 +159,93 @@ def bias_runs(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
     return trained.join(untrained, on="run_id", how="inner").sort("run_id")
 
 
-def verdict_bias(frame: pl.DataFrame, kind: str) -> Verdict:
-    """001 §5.5.5 for ``kind`` in (local, loss): the mean over runs of the trained layers' bias share
-    ratio (snapshots after the first; ratio to the no-structure share 1/(d+1)), null 1, predicted
-    positive, t interval over runs, negligible band NEGLIGIBLE_BIAS_RATIO. The ratio of an untrained
-    network is already far above 1 (a random layer's structure), so the confound is initialization: the
-    baseline is the same layers' ratio at the run's first snapshot and the verdict rests on trained minus
-    untrained per run (null 0, two-level interval). p_value stays NULL (the interval decides)."""
+def verdict_bias(frame: pl.DataFrame, kind: str) -> list[Verdict]:
+    """001 §5.5.5 for ``kind`` in (local, loss), two rows. The paper's test: the mean over runs of the
+    trained layers' bias share ratio (snapshots after the first; ratio to the no-structure share
+    1/(d+1)), null 1, predicted positive. The sharpened test: an untrained layer already scores far above
+    1 (a random layer's structure), so beyond initialization the effect is trained minus untrained (the
+    same layers at the run's first snapshot) per run, null 0. Both within data sets, pooled by random
+    effects; band NEGLIGIBLE_BIAS_RATIO."""
     runs = bias_runs(frame, kind)
     what = "non-ReLU hidden layers" if kind == "local" else "all layers"
     trained, untrained = runs["trained"].to_numpy(), runs["untrained"].to_numpy()
-    data = None
+    rows = runs.select("run_id", "dataset")
+    paper = sharp = None
     if runs.height:
-        data = ClaimData(runs.select("run_id", "dataset"), lambda i: float(trained[i].mean()),
-                         confound="initialization (the untrained network's own bias share)",
-                         baseline=lambda i: float(untrained[i].mean()),
-                         baseline_name=f"mean {kind} bias share ratio at the first snapshot",
-                         beyond_name="mean trained minus untrained bias share ratio")
-    return Verdict.of(
-        mean_ci(trained, "runs"), f"diagnostics.bias_share_{kind}",
-        "001 §5.5.5", "Bias parameters carry a real share of the Hessian spectrum (more than their coordinate count)",
-        f"mean over runs of the run-mean {kind}-Hessian bias share over its no-structure baseline 1/(d+1) "
-        f"({what}, snapshots after the first); t interval over runs; against the same layers untrained",
-        f"mean {kind} bias share ratio", "positive", with_p=False, null_value=1.0, negligible=NEGLIGIBLE_BIAS_RATIO,
-        data=data, detail=f"{runs.height} runs with a first and a later snapshot")
+        paper = ClaimData(rows, Mean(trained))
+        sharp = ClaimData(rows, Mean(trained - untrained),
+                          confound="initialization (the untrained network's own bias share)",
+                          baseline=lambda i: float(untrained[i].mean()),
+                          baseline_name=f"mean {kind} bias share ratio at the first snapshot")
+    claim = "Bias parameters carry a real share of the Hessian spectrum (more than their coordinate count)"
+    detail = f"{runs.height} runs with a first and a later snapshot"
+    common = {"negligible": NEGLIGIBLE_BIAS_RATIO, "band_units": RATIO_UNITS, "with_p": False, "detail": detail}
+    return [
+        Verdict.of(
+            mean_ci(trained, "runs"), f"diagnostics.bias_share_{kind}", "001 §5.5.5", claim,
+            f"mean over runs of the run-mean {kind}-Hessian bias share over its no-structure baseline 1/(d+1) "
+            f"({what}, snapshots after the first), within each data set, pooled by random effects (the paper's "
+            "test)", f"mean {kind} bias share ratio", "positive", null_value=1.0, data=paper, **common),
+        Verdict.of(
+            mean_ci(trained - untrained, "runs"), f"diagnostics.bias_share_{kind}.beyond_init", "001 §5.5.5",
+            claim + " (beyond what an untrained layer has)",
+            f"per run, the trained layers' mean {kind}-Hessian bias share ratio minus the same layers' at the first "
+            "snapshot (untrained); mean within each data set, pooled by random effects (the sharpened test)",
+            "mean trained minus untrained bias share ratio", "positive", null_value=0.0, data=sharp,
+            role="sharpened", pair=f"diagnostics.bias_share_{kind}", **common),
+    ]
 
 
-def verdict_saddle(frame: pl.DataFrame) -> Verdict:
+def verdict_saddle(frame: pl.DataFrame) -> list[Verdict]:
     """001 §5.5.6: r(loss_symmetry, log10 relative_grad_norm) over hidden layers with an indefinite
     loss-Hessian block (``local_eligible``; ReLU blocks are PSD, symmetry identically 2), first snapshot
-    excluded; cluster bootstrap by run; predicted positive."""
+    excluded, and beyond training time; predicted positive."""
     data = frame.filter(pl.col("local_eligible").fill_null(False) & ~pl.col("is_first_snapshot")
                         & (pl.col("relative_grad_norm") > 0)).with_columns(
         log_relative_grad=pl.col("relative_grad_norm").log10())
-    x, y = "loss_symmetry", "log_relative_grad"
-    return Verdict.of(
-        clustered_correlation(data, x, y), "diagnostics.symmetry_gradient", "001 §5.5.6",
+    return _snapshot_pair(
+        data, "loss_symmetry", "log_relative_grad", "diagnostics.symmetry_gradient", "001 §5.5.6",
         "A spectrum symmetric about zero marks a saddle with small gradients",
         "Pearson r between loss-Hessian symmetry W1(λ,-λ)/mean|λ| (0 = symmetric) and log10 of the layer's "
-        "gradient norm over its first-snapshot norm, non-ReLU hidden layers after the first snapshot; "
-        "cluster bootstrap over runs",
-        "r(symmetry, log relative gradient)", "positive", negligible=NEGLIGIBLE_R, data=snapshot_claim_data(data, x, y),
-        detail=f"{finite_pairs(data, x, y).height} layer snapshots")
+        "gradient norm over its first-snapshot norm, non-ReLU hidden layers after the first snapshot",
+        "r(symmetry, log relative gradient)", "positive")
 
 
-def verdict_last_layers(pairs: pl.DataFrame, snapshots: pl.DataFrame) -> Verdict:
+def verdict_last_layers(pairs: pl.DataFrame, snapshots: pl.DataFrame) -> list[Verdict]:
     """001 §5.5.2: at each run's last snapshot, r(last minus first hidden layer local-Hessian excess
-    near-zero fraction, gap_loss), Fisher-z interval over runs; predicted positive.
-    pairs: :func:`analyses.diagnostics.rules.last_minus_first_near_zero`; snapshots: run_id, step, gap_loss."""
+    near-zero fraction, gap_loss) within data sets (the paper's test), and its partial r given ln steps
+    (the sharpened test; the final train loss, a mediator of overfitting, is not partialled); predicted
+    positive. pairs: :func:`analyses.diagnostics.rules.last_minus_first_near_zero`; snapshots: run_id,
+    step, gap_loss."""
     last = pairs.sort("step").group_by("run_id").agg(pl.col("step").last(), pl.col("difference").last())
-    keep = [c for c in ("run_id", "step", "gap_loss", "train_loss", "dataset") if c in snapshots.columns]
+    keep = [c for c in ("run_id", "step", "gap_loss", "dataset") if c in snapshots.columns]
     data = last.join(snapshots.select(keep), on=["run_id", "step"], how="inner")
+    x = data["difference"].to_numpy().astype(float)
+    y = data["gap_loss"].to_numpy().astype(float)
+    t = np.log1p(data["step"].cast(pl.Float64).to_numpy())
     # one row per run: the Fisher-z interval's n counts runs
-    estimate = dataclasses.replace(pearson_ci(data["difference"].to_numpy(), data["gap_loss"].to_numpy()), unit="runs")
-    claim = None
+    estimate = dataclasses.replace(pearson_ci(x, y), unit="runs")
+    partial = dataclasses.replace(pearson_ci(*(partial_residuals(v, t[:, None]) for v in (x, y)))
+                                  if data.height >= 5 else Estimate.missing(data.height), unit="runs")
+    paper = sharp = None
     if "dataset" in data.columns and data.height >= 4:
-        x, y = data["difference"].to_numpy().astype(float), data["gap_loss"].to_numpy().astype(float)
-        c = np.column_stack([data["train_loss"].cast(pl.Float64).to_numpy(),
-                             np.log1p(data["step"].cast(pl.Float64).to_numpy())])
-        claim = ClaimData(data.select("run_id", "dataset"), lambda i: pearson(x[i], y[i]),
-                          confound="fit and training time (final train loss, ln steps)",
-                          baseline=lambda i: pearson(c[i, 0], y[i]), baseline_name="r(final train loss, gap_loss)",
-                          beyond=lambda i: _partial(x[i], y[i], c[i]),
-                          beyond_name="partial r given final train loss and ln steps")
-    return Verdict.of(
-        estimate, "diagnostics.last_layer_near_zero_gap", "001 §5.5.2",
-        "Small local-Hessian eigenvalues concentrated in the last layers go with worse generalization",
-        "Pearson r between (last hidden layer minus layer 0) local-Hessian excess near-zero fraction and the "
-        "test-train loss gap, at each run's last snapshot (networks with >= 2 non-ReLU hidden layers)",
-        "r(near-zero difference, gap_loss)", "positive", negligible=NEGLIGIBLE_R, data=claim)
+        rows = data.select("run_id", "dataset")
+        paper = ClaimData(rows, Correlation(x, y))
+        sharp = ClaimData(rows, Correlation(x, y, controls=t), confound=TIME,
+                          baseline=lambda i: pearson(t[i], y[i]), baseline_name="r(ln(1 + step), gap_loss)")
+    claim = "Small local-Hessian eigenvalues concentrated in the last layers go with worse generalization"
+    test = ("Pearson r between (last hidden layer minus layer 0) local-Hessian excess near-zero fraction and the "
+            "test-train loss gap, at each run's last snapshot (networks with >= 2 non-ReLU hidden layers), within "
+            "each data set, pooled by random effects")
+    common = {"predicted": "positive", "negligible": NEGLIGIBLE_R, "band_units": R_UNITS}
+    return [
+        Verdict.of(estimate, "diagnostics.last_layer_near_zero_gap", "001 §5.5.2", claim, test + " (the paper's test)",
+                   "r(near-zero difference, gap_loss)", data=paper, **common),
+        Verdict.of(partial, "diagnostics.last_layer_near_zero_gap.beyond_time", "001 §5.5.2",
+                   claim + " (beyond training time)", test + "; partial r given ln steps (the sharpened test)",
+                   "partial r(near-zero difference, gap_loss | ln steps)", data=sharp, role="sharpened",
+                   pair="diagnostics.last_layer_near_zero_gap", **common),
+    ]
 
 
 def loss_decrease_pairs(snapshots: pl.DataFrame) -> pl.DataFrame:
@@ -231,18 +285,19 @@ def verdict_rigid(snapshots: pl.DataFrame) -> Verdict:
         "High weight-gradient alignment marks a rigid direction where the optimizer stalls",
         "Pearson r between the snapshot's layer-mean weight-gradient alignment and the relative train-loss "
         "decrease per e-fold of steps to the next spectral snapshot, both z-scored across runs at the same "
-        "snapshot index (keeps the common drift over training out); cluster bootstrap over runs",
+        "snapshot index (keeps the common drift over training out); within each data set (variance by leaving "
+        "runs out), pooled by random effects",
         "r(alignment, loss decrease rate | snapshot index)", "negative", negligible=NEGLIGIBLE_R,
-        data=_pooled_claim_data(data, x, y),
+        band_units=R_UNITS, data=_pooled_claim_data(data, x, y),
         detail=f"{finite_pairs(data, x, y).height} snapshot intervals")
 
 
 def _pooled_claim_data(data: pl.DataFrame, x: str, y: str) -> ClaimData | None:
-    """Rows (run_id, dataset, finite x, y) whose pooled Pearson r is the claim, training time held by
-    design (both sides z-scored within the snapshot index)."""
+    """Rows (run_id, dataset, finite x, y; several per run) whose within-data-set r is the claim,
+    training time held by design (both sides z-scored within the snapshot index)."""
     rows = data.filter(pl.col(x).is_finite() & pl.col(y).is_finite())
     if rows.height < 4 or "dataset" not in rows.columns:
         return None
     a, b = rows[x].to_numpy().astype(float), rows[y].to_numpy().astype(float)
-    return ClaimData(rows.select("run_id", "dataset"), lambda i: pearson(a[i], b[i]),
+    return ClaimData(rows.select("run_id", "dataset"), Correlation(a, b),
                      confound="training time (z-scored within the snapshot index, by design)")

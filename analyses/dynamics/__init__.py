@@ -101,8 +101,9 @@ Verdicts
 - 001 §5.3 (four phases), kept as it was, now on the scale-free rate: the share of runs whose phases
   are exactly (initial, fast learning, fine-tuning, saturation), over non-diverged runs with at least
   :data:`MIN_INTERVALS_FOUR_PHASES` = 4·(MIN_SEGMENT + 1) = 12 intervals between snapshots, so that each
-  of four phases has more than the minimum segment; Wilson 95% interval against the null 0.5 ("most
-  runs show four phases"), predicted above; no interval (inconclusive) with fewer than
+  of four phases has more than the minimum segment; Wilson 95% interval on the effective number of
+  runs (n over the design effect of the data sets) against the null 0.5 ("most runs show four phases"),
+  predicted above; no interval (inconclusive) with fewer than
   :data:`MIN_VERDICT_RUNS` = 5 such runs, since a run too short to resolve four phases is no evidence
   against them. It asks for the exact sequence of one segmentation rule.
 - 001 §5.3 (rise then fall), the population-level reading: the phases' order says the spectra change
@@ -113,53 +114,27 @@ Verdicts
       hump = min(mean x[middle] - mean x[first], mean x[middle] - mean x[last]),
 
   > 0 only when the middle third is faster than both outer thirds (a rise and a fall); a monotone
-  series has hump <= 0 whatever its curvature, and pure noise gives E[hump] < 0, so the test errs
-  against the claim. Effect: mean over runs (one row per run), t interval; the verdict rests on the
-  two-level interval (data sets, then runs); predicted positive, negligible band
-  :data:`HUMP_NEGLIGIBLE` = 0.1 (a 10 % faster middle third). No baseline: the confound of the raw rate,
-  the shrinking scale, is removed by the distance itself (named in ``confound``); the same statistic
-  on the scale-relative rate is in the detail.
+  series has hump <= 0 whatever its curvature. Pure noise gives E[hump] = -sigma / sqrt(pi m) < 0 (the
+  min of two centred differences, m intervals a third), which would err against the claim, so the
+  verdict reads the **centred** hump, hump minus ``hump_null``, its mean over 2,000 random orders of
+  the run's own intervals (:func:`analyses.dynamics.verdicts.permuted_hump`, seeded by the run id):
+  0 in expectation when the rates carry no order in time. Effect: mean over runs per data set, pooled
+  across data sets by random effects; predicted positive, negligible band :data:`HUMP_NEGLIGIBLE` = 0.1
+  (a 10 % faster middle third). The confound of the raw rate, the shrinking scale, is removed by the
+  distance itself (named in ``confound``); the plain hump and the hump on the scale-relative rate are in
+  the detail.
 - 001 Claim 1 / §5.1 (concentration): for every (run, layer), Δ = ln(er_last / er_first), the log
   change of the effective-rank ratio Σ|λ|/max|λ|/dim from the first to the last snapshot, for the
   loss-Hessian block and for the local Hessian (layers where it is not exactly zero at either
   snapshot; above the exact limit the engine's effective rank is its SLQ-density estimate).
   Concentration predicts Δ < 0. Effect: per run the mean Δ over its layers, then the mean over
   runs (every run counts once, whatever its depth: pooled (run, layer) pairs let the deep networks
-  decide), t interval over runs; the verdict rests on the two-level interval (data sets, then runs)
-  with the leave-one-study-out range beside it; no interval (inconclusive) with fewer than
-  :data:`MIN_VERDICT_RUNS` runs. No baseline: the claim is about what training does, so training time
-  is its variable, not a confound.
+  decide), per data set, pooled across data sets by random effects, with the leave-one-study-out
+  range beside it; no interval (inconclusive) with fewer than :data:`MIN_VERDICT_RUNS` runs; band 0.05
+  of the log ratio. No confound: the claim is about what training does, so training time is its
+  variable.
 
-Measured
---------
-Default corpus (copy of build/corpus.duckdb, 2026-12-04; at most 10 spectral snapshots, so at most 9
-intervals, 40 epochs): no run has the 12 intervals the four-phase verdict needs, so it is
-inconclusive. Rise then fall: not supported, mean hump -0.227, t interval [-0.321, -0.133], two-level
-[-0.379, -0.090], 110 runs (leaving one data set out -0.285 to -0.202): the scale-free rate rises
-from the first third to the middle (mean log rate -5.15 -> -4.40; 90 of 110 runs) and is flat after
-(-4.30; only 48 runs fall), i.e. these short runs are still in their rise. On the scale-relative
-rate the hump is -0.559 (20 runs > 0): the late rise it showed was the scale shrinking.
-
-``configs/dynamics.toml`` (build/dynamics.duckdb: 5 data sets x small/medium x relu/tanh x 2 seeds =
-40 runs, 500 epochs, 18 spectral snapshots -> 15 intervals a run; extraction 333 s with --workers 1,
-``pipeline all`` otherwise 62 s): test accuracy has plateaued (median change 0.0, max 0.076, from a
-quarter of the steps to the end; train accuracy 1.0) while the cross-entropy keeps falling (x 0.045
-over the same span, as on separable data). Four phases: not supported, 0 of 40 runs (Wilson [0,
-0.088]; 16 single phase, 17 two phases, 7 three). Rise then fall: inconclusive, mean hump -0.209, t
-[-0.410, -0.007], two-level [-0.592, 0.078] (one data set out: -0.284 to -0.049); 13 of 40 runs have a
-positive hump. The rate is flat then falls (-4.28, -4.37, -4.82; 30 of 40 runs fall, 17 rise): on runs
-trained to an accuracy plateau the spectra's shape changes fastest early and slows late, with no slow
-initial phase at the snapshot resolution (the first snapshots are at steps 0, 2, 4, 8, ...). Neither
-corpus shows a rise and a fall in the same runs: the short runs show the rise, the long ones the fall.
-Concentration on this corpus: supported for both the loss-Hessian block (-0.987, two-level [-1.306,
--0.641], 40 runs) and the local Hessian (-0.264, [-0.363, -0.179], 20 runs).
-
-Concentration on the default corpus (2026-12-04), runs weighted equally: supported for the loss-Hessian
-block (mean over runs of the run-mean Δ = -0.248, t interval [-0.310, -0.186], two-level [-0.353,
--0.162], 172 runs; leaving one study out -0.308 to -0.188) and inconclusive for the local Hessian
-(+0.201, t interval [0.105, 0.296] but two-level [-0.042, 0.312], 51 runs in few data sets: its
-effective rank tends to grow, but not consistently across data sets). Pooling (run, layer) pairs, as
-before, gave -0.193 and +0.284 (not supported): the deep networks' many layers decided the local verdict.
+The verdicts' numbers on each built corpus are in ``docs/verdicts/``.
 """
 
 from analyses.dynamics.figures import FIGURES

@@ -14,7 +14,8 @@ TABLES = {
     ],
     "analysis_dynamics_rise_fall": [
         ("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("n_intervals", "INTEGER"), ("early", "DOUBLE"),
-        ("middle", "DOUBLE"), ("late", "DOUBLE"), ("hump", "DOUBLE"), ("hump_relative", "DOUBLE"),
+        ("middle", "DOUBLE"), ("late", "DOUBLE"), ("hump", "DOUBLE"), ("hump_null", "DOUBLE"),
+        ("hump_relative", "DOUBLE"),
     ],
     "analysis_dynamics_phases": [
         ("run_id", "VARCHAR"), ("phase_index", "INTEGER"), ("phase", "VARCHAR"), ("start_step", "INTEGER"),

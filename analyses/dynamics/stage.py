@@ -18,6 +18,7 @@ from analyses.dynamics.verdicts import (
     concentration_verdict,
     four_phase_verdict,
     hump,
+    permuted_hump,
     rise_fall_verdict,
 )
 from analyses.stats import write_verdicts
@@ -171,7 +172,8 @@ def segment_run(r: dict, sigma: float | None, bounds: tuple[int, int]) -> tuple[
 def rise_fall_rows(runs: list[dict]) -> pl.DataFrame:
     """One row per non-diverged run of :func:`run_rates` with >= MIN_INTERVALS_HUMP intervals: run_id,
     dataset, n_intervals, the first/middle/last-third means of its log scale-free rate, ``hump``
-    (:func:`hump`) and ``hump_relative`` (the same on the scale-relative distance's rate)."""
+    (:func:`hump`), ``hump_null`` (its mean over the run's intervals in random order,
+    :func:`permuted_hump`) and ``hump_relative`` (the hump of the scale-relative distance's rate)."""
     rows = []
     for r in runs:
         if r["status"] == "diverged" or len(r["rates"]) < MIN_INTERVALS_HUMP:
@@ -179,10 +181,11 @@ def rise_fall_rows(runs: list[dict]) -> pl.DataFrame:
         x = log_rates(r["rates"])
         first, mid, last = (float(t.mean()) for t in np.array_split(x, 3))
         rows.append({"run_id": r["run_id"], "dataset": r["dataset"], "n_intervals": len(x), "early": first,
-                     "middle": mid, "late": last, "hump": hump(x),
+                     "middle": mid, "late": last, "hump": hump(x), "hump_null": permuted_hump(x, r["run_id"]),
                      "hump_relative": hump(log_rates(r["relative_rates"]))})
     schema = {"run_id": pl.Utf8, "dataset": pl.Utf8, "n_intervals": pl.Int32, "early": pl.Float64,
-              "middle": pl.Float64, "late": pl.Float64, "hump": pl.Float64, "hump_relative": pl.Float64}
+              "middle": pl.Float64, "late": pl.Float64, "hump": pl.Float64, "hump_null": pl.Float64,
+              "hump_relative": pl.Float64}
     return pl.DataFrame(rows, schema=schema).sort("run_id")
 
 
@@ -213,7 +216,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     bounds = {r: (lo, hi) for r, lo, hi in con.execute(
         "SELECT run_id, min(step), max(step) FROM checkpoints GROUP BY run_id").fetchall()}
     sigma = pooled_sigma(runs)
-    rate_rows, phase_rows, sequences, intervals = [], [], [], []
+    rate_rows, phase_rows, sequences, intervals, resolved = [], [], [], [], []
     for r in runs:
         steps = r["steps"]
         rates, phases, names = segment_run(r, sigma, bounds.get(r["run_id"], (steps[0], steps[-1])))
@@ -222,6 +225,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         if r["status"] != "diverged" and len(steps) >= 2 * MIN_SEGMENT + 1:
             sequences.append(names)
             intervals.append(len(steps) - 1)
+            resolved.append((r["run_id"], r["dataset"]))
     # every row is scanned for the column types (a column can be NULL in its first rows)
     write_table(con, "analysis_dynamics_rates",
                 pl.DataFrame(rate_rows, infer_schema_length=None).sort("run_id", "step_from") if rate_rows
@@ -231,6 +235,6 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                 else pl.DataFrame())
     hump_rows = rise_fall_rows(runs)
     write_table(con, "analysis_dynamics_rise_fall", hump_rows)
-    verdicts = [four_phase_verdict(sequences, intervals), rise_fall_verdict(hump_rows)]
+    verdicts = [four_phase_verdict(sequences, intervals, resolved), rise_fall_verdict(hump_rows)]
     verdicts += [concentration_verdict(_concentration_frame(con, kind), kind) for kind in ("loss", "local")]
     write_verdicts(con, "dynamics", verdicts)

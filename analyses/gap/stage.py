@@ -103,4 +103,4 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     write_table(con, "analysis_gap_jiang_predictions", jiang_preds.with_columns(pl.col(pl.Float64).fill_nan(None)))
     grouped = preds.filter((pl.col("stage") == "late") & (pl.col("fit_stage") == "late") & (pl.col("target") == "gap")
                            & (pl.col("sample") == "all")) if preds.height else preds
-    write_verdicts(con, "gap", verdicts(jiang_preds, main_row, grouped, stall_sensitivity(models)))
+    write_verdicts(con, "gap", verdicts(models, main_row, grouped, stall_sensitivity(models)))

@@ -49,22 +49,35 @@ locally quadratic and the gradient evolves as g_{t+1} = (I - η H) g_t: its comp
 eigenvalue λ shrinks by |1 - ηλ| per step, so a layer whose gradient points along high curvature (high
 pressure) loses its gradient fastest, and a layer that starts with a large gradient has the most to
 lose (regression towards the common late level). Both make "high pressure, large log-decrease"
-(ρ > 0, against the claim) the expected outcome with no bottleneck at all. The improvement verdicts
-therefore carry a baseline: the same per-run ρ with the layer's initial log gradient norm (first
-checkpoint; ``analysis_pressure_layers.initial_log_grad``) in place of pressure. They rest on the
-difference, mean ρ(pressure) - mean ρ(initial gradient), over the same runs, with its two-level
-interval: the claim holds only where pressure ranks the slow layers beyond what the gradient's size
-already does. ``pressure.least_movement`` tests an outcome whose sign gradient descent does not fix:
+(ρ > 0, against the claim) the expected outcome with no bottleneck at all. Each improvement claim
+therefore has a sharpened row (``.beyond_gradient_size``): a rank regression with run fixed effects,
+the partial correlation of the layers' within-run ranks of the log-decrease and of early pressure given
+the within-run rank of the initial log gradient norm (first checkpoint;
+``analysis_pressure_layers.initial_log_grad``), pooled over the runs of a data set (variance by leaving
+runs out) and across data sets by random effects: the claim holds only where pressure ranks the slow
+layers beyond what the gradient's size already does. It is a nested estimand, not the difference of two
+correlations computed apart (which a pure-noise pressure would have "passed" by minus the gradient
+size's own ρ). ``pressure.least_movement`` tests an outcome whose sign gradient descent does not fix:
 the relative weight movement ||W_T - W_0||/||W_0|| (a bottleneck layer learns little), predicted
-negative. The saturation and coincidence verdicts have no baseline.
+negative. The saturation and coincidence verdicts have no sharpened row.
+
+Where most runs have two usable layers, a run's ρ is ±1, a sign: the row is then the share of runs with
+ρ > 0 against one half, with a Wilson interval on the effective number of runs (the data sets' design
+effect), since a mean of signs that agree has no spread to make an interval from. Otherwise the row is
+the mean ρ per data set, pooled across data sets by random effects.
 
 Paper 000's Riemannian metric gets one testable statement, ``pressure.riemannian_slowest``: layers
 whose gradient is long in the Fisher/GGN metric relative to its Euclidean length, the early mean of
 ``m_i = g_iᵀ (G_ii + λI)⁻¹ g_i / ||g_i||²`` (``early_metric_ratio``; large when the metric is flat along
-the gradient), improve slowest: per-run Spearman ρ(m_i, gradient log-decrease), predicted negative,
-against the same initial-gradient-size baseline. This is what the quadratic mechanism above
-predicts too (descent is slow along flat directions), so a supported call says the metric finds the
-slow layers, not that they are bottlenecks in any further sense.
+the gradient), improve slowest: per-run Spearman ρ(m_i, gradient log-decrease), predicted negative.
+m_i is close to the reciprocal of the pressure (Cauchy-Schwarz: the metric's inverse along g against
+the curvature along g), so its sharpened row (``.beyond_pressure``) asks what it adds to pressure and
+the initial gradient size in the same fixed-effects rank regression. The quadratic mechanism above
+predicts the raw relation too (descent is slow along flat directions), so a supported raw row says the
+metric finds the slow layers, not that they are bottlenecks in any further sense.
+
+Paper 000 is a short abstract with no testable claim as written: every row here tests this project's
+reading of it and is exploratory (outside the Holm families; :mod:`analyses.stats.verdict`).
 
 Caveat: the verdicts mostly contrast the output layer (the top-pressure layer in most runs; the
 count is in the verdicts' detail) with hidden layers, and within hidden layers rest on pairs of
@@ -82,19 +95,6 @@ Tables
   improvement and saturation rise, the slowest-improving layer, whether they coincide, the chance rate
   and the run's ρ of each test.
 - ``analysis_pressure_verdicts``: the bottleneck claims.
-
-Results
--------
-On the default corpus (2026-12-04; two-level intervals, data sets then runs):
-``pressure.slowest_improving`` mean ρ 0.469 [0.323, 0.750] (172 runs), but the initial gradient size
-alone gives 0.504, so pressure's ρ beyond it is -0.035 [-0.091, 0.080]: inconclusive (it was "not
-supported" against 0 alone, a sign the mechanism sets). ``pressure.slowest_improving_hidden`` 0.783
-against 0.845, beyond -0.063 [-0.196, 0.133] (118 runs): inconclusive. ``pressure.later_saturation``
--0.302 [-0.562, 0.273] (47 runs): inconclusive (not supported on the run-level bootstrap).
-``pressure.top_is_slowest`` coincidence rate minus chance -0.175 [-0.340, -0.097]: not supported.
-``pressure.least_movement`` mean ρ +0.422 [0.262, 0.693]: not supported (high-pressure layers move
-most). ``pressure.riemannian_slowest`` mean ρ -0.369 [-0.623, -0.243] against the gradient size's
-+0.504, difference -0.873 [-1.344, -0.642]: supported.
 """
 
 from analyses.pressure.figures import FIGURES

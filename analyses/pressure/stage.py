@@ -93,4 +93,4 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     n_top_out = con.execute("SELECT count(*) FILTER (WHERE top_is_output), count(top_layer) "
                             "FROM analysis_pressure_bottlenecks").fetchall()[0]
     datasets = dict(layers.select("run_id", "dataset").unique("run_id").iter_rows())
-    write_verdicts(con, "pressure", pressure_verdicts(tests, n_top_out, datasets))
+    write_verdicts(con, "pressure", pressure_verdicts(tests, n_top_out, datasets, layer_subsets(layers)))

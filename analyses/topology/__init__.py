@@ -72,60 +72,39 @@ Tables
     fraction), for the sweeps.
 ``analysis_topology_verdicts``
     the paper's claims, per metric of the paper (normalized entropy, mean lifetime) and per layer
-    position every network has (first hidden, output): tracks test accuracy across runs, beyond
-    weight variance and norm, moves with accuracy over training (raw and partial), changes with the
-    training-set size, and (per metric) changes unevenly across layers: the first hidden layer's
-    change over training minus the output layer's. Correlations within +-0.1 of 0 count as no
-    relation; the uneven-change bands are 0.01 of normalized entropy and ln(1.05) of the mean
-    lifetime's ln ratio.
+    position every network has (first hidden, output), each the paper's test and, where a confound could
+    produce it, a sharpened test (``role``, ``pair``; :mod:`analyses.stats.verdict`):
 
-    The verdicts read only layers whose cloud has at least ``MIN_CLOUD_POINTS`` = 8 distinct points
-    at the run's last snapshot (:mod:`analyses.topology.claims`): H0 persistence of n points has
-    n - 1 finite bars, and on the default corpus 147 of 162 classification output layers have 2 or 3
-    points, whose "entropy" is a function of one distance ratio. Their correlation rows are
-    recomputed on those layers (``analysis_topology_correlations`` stays over every cloud); each
-    verdict's detail gives the estimate at the alternative minimum of 5 points. Each verdict hands
-    its rows (runs; sweeps for the train fraction) to the two-level assessment, with these confounds:
-    tracks accuracy, against the weight scale (baseline: ln weight variance's own within-group r with
-    accuracy; decisive: the partial r given ln variance and ln norm); beyond variance, the partial r
-    itself; over training, against training time (decisive: the mean within-run partial Spearman
-    given the step, ``spearman_beyond_time``: both the metric and accuracy move with the step);
-    train fraction, a twin design (sweeps identical but for the fraction).
+    - ``tracks_accuracy``: r of the final metric with final test accuracy across runs, within (data
+      set, architecture) groups, per data set pooled by random effects; sharpened ``beyond_variance``:
+      the partial r given ln weight variance and ln weight norm (the Girrbach et al. baseline: the
+      weights' scale alone relates to accuracy), its own r with accuracy shown beside it;
+    - ``over_training``: the mean within-run Spearman r of the metric and accuracy over training;
+      sharpened ``over_training.beyond_time`` (the partial Spearman given the step: both move with
+      training time) and ``over_training_beyond_variance`` (given the ranks of ln weight variance and
+      norm);
+    - ``train_fraction``: the mean within-sweep Spearman r between train fraction and the final metric
+      over every sweep (runs identical but for the fraction); sharpened ``train_fraction.fixed_steps``:
+      the same over the sweeps trained at fixed optimizer steps (run field ``fixed_steps``: a subsample
+      trains for the steps of the whole split), on the scale-free metric (the mean lifetime over the
+      mean neuron norm; the normalized entropy is scale-free already). At fixed epochs a smaller
+      training set takes fewer steps and ends with smaller weights, and the raw lifetime follows the
+      weights' scale: the paper's row cannot tell the data from the amount of training;
+    - ``uneven_across_layers`` (per metric): the first hidden layer's change over training minus the
+      output layer's, mean per data set pooled by random effects.
+
+    Correlations within +-0.1 of 0 count as no relation; the uneven-change bands are 0.01 of normalized
+    entropy and ln(1.05) of the mean lifetime's ln ratio. The verdicts read only layers whose cloud has
+    at least ``MIN_CLOUD_POINTS`` = 8 distinct points at the run's last snapshot
+    (:mod:`analyses.topology.claims`): H0 persistence of n points has n - 1 finite bars, and a
+    classification output layer of 2 or 3 classes has an "entropy" that is a function of one distance
+    ratio. Their correlation rows are recomputed on those layers (``analysis_topology_correlations``
+    stays over every cloud) and are the stage's own estimate beside each row; each row's detail gives the
+    estimate at the alternative minimum of 5 points.
 
 Over training, the within-run Spearman r is dominated by time (both the weights' scale and accuracy
-grow), hence its partial version. Train fraction is confounded with the number of optimizer steps
-(epochs are fixed, so a smaller training set takes fewer steps), as in the paper's design.
-
-Measured
---------
-On ``configs/topology.toml`` (180 runs, 36 sweeps, 2026-11-24), effect [95% interval] for the first
-hidden / output layer:
-
-tracks test accuracy across runs (r)
-    mean lifetime 0.275 [0.139, 0.393] / 0.498 [0.372, 0.59], supported; normalized entropy
-    -0.122 [-0.257, 0.038] / 0.090 [-0.089, 0.29], inconclusive.
-... beyond ln weight variance and norm (partial r)
-    mean lifetime 0.052 [-0.111, 0.218] / 0.142 [-0.006, 0.287], inconclusive; normalized entropy
-    -0.070 [-0.21, 0.099] / 0.141 [-0.039, 0.338], inconclusive.
-moves with accuracy over training (mean within-run Spearman)
-    mean lifetime 0.558 [0.491, 0.625] / 0.633 [0.576, 0.69], supported; normalized entropy
-    0.183 [0.075, 0.292] / 0.207 [0.083, 0.331], supported.
-... beyond variance and norm (mean partial Spearman)
-    mean lifetime 0.090 [0.021, 0.16] / 0.076 [0.027, 0.124], supported; normalized entropy
-    0.103 [0.011, 0.196] / 0.201 [0.096, 0.307], supported.
-changes with train fraction (mean within-sweep Spearman)
-    mean lifetime 0.811 [0.737, 0.885] / 0.875 [0.818, 0.932], supported; normalized entropy
-    0.119 [-0.1, 0.339] / 0.175 [-0.074, 0.423], inconclusive.
-changes unevenly across layers (first minus output change)
-    mean lifetime -0.25 [-0.274, -0.225], supported; normalized entropy -0.0017 [-0.0035, 0.0002],
-    not supported (inside the +-0.01 band).
-
-So there mean H0 lifetime tracks accuracy across runs, but once the layer's weight variance and norm
-are controlled for, nothing detectable is left across runs; within a run, what is left after
-controlling for them is small (partial Spearman 0.08-0.20) but consistently positive for both
-metrics. Mean lifetime grows with the training-set size (or the steps that come with it); normalized
-entropy barely moves (it sits at 0.985-1.0 in 80 % of layer snapshots). The default corpus's 22
-verdict rows point the same way with wider intervals.
+grow), hence its partial versions. The verdicts' numbers on each built corpus are in
+``docs/verdicts/``.
 """
 
 from analyses.stage import Stage

@@ -121,4 +121,6 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     corr = correlation_table(runs)
     write_table(con, "analysis_topology_correlations", corr)
     write_table(con, "analysis_topology_train_fraction", _TRAIN_FRACTION_SQL)
-    write_verdicts(con, "topology", topology_verdicts(corr, runs))
+    fixed = {r for (r,) in con.execute("SELECT run_id FROM runs WHERE coalesce(TRY_CAST(json_extract_string("
+                                        "config_json, '$.fixed_steps') AS BOOLEAN), false)").fetchall()}
+    write_verdicts(con, "topology", topology_verdicts(corr, runs, fixed))

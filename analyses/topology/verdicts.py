@@ -8,8 +8,15 @@ import numpy as np
 import polars as pl
 
 from analyses.stats import ClaimData, Verdict, mean_ci
-from analyses.topology.claims import ALT_MIN_CLOUD_POINTS, MIN_CLOUD_POINTS, across_runs_data, eligible, mean_data
-from analyses.topology.correlations import correlation_table, sweep_spearman
+from analyses.topology.claims import (
+    ALT_MIN_CLOUD_POINTS,
+    MIN_CLOUD_POINTS,
+    WEIGHT_SCALE,
+    across_runs_data,
+    eligible,
+    mean_data,
+)
+from analyses.topology.correlations import correlation_table, mean_r, sweep_spearman
 from analyses.topology.runs import LOG_METRICS
 
 #: The paper's metrics, which get verdict rows.
@@ -18,39 +25,62 @@ PAPER_METRICS = ("normalized_entropy", "mean_lifetime")
 VERDICT_POSITIONS = ("first", "output")
 #: Correlations within +-NEGLIGIBLE_R of 0 count as no relation (the verdict's negligible band).
 NEGLIGIBLE_R = 0.1
+R_UNITS = "correlation r"
 #: Negligible band of the uneven-change verdict: 0.01 of normalized entropy (its range is [0, 1]); a
 #: ln ratio of ln(1.05) for the mean lifetime (a 5 % difference in growth).
 NEGLIGIBLE_CHANGE = {"normalized_entropy": 0.01, "mean_lifetime": math.log(1.05)}
+#: Units of the uneven-change bands.
+CHANGE_UNITS = {"normalized_entropy": "normalized entropy (range [0, 1])", "mean_lifetime": "ln ratio of lifetimes"}
 #: How the claims and the report name the paper's metrics.
 LABEL = {"normalized_entropy": "normalized persistent entropy", "mean_lifetime": "mean H0 lifetime"}
 
-#: Per (metric, position): claim name, the correlation row (analysis, method) it reads, claim, test, effect.
+#: Per (metric, position): claim name, the correlation row (analysis, method) it reads (None: the
+#: stage's estimate is computed here), claim, test, effect, and the paper row it sharpens (None: it is
+#: the paper's test).
 _CORRELATION_CLAIMS = [
     ("tracks_accuracy", "accuracy_across_runs", "pearson",
      "{label} of the {pos} layer correlates with test accuracy across trained networks",
-     "Pearson r across classification runs of the final {scale}{label} and final test accuracy, both "
-     "z-scored within (data set, architecture) groups; bootstrap over runs", "Pearson r"),
+     "Pearson r across classification runs of the final {scale}{label} and final test accuracy within (data "
+     "set, architecture) groups, per data set, pooled across data sets by random effects (the paper's test)",
+     "Pearson r", None),
     ("beyond_variance", "accuracy_beyond_variance", "partial",
      "{label} of the {pos} layer tells about test accuracy beyond the layer's weight variance and norm",
-     "partial Pearson r of the final {scale}{label} with test accuracy after regressing both on ln weight "
-     "variance and ln weight norm (all z-scored within (data set, architecture) groups); bootstrap over runs",
-     "partial r"),
+     "partial Pearson r of the final {scale}{label} with test accuracy given ln weight variance and ln weight "
+     "norm, within (data set, architecture) groups, per data set, pooled by random effects (the sharpened test)",
+     "partial r", "tracks_accuracy"),
     ("over_training", "accuracy_over_training", "mean within-run spearman",
      "{label} of the {pos} layer moves with test accuracy over training",
-     "Spearman r between the metric and test accuracy over each run's snapshots, mean over runs with a t "
-     "interval (training time drives both; the partial version is in analysis_topology_correlations)",
-     "mean within-run Spearman r"),
+     "Spearman r between the metric and test accuracy over each run's snapshots, mean over runs per data set, "
+     "pooled by random effects (the paper's test)", "mean within-run Spearman r", None),
+    ("over_training.beyond_time", None, None,
+     "{label} of the {pos} layer moves with test accuracy over training beyond training time",
+     "partial Spearman r between the metric and test accuracy over each run's snapshots given the step (both "
+     "move with training time), mean over runs per data set, pooled by random effects (the sharpened test)",
+     "mean within-run partial Spearman r (given the step)", "over_training"),
     ("over_training_beyond_variance", "accuracy_over_training_beyond_variance",
      "mean within-run partial spearman",
      "{label} of the {pos} layer moves with test accuracy over training beyond its weight variance and norm",
      "partial Spearman r between the metric and test accuracy over each run's snapshots, controlling for the "
-     "ranks of ln weight variance and ln weight norm; mean over runs with a t interval",
-     "mean within-run partial Spearman r"),
+     "ranks of ln weight variance and ln weight norm; mean over runs per data set, pooled by random effects (the "
+     "sharpened test)", "mean within-run partial Spearman r", "over_training"),
     ("train_fraction", "train_fraction", "mean within-sweep spearman",
      "{label} of the {pos} layer changes with the training-set size",
      "Spearman r between train fraction and the final metric within each sweep (runs identical but for "
-     "the fraction), mean over sweeps with a t interval", "mean within-sweep Spearman r"),
+     "the fraction), mean over sweeps per data set, pooled by random effects (the paper's test)",
+     "mean within-sweep Spearman r", None),
+    ("train_fraction.fixed_steps", None, None,
+     "{label} of the {pos} layer changes with the training-set size at a fixed amount of training",
+     "Spearman r between train fraction and the final {scale_free} within each sweep trained at fixed optimizer "
+     "steps (fixed_steps: a subsample trains for the steps of the whole split), mean over sweeps per data set, "
+     "pooled by random effects (the sharpened test)", "mean within-sweep Spearman r (fixed steps)",
+     "train_fraction"),
 ]
+#: The scale-free version of each paper metric: the mean lifetime over the mean neuron norm (the weights'
+#: scale moves with the amount of training); the normalized entropy is scale-free already.
+SCALE_FREE = {"mean_lifetime": "mean_lifetime_scaled", "normalized_entropy": "normalized_entropy"}
+#: What the fixed-step row holds fixed.
+STEPS_AND_SCALE = ("optimizer steps (sweeps at fixed steps) and weight scale (a scale-free metric), twins "
+                   "identical but for the fraction")
 
 
 def layer_change_frame(runs: pl.DataFrame, metric: str) -> pl.DataFrame:
@@ -68,24 +98,60 @@ def layer_change_difference(runs: pl.DataFrame, metric: str) -> np.ndarray:
     return layer_change_frame(runs, metric)["d"].to_numpy().astype(float)
 
 
-def claim_data(runs: pl.DataFrame, metric: str, position: str, name: str) -> ClaimData | None:
+def claim_data(runs: pl.DataFrame, metric: str, position: str, name: str,
+               fixed_runs: frozenset[str] | set[str] = frozenset()) -> ClaimData | None:
     """The rows behind one correlation claim (``name`` of :data:`_CORRELATION_CLAIMS`) from the eligible
-    ``analysis_topology_runs`` rows ``runs`` (see :mod:`analyses.topology.claims`)."""
+    ``analysis_topology_runs`` rows ``runs`` (see :mod:`analyses.topology.claims`); ``fixed_runs``: the
+    runs trained at fixed optimizer steps."""
     g = runs.filter((pl.col("metric") == metric) & (pl.col("position") == position))
     cls = g.filter((pl.col("task") == "classification") & pl.col("final").is_not_null()
                    & pl.col("test_metric").is_not_null())
     if name == "train_fraction":
         return mean_data(sweep_spearman(g), "spearman", unit_column="sweep",
                          confound="twins (sweeps identical but for the fraction, by design)")
+    if name == "train_fraction.fixed_steps":
+        return mean_data(fixed_step_sweeps(runs, metric, position, fixed_runs), "spearman", unit_column="sweep",
+                         confound=STEPS_AND_SCALE)
     if cls.height == 0:
         return None
     if name in ("tracks_accuracy", "beyond_variance"):
         return across_runs_data(cls, metric, partial=name == "beyond_variance")
     if name == "over_training":
-        return mean_data(cls, "spearman_over_training", beyond_column="spearman_beyond_time",
-                         confound="training time (step drives the metric and accuracy alike)")
-    return mean_data(cls, "partial_spearman_over_training",
-                     confound="weight scale (ln weight variance and norm, partialled within run)")
+        return mean_data(cls, "spearman_over_training")
+    if name == "over_training.beyond_time":
+        return mean_data(cls, "spearman_beyond_time",
+                         confound="training time (the step partialled out within each run)")
+    return mean_data(cls, "partial_spearman_over_training", confound=WEIGHT_SCALE + " within each run")
+
+
+def fixed_step_sweeps(runs: pl.DataFrame, metric: str, position: str, fixed_runs: frozenset[str] | set[str]
+                      ) -> pl.DataFrame:
+    """Per sweep trained at fixed optimizer steps (its runs in ``fixed_runs``; a sweep's runs share the
+    setting), the Spearman r between train fraction and the final scale-free metric (:data:`SCALE_FREE`)
+    of one position."""
+    g = runs.filter((pl.col("metric") == SCALE_FREE[metric]) & (pl.col("position") == position)
+                    & pl.col("run_id").is_in(sorted(fixed_runs)))
+    return sweep_spearman(g)
+
+
+def _stage_estimate(corr: pl.DataFrame, runs: pl.DataFrame, metric: str, position: str, spec: tuple,
+                    fixed_runs: frozenset[str] | set[str] = frozenset()) -> dict:
+    """The stage's own estimate of one claim: its row of the correlation table, or for a claim with no
+    row there (``over_training.beyond_time``, ``train_fraction.fixed_steps``) the mean of its per-run (per
+    sweep) values with a t interval."""
+    name, analysis, method = spec[:3]
+    if analysis is not None:
+        return _corr_row(corr, metric, position, analysis, method)
+    if name == "train_fraction.fixed_steps":
+        sweeps = fixed_step_sweeps(runs, metric, position, fixed_runs)
+        e = mean_r(sweeps["spearman"].to_numpy(), "sweeps", sweeps["dataset"].n_unique())
+        return {"estimate": e.value, "ci_low": e.low, "ci_high": e.high, "p_value": e.p, "n": e.n,
+                "n_unit": e.unit, "n_datasets": e.datasets, "df": e.df}
+    cls = runs.filter((pl.col("metric") == metric) & (pl.col("position") == position)
+                      & (pl.col("task") == "classification") & pl.col("spearman_beyond_time").is_not_null())
+    e = mean_r(cls["spearman_beyond_time"].cast(pl.Float64).to_numpy(), "runs", cls["dataset"].n_unique())
+    return {"estimate": e.value, "ci_low": e.low, "ci_high": e.high, "p_value": e.p, "n": e.n, "n_unit": e.unit,
+            "n_datasets": e.datasets, "df": e.df}
 
 
 def _corr_row(corr: pl.DataFrame, metric: str, position: str, analysis: str, method: str) -> dict:
@@ -94,25 +160,26 @@ def _corr_row(corr: pl.DataFrame, metric: str, position: str, analysis: str, met
     return hit.row(0, named=True) if hit.height else {}
 
 
-def _correlation_verdict(corr: pl.DataFrame, metric: str, position: str, claim_spec: tuple,
+def _correlation_verdict(row: dict, metric: str, position: str, claim_spec: tuple,
                          data: ClaimData | None = None, alt: dict | None = None) -> Verdict:
-    """A claim read from its row of the correlation table over the eligible clouds (the verdict carries
-    the row's numbers), with the rows behind it (``data``) and the row at the alternative minimum cloud
-    size (``alt``) in the detail."""
-    name, analysis, method, claim, test, effect_name = claim_spec
-    hit = corr.filter((pl.col("metric") == metric) & (pl.col("position") == position)
-                      & (pl.col("analysis") == analysis) & (pl.col("method") == method))
-    row = hit.row(0, named=True) if hit.height else {}
+    """A claim with the stage's own estimate ``row`` (a row of the correlation table over the eligible
+    clouds), the rows behind it (``data``) and the row at the alternative minimum cloud size (``alt``)
+    in the detail."""
+    name, _, _, claim, test, effect_name, sharpens = claim_spec
     pos = "first hidden" if position == "first" else position
+    stem = f"topology.{metric}.{position}"
     return Verdict(
-        claim_id=f"topology.{metric}.{position}.{name}", source="003",
+        claim_id=f"{stem}.{name}", source="003",
         claim=claim.format(label=LABEL[metric], pos=pos),
-        test=test.format(label=LABEL[metric], scale="ln " if metric in LOG_METRICS else ""),
+        test=test.format(label=LABEL[metric], scale="ln " if metric in LOG_METRICS else "",
+                         scale_free=("mean lifetime over the mean neuron norm" if metric == "mean_lifetime"
+                                     else LABEL[metric])),
         effect_name=effect_name, predicted="nonzero", effect=row.get("estimate"),
         ci_low=row.get("ci_low"), ci_high=row.get("ci_high"), n=int(row.get("n") or 0),
-        n_unit=row.get("n_unit") or ("sweeps" if name == "train_fraction" else "runs"),
-        p_value=row.get("p_value"), negligible=NEGLIGIBLE_R,
-        data=data,
+        n_unit=row.get("n_unit") or ("sweeps" if name.startswith("train_fraction") else "runs"),
+        p_value=row.get("p_value"), negligible=NEGLIGIBLE_R, band_units=R_UNITS, data=data,
+        role="sharpened" if sharpens else "paper", pair=f"{stem}.{sharpens}" if sharpens else "",
+        df=row.get("df") if row.get("df") is not None else math.inf,
         detail=(f"{row.get('n_datasets') or 0} data sets"
                 + (f" in {row['n_groups']} (data set, architecture) groups" if row.get("n_groups") else "")
                 + f"; metric {metric}, layer position {position}; clouds of >= {MIN_CLOUD_POINTS} points at the "
@@ -137,17 +204,20 @@ def _uneven_verdict(runs: pl.DataFrame, metric: str) -> Verdict:
         f"The {LABEL[metric]} changes unevenly across layers during training",
         ("per run, change over training (initial to last snapshot; "
          + ("ln ratio" if metric in LOG_METRICS else "difference")
-         + ") of the first hidden layer minus that of the output layer; mean over runs with a t interval"),
+         + ") of the first hidden layer minus that of the output layer; mean over runs per data set, pooled by "
+           "random effects"),
         "mean paired difference of the change", "nonzero", negligible=NEGLIGIBLE_CHANGE[metric],
-        data=mean_data(frame, "d") if frame.height else None,
+        band_units=CHANGE_UNITS[metric], data=mean_data(frame, "d", bounds=None) if frame.height else None,
         detail=(f"runs where both layers have the metric at both ends and clouds of >= {MIN_CLOUD_POINTS} points; "
                 f"negligible band +-{NEGLIGIBLE_CHANGE[metric]:.3g}"))
 
 
-def topology_verdicts(corr: pl.DataFrame, runs: pl.DataFrame) -> list[Verdict]:
-    """Per metric of PAPER_METRICS: the five correlation claims per position of VERDICT_POSITIONS, then
+def topology_verdicts(corr: pl.DataFrame, runs: pl.DataFrame, fixed_runs: frozenset[str] | set[str] = frozenset()
+                      ) -> list[Verdict]:
+    """Per metric of PAPER_METRICS: the seven correlation claims per position of VERDICT_POSITIONS, then
     the uneven-change claim; each on the layers whose cloud has at least MIN_CLOUD_POINTS points (the
-    correlation rows are recomputed on them; ``corr``, over every cloud, stays descriptive)."""
+    correlation rows are recomputed on them; ``corr``, over every cloud, stays descriptive).
+    ``fixed_runs``: the runs trained at fixed optimizer steps (the fixed-step train-fraction rows)."""
     del corr  # the verdicts' own rows are recomputed on the eligible clouds
     kept, alt_kept = eligible(runs), eligible(runs, ALT_MIN_CLOUD_POINTS)
     kept_corr, alt_corr = correlation_table(kept), correlation_table(alt_kept)
@@ -155,8 +225,9 @@ def topology_verdicts(corr: pl.DataFrame, runs: pl.DataFrame) -> list[Verdict]:
     for metric in PAPER_METRICS:
         for position in VERDICT_POSITIONS:
             for spec in _CORRELATION_CLAIMS:
-                alt = _corr_row(alt_corr, metric, position, spec[1], spec[2])
-                out.append(_correlation_verdict(kept_corr, metric, position, spec,
-                                                claim_data(kept, metric, position, spec[0]), alt))
+                row = _stage_estimate(kept_corr, kept, metric, position, spec, fixed_runs)
+                alt = _stage_estimate(alt_corr, alt_kept, metric, position, spec, fixed_runs)
+                out.append(_correlation_verdict(row, metric, position, spec,
+                                                claim_data(kept, metric, position, spec[0], fixed_runs), alt))
         out.append(_uneven_verdict(kept, metric))
     return out

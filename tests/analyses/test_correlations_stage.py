@@ -95,9 +95,9 @@ def test_stage_tables_and_planted_verdicts() -> None:
     plt.close(fig)
     assert any("survive Benjamini-Hochberg" in p for p in report(con)["paragraphs"])
     verdicts = _verdicts(con)
-    assert len(verdicts) == 8
+    assert len(verdicts) == 16  # the paper's test and the sharpened one (beyond ln steps) per claim
     planted = {c: v for c, v in verdicts.items() if "flatness" not in c}
-    assert len(planted) == 6
+    assert len(planted) == 12
     for claim, (verdict, effect) in planted.items():
         assert verdict == "supported", (claim, verdict, effect)
     # nothing planted in the curvature's size: the flatness claims find nothing

@@ -1,4 +1,5 @@
-"""Diagnostics verdicts: planted effects make them "supported" and reversed ones "not supported"."""
+"""Diagnostics verdicts: planted effects make them "supported" and reversed ones "not supported", on the
+stage's own estimate and on the pooled one that decides (write_verdicts)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ def test_saturation_verdict_planted_and_reversed(slope, verdict):
     x, y, runs = _correlated(12, 4, slope)
     frame = layer_frame([{"run_id": r, "step": i, "saturation_fraction": a, "local_near_zero_fraction": b}
                     for i, (r, a, b) in enumerate(zip(runs, x, y, strict=True))])
-    v = verdicts.verdict_saturation(frame)
-    assert v.verdict == verdict and v.n == 12 and v.n_unit == "runs"
+    paper, sharp = verdicts.verdict_saturation(frame)
+    assert paper.verdict == verdict and paper.n == 12 and paper.n_unit == "runs"
+    assert sharp.role == "sharpened" and sharp.pair == paper.claim_id
 
 
 @pytest.mark.parametrize(("slope", "verdict"), [(-0.5, "supported"), (0.5, "not supported")])
@@ -66,13 +68,17 @@ def test_bias_verdict_against_the_untrained_layers(trained, untrained, verdict):
     rows = [{"run_id": f"r{i:02d}", "dataset": f"d{i % 4}", "step": step,
              "loss_bias_share_ratio": (untrained if step == 0 else trained) + rng.normal(0, 0.01)}
             for i in range(12) for step in (0, 10, 20)]
-    v = verdicts.verdict_bias(layer_frame(rows), "loss")
-    # against 1/(d+1) alone the stage's own interval calls any share above 1 supported
-    assert v.verdict == ("supported" if trained > 1 else "not supported")
+    paper, sharp = verdicts.verdict_bias(layer_frame(rows), "loss")
     con = duckdb.connect()
-    write_verdicts(con, "diagnostics", [v])
-    call, baseline = con.execute("SELECT verdict, baseline_effect FROM analysis_diagnostics_verdicts").fetchall()[0]
-    assert call == verdict and baseline == pytest.approx(untrained, abs=0.01)
+    write_verdicts(con, "diagnostics", [paper, sharp])
+    (p_call,), (s_call, baseline) = con.execute(
+        "SELECT verdict FROM analysis_diagnostics_verdicts WHERE role = 'paper' UNION ALL "
+        "SELECT verdict || '|' || baseline_effect FROM analysis_diagnostics_verdicts WHERE role = 'sharpened'"
+    ).fetchall()[0], con.execute("SELECT verdict, baseline_effect FROM analysis_diagnostics_verdicts "
+                                 "WHERE role = 'sharpened'").fetchall()[0]
+    # against 1/(d+1), the paper's test, any share above 1 holds
+    assert p_call == ("supported" if trained > 1 else "not supported")
+    assert s_call == verdict and baseline == pytest.approx(untrained, abs=0.01)
 
 
 @pytest.mark.parametrize(("slope", "verdict"), [(0.8, "supported"), (-0.8, "not supported")])
@@ -80,6 +86,6 @@ def test_last_layer_verdict_planted_and_reversed(slope, verdict):
     x, y, runs = _correlated(20, 1, slope, seed=4)
     pairs = pl.DataFrame({"run_id": runs, "step": 5, "difference": x})
     snapshots = pl.DataFrame({"run_id": runs, "step": 5, "gap_loss": y})
-    v = verdicts.verdict_last_layers(pairs, snapshots)
-    assert v.verdict == verdict and v.n == 20
+    paper, _ = verdicts.verdict_last_layers(pairs, snapshots)
+    assert paper.verdict == verdict and paper.n == 20
 

@@ -16,8 +16,9 @@ def _pressure_db(n_runs: int, n_layers: int, n_snapshots: int, sign: float, seed
     """Synthetic analysis_features_layer, layer_stats, runs and weights.
 
     Layer i of a run has pressure level b_i (random order); its gradient norm decays at rate b_i**sign
-    (sign = -1: high pressure, slow improvement, the bottleneck claim) and its saturation rises by
-    ``-sign * b_i`` over training (sign = -1: high pressure, more saturation)."""
+    times a lognormal factor (sign = -1: high pressure, slow improvement, the bottleneck claim) and its
+    saturation rises by ``-sign * b_i`` over training (sign = -1: high pressure, more saturation). Runs
+    are spread over three data sets."""
     rng = np.random.default_rng(seed)
     total = 100
     spectral = np.unique(np.linspace(0, total, n_snapshots).round().astype(int))
@@ -27,8 +28,9 @@ def _pressure_db(n_runs: int, n_layers: int, n_snapshots: int, sign: float, seed
         run_id = f"run{r:02d}"
         run_rows.append({"run_id": run_id, "total_steps": total})
         b = rng.permutation(np.linspace(0.5, 3.0, n_layers)) * rng.uniform(0.8, 1.2)
-        rate = b ** sign * 3.0
+        rate = b ** sign * 3.0 * np.exp(0.4 * rng.normal(size=n_layers))
         g0 = rng.lognormal(0, 1, n_layers)  # initial gradient sizes, unrelated to pressure
+        sat_gain = rng.uniform(0.2, 1.8, n_layers)
         w0 = {i: rng.normal(size=6).astype(np.float32) for i in range(n_layers)}
         for step in metric:
             t = step / total
@@ -40,16 +42,19 @@ def _pressure_db(n_runs: int, n_layers: int, n_snapshots: int, sign: float, seed
             for i in range(n_layers):
                 out = i == n_layers - 1
                 feats.append({
-                    "run_id": run_id, "step": int(step), "layer_index": i, "progress": t, "dataset": "iris",
+                    "run_id": run_id, "step": int(step), "layer_index": i, "progress": t,
+                    "dataset": ("iris", "wine", "glass")[r % 3],
                     "task": "classification", "architecture": "medium-sigmoid", "activation": "sigmoid",
                     "optimizer": "adam", "n_layers": n_layers, "relative_depth": i / max(n_layers - 1, 1),
                     "is_output": out, "gradient_pressure": float(b[i] * np.exp(-t)),
-                    "saturation_fraction": None if out else float(0.3 - sign * 0.05 * b[i] * t),
+                    "saturation_fraction": None if out else float(0.3 - sign * 0.05 * b[i] * sat_gain[i] * t),
                     "dead_fraction": None, "grad_norm": float(g0[i] * np.exp(-rate[i] * t)), "weight_norm": 1.0 + t,
                     # a flat metric along the gradient where improvement is slow: 1 / rate
-                    "natural_gradient_norm": float((g0[i] * np.exp(-rate[i] * t)) ** 2 / rate[i])})
+                    "natural_gradient_norm": float((g0[i] * np.exp(-rate[i] * t)) ** 2 / rate[i]
+                                                   * np.exp(0.3 * rng.normal()))})
                 weight_rows.append({"run_id": run_id, "step": int(step), "layer_index": i,
-                                    "tensor": "linear.weight", "values": (w0[i] * (1 + k * b[i])).tolist()})
+                                    "tensor": "linear.weight",
+                                    "values": (w0[i] * (1 + k * b[i] * rng.uniform(0.5, 1.5))).tolist()})
     con = duckdb.connect()
     frames = {"analysis_features_layer": pl.DataFrame(feats), "layer_stats": pl.DataFrame(stats_rows),
               "runs": pl.DataFrame(run_rows),
@@ -75,12 +80,17 @@ def test_stage_supports_a_planted_bottleneck():
     assert shares == pytest.approx((1.0, 1.0, 1, 1))
     b = con.execute("SELECT count(*), count(*) FILTER (WHERE top_is_slowest), avg(rho_improvement) "
                     "FROM analysis_pressure_bottlenecks").fetchall()[0]
-    assert b[0] == 12 and b[1] == 12 and b[2] == pytest.approx(-1.0)
+    assert b[0] == 12 and b[2] < -0.6
     v = _verdicts(con)
-    assert v == {"pressure.slowest_improving": "supported", "pressure.slowest_improving_hidden": "supported",
-                 "pressure.later_saturation": "supported", "pressure.top_is_slowest": "supported",
-                 "pressure.least_movement": "not supported",  # weights move in proportion to pressure here
-                 "pressure.riemannian_slowest": "supported"}
+    assert {k: c for k, c in v.items() if k in (
+        "pressure.slowest_improving", "pressure.slowest_improving_hidden", "pressure.later_saturation",
+        "pressure.least_movement", "pressure.riemannian_slowest", "pressure.slowest_improving.beyond_gradient_size")
+    } == {"pressure.slowest_improving": "supported", "pressure.slowest_improving_hidden": "supported",
+          "pressure.later_saturation": "supported",
+          "pressure.least_movement": "not supported",  # weights move in proportion to pressure here
+          "pressure.riemannian_slowest": "supported", "pressure.slowest_improving.beyond_gradient_size": "supported"}
+    # four runs a data set: the coincidence rate is too noisy to decide
+    assert v["pressure.top_is_slowest"] == "inconclusive"
     for figure in STAGE.figures:
         fig = figure.draw(con)
         assert fig.get_suptitle()
@@ -94,14 +104,14 @@ def test_stage_rejects_a_reversed_bottleneck():
     v = _verdicts(con)
     assert v["pressure.slowest_improving"] == "not supported"
     assert v["pressure.later_saturation"] == "not supported"
-    assert v["pressure.top_is_slowest"] == "not supported"
+    assert v["pressure.slowest_improving.beyond_gradient_size"] != "supported"
 
 
 def test_stage_on_a_tiny_corpus_of_two_layer_runs_does_not_crash():
     con = _pressure_db(n_runs=3, n_layers=2, n_snapshots=3, sign=-1.0)
     STAGE.run(con)
     v = con.execute("SELECT claim_id, verdict, n FROM analysis_pressure_verdicts ORDER BY claim_id").fetchall()
-    assert len(v) == 6
+    assert len(v) == 9
     hidden = {c: (verdict, n) for c, verdict, n in v}
     assert hidden["pressure.slowest_improving_hidden"] == ("inconclusive", 0)  # one hidden layer per run
     for fig in STAGE.figures:

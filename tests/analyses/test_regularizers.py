@@ -46,7 +46,7 @@ def test_paired_differences_average_seeds_within_units() -> None:
     units, _, _ = reg.paired_difference_units(frame, "sam", "none", "test_accuracy")
     assert units["dataset"].to_list() == ["breast_cancer", "wine"]
     data = reg.unit_claim_data(units)
-    assert math.isclose(data.statistic(np.arange(2)), 0.075) and data.confound.startswith("twins")
+    assert math.isclose(data.estimand.value(np.arange(2)), 0.075) and data.confound.startswith("twins")
 
 
 def test_regularizer_stage_on_the_tiny_corpus(built_corpus) -> None:

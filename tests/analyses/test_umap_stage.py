@@ -88,10 +88,11 @@ def test_stage_on_a_synthetic_database_finds_planted_architectures():
     assert set(acc) == {"all/run", "all/dataset_study", "all/dataset", "last/dataset_study", "last/dataset",
                         "step0/dataset_study", "step0/dataset"}
     rows = {r["claim_id"]: r for r in con.sql("SELECT * FROM analysis_umap_verdicts").pl().to_dicts()}
-    assert set(rows) == {"umap.architecture_clusters", "umap.architecture_transfer"}
-    clusters = rows["umap.architecture_clusters"]
-    assert clusters["verdict"] == "supported" and clusters["confound"] == "initialization"
-    assert clusters["effect"] == acc["last/dataset_study"] and clusters["baseline_effect"] == acc["step0/dataset_study"]
+    assert set(rows) == {"umap.architecture_clusters", "umap.architecture_transfer",
+                         "umap.architecture_clusters.beyond_init", "umap.architecture_transfer.beyond_init"}
+    clusters, beyond = rows["umap.architecture_clusters"], rows["umap.architecture_clusters.beyond_init"]
+    assert clusters["verdict"] == beyond["verdict"] == "supported" and beyond["confound"] == "initialization"
+    assert clusters["effect"] == acc["last/dataset_study"] and beyond["baseline_effect"] == acc["step0/dataset_study"]
     fig = snapshots_figure(con)
     assert "64 snapshots from 16 runs" in fig.get_suptitle()
     plt.close(fig)
@@ -107,6 +108,6 @@ def test_stage_without_structure_is_not_supported_and_tiny_corpora_do_not_crash(
     tiny = _feature_db(n_arch=3, runs_per_arch=1, snapshots=3, with_runs=False)
     STAGE.run(tiny)  # 9 snapshots: no embedding, 3 runs of 3 distinct labels, no runs or studies tables
     assert tiny.execute("SELECT count(*), count(x) FROM analysis_umap").fetchall()[0] == (9, 0)
-    assert tiny.execute("SELECT count(*) FROM analysis_umap_verdicts").fetchall()[0][0] == 2
+    assert tiny.execute("SELECT count(*) FROM analysis_umap_verdicts").fetchall()[0][0] == 4
     for fig in STAGE.figures:
         plt.close(fig.draw(tiny))
