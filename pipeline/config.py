@@ -76,6 +76,8 @@ _CHOICES = {
     "residual": RESIDUALS,
     "augment": AUGMENTS,
 }
+#: Run fields that are true or false.
+_BOOLEAN = {"fixed_steps"}
 # (type, minimum, maximum, minimum is exclusive)
 _NUMERIC = {
     "train_fraction": (float, 0.0, 1.0, True),
@@ -389,6 +391,9 @@ def _check_value(name: str, value, key: str, known_datasets: set[str], fail) -> 
     elif name == "blocks":
         if not isinstance(value, list) or not all(isinstance(b, str) and b for b in value):
             raise fail(key, "expected a list of module paths (strings)")
+    elif name in _BOOLEAN:
+        if not isinstance(value, bool):
+            raise fail(key, f"expected true or false, got {value!r}")
     elif name == "widths":
         if (not isinstance(value, list) or not value
                 or not all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 65536 for w in value)):

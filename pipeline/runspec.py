@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu")
@@ -56,6 +57,10 @@ class RunSpec:
     weight_decay: float = 0.0
     batch_size: int = 32
     epochs: int = 30
+    #: Train a subsample (``train_fraction`` < 1) for the optimizer steps of the whole training split:
+    #: ``epochs`` scaled by 1 / train_fraction (:attr:`epochs_run`), so that a train-fraction sweep varies
+    #: the data and not the amount of training.
+    fixed_steps: bool = False
     #: Which gradient the optimizer follows, and its strengths: ``penalty`` (lambda of the
     #: gradient-norm and Hessian-trace penalties), ``rho`` (SAM's radius), ``fisher_eta`` (Fisher SAM).
     regularizer: str = "none"
@@ -90,6 +95,11 @@ class RunSpec:
     def run_id(self) -> str:
         return run_id_of(self)
 
+    @property
+    def epochs_run(self) -> int:
+        """The epochs the run trains: ``epochs``, or with ``fixed_steps`` ceil(epochs / train_fraction)."""
+        return math.ceil(self.epochs / self.train_fraction - 1e-9) if self.fixed_steps else self.epochs
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["widths"] = list(self.widths)
@@ -109,7 +119,7 @@ class RunSpec:
 HASH_OMIT_AT_DEFAULT = {"dataset_digest": "", "regularizer": "none", "penalty": 0.01, "rho": 0.05,
                         "fisher_eta": 1.0, "residual": "none", "coupling_probes": 0, "augment": "none",
                         "augment_at": 0.25, "edge_budget": 2, "trial_steps": 10, "model": "", "blocks": [],
-                        "checkpoint_digest": ""}
+                        "checkpoint_digest": "", "fixed_steps": False}
 
 
 def run_id_of(spec: RunSpec) -> str:

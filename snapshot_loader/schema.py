@@ -209,7 +209,7 @@ TABLE_NOTES: dict[str, str] = {
     ),
     "runs": (
         "every run field (dataset ... seed; widths INTEGER[]; regularizer, penalty, rho, fisher_eta; the "
-        "digests of a user's data file and checkpoint folder are in config_json only: "
+        "digests of a user's data file and checkpoint folder and `fixed_steps` are in config_json only: "
         "`json_extract_string(config_json, '$.dataset_digest')`), device (where the optimizer steps and the "
         "curvature engine ran), task, depth (number of "
         "Linear blocks; a user's model: its blocks), model and blocks (family `custom`: the factory and the "

@@ -216,3 +216,24 @@ def test_cli_limit_must_be_positive(tiny_config: Path, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     proc = run_cli("extract", "--config", str(tiny_config), "--shards", str(tmp_path / "file"))
     assert proc.returncode == 2 and "is not a folder" in proc.stderr
+
+
+def test_fixed_steps_scales_the_epochs_of_a_subsample_and_keeps_old_ids(tmp_path) -> None:
+    """``fixed_steps`` trains a subsample for the steps of the whole split (epochs / train_fraction, rounded
+    up); at its default it stays out of the run id; at train_fraction 1 it still enters it (the sweep's own
+    full-data run)."""
+    assert RunSpec(dataset="iris", epochs=40, train_fraction=0.25, fixed_steps=True).epochs_run == 160
+    assert RunSpec(dataset="iris", epochs=40, train_fraction=0.3, fixed_steps=True).epochs_run == 134
+    assert RunSpec(dataset="iris", epochs=40, train_fraction=0.25).epochs_run == 40
+    assert RunSpec(dataset="iris", fixed_steps=False).run_id == "6d0fcf869171912f"
+    assert RunSpec(dataset="iris", train_fraction=0.5, fixed_steps=True).run_id != \
+        RunSpec(dataset="iris", train_fraction=0.5).run_id
+    path = tmp_path / "c.toml"
+    path.write_text('[corpus]\nname = "c"\n[[study]]\nname = "s"\n[study.grid]\ndataset = "iris"\n'
+                    'train_fraction = [0.5, 1.0]\nfixed_steps = [false, true]\n')
+    runs = load_config(path).runs()
+    assert sorted((r.train_fraction, r.fixed_steps) for r in runs) == [(0.5, False), (0.5, True), (1.0, False),
+                                                                       (1.0, True)]
+    path.write_text('[corpus]\nname = "c"\n[[study]]\nname = "s"\n[study.grid]\ndataset = "iris"\nfixed_steps = 1\n')
+    with pytest.raises(ConfigError, match="fixed_steps: expected true or false"):
+        load_config(path)

@@ -89,7 +89,7 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
 
     n_train = len(data.train_rows)
     per_epoch = steps_per_epoch(n_train, spec.batch_size)
-    total = per_epoch * spec.epochs
+    total = per_epoch * spec.epochs_run
     metric_at = metric_steps(total, spec.metric_checkpoints)
     spectral_at = set(spectral_steps(metric_at, spec.spectral_snapshots).tolist())
     metric_set = set(metric_at.tolist())
@@ -118,7 +118,7 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
         checkpoint(0)
         move_training_state(model, optimizer, train_device)
         model.train()
-        for _epoch in range(spec.epochs):
+        for _epoch in range(spec.epochs_run):
             order = torch.randperm(n_train, generator=generator)
             for b in range(per_epoch):
                 idx = order[b * spec.batch_size:(b + 1) * spec.batch_size]
