@@ -39,13 +39,15 @@ def test_every_stage_has_a_section_and_the_verdicts_are_listed(built_corpus):
         + html.count('class="v-not-supported"') >= n_verdicts
 
 
-def test_the_report_shows_each_claim_beside_its_baseline(built_corpus):
+def test_the_report_shows_each_claim_with_its_confound_and_its_pair(built_corpus):
     html = (built_corpus["report"] / "index.html").read_text()
     con = duckdb.connect(str(built_corpus["db"]), read_only=True)
-    with_baseline = con.execute("SELECT count(*) FROM analysis_verdicts WHERE beyond_name <> ''").fetchall()[0][0]
+    held = con.execute("SELECT count(*) FROM analysis_verdicts WHERE confound <> ''").fetchall()[0][0]
+    pairs = con.execute("SELECT count(*) FROM analysis_verdicts WHERE reading <> ''").fetchall()[0][0]
     con.close()
-    assert "<th>baseline_effect</th>" in html and "<th>verdict_adjusted</th>" in html
-    assert html.count("Against ") >= with_baseline  # one baseline sentence per verdict that has one
+    assert "<th>baseline_effect</th>" in html and "<th>verdict_adjusted</th>" in html and "<th>reading</th>" in html
+    assert html.count("Held fixed: ") >= held  # one sentence per verdict that holds a confound fixed
+    assert html.count("Read with its pair: ") >= pairs
 
 
 def test_verdict_tables_page_lists_every_verdict(built_corpus, tmp_path):
