@@ -82,8 +82,8 @@ def snapshot_claim_data(data: pl.DataFrame, x: str, y: str, sharpened: bool = Fa
 def _snapshot_pair(data: pl.DataFrame, x: str, y: str, claim_id: str, source: str, claim: str, test: str,
                    effect_name: str, predicted: str) -> list[Verdict]:
     """The paper's test and the sharpened one (beyond training time) of a correlation over layer
-    snapshots; the stage's estimates beside them are pooled over the snapshots with a cluster bootstrap
-    over runs."""
+    snapshots; the stage's estimate beside the first is pooled over the snapshots with a cluster
+    bootstrap over runs, beside the second the pooled partial r alone."""
     n_rows = finite_pairs(data, x, y).height
     common = {"predicted": predicted, "negligible": NEGLIGIBLE_R, "band_units": R_UNITS,
               "detail": f"{n_rows} layer snapshots"}
@@ -91,9 +91,8 @@ def _snapshot_pair(data: pl.DataFrame, x: str, y: str, claim_id: str, source: st
     partial = Estimate.missing(rows["run_id"].n_unique() if rows.height else 0, "runs")
     if rows.height >= 4:
         t = np.log1p(rows["step"].cast(pl.Float64).to_numpy())[:, None]
-        stat = rows.with_columns(pl.Series("_t", t[:, 0]))
-        partial = cluster_bootstrap(stat, "run_id", lambda f: _partial(
-            f[x].to_numpy(), f[y].to_numpy(), f["_t"].to_numpy()[:, None]), unit="runs")
+        partial = Estimate.missing(partial.n, "runs", _partial(rows[x].to_numpy().astype(float),
+                                                               rows[y].to_numpy().astype(float), t))
     return [
         Verdict.of(clustered_correlation(data, x, y), claim_id, source, claim,
                    test + " within each data set, pooled across data sets by random effects (the paper's test)",
