@@ -23,8 +23,8 @@ from analyses.pressure.rank_correlation import RankCorrelation
 from analyses.stats import ClaimData, Concordance, Estimate, Jackknifed, Mean, Verdict, partial_r, within_run_ranks
 
 #: What the gradient-size control holds fixed (the stage docstring, "Mechanism").
-MECHANISM = ("gradient descent itself: along high-curvature directions it shrinks the gradient fastest, and "
-             "layers with large early gradients fall most (initial gradient size, within each run)")
+MECHANISM = ("the optimizer's own mechanism (gradient descent shrinks the gradient fastest along high curvature, "
+             "and layers with large early gradients fall most: the initial gradient size, within each run)")
 #: What the Riemannian row's control holds fixed.
 PRESSURE_AND_SIZE = ("gradient pressure and initial gradient size (the metric ratio is close to the reciprocal of "
                      "pressure), within each run")

@@ -284,33 +284,47 @@ def holm_adjusted(frame: pl.DataFrame) -> pl.DataFrame:
     return out.with_columns(reading=pl.Series(readings(out)))
 
 
+def _short(confound: str) -> str:
+    """A confound's name without its explanation: "weight scale (ln weight variance ...)" -> "weight scale"."""
+    return confound.split(" (")[0].split(":")[0].strip() or "its confound"
+
+
+def pair_reading(paper: str, sharpened: str, confound: str) -> str:
+    """How a paper row's call and one sharpened row's call read together."""
+    beyond = _short(confound)
+    if paper == SUPPORTED and sharpened == SUPPORTED:
+        return f"holds as stated, and beyond {beyond}"
+    if paper == SUPPORTED and sharpened == NOT_SUPPORTED:
+        return f"holds as stated, but not beyond {beyond} (structural)"
+    if paper == SUPPORTED:
+        return f"holds as stated; beyond {beyond} undecided"
+    if paper == NOT_SUPPORTED:
+        return "does not hold as stated"
+    if sharpened == SUPPORTED:
+        return f"undecided as stated, but holds beyond {beyond}"
+    return "undecided as stated"
+
+
 def readings(frame: pl.DataFrame) -> list[str]:
-    """One sentence per row reading a paper/sharpened pair together (module doc); exploratory rows say so."""
-    calls = {(r["pair"] or r["claim_id"], r["role"]): r for r in frame.iter_rows(named=True)}
+    """One sentence per row reading a paper/sharpened pair together (module doc): a sharpened row against
+    its paper row, a paper row against each of its sharpened rows; exploratory rows say so."""
+    rows = list(frame.iter_rows(named=True))
+    paper = {r["claim_id"]: r for r in rows if r["role"] == "paper"}
+    sharpened: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["role"] == "sharpened":
+            sharpened.setdefault(r["pair"], []).append(r)
     out = []
-    for r in frame.iter_rows(named=True):
+    for r in rows:
         if r["exploratory"]:
             out.append(f"exploratory, outside Holm: paper {r['family']} states no testable claim")
-            continue
-        pair = r["pair"] or r["claim_id"]
-        paper, sharp = calls.get((pair, "paper")), calls.get((pair, "sharpened"))
-        if paper is None or sharp is None:
-            out.append("")
-            continue
-        beyond = sharp["confound"] or "its confound"
-        a, b = paper["verdict_adjusted"], sharp["verdict_adjusted"]
-        if a == SUPPORTED and b == SUPPORTED:
-            out.append(f"holds as stated, and beyond {beyond}")
-        elif a == SUPPORTED and b == NOT_SUPPORTED:
-            out.append(f"holds as stated, but not beyond {beyond} (structural)")
-        elif a == SUPPORTED:
-            out.append(f"holds as stated; beyond {beyond} undecided")
-        elif a == NOT_SUPPORTED:
-            out.append("does not hold as stated")
-        elif b == SUPPORTED:
-            out.append(f"undecided as stated, but holds beyond {beyond}")
+        elif r["role"] == "sharpened" and r["pair"] in paper:
+            out.append(pair_reading(paper[r["pair"]]["verdict_adjusted"], r["verdict_adjusted"], r["confound"]))
+        elif r["role"] == "paper" and r["claim_id"] in sharpened:
+            out.append("; ".join(dict.fromkeys(pair_reading(r["verdict_adjusted"], s["verdict_adjusted"],
+                                                            s["confound"]) for s in sharpened[r["claim_id"]])))
         else:
-            out.append("undecided as stated")
+            out.append("")
     return out
 
 

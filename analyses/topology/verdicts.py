@@ -79,8 +79,8 @@ _CORRELATION_CLAIMS = [
 #: scale moves with the amount of training); the normalized entropy is scale-free already.
 SCALE_FREE = {"mean_lifetime": "mean_lifetime_scaled", "normalized_entropy": "normalized_entropy"}
 #: What the fixed-step row holds fixed.
-STEPS_AND_SCALE = ("optimizer steps (sweeps at fixed steps) and weight scale (a scale-free metric), twins "
-                   "identical but for the fraction")
+STEPS_AND_SCALE = ("optimizer steps and weight scale (sweeps at fixed steps, a scale-free metric; twins "
+                   "identical but for the fraction)")
 
 
 def layer_change_frame(runs: pl.DataFrame, metric: str) -> pl.DataFrame:

@@ -83,4 +83,4 @@ def test_a_bias_share_above_the_untrained_layers_is_supported():
     out = _bias_rows(_bias_frame(0.5, seed=1))
     sharp = out.row(1, named=True)
     assert abs(sharp["effect"] - 0.5) < 0.15 and sharp["verdict"] == "supported"
-    assert sharp["reading"] == "holds as stated, and beyond initialization (the untrained network's own bias share)"
+    assert sharp["reading"] == "holds as stated, and beyond initialization"

@@ -213,3 +213,17 @@ def test_a_verdict_of_an_estimate_carries_its_interval_n_unit_and_p() -> None:
     assert Verdict.of(est, "c1", "001", "claim", "test", "r", "positive", with_p=False, **BAND).p_value is None
     assert math.isfinite(Verdict.of(est, "c1", "001", "claim", "test", "r", "positive", with_p=False,
                                     **BAND).row("s")["p_value"])
+
+
+def test_a_paper_row_reads_against_each_of_its_sharpened_rows():
+    out = holm_adjusted(_frame([
+        {"claim_id": "t", "p_value": 0.001},
+        {"claim_id": "t.beyond_time", "role": "sharpened", "pair": "t", "effect": 0.02, "ci_low": -0.05,
+         "ci_high": 0.09, "p_value": 0.5, "verdict": "inconclusive", "confound": "training time (the step)"},
+        {"claim_id": "t.beyond_scale", "role": "sharpened", "pair": "t", "effect": 0.25, "ci_low": 0.1,
+         "ci_high": 0.4, "p_value": 0.002, "confound": "weight scale (ln variance and norm)"},
+    ]))
+    reading = dict(zip(out["claim_id"], out["reading"], strict=True))
+    assert reading["t.beyond_time"] == "holds as stated; beyond training time undecided"
+    assert reading["t.beyond_scale"] == "holds as stated, and beyond weight scale"
+    assert reading["t"] == "holds as stated; beyond training time undecided; holds as stated, and beyond weight scale"
