@@ -24,12 +24,13 @@ does (``analysis_cca_designs``). The verdicts therefore
   (:mod:`analyses.stats.claims`);
 - ``cca.<task>`` (the paper's test): that held-out correlation for the spectral block, predicted
   positive (null 0, negligible band ``NEGLIGIBLE_R`` = 0.1);
-- ``cca.<task>.beyond_time`` (the sharpened test, confound "training time"): the **nested** gain, the
-  held-out correlation of the CCA with X = [spectral block, ln(1 + step)] minus that with X = ln(1 +
-  step) alone, same rows, Y and folds, per held-out data set. The larger fit contains the smaller one,
-  so a spectral block that adds nothing gives a gain near 0 (the old decisive quantity, spectral minus
-  ln step, compared two fits that did not contain each other: "spectra beat time", not "spectra add to
-  time").
+- ``cca.<task>.beyond_time`` (the sharpened test, confound "training time"): the **nested** fit, the
+  CCA with X = [spectral block, ln(1 + step)] on the same rows, Y and folds; per held-out data set, the
+  partial correlation of its out-of-fold first variates given ln(1 + step), pooled on Fisher's z. A
+  spectral block that adds nothing to ln step leaves variates that share nothing beyond it (the old
+  decisive quantity, spectral minus ln step, compared two fits that did not contain each other:
+  "spectra beat time", not "spectra add to time"). The ln-step-only fit's held-out correlation is shown
+  beside it.
 
 The other reading the issue allows, training time partialled out, is a descriptive row of
 ``analysis_cca_designs``, not the verdict (the verdict's design was fixed before its result was seen):

@@ -292,11 +292,12 @@ def verdict_rigid(snapshots: pl.DataFrame) -> Verdict:
 
 
 def _pooled_claim_data(data: pl.DataFrame, x: str, y: str) -> ClaimData | None:
-    """Rows (run_id, dataset, finite x, y; several per run) whose within-data-set r is the claim,
-    training time held by design (both sides z-scored within the snapshot index)."""
+    """Rows (run_id, dataset, interval, finite x, y; several per run) whose r within (data set, snapshot
+    index) groups is the claim: training time held by design (each data set's runs compared at the same
+    point of training; a data set whose drift differs from the others' keeps none of it)."""
     rows = data.filter(pl.col(x).is_finite() & pl.col(y).is_finite())
     if rows.height < 4 or "dataset" not in rows.columns:
         return None
     a, b = rows[x].to_numpy().astype(float), rows[y].to_numpy().astype(float)
-    return ClaimData(rows.select("run_id", "dataset"), Correlation(a, b),
-                     confound="training time (z-scored within the snapshot index, by design)")
+    return ClaimData(rows.select("run_id", "dataset"), Correlation(a, b, strata=rows["interval"].to_numpy()),
+                     confound="training time (compared within the snapshot index, by design)")

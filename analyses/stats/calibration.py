@@ -12,6 +12,10 @@ exactly as the verdicts pool it (:func:`analyses.stats.claims.infer`). The kinds
   (x = a t + e_x, y = b t + e_y, corr(e_x, e_y) = r_j), decided on the partial r given t.
 - ``concordance``: one sign per run, positive with probability p_j = logistic(logit(p) + u_j); the
   planted effect is the mean of p_j over data sets (by quadrature).
+- ``mean_uneven`` and ``concordance_uneven``: the same with data sets of unequal size (m/4 to 2m runs,
+  at least 3) and, for the mean, unequal spread (a within SD of exp(N(0, 0.7)) per data set): one large
+  noisy data set beside small precise ones misweighs a pooled variance; the planted effect of the uneven
+  shares is the run-weighted mean of p_j, by simulation.
 
 :func:`coverage` returns the share of corpora whose 95% interval holds the planted effect. It backs the
 calibration test (``tests/analyses/test_stats_calibration.py``), the benchmark
@@ -29,9 +33,12 @@ import polars as pl
 from analyses.stats.claims import ClaimData, infer
 from analyses.stats.estimands import Concordance, Correlation, Mean
 
-KINDS = ("mean", "correlation", "partial", "concordance")
+KINDS = ("mean", "correlation", "partial", "concordance", "mean_uneven", "concordance_uneven")
 #: The planted effect of each kind (on its natural scale, before heterogeneity).
-PLANTED = {"mean": 0.2, "correlation": 0.2, "partial": 0.2, "concordance": 0.65}
+PLANTED = {"mean": 0.2, "correlation": 0.2, "partial": 0.2, "concordance": 0.65, "mean_uneven": 0.2,
+           "concordance_uneven": 0.65}
+#: Run counts of the uneven kinds, as multiples of m (cycled over the data sets).
+UNEVEN_SIZES = (0.25, 2.0, 0.5, 1.0)
 #: The grid of the issue that asked for the check: data sets, runs per data set, between-data-set SD.
 GRID_K, GRID_M, GRID_TAU = (5, 10, 20), (10, 30), (0.0, 0.1, 0.3)
 
@@ -46,10 +53,18 @@ class Cell:
     tau: float
 
 
-def rows_of(k: int, m: int) -> pl.DataFrame:
-    """The claim rows of a corpus of k data sets with m runs each (one row per run)."""
-    return pl.DataFrame({"run_id": [f"r{i}" for i in range(k * m)],
-                         "dataset": np.repeat([f"d{j}" for j in range(k)], m).tolist()})
+def sizes_of(cell: Cell) -> np.ndarray:
+    """The runs of each data set of ``cell`` (k,)."""
+    if not cell.kind.endswith("_uneven"):
+        return np.full(cell.k, cell.m)
+    return np.array([max(3, round(cell.m * UNEVEN_SIZES[j % len(UNEVEN_SIZES)])) for j in range(cell.k)])
+
+
+def rows_of(sizes: np.ndarray) -> pl.DataFrame:
+    """The claim rows of a corpus with data sets of ``sizes`` runs (one row per run)."""
+    n = int(sizes.sum())
+    return pl.DataFrame({"run_id": [f"r{i}" for i in range(n)],
+                         "dataset": np.repeat([f"d{j}" for j in range(len(sizes))], sizes).tolist()})
 
 
 def _logistic(z: np.ndarray) -> np.ndarray:
@@ -57,30 +72,33 @@ def _logistic(z: np.ndarray) -> np.ndarray:
 
 
 def truth(cell: Cell) -> float:
-    """The planted effect of ``cell`` on its natural scale."""
-    if cell.kind != "concordance" or cell.tau == 0:
+    """The planted effect of ``cell`` on its natural scale: for a share with heterogeneity, the mean p_j
+    (the run-weighted one for uneven data sets, whose large data sets weigh more), by quadrature."""
+    if not cell.kind.startswith("concordance") or cell.tau == 0:
         return PLANTED[cell.kind]
     nodes, weights = np.polynomial.hermite_e.hermegauss(64)
-    base = math.log(PLANTED["concordance"] / (1 - PLANTED["concordance"]))
+    base = math.log(PLANTED[cell.kind] / (1 - PLANTED[cell.kind]))
     return float((weights * _logistic(base + cell.tau * nodes)).sum() / weights.sum())
 
 
 def simulate(cell: Cell, rng: np.random.Generator) -> ClaimData:
     """One simulated corpus of ``cell`` as the claim data a verdict would hand over."""
-    k, m, tau = cell.k, cell.m, cell.tau
-    rows = rows_of(k, m)
-    u = np.repeat(rng.normal(0.0, tau, k), m) if tau > 0 else np.zeros(k * m)
-    if cell.kind == "mean":
-        return ClaimData(rows, Mean(PLANTED["mean"] + u + rng.normal(size=k * m)))
-    if cell.kind == "concordance":
-        p = _logistic(math.log(PLANTED["concordance"] / (1 - PLANTED["concordance"])) + u)
-        return ClaimData(rows, Concordance(np.where(rng.random(k * m) < p, 1.0, -1.0), +1))
+    sizes = sizes_of(cell)
+    n, tau = int(sizes.sum()), cell.tau
+    rows = rows_of(sizes)
+    u = np.repeat(rng.normal(0.0, tau, cell.k), sizes) if tau > 0 else np.zeros(n)
+    if cell.kind.startswith("mean"):
+        spread = np.repeat(np.exp(rng.normal(0.0, 0.7, cell.k)), sizes) if cell.kind == "mean_uneven" else 1.0
+        return ClaimData(rows, Mean(PLANTED[cell.kind] + u + spread * rng.normal(size=n)))
+    if cell.kind.startswith("concordance"):
+        p = _logistic(math.log(PLANTED[cell.kind] / (1 - PLANTED[cell.kind])) + u)
+        return ClaimData(rows, Concordance(np.where(rng.random(n) < p, 1.0, -1.0), +1))
     r = np.tanh(math.atanh(PLANTED[cell.kind]) + u)
-    ex = rng.normal(size=k * m)
-    ey = r * ex + np.sqrt(1 - r * r) * rng.normal(size=k * m)
+    ex = rng.normal(size=n)
+    ey = r * ex + np.sqrt(1 - r * r) * rng.normal(size=n)
     if cell.kind == "correlation":
         return ClaimData(rows, Correlation(ex, ey))
-    t = rng.normal(size=k * m)
+    t = rng.normal(size=n)
     return ClaimData(rows, Correlation(0.8 * t + ex, -0.6 * t + ey, controls=t), confound="t")
 
 
@@ -89,7 +107,7 @@ def coverage(cell: Cell, reps: int, seed: int = 0) -> tuple[float, int]:
     interval)."""
     rng = np.random.default_rng(seed)
     target = truth(cell)
-    null = 0.5 if cell.kind == "concordance" else 0.0
+    null = 0.5 if cell.kind.startswith("concordance") else 0.0
     hits = n = 0
     for _ in range(reps):
         pooled, _ = infer(simulate(cell, rng), null)

@@ -59,9 +59,10 @@ def bh_adjust(p: np.ndarray, alpha: float = 0.05) -> np.ndarray:
 
 
 def design_effect(scores: np.ndarray, clusters: np.ndarray) -> tuple[float, float]:
-    """(Kish's design effect 1 + (m0 - 1) ICC, the ICC) of ``scores`` (n,) in ``clusters`` (n,): the ICC by
-    one-way ANOVA, (MSB - MSW) / (MSB + (m0 - 1) MSW) with m0 = (n - sum m_j^2 / n) / (k - 1), clipped to
-    [0, 1]; 1 and 0 with one cluster or no within-cluster spread to compare against."""
+    """(Kish's design effect 1 + (m_w - 1) ICC with m_w = sum m_j^2 / n the size-weighted cluster size, the
+    ICC) of ``scores`` (n,) in ``clusters`` (n,): the ICC by one-way ANOVA, (MSB - MSW) / (MSB + (m0 - 1)
+    MSW) with m0 = (n - sum m_j^2 / n) / (k - 1), clipped to [0, 1]; 1 and 0 with one cluster or no
+    within-cluster spread to compare against."""
     s, c = np.asarray(scores, float), np.asarray(clusters)
     labels, inv, m = np.unique(c, return_inverse=True, return_counts=True)
     n, k = len(s), len(labels)
@@ -73,7 +74,7 @@ def design_effect(scores: np.ndarray, clusters: np.ndarray) -> tuple[float, floa
     m0 = (n - float((m * m).sum()) / n) / (k - 1)
     den = msb + (m0 - 1) * msw
     icc = min(1.0, max(0.0, (msb - msw) / den)) if den > 0 else 0.0
-    return 1.0 + (m0 - 1) * icc, icc
+    return 1.0 + (float((m * m).sum()) / n - 1) * icc, icc
 
 
 def wilson_bounds(p: float, n: float, level: float) -> tuple[float, float]:

@@ -10,9 +10,13 @@ data set j gives an estimate y_j with a within-data-set sampling variance v_j (r
   DerSimonian-Laird option is not truncated at 0 and can weigh data sets negatively); weights
   w_j = 1 / (v_j + tau^2); mu = sum w_j y_j / sum w_j.
 - The interval is Hartung-Knapp-Sidik-Jonkman: var(mu) = sum w_j (y_j - mu)^2 / ((k - 1) sum w_j),
-  mu +- t_{k-1} sqrt(var). Below :data:`KH_MODIFICATION_BELOW` data sets the Knapp-Hartung modification
-  keeps it no narrower than the plain random-effects variance 1 / sum w_j (Röver, Knapp and Friede 2015:
-  with 2-4 studies that agree by chance the unmodified interval can be far too narrow).
+  mu +- t_{k-1} sqrt(var), floored at the robust (sandwich) variance
+  k / (k - 1) sum w_j^2 (y_j - mu)^2 / (sum w_j)^2, which holds whatever the weights (Sidik and Jonkman
+  2006): HKSJ is exact only when the weights are the true inverse variances, and estimated
+  within-data-set variances misweigh (a large noisy data set beside small precise ones). Below
+  :data:`KH_MODIFICATION_BELOW` data sets the Knapp-Hartung modification also keeps it no narrower than
+  the plain random-effects variance 1 / sum w_j (Röver, Knapp and Friede 2015: with 2-4 studies that
+  agree by chance the unmodified interval can be far too narrow).
 - The p-value is that of t = (mu - null) / sqrt(var) on k - 1 degrees of freedom, two-sided.
 - Heterogeneity: tau^2, and I^2 = max(0, (Q - (k - 1)) / Q) with Cochran's Q (NULL for Q = 0).
 
@@ -99,12 +103,13 @@ def random_effects(y: np.ndarray, v: np.ndarray, null: float = 0.0) -> Pooled:
 
     with np.errstate(divide="ignore", invalid="ignore"):  # statsmodels' own I^2 divides by Q = 0
         res = combine_effects(y, v, method_re="iterated", use_t=True)
-    var = float(res.var_hksj_re)
+    mu, w = float(res.mean_effect_re), 1.0 / (v + float(res.tau2))
+    robust = k / (k - 1) * float((w * w * (y - mu) ** 2).sum()) / float(w.sum()) ** 2
+    var = max(float(res.var_hksj_re), robust)
     method = f"random effects (Paule-Mandel tau^2), HKSJ t_{k - 1}"
     if k < KH_MODIFICATION_BELOW:
         var = max(var, float(res.var_eff_w_re))
         method += ", Knapp-Hartung modified (k < 5)"
     q = float(res.q)
     i2 = max(0.0, (q - (k - 1)) / q) if q > 0 else math.nan
-    return t_interval(float(res.mean_effect_re), math.sqrt(var), k - 1, null, k=k, tau2=float(res.tau2), i2=i2,
-                      method=method)
+    return t_interval(mu, math.sqrt(var), k - 1, null, k=k, tau2=float(res.tau2), i2=i2, method=method)

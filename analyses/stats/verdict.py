@@ -48,8 +48,8 @@ import numpy as np
 import polars as pl
 
 from analyses.stats.claims import ClaimData, Inference, assess, study_membership
-from analyses.stats.estimate import Estimate
-from analyses.stats.meta import t_interval
+from analyses.stats.estimate import CONFIDENCE, Estimate
+from analyses.stats.meta import EQUIVALENCE_CONFIDENCE, t_interval
 
 Direction = Literal["positive", "negative", "nonzero", "at_least"]
 Role = Literal["paper", "sharpened"]
@@ -158,10 +158,14 @@ class Verdict:
         90% interval and p from the t_df (normal for df inf) that the interval implies."""
         est, lo, hi = (_num(self.effect), _num(self.ci_low), _num(self.ci_high))
         lo90 = hi90 = p = math.nan
-        if math.isfinite(lo) and math.isfinite(hi) and hi > lo and math.isfinite(est):
-            se = _se_from_interval(lo, hi, self.df)
-            pooled = t_interval(est, se, self.df, self.boundary)
-            lo90, hi90, p = pooled.low90, pooled.high90, pooled.p
+        if math.isfinite(lo) and math.isfinite(hi) and hi > lo and math.isfinite(est) and lo <= est <= hi:
+            # each half shrunk on its own (a Fisher-z or percentile interval is not symmetric), and p from
+            # the half on the null's side
+            ratio = _quantile(EQUIVALENCE_CONFIDENCE, self.df) / _quantile(CONFIDENCE, self.df)
+            lo90, hi90 = est - (est - lo) * ratio, est + (hi - est) * ratio
+            half = (est - lo) if self.boundary <= est else (hi - est)
+            se = half / _quantile(CONFIDENCE, self.df)
+            p = t_interval(est, se, self.df, self.boundary).p if se > 0 else math.nan
         if _finite(self.p_value):
             p = float(self.p_value)
         return Inference(est, lo, hi, lo90, hi90, p, self.df, math.nan, math.nan,
@@ -210,11 +214,15 @@ def _clean(v):
     return v
 
 
-def _se_from_interval(low: float, high: float, df: float) -> float:
+def _quantile(level: float, df: float) -> float:
+    """The two-sided ``level`` quantile of the normal (df inf) or t_df distribution."""
     from scipy import stats
 
-    q = stats.norm.ppf(0.975) if not math.isfinite(df) else stats.t.ppf(0.975, df)
-    return (high - low) / (2 * q)
+    return float(stats.norm.ppf(0.5 + level / 2) if not math.isfinite(df) else stats.t.ppf(0.5 + level / 2, df))
+
+
+def _se_from_interval(low: float, high: float, df: float) -> float:
+    return (high - low) / (2 * _quantile(CONFIDENCE, df))
 
 
 def interval_p(estimate: float | None, low: float | None, high: float | None, null: float,
@@ -232,8 +240,8 @@ def decide(ci_low: float | None, ci_high: float | None, predicted: Direction, nu
            high90: float | None = None) -> str:
     """The verdict for an effect (point estimate ``point``) whose 95% interval is [ci_low, ci_high] and
     90% interval [low90, high90] (the 95% one where not given); see the module doc."""
-    if not (_finite(ci_low) and _finite(ci_high)):
-        return INCONCLUSIVE
+    if not (_finite(ci_low) and _finite(ci_high)) or not ci_high > ci_low:
+        return INCONCLUSIVE  # never a decision on a zero-width interval
     if predicted == "at_least":
         if ci_high < null - negligible:
             return NOT_SUPPORTED
@@ -255,8 +263,9 @@ def holm_adjusted(frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` (verdict rows) with ``in_holm``, ``p_holm`` and ``verdict_adjusted``: Holm's step-down
     adjustment (statsmodels ``multipletests(method="holm")``) of ``p_value`` within each ``family`` over
     the rows that are testable (finite p), confirmatory (not exploratory) and distinct (the first of rows
-    with the same effect, interval, null and direction); ``p_holm`` is NULL outside. A supported call with
-    p_holm >= :data:`HOLM_ALPHA` is inconclusive in ``verdict_adjusted``; rows outside keep their call."""
+    with the same effect, interval, null and direction enters; its copies share its ``p_holm``). A
+    supported call with p_holm >= :data:`HOLM_ALPHA` (or none: an untestable confirmatory row) is
+    inconclusive in ``verdict_adjusted``; exploratory rows keep their call."""
     from statsmodels.stats.multitest import multipletests
 
     p = frame["p_value"].cast(pl.Float64).fill_null(math.nan).to_numpy().astype(float)
@@ -276,9 +285,13 @@ def holm_adjusted(frame: pl.DataFrame) -> pl.DataFrame:
         sel = (fam == f) & in_holm
         if sel.any():
             adj[sel] = multipletests(p[sel], method="holm")[1]
+    # a duplicate row shares the adjusted p of the row that entered the family for it
+    first = {key[i]: adj[i] for i in range(len(p)) if in_holm[i]}
+    adj = np.array([adj[i] if in_holm[i] else first.get(key[i], np.nan) for i in range(len(p))], float)
+    tested = np.isfinite(adj)
     verdict = frame["verdict"].to_numpy()
-    adjusted = np.where(in_holm & (verdict == SUPPORTED) & ~(adj < HOLM_ALPHA), INCONCLUSIVE, verdict)
-    adjusted = np.where(~in_holm & (verdict == SUPPORTED) & ~exploratory & ~np.isfinite(p), INCONCLUSIVE, adjusted)
+    adjusted = np.where(tested & (verdict == SUPPORTED) & ~(adj < HOLM_ALPHA), INCONCLUSIVE, verdict)
+    adjusted = np.where(~tested & (verdict == SUPPORTED) & ~exploratory, INCONCLUSIVE, adjusted)
     out = frame.with_columns(in_holm=pl.Series(in_holm), p_holm=pl.Series(adj).fill_nan(None),
                              verdict_adjusted=pl.Series(adjusted.astype(str)))
     return out.with_columns(reading=pl.Series(readings(out)))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from analyses.stats import ClaimData, Correlation, Mean
+from analyses.stats import ClaimData, Concordance, Correlation, Mean
 from analyses.topology.runs import CONTROLS, pearson_scale
 
 #: Fewest distinct points (at the last snapshot) of a layer cloud that enters a verdict.
@@ -59,3 +59,14 @@ def mean_data(frame: pl.DataFrame, column: str, confound: str = "", unit_column:
     v = kept[column].cast(pl.Float64).to_numpy()
     return ClaimData(kept.select(pl.col(unit_column).alias("run_id"), "dataset"), Mean(v, bounds=bounds),
                      confound=confound)
+
+
+def sign_data(frame: pl.DataFrame, column: str, confound: str = "", unit_column: str = "run_id") -> ClaimData | None:
+    """One row per unit with a finite ``column`` (a correlation over a few points, such as a sweep's five
+    fractions, where every unit can agree): the share of units with a positive value (ties at 0 half),
+    with a Wilson interval on the effective number of units."""
+    kept = frame.filter(pl.col(column).is_not_null() & pl.col(column).is_finite())
+    if kept.height == 0:
+        return None
+    return ClaimData(kept.select(pl.col(unit_column).alias("run_id"), "dataset"),
+                     Concordance(kept[column].cast(pl.Float64).to_numpy(), +1), confound=confound)

@@ -15,6 +15,7 @@ from analyses.topology.claims import (
     across_runs_data,
     eligible,
     mean_data,
+    sign_data,
 )
 from analyses.topology.correlations import correlation_table, mean_r, sweep_spearman
 from analyses.topology.runs import LOG_METRICS
@@ -66,15 +67,18 @@ _CORRELATION_CLAIMS = [
     ("train_fraction", "train_fraction", "mean within-sweep spearman",
      "{label} of the {pos} layer changes with the training-set size",
      "Spearman r between train fraction and the final metric within each sweep (runs identical but for "
-     "the fraction), mean over sweeps per data set, pooled by random effects (the paper's test)",
-     "mean within-sweep Spearman r", None),
+     "the fraction; a few fractions, so every sweep can agree): the share of sweeps with r > 0, Wilson "
+     "interval on the effective number of sweeps, against one half (the paper's test)",
+     "share of sweeps with Spearman r > 0", None),
     ("train_fraction.fixed_steps", None, None,
      "{label} of the {pos} layer changes with the training-set size at a fixed amount of training",
      "Spearman r between train fraction and the final {scale_free} within each sweep trained at fixed optimizer "
-     "steps (fixed_steps: a subsample trains for the steps of the whole split), mean over sweeps per data set, "
-     "pooled by random effects (the sharpened test)", "mean within-sweep Spearman r (fixed steps)",
-     "train_fraction"),
+     "steps (fixed_steps: a subsample trains for the steps of the whole split): the share of sweeps with r > 0, "
+     "Wilson interval on the effective number of sweeps, against one half (the sharpened test)",
+     "share of fixed-step sweeps with Spearman r > 0", "train_fraction"),
 ]
+#: Band of a share of sweeps around one half.
+NEGLIGIBLE_SHARE = 0.05
 #: The scale-free version of each paper metric: the mean lifetime over the mean neuron norm (the weights'
 #: scale moves with the amount of training); the normalized entropy is scale-free already.
 SCALE_FREE = {"mean_lifetime": "mean_lifetime_scaled", "normalized_entropy": "normalized_entropy"}
@@ -107,10 +111,10 @@ def claim_data(runs: pl.DataFrame, metric: str, position: str, name: str,
     cls = g.filter((pl.col("task") == "classification") & pl.col("final").is_not_null()
                    & pl.col("test_metric").is_not_null())
     if name == "train_fraction":
-        return mean_data(sweep_spearman(g), "spearman", unit_column="sweep",
+        return sign_data(sweep_spearman(g), "spearman", unit_column="sweep",
                          confound="twins (sweeps identical but for the fraction, by design)")
     if name == "train_fraction.fixed_steps":
-        return mean_data(fixed_step_sweeps(runs, metric, position, fixed_runs), "spearman", unit_column="sweep",
+        return sign_data(fixed_step_sweeps(runs, metric, position, fixed_runs), "spearman", unit_column="sweep",
                          confound=STEPS_AND_SCALE)
     if cls.height == 0:
         return None
@@ -166,6 +170,9 @@ def _correlation_verdict(row: dict, metric: str, position: str, claim_spec: tupl
     clouds), the rows behind it (``data``) and the row at the alternative minimum cloud size (``alt``)
     in the detail."""
     name, _, _, claim, test, effect_name, sharpens = claim_spec
+    sweeps = name.startswith("train_fraction")
+    if sweeps:  # the stage's own estimate is the mean within-sweep r, on another scale: the share decides
+        row = {**row, "p_value": None, "ci_low": None, "ci_high": None}
     pos = "first hidden" if position == "first" else position
     stem = f"topology.{metric}.{position}"
     return Verdict(
@@ -176,8 +183,9 @@ def _correlation_verdict(row: dict, metric: str, position: str, claim_spec: tupl
                                      else LABEL[metric])),
         effect_name=effect_name, predicted="nonzero", effect=row.get("estimate"),
         ci_low=row.get("ci_low"), ci_high=row.get("ci_high"), n=int(row.get("n") or 0),
-        n_unit=row.get("n_unit") or ("sweeps" if name.startswith("train_fraction") else "runs"),
-        p_value=row.get("p_value"), negligible=NEGLIGIBLE_R, band_units=R_UNITS, data=data,
+        n_unit=row.get("n_unit") or ("sweeps" if sweeps else "runs"),
+        p_value=row.get("p_value"), data=data, null_value=0.5 if sweeps else 0.0,
+        negligible=NEGLIGIBLE_SHARE if sweeps else NEGLIGIBLE_R, band_units="share of sweeps" if sweeps else R_UNITS,
         role="sharpened" if sharpens else "paper", pair=f"{stem}.{sharpens}" if sharpens else "",
         df=row.get("df") if row.get("df") is not None else math.inf,
         detail=(f"{row.get('n_datasets') or 0} data sets"

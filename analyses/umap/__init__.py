@@ -24,10 +24,12 @@ study) be its neighbours, and the size-preset label "custom-relu" lumped five wi
   share of runs classified right with a Wilson interval on the effective number of runs (the data sets'
   design effect);
 - the **sharpened test** (``.beyond_init``, confound "initialization"): per run, its last-snapshot
-  correctness minus its step-0 correctness (same k-NN, labels and hold-out groups), mean per data set
-  pooled across data sets by random effects (:mod:`analyses.stats.claims`), predicted positive
-  (training adds architecture signal beyond initialization), null 0; the step-0 accuracy is shown
-  beside it. Both bands are ``NEGLIGIBLE_ACCURACY`` = 0.05 of accuracy.
+  correctness against its step-0 correctness (same k-NN, labels and hold-out groups): the share of runs
+  classified right trained and wrong untrained, ties counting half, which is 0.5 + (last-snapshot minus
+  step-0 accuracy) / 2, with a Wilson interval on the effective number of runs, against one half,
+  predicted above it (training adds architecture signal beyond initialization); the step-0 accuracy is
+  shown beside it. A sign test, since a mean of per-run differences in {-1, 0, 1} has no spread when
+  every run ties. Bands: ``NEGLIGIBLE_ACCURACY`` = 0.05 of accuracy, half that of the share.
 
 Snapshot vector
 ---------------

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from analyses.presentation import fmt_number as _f
-from analyses.stats import ClaimData, Concordance, Estimate, Mean, Verdict
+from analyses.stats import ClaimData, Concordance, Estimate, Verdict
 from analyses.umap.clustering import KNN_K, N_PERMUTATIONS, ClusterScores
 
 #: An accuracy difference (over shuffled labels; trained minus step 0) below this is negligible (5 points
@@ -25,7 +25,10 @@ ACCURACY_UNITS = "k-NN accuracy (share of runs)"
 CONFOUND = "initialization"
 _EFFECT = "k-NN accuracy on each run's last snapshot"
 _BASELINE = "k-NN accuracy on each run's step-0 snapshot (untrained), same labels and hold-out groups"
-_BEYOND = "last-snapshot accuracy minus step-0 accuracy"
+_BEYOND = "share of runs classified better trained than untrained (ties count half)"
+#: Band of that share around one half: it is 0.5 + (last-snapshot minus step-0 accuracy) / 2, so half the
+#: accuracy band.
+NEGLIGIBLE_SHARE = NEGLIGIBLE_ACCURACY / 2
 
 
 def mean_of(values: np.ndarray, idx: np.ndarray) -> float:
@@ -40,8 +43,10 @@ def trained_vs_init(last: ClusterScores | None, init: ClusterScores | None, last
     ``last_rows``, ``init_rows`` (``run_id``, ``dataset``, one row per run, in the order the k-NN scored
     them); ``last.correct``, ``init.correct`` (that many booleans) whether each run's snapshot was
     classified right. Rows: the runs with both snapshots scored. The paper's test: the share of runs whose
-    last snapshot is classified right (against the shuffled accuracy); the sharpened: the mean per-run
-    difference of correctness, last minus step 0, per data set."""
+    last snapshot is classified right (against the shuffled accuracy); the sharpened: the share of runs
+    whose last snapshot is classified right where their step-0 one is not, ties (both right, both wrong)
+    counting half: 0.5 + (last minus step-0 accuracy) / 2, a sign test of the paired correctness with a
+    Wilson interval (a mean of differences in {-1, 0, 1} has no spread when every run ties)."""
     def frame(rows: pl.DataFrame, s: ClusterScores | None, name: str) -> pl.DataFrame:
         ok = s is not None and len(s.correct) == rows.height
         return rows.with_columns(pl.Series(name, s.correct.astype(float) if ok else np.full(rows.height, np.nan)))
@@ -51,7 +56,8 @@ def trained_vs_init(last: ClusterScores | None, init: ClusterScores | None, last
     c_last, c_init = both["correct_last"].to_numpy(), both["correct_init"].to_numpy()
     rows = both.select("run_id", "dataset")
     paper = ClaimData(rows, Concordance(2 * c_last - 1, +1))
-    sharp = ClaimData(rows, Mean(c_last - c_init), confound=CONFOUND, baseline=lambda idx: mean_of(c_init, idx),
+    sharp = ClaimData(rows, Concordance(c_last - c_init, +1), confound=CONFOUND,
+                      baseline=lambda idx: mean_of(c_init, idx),
                       baseline_name=_BASELINE)
     return both, paper, sharp
 
@@ -86,12 +92,13 @@ def _verdicts(claim_id: str, source: str, claim: str, holdout: str, cv: str, sco
                    f"runs ({N_PERMUTATIONS}x; the paper's test)", _EFFECT, "positive",
                    null_value=shuffled if math.isfinite(shuffled) else 0.0, data=paper if last is not None else None,
                    **common),
-        Verdict.of(Estimate.missing(n, "runs", mean_of(c_last - c_init, np.arange(n))), f"{claim_id}.beyond_init",
-                   source, claim + " (beyond what the untrained network shows)",
-                   f"{knn}: per run, last-snapshot correctness minus step-0 correctness (same labels and hold-out "
-                   "groups), mean per data set, pooled by random effects (the sharpened test)", _BEYOND, "positive",
+        Verdict.of(Estimate.missing(n, "runs", 0.5 + mean_of(c_last - c_init, np.arange(n)) / 2),
+                   f"{claim_id}.beyond_init", source, claim + " (beyond what the untrained network shows)",
+                   f"{knn}: per run, last-snapshot against step-0 correctness (same labels and hold-out groups): the "
+                   "share of runs better classified trained, ties half, against one half, Wilson interval on the "
+                   "effective number of runs (the sharpened test)", _BEYOND, "positive", null_value=0.5,
                    data=sharp if last is not None and init is not None else None, role="sharpened", pair=claim_id,
-                   **common),
+                   detail=detail, negligible=NEGLIGIBLE_SHARE, band_units="share of runs"),
     ]
 
 
@@ -132,6 +139,7 @@ def umap_verdicts(scores: dict[tuple[str, str, str], ClusterScores], subsets: di
                                "k-NN with whole data sets held out", _EFFECT, "positive", **why),
                     Verdict.of(missing, "umap.architecture_transfer.beyond_init", "001 §5.6",
                                claim + " (beyond what the untrained network shows)",
-                               "k-NN with whole data sets held out, last minus step-0 correctness", _BEYOND,
-                               "positive", role="sharpened", pair="umap.architecture_transfer", **why)]
+                               "k-NN with whole data sets held out, last against step-0 correctness", _BEYOND,
+                               "positive", role="sharpened", pair="umap.architecture_transfer", null_value=0.5,
+                               **why)]
     return [*clusters, *transfer]

@@ -57,7 +57,7 @@ def test_relation_only_through_training_time_is_not_supported_beyond_it() -> Non
 @pytest.mark.parametrize("seed", [0, 1])
 def test_relation_beyond_training_time_is_supported(seed: int) -> None:
     """A run-level factor independent of training time drives loss_top and accuracy (training time also
-    raises accuracy, so ln step alone relates too): the nested gain is supported."""
+    raises accuracy, so ln step alone relates too): the nested fit's variates share it beyond ln step."""
     rows = _last_snapshot_calls("beyond", seed)
     assert rows["sharpened"]["baseline_effect"] > 0.1
     assert rows["sharpened"]["ci_low"] > 0 and rows["sharpened"]["effect"] > 0.3
@@ -70,7 +70,7 @@ def test_all_snapshots_design_shows_the_confound() -> None:
     snaps = with_time(synthetic_frame("time", runs=(10, 4)).sort("run_id", "step"))
     sub = design_frames(snaps)["all"].filter(pl.col("task") == "classification")
     res, base = fit_design("classification", sub, "quality")
-    data = nested_claim(sub, res.heldout_variates(), base.heldout_variates())
+    data = nested_claim(sub, res.heldout_variates(), base.heldout_variates(), sub["ln_step"].to_numpy())
     idx = np.arange(sub.height)
     spectral = heldout_claim(sub, res.heldout_variates()).estimand.value(idx)
     assert data.baseline(idx) > spectral > 0.3
@@ -95,11 +95,13 @@ def test_heldout_variates_match_a_brute_force_refit() -> None:
         pu, pv = fit.project((x[te] - mx) / sx, (y[te] - my) / sy)
         np.testing.assert_allclose(u[te], pu[:, 0], atol=1e-10)
         np.testing.assert_allclose(v[te], pv[:, 0], atol=1e-10)
-    data = nested_claim(sub, (u, v), (u, -v))
+    t = sub["ln_step"].to_numpy()
+    data = nested_claim(sub, (u, v), (u, -v), t)
     idx = np.array([0, 0, 3, 5, 7, 7, 9, 11, 20, 40])  # rows may repeat
     r = float(np.corrcoef(u[idx], v[idx])[0, 1])
     assert heldout_claim(sub, (u, v)).estimand.value(idx) == pytest.approx(r, abs=1e-10)
-    assert data.estimand.value(idx) == pytest.approx(2 * r, abs=1e-10)
+    ru, rv = (w[idx] - np.polyval(np.polyfit(t[idx], w[idx], 1), t[idx]) for w in (u, v))
+    assert data.estimand.value(idx) == pytest.approx(float(np.corrcoef(ru, rv)[0, 1]), abs=1e-10)
     assert TIME_FEATURE == "ln_step" and math.isclose(snaps["ln_step"][1], math.log1p(snaps["step"][1]))
 
 

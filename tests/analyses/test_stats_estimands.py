@@ -13,6 +13,7 @@ from scipy import stats
 
 from analyses.stats import ClaimData, Concordance, Correlation, Jackknifed, Mean, Resampled, pearson
 from analyses.stats.claims import _groups, infer
+from analyses.stats.estimands import PRIOR_DF
 from analyses.stats.intervals import design_effect
 
 
@@ -25,7 +26,7 @@ def _rows(sizes: list[int], rows_per_run: int = 1) -> pl.DataFrame:
     return pl.DataFrame({"run_id": runs, "dataset": datasets})
 
 
-def test_mean_pools_the_within_data_set_variance() -> None:
+def test_mean_moderates_each_data_sets_variance_towards_the_pooled_one() -> None:
     rng = np.random.default_rng(0)
     sizes = [4, 7, 1, 12]
     rows = _rows(sizes)
@@ -35,7 +36,9 @@ def test_mean_pools_the_within_data_set_variance() -> None:
     s2 = sum((len(p) - 1) * p.var(ddof=1) for p in parts if len(p) > 1) / sum(len(p) - 1 for p in parts)
     for w, p in zip(within, parts, strict=True):
         assert w.value == pytest.approx(p.mean()) and w.units == len(p)
-        assert w.variance == pytest.approx(s2 / len(p))  # one pooled s^2, the one-run data set included
+        own = p.var(ddof=1) if len(p) > 1 else s2  # the one-run data set takes the pooled s^2
+        moderated = ((len(p) - 1) * own + PRIOR_DF * s2) / (len(p) - 1 + PRIOR_DF)
+        assert w.variance == pytest.approx(moderated / len(p))
 
 
 def test_correlation_per_data_set_is_fishers_z_with_its_variance() -> None:
@@ -78,9 +81,10 @@ def test_several_rows_per_run_take_the_delete_one_run_jackknife() -> None:
                      for r in range(8)])
     own2 = 7 / 8 * ((loo2 - loo2.mean()) ** 2).sum()
     pooled = (5 * 6 * own + 7 * 8 * own2) / 12  # per-run variance pooled over the data sets
+    mod = [(5 * 6 * own + PRIOR_DF * pooled) / (5 + PRIOR_DF), (7 * 8 * own2 + PRIOR_DF * pooled) / (7 + PRIOR_DF)]
     for w in (got, jack):
         assert w[0].value == pytest.approx(math.atanh(pearson(x[:18], y[:18])))
-        assert w[0].variance == pytest.approx(pooled / 6) and w[1].variance == pytest.approx(pooled / 8)
+        assert w[0].variance == pytest.approx(mod[0] / 6) and w[1].variance == pytest.approx(mod[1] / 8)
         assert (w[0].units, w[1].units) == (6, 8)
 
 
@@ -93,6 +97,10 @@ def test_design_effect_and_the_concordance_interval() -> None:
     msb = 10 * ((means - scores.mean()) ** 2).sum() / 9
     msw = ((scores.reshape(10, 10) - means[:, None]) ** 2).sum() / 90
     assert icc == pytest.approx((msb - msw) / (msb + 9 * msw)) and deff == pytest.approx(1 + 9 * icc)
+    # unequal clusters: Kish's size-weighted cluster size sum m^2 / n, not the ANOVA's m0
+    uneven = np.r_[np.ones(40), np.zeros(5), np.ones(2), np.zeros(3)]
+    d2, icc2 = design_effect(uneven, np.repeat([0, 1, 2], [40, 5, 5]))
+    assert icc2 > 0 and d2 == pytest.approx(1 + ((40 ** 2 + 5 ** 2 + 5 ** 2) / 50 - 1) * icc2)
     rows = _rows([10] * 10)
     pooled, _ = infer(ClaimData(rows, Concordance(2 * scores - 1, +1)), 0.5)
     n_eff = 100 / deff

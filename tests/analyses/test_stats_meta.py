@@ -1,5 +1,5 @@
 """The random-effects pool: Paule-Mandel tau^2 and the HKSJ interval against a brute-force reference,
-the Knapp-Hartung floor below five data sets, I^2, and the equal-weight fallback."""
+its robust floor, the Knapp-Hartung floor below five data sets, I^2, and the equal-weight fallback."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def _reference(y: np.ndarray, v: np.ndarray, modified: bool) -> dict:
     w = 1 / (v + tau2)
     mu = (w * y).sum() / w.sum()
     var = (w * (y - mu) ** 2).sum() / ((k - 1) * w.sum())
+    var = max(var, k / (k - 1) * (w * w * (y - mu) ** 2).sum() / w.sum() ** 2)  # the robust (sandwich) floor
     if modified:
         var = max(var, 1 / w.sum())
     half = stats.t.ppf(0.975, k - 1) * math.sqrt(var)

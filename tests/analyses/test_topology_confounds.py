@@ -105,4 +105,10 @@ def test_the_fixed_step_train_fraction_row_reads_only_fixed_step_sweeps_on_the_s
     sharp = claim_data(runs, "mean_lifetime", "first", "train_fraction.fixed_steps", fixed)
     assert paper.rows.height == 36 and sharp.rows.height == 18  # every sweep, then the fixed-step ones
     assert sharp.confound.startswith("optimizer steps")
-    assert _call(paper) == "supported" and _call(sharp) != "supported"
+
+    def share_call(data) -> str:  # a share of sweeps with r > 0 against one half
+        a = assess(data, "nonzero", 0.5)
+        return Verdict.of(Estimate.missing(a.n_runs, "sweeps"), "topology.x", "003", "c", "t", "share", "nonzero",
+                          null_value=0.5, negligible=0.05, band_units="share", data=data).row("s", a)["verdict"]
+
+    assert share_call(paper) == "supported" and share_call(sharp) != "supported"

@@ -77,7 +77,8 @@ def test_architecture_visible_only_at_initialization_is_not_supported_beyond_it(
         if row["role"] == "sharpened":
             assert row["baseline_effect"] > 0.9, claim_id  # step 0 identifies the architecture
             assert row["confound"] == "initialization"
-            assert row["effect"] < -0.3 and row["verdict"] == "not supported", claim_id
+            # the share of runs better classified trained than untrained (ties half) is far below one half
+            assert row["effect"] < 0.35 and row["verdict"] == "not supported", claim_id
         else:
             assert row["effect"] < 0.5, claim_id  # training erased the signal: the paper's test fails too
             assert row["verdict"] in ("not supported", "inconclusive"), claim_id
@@ -88,8 +89,8 @@ def test_architecture_added_by_training_is_supported(seed: int) -> None:
     rows = _calls("trained", seed)
     for claim_id, row in rows.items():
         if row["role"] == "sharpened":
-            assert row["baseline_effect"] < 0.5 and row["ci_low"] > 0.05, claim_id
-            assert "random effects" in row["interval_method"] and row["n_datasets"] == 4
+            assert row["baseline_effect"] < 0.5 and row["ci_low"] > 0.55 and row["null_value"] == 0.5, claim_id
+            assert "Wilson" in row["interval_method"] and row["n_datasets"] == 4
         else:
             assert row["effect"] > 0.9 and "Wilson" in row["interval_method"], claim_id
         assert row["verdict"] == "supported", claim_id
