@@ -44,6 +44,7 @@ bench: setup
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/model_size.py
 	$(PY) benchmarks/coupling.py
+	$(PY) benchmarks/calibration.py --refit
 
 lint: setup
 	$(PY) -m ruff check .

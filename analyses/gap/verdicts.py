@@ -9,6 +9,7 @@ held-out data set and pooled across data sets by random effects."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -40,10 +41,16 @@ def _fit(frame: pl.DataFrame, predictors: str, eval_frame: pl.DataFrame | None =
 
 
 def _claim(frame: pl.DataFrame, fits: Mapping[str, CVFit], score: Score, seed: int, confound: str = "",
-           baseline: Callable[[np.ndarray], float] | None = None, baseline_name: str = "") -> ClaimData:
+           baseline: Callable[[np.ndarray], float] | None = None, baseline_name: str = "",
+           bounds: tuple[float, float] | None = None) -> ClaimData:
+    """The claim data of a refitted cross-validation score; ``bounds``: the score's range (an R^2 is at
+    most 1, a tau in [-1, 1]), which clips the interval's ends."""
     return ClaimData(frame.select("run_id", "dataset"),
-                     Resampled(cv_statistic(fits, score), N_REFIT, seed, "cross-validated score"),
+                     Resampled(cv_statistic(fits, score), N_REFIT, seed, "cross-validated score", bounds),
                      confound=confound, baseline=baseline, baseline_name=baseline_name)
+
+
+R2_BOUNDS, TAU_BOUNDS = (-math.inf, 1.0), (-1.0, 1.0)
 
 
 def _r2(name: str) -> Score:
@@ -79,14 +86,14 @@ def margins_predict(late: pl.DataFrame, score: str, stall: list[dict] = ()) -> l
     band = R2_BAND if score == "r2" else TAU_BAND
     k = late["dataset"].n_unique()
     if score == "r2":
-        paper = _claim(late, {"lq": fits["lq"]}, _r2("lq"), 1)
+        paper = _claim(late, {"lq": fits["lq"]}, _r2("lq"), 1, bounds=R2_BOUNDS)
         sharp = _claim(late, {"both": fits["both"], "ind": fits["ind"]},
                        lambda out, idx: r2_score(*out["both"]) - r2_score(*out["ind"]), 2, "data-set identity")
         sharp_name = "r2_cv(margins + indicators) - r2_cv(indicators)"
     else:
-        paper = _claim(late, {"lq": fits["lq"]}, _tau("lq"), 3)
+        paper = _claim(late, {"lq": fits["lq"]}, _tau("lq"), 3, bounds=TAU_BOUNDS)
         sharp = _claim(late, {"both": fits["both"]}, lambda out, idx: tau_within(*out["both"], g[idx]), 4,
-                       "data-set identity")
+                       "data-set identity", bounds=TAU_BOUNDS)
         sharp_name = "tau_cv within data sets (pair-weighted)"
     paper_value = paper.estimand.value(np.arange(late.height))
     sharp_value = sharp.estimand.value(np.arange(late.height))
@@ -114,7 +121,7 @@ def reaches_paper(late: pl.DataFrame, scope: str, stall: list[dict] = ()) -> Ver
         return None
     predictors = BOTH if scope == POOLED else LQ
     fit = _fit(frame, predictors)
-    data = _claim(frame, {"m": fit}, _r2("m"), 5)
+    data = _claim(frame, {"m": fit}, _r2("m"), 5, bounds=R2_BOUNDS)
     value = data.estimand.value(np.arange(frame.height))
     where = "pooled over data sets, with data-set indicators" if scope == POOLED else f"on {scope}'s models alone"
     return Verdict.of(

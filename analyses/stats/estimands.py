@@ -326,15 +326,23 @@ class Concordance(Estimand):
 class Resampled(Estimand):
     """A statistic that refits a model on the rows it is given (a cross-validation), with ``n_boot``
     resamples of the rows within each data set (the data sets fixed: the claim is about these data sets,
-    or one of them). The interval is the normal one, value +- z sd(draws), and p that of
+    or one of them). The interval is the normal one, value +- z sd(draws) (its ends clipped to ``bounds``,
+    the range of the statistic: an R^2 is at most 1), and p that of
     (value - null) / sd(draws): a percentile interval would inherit the downward shift of a score refitted
     on a resample (about 63 % of its models are distinct, so its fits are weaker), and a percentile p
     would need far more draws than the refits afford to resolve a Holm threshold."""
 
     own_inference = True
 
-    def __init__(self, statistic: Statistic, n_boot: int, seed: int = 0, description: str = "") -> None:
+    def __init__(self, statistic: Statistic, n_boot: int, seed: int = 0, description: str = "",
+                 bounds: tuple[float, float] | None = None) -> None:
         self.statistic, self.n_boot, self.seed, self.description = statistic, n_boot, seed, description
+        self.bounds = bounds
+
+    def to_natural(self, v: float) -> float:
+        if self.bounds is None or not math.isfinite(v):
+            return v
+        return min(max(v, self.bounds[0]), self.bounds[1])
 
     def value(self, idx: np.ndarray) -> float:
         return safe(self.statistic, idx)
