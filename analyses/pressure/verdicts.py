@@ -130,7 +130,7 @@ def pressure_verdicts(t: dict[str, RankCorrelation | Coincidence], n_top_out: tu
     if datasets is not None and co.hits:
         values = {r: h - co.chances[r] for r, h in co.hits.items()}
         rows = run_rows(values, ds)
-        hits = ClaimData(rows, Mean(rows["value"].to_numpy()))
+        hits = ClaimData(rows, Mean(rows["value"].to_numpy(), bounds=(-1.0, 1.0)))
     top_text = f"the top-pressure layer is the output layer in {n_top_out[0]} of {n_top_out[1]} runs"
     test_imp = (f"per run, Spearman ρ across layers between early mean gradient pressure (progress <= "
                 f"{EARLY_PROGRESS}) and the gradient-norm log-decrease from the early to the late half")
