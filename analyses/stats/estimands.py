@@ -83,6 +83,9 @@ class Estimand(ABC):
     description: str = ""
     #: True for an estimand whose interval :meth:`infer` gives (not pooled per data set).
     own_inference: bool = False
+    #: The range of the estimate on its natural scale (a mean of correlations stays in [-1, 1], an R^2 is at
+    #: most 1): the interval's ends are clipped to it. None: unbounded.
+    bounds: tuple[float, float] | None = None
 
     @abstractmethod
     def value(self, idx: np.ndarray) -> float:
@@ -101,7 +104,10 @@ class Estimand(ABC):
         return _fisher_z(v) if self.scale == "fisher_z" else v
 
     def to_natural(self, v: float) -> float:
-        return math.tanh(v) if self.scale == "fisher_z" and math.isfinite(v) else v
+        out = math.tanh(v) if self.scale == "fisher_z" and math.isfinite(v) else v
+        if self.bounds is None or not math.isfinite(out):
+            return out
+        return min(max(out, self.bounds[0]), self.bounds[1])
 
 
 def _fisher_z(r: float) -> float:
@@ -133,11 +139,6 @@ class Mean(Estimand):
     def __init__(self, values: np.ndarray, bounds: tuple[float, float] | None = None) -> None:
         self.values = np.asarray(values, float)
         self.bounds = bounds
-
-    def to_natural(self, v: float) -> float:
-        if self.bounds is None or not math.isfinite(v):
-            return v
-        return min(max(v, self.bounds[0]), self.bounds[1])
 
     def value(self, idx: np.ndarray) -> float:
         v = self.values[idx]
@@ -338,11 +339,6 @@ class Resampled(Estimand):
                  bounds: tuple[float, float] | None = None) -> None:
         self.statistic, self.n_boot, self.seed, self.description = statistic, n_boot, seed, description
         self.bounds = bounds
-
-    def to_natural(self, v: float) -> float:
-        if self.bounds is None or not math.isfinite(v):
-            return v
-        return min(max(v, self.bounds[0]), self.bounds[1])
 
     def value(self, idx: np.ndarray) -> float:
         return safe(self.statistic, idx)
