@@ -199,11 +199,6 @@ def assess(data: ClaimData, predicted: str, null_value: float,
                      notes=notes)
 
 
-def rows_of(idx: np.ndarray, *columns: np.ndarray) -> tuple[np.ndarray, ...]:
-    """``columns`` (each (n, ...)) taken at rows ``idx``: the usual first line of a statistic."""
-    return tuple(c[idx] for c in columns)
-
-
 def study_membership(con) -> dict[str, tuple[str, ...]]:
     """run_id -> the studies it belongs to, from the corpus table ``studies`` (empty without it)."""
     known = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'studies'").fetchall()[0][0]

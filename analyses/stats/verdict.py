@@ -163,9 +163,7 @@ class Verdict:
             # the half on the null's side
             ratio = _quantile(EQUIVALENCE_CONFIDENCE, self.df) / _quantile(CONFIDENCE, self.df)
             lo90, hi90 = est - (est - lo) * ratio, est + (hi - est) * ratio
-            half = (est - lo) if self.boundary <= est else (hi - est)
-            se = half / _quantile(CONFIDENCE, self.df)
-            p = t_interval(est, se, self.df, self.boundary).p if se > 0 else math.nan
+            p = interval_p(est, lo, hi, self.boundary, self.df)
         if _finite(self.p_value):
             p = float(self.p_value)
         return Inference(est, lo, hi, lo90, hi90, p, self.df, math.nan, math.nan,
@@ -221,18 +219,18 @@ def _quantile(level: float, df: float) -> float:
     return float(stats.norm.ppf(0.5 + level / 2) if not math.isfinite(df) else stats.t.ppf(0.5 + level / 2, df))
 
 
-def _se_from_interval(low: float, high: float, df: float) -> float:
-    return (high - low) / (2 * _quantile(CONFIDENCE, df))
-
-
 def interval_p(estimate: float | None, low: float | None, high: float | None, null: float,
                df: float = math.inf) -> float:
-    """Two-sided p of ``null`` from a symmetric 95% interval on ``df`` degrees of freedom (normal for
-    inf; Altman and Bland 2011): se = (high - low) / (2 t_df), t = |estimate - null| / se. For stages
-    that give no p-value; NaN without a finite interval of positive width."""
-    if not (_finite(estimate) and _finite(low) and _finite(high)) or high <= low:
+    """Two-sided p of ``null`` from a 95% interval on ``df`` degrees of freedom (normal for inf; Altman
+    and Bland 2011), read from the half of the interval on the null's side (a Fisher-z or percentile
+    interval is not symmetric): se = half / t_df, t = |estimate - null| / se. For stages that give no
+    p-value; NaN without a finite interval of positive width around the estimate."""
+    if not (_finite(estimate) and _finite(low) and _finite(high)) or not low <= estimate <= high or high <= low:
         return math.nan
-    return t_interval(float(estimate), _se_from_interval(low, high, df), df, null).p
+    half = (estimate - low) if null <= estimate else (high - estimate)
+    if half <= 0:
+        return math.nan
+    return t_interval(float(estimate), half / _quantile(CONFIDENCE, df), df, null).p
 
 
 def decide(ci_low: float | None, ci_high: float | None, predicted: Direction, null: float = 0.0,

@@ -227,3 +227,16 @@ def test_a_paper_row_reads_against_each_of_its_sharpened_rows():
     assert reading["t.beyond_time"] == "holds as stated; beyond training time undecided"
     assert reading["t.beyond_scale"] == "holds as stated, and beyond weight scale"
     assert reading["t"] == "holds as stated; beyond training time undecided; holds as stated, and beyond weight scale"
+
+
+def test_an_asymmetric_interval_gives_its_90_percent_band_and_p_half_by_half():
+    # a Fisher-z interval of r = 0.9: the 90 % band stays inside the 95 % one and below 1, and p reads the
+    # half towards the null
+    v = Verdict("x.y", "001", "c", "t", "r", "positive", 0.9, 0.5, 0.95, 20, "runs", **BAND)
+    row = v.row("s")
+    assert 0.5 < row["ci90_low"] < 0.9 < row["ci90_high"] < 0.95
+    assert row["p_value"] == pytest.approx(interval_p(0.9, 0.5, 0.95, 0.0))
+    assert interval_p(0.9, 0.5, 0.95, 0.0) == pytest.approx(2 * stats.norm.sf(0.9 / (0.4 / 1.959964)), rel=1e-4)
+    # an estimate already inside the band is not pushed out of it by the far half
+    w = Verdict("x.y", "001", "c", "t", "r", "positive", 0.04, -0.06, 0.09, 200, "runs", **BAND)
+    assert w.row("s")["ci90_high"] < 0.1 and w.row("s")["verdict"] == "not supported"
