@@ -137,3 +137,20 @@ def test_write_table_reads_the_old_rows_of_the_table_it_rewrites_and_keeps_them_
     assert con.execute("SELECT count(*) FROM analysis_toy").fetchall() == [(2,)]
     write_declared(con, "analysis_toy", cols, pa.table({"x": [5.0], "a": [7]}))
     assert con.execute("SELECT * FROM analysis_toy").fetchall() == [(7, 5.0)]
+
+
+def test_a_verdict_stage_declares_the_studies_it_reads_so_a_new_study_re_runs_it():
+    """The verdicts' leave-one-study-out ranges read ``studies``: declared, a study added over runs already
+    in the database changes the stage's fingerprint (before, it was read but not declared, and the verdict
+    stages were skipped with stale ranges)."""
+    from pipeline.stages import stage_fingerprint
+
+    st = _stage(verdicts=True)
+    assert "studies" in st.reads and "studies" not in _stage().reads
+    assert all("studies" in s.reads for s in registry.stages() if s.verdicts)
+    con = duckdb.connect()
+    con.execute("CREATE TABLE studies (corpus VARCHAR, study VARCHAR, run_id VARCHAR)")
+    con.execute("INSERT INTO studies VALUES ('c', 'a', 'r1'), ('c', 'a', 'r2')")
+    before = stage_fingerprint(con, st, {"studies"})
+    con.execute("INSERT INTO studies VALUES ('c', 'b', 'r1')")  # a new study over an existing run
+    assert stage_fingerprint(con, st, {"studies"}) != before
