@@ -41,67 +41,15 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.models.build import TRANSFORMER_HEADS
 from pipeline.propagation.shadows import SHADOW_WINDOW
-from pipeline.runspec import (
-    ACTIVATIONS,
-    AUGMENTS,
-    FAMILIES,
-    INITS,
-    NORMS,
-    OPTIMIZERS,
-    REGULARIZERS,
-    RESIDUALS,
-    RUN_FIELDS,
-    SIZE_PRESETS,
-    SIZES,
-    RunSpec,
-)
-from pipeline.training.regularizers import USES
+from pipeline.runspec import RUN_FIELDS, SIZE_PRESETS, Range, RunSpec
 
 _TOP_KEYS = {"corpus", "run", "study", "dataset"}
-#: Run fields a config may set (the dataset digest is derived, never written by hand).
-USER_FIELDS = set(RUN_FIELDS) - {"dataset_digest", "checkpoint_digest"}
+#: Run fields a config may set (the digests are derived, never written by hand).
+USER_FIELDS = {name for name, f in RUN_FIELDS.items() if f.user}
 _CORPUS_KEYS = {"name", "description"}
 _STUDY_KEYS = {"name", "description", "grid", "sample", "sample_seed"}
 _CUSTOM_DATASET_KEYS = {"name", "path", "target", "task", "description"}
 _TASKS = ("classification", "regression")
-
-_CHOICES = {
-    "activation": ACTIVATIONS,
-    "norm": NORMS,
-    "init": INITS,
-    "optimizer": OPTIMIZERS,
-    "family": FAMILIES,
-    "size": SIZES,
-    "regularizer": REGULARIZERS,
-    "residual": RESIDUALS,
-    "augment": AUGMENTS,
-}
-#: Run fields that are true or false.
-_BOOLEAN = {"fixed_steps"}
-# (type, minimum, maximum, minimum is exclusive)
-_NUMERIC = {
-    "train_fraction": (float, 0.0, 1.0, True),
-    "label_noise": (float, 0.0, 0.95, False),
-    "dropout": (float, 0.0, 0.95, False),
-    "lr": (float, 0.0, 10.0, True),
-    "momentum": (float, 0.0, 0.999, False),
-    "weight_decay": (float, 0.0, 1.0, False),
-    "batch_size": (int, 1, 1 << 20, False),
-    "epochs": (int, 1, 100_000, False),
-    "penalty": (float, 0.0, 100.0, True),
-    "rho": (float, 0.0, 10.0, True),
-    "fisher_eta": (float, 0.0, 1e6, False),
-    "metric_checkpoints": (int, 2, 10_000, False),
-    "spectral_snapshots": (int, 1, 1_000, False),
-    "probe_size": (int, 1, 1 << 20, False),
-    "hessian_exact_limit": (int, 0, 20_000, False),
-    "hvp_budget": (int, 20, 100_000, False),
-    "seed": (int, 0, 2**31 - 1, False),
-    "coupling_probes": (int, 0, 10_000, False),
-    "augment_at": (float, 0.0, 0.95, True),
-    "edge_budget": (int, 1, 100, False),
-    "trial_steps": (int, 1, 10_000, False),
-}
 
 
 @dataclass(frozen=True)
@@ -317,15 +265,9 @@ def _make_spec(fields: dict, key: str, fail) -> RunSpec:
             raise fail(f"{key}.size", "'custom' needs explicit widths = [...]")
         fields["size"] = size
         fields["widths"] = SIZE_PRESETS[size]
-    for name in ("train_fraction", "label_noise", "dropout", "lr", "momentum", "weight_decay", "penalty", "rho",
-                 "fisher_eta", "augment_at"):
-        if name in fields:
+    for name in fields:
+        if RUN_FIELDS[name].type is float:
             fields[name] = float(fields[name])
-    # a strength the run's regularizer does not use is reset, so that it cannot split one run into two ids
-    used = USES[fields.get("regularizer", "none")]
-    for name in ("penalty", "rho", "fisher_eta"):
-        if name not in used:
-            fields[name] = RUN_FIELDS[name].default
     n_spectral = fields.get("spectral_snapshots", RUN_FIELDS["spectral_snapshots"].default)
     if n_spectral > fields.get("metric_checkpoints", RUN_FIELDS["metric_checkpoints"].default):
         raise fail(f"{key}.spectral_snapshots", "must not exceed metric_checkpoints")
@@ -337,20 +279,9 @@ def _make_spec(fields: dict, key: str, fail) -> RunSpec:
     family = fields.get("family", "mlp")
     if family == "custom" and not fields.get("model"):
         raise fail(f"{key}.model", "family 'custom' needs model = 'package.module:callable'")
-    if family != "custom":
-        for name in ("model", "blocks"):
-            if fields.get(name):
-                raise fail(f"{key}.{name}", f"is for a user's model (family = 'custom'), not family {family!r}")
     if "blocks" in fields:
         fields["blocks"] = tuple(fields["blocks"])
-    if family == "custom":  # the factory decides the architecture: these would split one run into two ids
-        for name in ("size", "widths", "activation", "init"):
-            fields[name] = RUN_FIELDS[name].default
-        fields["size"], fields["widths"] = "small", SIZE_PRESETS["small"]
-    for name, plain in (("augment", "none"), ("residual", "none"), ("norm", "none"), ("dropout", 0.0),
-                        ("regularizer", "none")):
-        if family != "mlp" and fields.get(name, plain) != plain:
-            raise fail(f"{key}.{name}", f"is an MLP option; family {family!r} takes only {name} = {plain!r}")
+    _inapplicable(fields, key, fail)
     probes = fields.get("coupling_probes", 0)
     if probes == 1:
         raise fail(f"{key}.coupling_probes", "the jackknife needs at least 2 probes per block (or 0: no map)")
@@ -364,49 +295,66 @@ def _make_spec(fields: dict, key: str, fail) -> RunSpec:
             SHADOW_WINDOW + 1:
         raise fail(f"{key}.metric_checkpoints", f"augment = {augment!r} needs at least {SHADOW_WINDOW + 1}: a window "
                    f"of {SHADOW_WINDOW} coupling maps before synthesis and training after it")
-    if augment == "none":  # synthesis settings of a run that does not synthesize: reset, as above
-        for name in ("augment_at", "edge_budget", "trial_steps"):
-            fields[name] = RUN_FIELDS[name].default
-    elif fields.get("coupling_probes", 0) < 2:
+    if augment != "none" and fields.get("coupling_probes", 0) < 2:
         raise fail(f"{key}.coupling_probes", f"augment = {augment!r} reads the coupling map: "
                    "set coupling_probes to at least 2")
     return RunSpec(**fields)
 
 
+def _inapplicable(fields: dict, key: str, fail) -> None:
+    """Reset every field that does not apply to the run to its default, or refuse it away from its
+    default, as its :class:`~pipeline.runspec.Applies` declares."""
+    for name, f in RUN_FIELDS.items():
+        if f.applies is None:
+            continue
+        value = fields.get(f.applies.on, RUN_FIELDS[f.applies.on].default)
+        if value in f.applies.values:
+            continue
+        if not f.applies.error:
+            fields[name] = f.default
+        elif fields.get(name, f.default) != f.default:
+            raise fail(f"{key}.{name}", f.applies.error.format(name=name, default=f.default, value=value))
+
+
 def _check_value(name: str, value, key: str, known_datasets: set[str], fail) -> None:
+    """Check one value a config gives run field ``name`` against its declaration."""
+    f = RUN_FIELDS[name]
     if name == "dataset":
         if not isinstance(value, str):
             raise fail(key, f"expected a data set name (string), got {type(value).__name__}")
         if value not in known_datasets:
             raise fail(key, f"unknown dataset {value!r} (see `pipeline datasets`)")
-    elif name in _CHOICES:
-        if not isinstance(value, str):
-            raise fail(key, f"expected a string, got {type(value).__name__}")
-        if value not in _CHOICES[name]:
-            raise fail(key, f"unknown {name} {value!r} (choose from {', '.join(_CHOICES[name])})")
     elif name == "model":
         module, sep, attr = value.partition(":") if isinstance(value, str) else ("", "", "")
         if not (sep and module and attr):
             raise fail(key, f"expected 'package.module:callable', got {value!r}")
-    elif name == "blocks":
-        if not isinstance(value, list) or not all(isinstance(b, str) and b for b in value):
-            raise fail(key, "expected a list of module paths (strings)")
-    elif name in _BOOLEAN:
+    elif f.choices:
+        if not isinstance(value, str):
+            raise fail(key, f"expected a string, got {type(value).__name__}")
+        if value not in f.choices:
+            raise fail(key, f"unknown {name} {value!r} (choose from {', '.join(f.choices)})")
+    elif f.type is bool:
         if not isinstance(value, bool):
             raise fail(key, f"expected true or false, got {value!r}")
-    elif name == "widths":
-        if (not isinstance(value, list) or not value
-                or not all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 65536 for w in value)):
+    elif f.type == tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(b, str) and b for b in value):
+            raise fail(key, "expected a list of module paths (strings)")
+    elif f.type == tuple[int, ...]:
+        if not isinstance(value, list) or not value or not all(_integer(w) and _in_range(w, f.range) for w in value):
             raise fail(key, "expected a non-empty list of positive integers")
-    elif name in _NUMERIC:
-        typ, lo, hi, lo_exclusive = _NUMERIC[name]
-        ok_type = (isinstance(value, int) and not isinstance(value, bool)) if typ is int else (
-            isinstance(value, int | float) and not isinstance(value, bool))
-        if not ok_type:
-            raise fail(key, f"expected {'an integer' if typ is int else 'a number'}, got {value!r}")
-        if value != value or (value <= lo if lo_exclusive else value < lo) or value > hi:
-            bracket = "(" if lo_exclusive else "["
-            raise fail(key, f"{value!r} is out of range {bracket}{lo}, {hi}]")
+    else:
+        if not (_integer(value) if f.type is int else _integer(value) or isinstance(value, float)):
+            raise fail(key, f"expected {'an integer' if f.type is int else 'a number'}, got {value!r}")
+        if not _in_range(value, f.range):
+            raise fail(key, f"{value!r} is out of range {f.range}")
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _in_range(value: float, r: Range) -> bool:
+    return value == value and (value > r.lo if r.lo_open else value >= r.lo) and value <= r.hi
 
 
 def _check_keys(table: dict, allowed: set[str], prefix: str, fail) -> None:

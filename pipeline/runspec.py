@@ -12,7 +12,9 @@ import dataclasses
 import hashlib
 import json
 import math
+import typing
 from dataclasses import dataclass, field
+from typing import Any
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu")
 NORMS = ("none", "batchnorm", "layernorm")
@@ -38,58 +40,180 @@ AUGMENTS = ("none", "synthesized", "random")
 
 
 @dataclass(frozen=True)
-class RunSpec:
-    """One run's complete configuration. Every field enters the run id."""
+class Range:
+    """Numbers of the field's type from ``lo`` to ``hi`` (``lo`` excluded when ``lo_open``); a tuple
+    field's every item."""
 
-    dataset: str
-    train_fraction: float = 1.0
-    label_noise: float = 0.0
-    family: str = "mlp"
-    size: str = "small"
-    widths: tuple[int, ...] = field(default=SIZE_PRESETS["small"])
-    activation: str = "relu"
-    norm: str = "none"
-    dropout: float = 0.0
-    init: str = "kaiming"
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    batch_size: int = 32
-    epochs: int = 30
-    #: Train a subsample (``train_fraction`` < 1) for the optimizer steps of the whole training split:
-    #: ``epochs`` scaled by 1 / train_fraction (:attr:`epochs_run`), so that a train-fraction sweep varies
-    #: the data and not the amount of training.
-    fixed_steps: bool = False
-    #: Which gradient the optimizer follows, and its strengths: ``penalty`` (lambda of the
-    #: gradient-norm and Hessian-trace penalties), ``rho`` (SAM's radius), ``fisher_eta`` (Fisher SAM).
-    regularizer: str = "none"
-    penalty: float = 0.01
-    rho: float = 0.05
-    fisher_eta: float = 1.0
-    metric_checkpoints: int = 60
-    spectral_snapshots: int = 10
-    probe_size: int = 256
-    hessian_exact_limit: int = 1000
-    hvp_budget: int = 320
-    seed: int = 0
-    residual: str = "none"
-    #: Rademacher probes per block for the curvature coupling map at spectral snapshots (0: no map).
-    coupling_probes: int = 0
-    augment: str = "none"
-    #: Synthesis happens at the first metric checkpoint after this fraction of the training steps.
-    augment_at: float = 0.25
-    edge_budget: int = 2
-    trial_steps: int = 10
-    #: For a user's own file: a digest of its bytes, target and task (set by the config loader).
-    dataset_digest: str = ""
-    #: family ``custom``: the factory ``package.module:callable``, called as build(input_shape,
-    #: output_size) -> nn.Module; ``blocks``: module paths of its blocks (empty: read off the graph).
-    model: str = ""
-    blocks: tuple[str, ...] = ()
-    #: A folder of existing checkpoints measured as this run (``pipeline measure``): a digest of their
-    #: steps and bytes (pipeline/extract/measure.py); empty for a run trained here.
-    checkpoint_digest: str = ""
+    lo: float
+    hi: float
+    lo_open: bool = False
+
+    def __str__(self) -> str:
+        return f"{'(' if self.lo_open else '['}{self.lo}, {self.hi}]"
+
+
+@dataclass(frozen=True)
+class Applies:
+    """A field that applies only while run field ``on`` holds one of ``values``. Elsewhere the config
+    loader resets it to its default, so that it cannot split one run into two ids, or, given an
+    ``error``, refuses any other value with that message (formatted with the field's ``name`` and
+    ``default`` and the ``value`` of ``on``)."""
+
+    on: str
+    values: tuple[str, ...]
+    error: str = ""
+
+
+#: The MLP's own options: another family takes each only at its default.
+MLP_ONLY = Applies("family", ("mlp",), "is an MLP option; family {value!r} takes only {name} = {default!r}")
+#: A user's model (family ``custom``, pipeline/models/factory.py).
+CUSTOM_ONLY = Applies("family", ("custom",), "is for a user's model (family = 'custom'), not family {value!r}")
+#: The architecture fields a user's factory decides instead.
+BUILT_HERE = Applies("family", tuple(f for f in FAMILIES if f != "custom"))
+#: Settings of skip-connection synthesis (pipeline/propagation/synthesis.py).
+SYNTHESIS = Applies("augment", tuple(a for a in AUGMENTS if a != "none"))
+
+
+@dataclass(frozen=True)
+class RunField:
+    """One run field, declared beside it in :class:`RunSpec`; the config's validation, the run id's
+    hash rule, the ``runs`` table's columns and docs/configs.md's field tables are derived from these.
+
+    ``doc``: its line in docs/configs.md, in the table of ``group``; ``range``, ``choices`` or a
+    ``bool`` type: the values a config may give it; ``applies``: when it has an effect;
+    ``omit_at_default``: added after runs existed, so left out of the run id at its default, which
+    keeps their ids; ``column``: a column of ``runs`` (else in ``config_json`` only); ``user``: a
+    config may set it (else its loader or ``pipeline measure`` does). ``name``, ``type`` and
+    ``default`` are the dataclass field's (``dataclasses.MISSING``: the field is required).
+    """
+
+    doc: str
+    group: str = ""
+    range: Range | None = None
+    choices: tuple[str, ...] = ()
+    applies: Applies | None = None
+    omit_at_default: bool = False
+    column: bool = True
+    user: bool = True
+    name: str = ""
+    type: Any = None
+    default: Any = None
+
+
+def run_field(default: Any, group: str, doc: str, **declared: Any) -> Any:
+    """A :class:`RunSpec` field: its default (``dataclasses.MISSING``: none) and its :class:`RunField`
+    declaration (the other keyword arguments as there)."""
+    return field(default=default, metadata={"run_field": RunField(doc, group, **declared)})
+
+
+_PRESETS = ", ".join(f"`{k}` = {list(v)}" for k, v in SIZE_PRESETS.items())
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run's complete configuration. Every field enters the run id, those declared
+    ``omit_at_default`` only away from their default (see :class:`RunField`)."""
+
+    dataset: str = run_field(dataclasses.MISSING, "data", "a built-in data set (`pipeline datasets`) or a "
+                             "`[[dataset]]` name")
+    train_fraction: float = run_field(
+        1.0, "data", "share of the training split the run trains on (stratified, at least one row per class)",
+        range=Range(0.0, 1.0, lo_open=True))
+    label_noise: float = run_field(
+        0.0, "data", "share of training rows corrupted: classification moves the label to a random other class; "
+        "regression adds N(0, label_noise^2) to the standardized target. `train_*` metrics are scored on the "
+        "labels as trained on, `test_*` on clean labels", range=Range(0.0, 0.95))
+    family: str = run_field(
+        "mlp", "model", "`mlp`; `cnn1d`, `cnn2d`, `transformer` (see [Other model families](#other-model-families)); "
+        "`custom`: a user's factory, set by `model`", choices=FAMILIES)
+    size: str = run_field(
+        "small", "model", f"{_PRESETS} (the paper's \"no\", \"sure\", \"huge\"), or `custom`: explicit `widths`",
+        choices=SIZES, applies=BUILT_HERE)
+    widths: tuple[int, ...] = run_field(
+        SIZE_PRESETS["small"], "model", "hidden widths (giving them sets `size` = `custom`): a flat list is one "
+        "architecture, a list of lists a grid axis", range=Range(1, 65536), applies=BUILT_HERE)
+    activation: str = run_field("relu", "model", "activation of the hidden blocks", choices=ACTIVATIONS,
+                                applies=BUILT_HERE)
+    norm: str = run_field("none", "model", "normalization of the hidden blocks", choices=NORMS, applies=MLP_ONLY)
+    dropout: float = run_field(0.0, "model", "dropout rate", range=Range(0.0, 0.95), applies=MLP_ONLY)
+    init: str = run_field("kaiming", "model", "weight initialization, `normal` = N(0, 0.05^2); biases start at 0",
+                          choices=INITS, applies=BUILT_HERE)
+    optimizer: str = run_field("adam", "training", "adam (betas 0.9, 0.999), sgd or rmsprop (alpha 0.99)",
+                               choices=OPTIMIZERS)
+    lr: float = run_field(1e-3, "training", "learning rate", range=Range(0.0, 10.0, lo_open=True))
+    momentum: float = run_field(0.0, "training", "momentum of sgd and rmsprop (adam has none)",
+                                range=Range(0.0, 0.999))
+    weight_decay: float = run_field(0.0, "training", "the optimizer's weight decay", range=Range(0.0, 1.0))
+    batch_size: int = run_field(32, "training", "rows per optimizer step", range=Range(1, 1 << 20))
+    epochs: int = run_field(30, "training", "passes over the run's training rows (see `fixed_steps`)",
+                            range=Range(1, 100_000))
+    fixed_steps: bool = run_field(
+        False, "training", "`true`: a subsample (`train_fraction` < 1) trains for the optimizer steps of the whole "
+        "training split, `epochs` scaled by 1 / `train_fraction` (rounded up), so a train-fraction sweep varies the "
+        "data, not the amount of training; `false`: every run trains `epochs` epochs of its own subsample. At "
+        "`train_fraction = 1` both settings train the same steps; the field still enters the run id there, so that "
+        "a sweep's full-data run belongs to it. Its effect is in `runs.total_steps`",
+        omit_at_default=True, column=False)
+    regularizer: str = run_field(
+        "none", "training", "which gradient the optimizer follows: `none`; `grad_norm`: the gradient of L + lambda "
+        "||grad L||^2; `hessian_trace`: of L + lambda v^T H v with one Rademacher v per step (Hutchinson's unbiased "
+        "estimate of lambda tr H); `sam`: the gradient at theta + rho g/||g|| (Foret et al. 2021); `fisher_sam`: "
+        "SAM's ascent step in the metric F = diag(1 + eta g*g), eps = rho F^-1 g / sqrt(g^T F^-1 g) (Kim et al. "
+        "2022's Fisher SAM, our reading of paper 004's unnamed \"SAM with Riemannian optimization\")",
+        choices=REGULARIZERS, applies=MLP_ONLY, omit_at_default=True)
+    penalty: float = run_field(0.01, "training", "lambda of `grad_norm` and `hessian_trace`",
+                               range=Range(0.0, 100.0, lo_open=True),
+                               applies=Applies("regularizer", ("grad_norm", "hessian_trace")), omit_at_default=True)
+    rho: float = run_field(0.05, "training", "rho, the radius of SAM's ascent step",
+                           range=Range(0.0, 10.0, lo_open=True), applies=Applies("regularizer", ("sam", "fisher_sam")),
+                           omit_at_default=True)
+    fisher_eta: float = run_field(1.0, "training", "eta of Fisher SAM's metric", range=Range(0.0, 1e6),
+                                  applies=Applies("regularizer", ("fisher_sam",)), omit_at_default=True)
+    metric_checkpoints: int = run_field(60, "measurement", "checkpoints at which metrics, norms and gradients are "
+                                        "recorded", range=Range(2, 10_000))
+    spectral_snapshots: int = run_field(10, "measurement", "how many of those also store weights, spectra and "
+                                        "curvature", range=Range(1, 1_000))
+    probe_size: int = run_field(
+        256, "data", "rows of the training split in the run's fixed probe batch, on which every gradient and "
+        "curvature object is computed", range=Range(1, 1 << 20))
+    hessian_exact_limit: int = run_field(
+        1000, "measurement", "largest block, in parameters, whose loss and layer-norm local Hessians are formed "
+        "exactly; the Gauss-Newton block is exact at any width ([curvature.md](curvature.md))",
+        range=Range(0, 20_000))
+    hvp_budget: int = run_field(320, "measurement", "products per layer and kind above that limit, split over 8 "
+                                "Lanczos runs", range=Range(20, 100_000))
+    seed: int = run_field(0, "training", "seeds the subsample, label noise, probe batch, initialization, dropout and "
+                          "batch order", range=Range(0, 2**31 - 1))
+    residual: str = run_field("none", "propagation", "`none`; `every`: an identity edge around every "
+                              "hidden-to-hidden block (the template)", choices=RESIDUALS, applies=MLP_ONLY,
+                              omit_at_default=True)
+    coupling_probes: int = run_field(
+        0, "propagation", "Rademacher probes per block for the curvature coupling map at every spectral snapshot; 0 "
+        "measures none", range=Range(0, 10_000), omit_at_default=True)
+    augment: str = run_field(
+        "none", "propagation", "`none`; `synthesized`: gated edges chosen from the coupling map; `random`: as many "
+        "gated skip edges placed at random. Both need `coupling_probes` >= 2", choices=AUGMENTS, applies=MLP_ONLY,
+        omit_at_default=True)
+    augment_at: float = run_field(
+        0.25, "propagation", "fraction of training after which synthesis runs (at the first metric checkpoint after "
+        "it)", range=Range(0.0, 0.95, lo_open=True), applies=SYNTHESIS, omit_at_default=True)
+    edge_budget: int = run_field(2, "propagation", "most edges synthesis adds", range=Range(1, 100),
+                                 applies=SYNTHESIS, omit_at_default=True)
+    trial_steps: int = run_field(10, "propagation", "steps of a gentle trial", range=Range(1, 10_000),
+                                 applies=SYNTHESIS, omit_at_default=True)
+    dataset_digest: str = run_field("", "", "a user's data file: a digest of its bytes, target and task (set by the "
+                                    "config loader)", omit_at_default=True, column=False, user=False)
+    model: str = run_field(
+        "", "model", "a user's network: the factory `package.module:callable`, called as `build(input_shape, "
+        "output_size)` -> nn.Module ([models.md](models.md))", applies=CUSTOM_ONLY, omit_at_default=True)
+    blocks: tuple[str, ...] = run_field(
+        (), "model", "the module paths of the user's network's blocks, in forward order (a flat list is one value, "
+        "a list of lists a grid axis); empty: every module that owns parameters", applies=CUSTOM_ONLY,
+        omit_at_default=True)
+    checkpoint_digest: str = run_field(
+        "", "", "a folder of existing checkpoints measured as this run (`pipeline measure`): a digest of their "
+        "steps and bytes (pipeline/extract/measure.py); empty for a run trained here", omit_at_default=True,
+        column=False, user=False)
 
     @property
     def run_id(self) -> str:
@@ -114,12 +238,21 @@ class RunSpec:
         return cls(**d)
 
 
-#: Fields left out of the hash while they hold this value, so that adding an optional field keeps
-#: the ids of every run that does not use it.
-HASH_OMIT_AT_DEFAULT = {"dataset_digest": "", "regularizer": "none", "penalty": 0.01, "rho": 0.05,
-                        "fisher_eta": 1.0, "residual": "none", "coupling_probes": 0, "augment": "none",
-                        "augment_at": 0.25, "edge_budget": 2, "trial_steps": 10, "model": "", "blocks": [],
-                        "checkpoint_digest": "", "fixed_steps": False}
+#: Every run field's declaration, completed with its name, type and default, in declaration order.
+RUN_FIELDS: dict[str, RunField] = {
+    f.name: dataclasses.replace(f.metadata["run_field"], name=f.name, type=typing.get_type_hints(RunSpec)[f.name],
+                                default=f.default)
+    for f in dataclasses.fields(RunSpec)}
+
+#: Fields left out of the hash while they hold this value (their default, as :meth:`RunSpec.to_dict`
+#: writes it), so that adding an optional field keeps the ids of every run that does not use it.
+HASH_OMIT_AT_DEFAULT = {n: list(f.default) if isinstance(f.default, tuple) else f.default
+                        for n, f in RUN_FIELDS.items() if f.omit_at_default}
+
+
+def applying(on: str, value: str) -> tuple[str, ...]:
+    """The fields that apply only under a condition on run field ``on``, and do at ``value``."""
+    return tuple(n for n, f in RUN_FIELDS.items() if f.applies and f.applies.on == on and value in f.applies.values)
 
 
 def run_id_of(spec: RunSpec) -> str:
@@ -128,5 +261,3 @@ def run_id_of(spec: RunSpec) -> str:
     payload = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
-
-RUN_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunSpec)}

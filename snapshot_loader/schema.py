@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from pipeline.runspec import RUN_FIELDS
+
 SCHEMA_VERSION = 8
 
 #: Version of the tables a worker writes into a shard (unchanged by database-only migrations).
@@ -30,6 +32,19 @@ READABLE_SHARD_VERSIONS = (5, 6, 7)
 #: (``trace_stderr`` is older and listed with the spectra's own columns).
 ESTIMATED_SUMMARIES = ("std", "skewness", "negative_mass", "effective_rank")
 
+#: DuckDB type of a run field's column, by the field's type.
+_RUN_FIELD_TYPES = {str: "VARCHAR", int: "INTEGER", float: "DOUBLE", bool: "BOOLEAN", tuple[int, ...]: "INTEGER[]",
+                    tuple[str, ...]: "VARCHAR[]"}
+#: Columns of ``runs`` that are not run fields, each placed after the run field it follows.
+_RUNS_AFTER = {"dataset": [("task", "VARCHAR")], "widths": [("depth", "INTEGER")],
+               "trial_steps": [("device", "VARCHAR")], "blocks": [("checkpoint_dir", "VARCHAR")]}
+
+
+def run_field_columns() -> list[tuple[str, str]]:
+    """The ``runs`` columns of the run fields declared ``column`` (pipeline/runspec.py), in their order."""
+    return [(name, _RUN_FIELD_TYPES[f.type]) for name, f in RUN_FIELDS.items() if f.column]
+
+
 # name -> list of (column, DuckDB type); PRIMARY KEYs below.
 TABLES: dict[str, list[tuple[str, str]]] = {
     "datasets": [
@@ -39,18 +54,10 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("n_train", "INTEGER"), ("n_test", "INTEGER"), ("target_mean", "DOUBLE"), ("target_std", "DOUBLE"),
         ("feature_names", "VARCHAR[]"), ("class_names", "VARCHAR[]"),
     ],
+    # the run fields' columns, with the run's own columns that follow them
     "runs": [
-        ("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("task", "VARCHAR"),
-        ("train_fraction", "DOUBLE"), ("label_noise", "DOUBLE"),
-        ("family", "VARCHAR"), ("size", "VARCHAR"), ("widths", "INTEGER[]"), ("depth", "INTEGER"),
-        ("activation", "VARCHAR"), ("norm", "VARCHAR"), ("dropout", "DOUBLE"), ("init", "VARCHAR"),
-        ("optimizer", "VARCHAR"), ("lr", "DOUBLE"), ("momentum", "DOUBLE"), ("weight_decay", "DOUBLE"),
-        ("batch_size", "INTEGER"), ("epochs", "INTEGER"), ("regularizer", "VARCHAR"), ("penalty", "DOUBLE"),
-        ("rho", "DOUBLE"), ("fisher_eta", "DOUBLE"), ("metric_checkpoints", "INTEGER"),
-        ("spectral_snapshots", "INTEGER"), ("probe_size", "INTEGER"), ("hessian_exact_limit", "INTEGER"),
-        ("hvp_budget", "INTEGER"), ("seed", "INTEGER"), ("residual", "VARCHAR"), ("coupling_probes", "INTEGER"),
-        ("augment", "VARCHAR"), ("augment_at", "DOUBLE"), ("edge_budget", "INTEGER"), ("trial_steps", "INTEGER"),
-        ("device", "VARCHAR"), ("model", "VARCHAR"), ("blocks", "VARCHAR[]"), ("checkpoint_dir", "VARCHAR"),
+        ("run_id", "VARCHAR"),
+        *[c for field in run_field_columns() for c in (field, *_RUNS_AFTER.get(field[0], []))],
         ("config_json", "VARCHAR"), ("n_params", "BIGINT"), ("n_train", "INTEGER"), ("n_test", "INTEGER"),
         ("n_probe", "INTEGER"), ("n_noisy", "INTEGER"), ("total_steps", "INTEGER"), ("final_step", "INTEGER"),
         ("status", "VARCHAR"), ("diverged_step", "INTEGER"), ("torch_version", "VARCHAR"),

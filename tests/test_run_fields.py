@@ -69,3 +69,47 @@ RUNS_COLUMNS = [
 
 def test_runs_table_columns_are_unchanged() -> None:
     assert TABLES["runs"] == RUNS_COLUMNS
+
+
+def test_the_derived_hash_rule_is_the_one_written_before() -> None:
+    from pipeline.runspec import HASH_OMIT_AT_DEFAULT
+
+    assert HASH_OMIT_AT_DEFAULT == {
+        "dataset_digest": "", "regularizer": "none", "penalty": 0.01, "rho": 0.05, "fisher_eta": 1.0,
+        "residual": "none", "coupling_probes": 0, "augment": "none", "augment_at": 0.25, "edge_budget": 2,
+        "trial_steps": 10, "model": "", "blocks": [], "checkpoint_digest": "", "fixed_steps": False}
+
+
+def test_runs_columns_are_the_declared_run_fields() -> None:
+    from pipeline.runspec import RUN_FIELDS
+    from snapshot_loader.schema import run_field_columns
+
+    assert run_field_columns() == [c for c in RUNS_COLUMNS if c[0] in RUN_FIELDS]
+    assert {n for n, f in RUN_FIELDS.items() if not f.column} == {"dataset_digest", "checkpoint_digest",
+                                                                  "fixed_steps"}
+
+
+def test_the_regularizers_strengths_are_read_off_the_declarations() -> None:
+    from pipeline.training.regularizers import USES
+
+    assert USES == {"none": (), "grad_norm": ("penalty",), "hessian_trace": ("penalty",), "sam": ("rho",),
+                    "fisher_sam": ("rho", "fisher_eta")}
+
+
+def test_every_declaration_admits_its_default_and_names_its_group() -> None:
+    from dataclasses import MISSING
+
+    from pipeline.runspec import RUN_FIELDS
+
+    groups = {"data", "model", "training", "measurement", "propagation"}
+    for name, f in RUN_FIELDS.items():
+        assert f.doc and (f.group in groups) == f.user, name
+        assert f.applies is None or f.applies.on in RUN_FIELDS, name
+        values = f.default if isinstance(f.default, tuple) else (f.default,)
+        if f.choices:
+            assert f.default in f.choices, name
+        elif (r := f.range) is not None:
+            assert all((v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi for v in values), name
+        else:  # true or false, or checked by name in pipeline/config.py
+            assert f.type is bool or name in ("dataset", "model", "blocks") or not f.user, name
+        assert f.default is not MISSING or name == "dataset"

@@ -26,11 +26,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from pipeline.runspec import REGULARIZERS
+from pipeline.runspec import REGULARIZERS, applying
 
-#: The run fields each regularizer uses (the others are reset to their defaults by the config loader).
-USES = {"none": (), "grad_norm": ("penalty",), "hessian_trace": ("penalty",), "sam": ("rho",),
-        "fisher_sam": ("rho", "fisher_eta")}
+#: The run fields each regularizer uses, as their declarations in pipeline/runspec.py say (the others are
+#: reset to their defaults by the config loader).
+USES = {r: applying("regularizer", r) for r in REGULARIZERS}
 
 Closure = Callable[[], torch.Tensor]
 
