@@ -124,8 +124,8 @@ class RunSpec:
         "regression adds N(0, label_noise^2) to the standardized target. `train_*` metrics are scored on the "
         "labels as trained on, `test_*` on clean labels", range=Range(0.0, 0.95))
     family: str = run_field(
-        "mlp", "model", "`mlp`; `cnn1d`, `cnn2d`, `transformer` (see [Other model families](#other-model-families)); "
-        "`custom`: a user's factory, set by `model`", choices=FAMILIES)
+        "mlp", "model", "the network: `cnn1d`, `cnn2d` and `transformer` as in [Other model families]"
+        "(#other-model-families); `custom`: a user's factory, set by `model`", choices=FAMILIES)
     size: str = run_field(
         "small", "model", f"{_PRESETS} (the paper's \"no\", \"sure\", \"huge\"), or `custom`: explicit `widths`",
         choices=SIZES, applies=BUILT_HERE)

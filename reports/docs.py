@@ -3,7 +3,9 @@
 - ``docs/schema.md``: every corpus table (:mod:`snapshot_loader.schema`) and every analysis table
   (each stage's ``tables``), columns and DuckDB types;
 - ``docs/analyses/index.md`` and ``docs/analyses/<stage>.md``: each stage's docstring, what it
-  reads and writes, and its figures with their captions.
+  reads and writes, and its figures with their captions;
+- the run-field tables of ``docs/configs.md`` (between its ``<!-- run fields GROUP ... -->`` and
+  ``<!-- end run fields -->`` comments): each field's declaration (:class:`pipeline.runspec.RunField`).
 
 ``python -m reports.docs`` rewrites them; ``python -m reports.docs --check`` exits 1 naming the first
 page that is out of date (``tests/test_docs.py`` runs it).
@@ -12,7 +14,9 @@ page that is out of date (``tests/test_docs.py`` runs it).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
+import json
 import re
 import sys
 from pathlib import Path
@@ -20,6 +24,7 @@ from pathlib import Path
 from analyses import registry
 from analyses.stage import Stage
 from pipeline import stages as runner
+from pipeline.runspec import RUN_FIELDS, Applies, RunField
 from snapshot_loader import schema
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -107,11 +112,57 @@ def index_page(stages: tuple[Stage, ...]) -> str:
     return "\n".join(lines)
 
 
+def _either(values) -> str:
+    ticked = [f"`{v}`" for v in values]
+    return " or ".join([", ".join(ticked[:-1]), ticked[-1]] if len(ticked) > 1 else ticked)
+
+
+def _applies(a: Applies) -> str:
+    outcome = "an error unless at its default" if a.error else "reset to its default"
+    others = [v for v in RUN_FIELDS[a.on].choices if v not in a.values]
+    if len(others) < len(a.values):
+        return f"With `{a.on}` = {_either(others)}: {outcome}"
+    return f"Only with `{a.on}` = {_either(a.values)}; otherwise {outcome}"
+
+
+def _values(f: RunField) -> str:
+    if f.choices:
+        return ", ".join(f"`{c}`" for c in f.choices)
+    if f.type is bool:
+        return "`true`, `false`"
+    if f.range is None:
+        return ""
+    return f"each in {f.range}" if f.type == tuple[int, ...] else str(f.range)
+
+
+def run_field_table(group: str) -> str:
+    """The Markdown table of the run fields of one docs group, each row read off the field's declaration."""
+    lines = ["| field | default | values | meaning |", "|---|---|---|---|"]
+    for name, f in RUN_FIELDS.items():
+        if f.group != group:
+            continue
+        default = "required" if f.default is dataclasses.MISSING else \
+            f"`{json.dumps(list(f.default) if isinstance(f.default, tuple) else f.default)}`"
+        notes = [f.doc, _applies(f.applies) if f.applies else "",
+                 "Left out of the run id at its default" if f.omit_at_default else "",
+                 "" if f.column else f"Not a `runs` column: `json_extract(config_json, '$.{name}')`"]
+        meaning = ". ".join(n for n in notes if n).replace("|", "\\|")
+        lines.append(f"| `{name}` | {default} | {_values(f)} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def configs_page() -> str:
+    """docs/configs.md with its run-field tables generated (:func:`run_field_table`)."""
+    return re.sub(r"(<!-- run fields (\w+)\b.*?-->\n).*?(<!-- end run fields -->)",
+                  lambda m: f"{m[1]}\n{run_field_table(m[2])}\n{m[3]}", (DOCS / "configs.md").read_text(), flags=re.S)
+
+
 def pages() -> dict[Path, str]:
     """Every generated page: path -> content."""
     stages = registry.stages()
     out = {DOCS / "schema.md": schema_page(stages), DOCS / "analyses" / "index.md": index_page(stages)}
     out.update({DOCS / "analyses" / f"{s.name}.md": stage_page(s) for s in stages})
+    out[DOCS / "configs.md"] = configs_page()
     return out
 
 

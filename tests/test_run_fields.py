@@ -113,3 +113,15 @@ def test_every_declaration_admits_its_default_and_names_its_group() -> None:
         else:  # true or false, or checked by name in pipeline/config.py
             assert f.type is bool or name in ("dataset", "model", "blocks") or not f.user, name
         assert f.default is not MISSING or name == "dataset"
+
+
+def test_docs_configs_has_a_generated_row_for_every_field_a_config_sets() -> None:
+    from pathlib import Path
+
+    from pipeline.runspec import RUN_FIELDS
+    from reports.docs import configs_page
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "configs.md").read_text()
+    assert text == configs_page(), "docs/configs.md is out of date: run `python -m reports.docs`"
+    for name, f in RUN_FIELDS.items():
+        assert (f"| `{name}` |" in text) == f.user, name
