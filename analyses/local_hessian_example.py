@@ -33,8 +33,8 @@ import polars as pl
 import torch
 from matplotlib.colors import SymLogNorm
 
-from analyses.stage import Figure, Stage
-from analyses.tables import write_table
+from analyses.kit.stage import Figure, Stage
+from analyses.kit.tables import write_table
 from pipeline.curvature.activations import has_zero_second_derivative
 from pipeline.curvature.local_hessian import closed_form_applies, local_hessian_closed_form, local_hessian_dense
 from pipeline.curvature.objective import neuron_order

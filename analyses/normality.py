@@ -6,7 +6,7 @@ face value.
 Scale, units and rules
 ----------------------
 Every feature is tested on the scale the other stages use (the catalog's ``transform``):
-``slog(x) = sign(x) ln(1 + |x|)`` for the scale-like features (:attr:`analyses.features.Feature.log_scale`),
+``slog(x) = sign(x) ln(1 + |x|)`` for the scale-like features (:attr:`analyses.kit.features.Feature.log_scale`),
 the identity otherwise. Pooled rows (``layer`` NULL) take ``analysis_features``: one value per
 snapshot, the layer mean of the transformed feature. Per-layer rows take
 ``analysis_features_layer`` with the transform applied to each layer's raw value, grouped by the
@@ -39,11 +39,11 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from analyses import features as feat
-from analyses.features import POSITIONS, layer_position
-from analyses.stage import Figure, Stage
+from analyses.kit import features as feat
+from analyses.kit.features import POSITIONS, layer_position
+from analyses.kit.stage import Figure, Stage
+from analyses.kit.tables import write_table
 from analyses.stats import bh_adjust
-from analyses.tables import write_table
 
 #: Level of ``normal_at_5pct``.
 ALPHA = 0.05

@@ -13,8 +13,8 @@ import numpy as np
 import polars as pl
 import seaborn as sns
 
-from analyses.stage import Figure, Stage
-from analyses.tables import write_table
+from analyses.kit.stage import Figure, Stage
+from analyses.kit.tables import write_table
 
 _OVERVIEW_SQL = """
 WITH last AS (

@@ -62,11 +62,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
-from analyses.features import SNAPSHOT_LOSS_TRACE_SQL
-from analyses.presentation import empty_figure, fmt_number
-from analyses.stage import Figure, Stage
-from analyses.stats import ClaimData, Estimate, Mean, Verdict, mean_ci, write_verdicts
-from analyses.tables import write_table
+from analyses.kit.features import SNAPSHOT_LOSS_TRACE_SQL
+from analyses.kit.presentation import empty_figure, fmt_number
+from analyses.kit.stage import Figure, Stage
+from analyses.kit.tables import write_table, write_verdicts
+from analyses.stats import ClaimData, Estimate, Mean, Verdict, mean_ci
 from pipeline.training.regularizers import USES
 
 #: Metrics compared, and whether a difference is taken on the log scale (ratio) or as is.

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import duckdb
 
-from analyses.stage import Stage
+from analyses.kit.stage import Stage
+from analyses.kit.tables import write_table
 from analyses.stats.verdict import COLLECTED_COLUMNS, holm_adjusted
-from analyses.tables import write_table
 
 
 def run(con: duckdb.DuckDBPyConnection) -> None:
     """Write ``analysis_verdicts`` from every stage's ``analysis_<stage>_verdicts``."""
-    from analyses.registry import verdict_tables
+    from analyses.kit.registry import verdict_tables
 
     union = " UNION ALL ".join(f"SELECT *, {i} AS stage_order FROM {t}" for i, t in enumerate(verdict_tables()))
     rows = con.sql(f"SELECT * EXCLUDE (stage_order) FROM ({union}) ORDER BY stage_order, claim_id").pl()

@@ -219,7 +219,7 @@ def _copy_default(corpus: Path, out: Path) -> dict:
 def measure(db: Path, repeats: int) -> dict:
     """Forced run of every stage, then no-op re-runs (in process, and through the CLI in a fresh
     interpreter); a stage that runs again on the unchanged database is recorded (and fails the benchmark)."""
-    from pipeline.stages import run_stages
+    from analyses.kit.runner import run_stages
 
     t = time.perf_counter()
     first = run_stages(db, force=True, show_progress=False)

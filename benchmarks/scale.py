@@ -118,7 +118,7 @@ def query_latencies(db: Path, repeats: int) -> dict[str, float]:
     try:
         run_id = con.execute("SELECT run_id FROM runs ORDER BY run_id LIMIT 1").fetchall()[0][0]
         queries = {
-            "features tables (analyses.features.run)": lambda: features.run(con),
+            "features tables (analyses.features.run)": lambda: features.STAGE.execute(con),
             "one run's weights (topology, per run)": lambda: con.execute(
                 'SELECT step, layer_index, tensor, shape, "values" FROM weights WHERE run_id = ? '
                 "ORDER BY step, layer_index", [run_id]).fetchall(),

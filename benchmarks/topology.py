@@ -54,7 +54,7 @@ def bench_h0(repeats: int) -> list[str]:
 def bench_stage(db_paths: list[Path], repeats: int, workers: int) -> list[str]:
     import duckdb
 
-    from pipeline.stages import STAGES, run_stages
+    from analyses.kit.runner import STAGES, run_stages
 
     topology = tuple(s for s in STAGES if s.name == "topology")
     lines = ["| database | runs | layer snapshots | topology stage, forced (s) | extraction, serial (s) | "

@@ -20,8 +20,8 @@ import jinja2
 import matplotlib.pyplot as plt
 from tqdm import tqdm
 
+from analyses.kit.runner import STAGES, Stage, all_figures
 from pipeline.errors import PipelineError
-from pipeline.stages import STAGES, Stage, all_figures
 from reports.style import apply_style, figure_png_data_uri, save_figure
 from snapshot_loader.database import connect_readonly
 

@@ -21,9 +21,8 @@ import re
 import sys
 from pathlib import Path
 
-from analyses import registry
-from analyses.stage import Stage
-from pipeline import stages as runner
+from analyses.kit import registry, runner
+from analyses.kit.stage import Stage
 from pipeline.runspec import RUN_FIELDS, Applies, RunField
 from snapshot_loader import schema
 

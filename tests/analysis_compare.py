@@ -95,7 +95,7 @@ def compare_databases(ref: Path, other: Path, tables: list[str] | None = None) -
 
 def rerun_stage(ref: Path, stage_name: str) -> list[str]:
     """Run the current code of one stage on a copy of ``ref`` and compare the tables it declares."""
-    from analyses import registry
+    from analyses.kit import registry
 
     stage = next(s for s in registry.stages() if s.name == stage_name)
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,7 +103,7 @@ def rerun_stage(ref: Path, stage_name: str) -> list[str]:
         shutil.copy(ref, copy)
         con = duckdb.connect(str(copy))
         try:
-            stage.run(con)
+            stage.execute(con)
         finally:
             con.close()
         return compare_databases(ref, copy, list(stage.writes))

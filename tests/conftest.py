@@ -120,7 +120,7 @@ def _build_corpus(root: Path) -> dict[str, Path]:
             "digits", "--db", str(paths["db"]), "--shards", str(paths["shards"]), "--probe-size", "64", "--quiet",
             check=True)
     run_cli("ingest", *common, "--shards", str(paths["shards"]), check=True)
-    run_cli("analyze", *common, check=True)
+    run_cli("analyze", *common, "--check-reads", check=True)  # every stage reads only what it declares
     run_cli("report", *common, "--out", str(paths["report"]), check=True)
     run_cli("figures", *common, "--out", str(paths["figures"]), check=True)
     return paths

@@ -6,7 +6,7 @@ import shutil
 
 import duckdb
 
-from pipeline.stages import STAGES
+from analyses.kit.runner import STAGES
 from reports.builder import build_report
 
 HOSTILE = '<script>alert("x")</script> & <b>'

@@ -106,7 +106,7 @@ def test_negative_control_is_flagged(chromium: str, tmp_path: Path, name: str) -
 
 
 def test_report_renders_offline_without_errors(chromium: str, built_corpus: dict[str, Path]) -> None:
-    from pipeline.stages import STAGES
+    from analyses.kit.runner import STAGES
 
     report = built_corpus["report"] / "index.html"
     assert report.is_file(), f"{report} was not written"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from analyses.registry import order_stages
-from analyses.stage import Stage
+from analyses.kit.registry import order_stages
+from analyses.kit.runner import STAGES, run_stages
+from analyses.kit.stage import Stage
 from pipeline.errors import PipelineError
-from pipeline.stages import STAGES, run_stages
 from snapshot_loader.database import connect_writable
 
 CALLS: dict[str, int] = {}
@@ -21,8 +21,7 @@ def _toy(name: str, reads: tuple[str, ...], out: str) -> Stage:
         CALLS[name] = CALLS.get(name, 0) + 1
         con.execute(f"CREATE OR REPLACE TABLE {out} AS SELECT count(*) AS n FROM {reads[0]}")
 
-    return Stage(name, f"Toy {name}", f"Toy stage {name}.", reads, {out: [("n", "BIGINT")]}, run,
-                 source=Path(__file__))
+    return Stage(name, f"Toy {name}", f"Toy stage {name}.", reads, {out: [("n", "BIGINT")]}, run)
 
 
 @pytest.fixture
@@ -111,3 +110,89 @@ def test_a_failing_stage_leaves_the_previous_outputs(toy, tmp_path):
     assert con.execute("SELECT n FROM analysis_a").fetchall() == [(2,)]
     con.close()
     assert run_stages(db, stages=stages, show_progress=False)["ran"] == ["a", "b"]
+
+
+# -- reads checked against the declarations -------------------------------------------------------------
+
+
+def _reader(name: str, reads: tuple[str, ...], sql: str) -> Stage:
+    def run(con):
+        con.execute(f"CREATE OR REPLACE TABLE analysis_{name} AS {sql}")
+
+    return Stage(name, f"Toy {name}", f"Toy stage {name}.", reads, {f"analysis_{name}": [("n", "BIGINT")]}, run)
+
+
+def test_check_reads_runs_declared_reads_and_fails_on_a_planted_undeclared_one(toy):
+    db, stages = toy
+    assert run_stages(db, stages=stages, show_progress=False, check_reads=True)["ran"] == ["a", "c", "b"]
+    con = connect_writable(db)
+    assert con.execute("SELECT n FROM analysis_b").fetchall() == [(1,)]  # outputs copied into the database
+    assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = 'stage_sandbox'"
+                       ).fetchall() == [(0,)]
+    con.close()
+    sneaky = _reader("sneaky", ("runs",), "SELECT count(*) AS n FROM runs JOIN checkpoints USING (run_id)")
+    with pytest.raises(PipelineError, match="stage sneaky reads a table it does not declare.*checkpoints"):
+        run_stages(db, stages=(sneaky,), show_progress=False, check_reads=True)
+    # without the check the same stage runs: the check is what finds it
+    assert run_stages(db, stages=(sneaky,), show_progress=False)["ran"] == ["sneaky"]
+
+
+def test_check_reads_finds_a_read_the_kit_makes_on_a_stages_behalf(toy):
+    """``study_membership`` (what the verdict rows read) reads ``studies``: a stage that calls it without
+    declaring it fails the check, although the table exists in the database."""
+    from analyses.kit.tables import study_membership
+
+    db, _ = toy
+
+    def run(con):
+        n = len(study_membership(con))
+        con.execute(f"CREATE OR REPLACE TABLE analysis_kit_read AS SELECT {n}::BIGINT AS n")
+
+    stage = Stage("kit_read", "Kit read", "Toy.", ("runs",), {"analysis_kit_read": [("n", "BIGINT")]}, run)
+    with pytest.raises(PipelineError, match="does not declare.*studies"):
+        run_stages(db, stages=(stage,), show_progress=False, check_reads=True)
+    declared = dataclasses.replace(stage, reads=("runs", "studies"))
+    assert run_stages(db, stages=(declared,), show_progress=False, check_reads=True)["ran"] == ["kit_read"]
+
+
+# -- code fingerprints per import closure -----------------------------------------------------------------
+
+
+def test_a_stages_code_closure_holds_its_own_modules_and_no_other_stages():
+    from analyses.kit.runner import code_closure
+
+    roots = {s.module for s in STAGES}
+    for stage in STAGES:
+        closure = set(code_closure(stage.module))
+        assert stage.module in closure and "analyses.kit.tables" in closure
+        others = {m for m in closure for r in roots - {stage.module} if m == r or m.startswith(r + ".")}
+        assert not others, f"{stage.name} imports another stage: {sorted(others)}"
+    assert "analyses.gap.resample" in code_closure("analyses.gap")
+    assert "analyses.stats.meta" in code_closure("analyses.gap")
+
+
+def test_editing_one_stage_reruns_only_it_and_what_reads_its_tables(built_corpus, tmp_path, monkeypatch):
+    """An edit of a stage's module (planted by changing the source the fingerprint reads) re-runs that
+    stage and the stages downstream of its tables, and skips every other stage."""
+    import shutil
+
+    from analyses.kit import runner
+
+    db = tmp_path / "corpus.duckdb"
+    shutil.copy(built_corpus["db"], db)
+    assert run_stages(db, show_progress=False)["ran"] == []  # the fixture's own analysis, unchanged
+    edited = next(s for s in STAGES if s.name == "correlations")
+    downstream, frontier = {edited.name}, set(edited.writes)
+    while frontier:
+        readers = [s for s in STAGES if s.name not in downstream and set(s.reads) & frontier]
+        downstream |= {s.name for s in readers}
+        frontier = {t for s in readers for t in s.writes}
+    real = runner._module_source
+
+    def source(module: str) -> bytes:
+        return real(module) + (b"\n# edited\n" if module == "analyses.correlations.stage" else b"")
+
+    monkeypatch.setattr(runner, "_module_source", source)
+    done = run_stages(db, show_progress=False)
+    assert set(done["ran"]) == downstream == {"correlations", "verdicts"}
+    assert len(done["skipped"]) == len(STAGES) - len(downstream)

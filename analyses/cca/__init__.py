@@ -110,7 +110,7 @@ from analyses.cca.figures import FIGURES
 from analyses.cca.report import report
 from analyses.cca.schema import TABLES
 from analyses.cca.stage import run
-from analyses.stage import Stage
+from analyses.kit.stage import Stage
 
 STAGE = Stage(
     name="cca", title="Canonical correlation: spectral features vs quality metrics", doc=__doc__,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from analyses import features as feat
+from analyses.kit import features as feat
 from analyses.stats import standardize_within
 
 #: The X block: spectra of weights, local and loss Hessians, and saturation (no gradient-derived features).

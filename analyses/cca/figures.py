@@ -7,8 +7,8 @@ import matplotlib.pyplot as plt
 import polars as pl
 import seaborn as sns
 
-from analyses.presentation import empty_figure
-from analyses.stage import Figure
+from analyses.kit.presentation import empty_figure
+from analyses.kit.stage import Figure
 
 
 def loadings_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:

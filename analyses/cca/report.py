@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import duckdb
 
-from analyses.presentation import fmt_number as _f
+from analyses.kit.presentation import fmt_number as _f
 
 
 def report(con: duckdb.DuckDBPyConnection) -> dict:

@@ -10,8 +10,8 @@ from analyses.cca.blocks import TIME_FEATURE, X_FEATURES, quality_metrics, with_
 from analyses.cca.heldout import fisher_mean_ci
 from analyses.cca.task_analysis import TaskAnalysis, analyse_task
 from analyses.cca.verdicts import heldout_claim, heldout_r, pooled_r, task_verdicts
-from analyses.stats import ClaimData, Jackknifed, write_verdicts
-from analyses.tables import write_table
+from analyses.kit.tables import write_table, write_verdicts
+from analyses.stats import ClaimData, Jackknifed
 
 #: Components whose loadings are stored.
 N_LOADING_COMPONENTS = 2

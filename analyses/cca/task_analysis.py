@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from analyses import features as feat
 from analyses.cca.blocks import STANDARDIZE_WITHIN_DATASET, X_FEATURES, task_blocks
 from analyses.cca.canonical import CcaFit, fit_cca
 from analyses.cca.heldout import MAX_FOLDS, HeldOutFold, heldout_first_correlations
+from analyses.kit import features as feat
 
 #: Fit only when n - k_datasets >= p + q + MIN_EXTRA_DOF (n - 1 without the within-data-set z-scores).
 MIN_EXTRA_DOF = 10

@@ -21,7 +21,7 @@ given k - 1 data-set indicators). Data sets with fewer than 2 rows are dropped.
 ``analysis_correlations``
     one row per (task, phase, feature, metric): ``phase`` is ``all`` (every spectral snapshot) or a
     phase of ``analysis_dynamics_phases`` (a snapshot at ``step`` is in the phase of its run with
-    start_step <= step <= end_step); features are :data:`analyses.features.FEATURES` on the
+    start_step <= step <= end_step); features are :data:`analyses.kit.features.FEATURES` on the
     ``analysis_features`` scale (layer mean of the transform), metrics ``features.METRICS[task]``.
     ``n`` snapshots from ``n_runs`` runs, ``r`` with its 95% Fisher-z interval ``ci_low``/``ci_high``,
     ``p_value``, and ``p_adjusted``: Benjamini-Hochberg (statsmodels ``multipletests``, ``fdr_bh``)
@@ -78,7 +78,7 @@ from analyses.correlations.figures import FIGURES
 from analyses.correlations.report import report
 from analyses.correlations.schema import TABLES
 from analyses.correlations.stage import run
-from analyses.stage import Stage
+from analyses.kit.stage import Stage
 
 STAGE = Stage(
     name="correlations", title="Correlations between internal features and quality", doc=__doc__,

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import polars as pl
 
-from analyses import features as feat
+from analyses.kit import features as feat
 from analyses.stats import bh_adjust, within_group_pearson
 
 #: Family-wise level for ``significant`` (after Benjamini-Hochberg).

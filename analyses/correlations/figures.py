@@ -8,11 +8,11 @@ import numpy as np
 import polars as pl
 import seaborn as sns
 
-from analyses import features as feat
 from analyses.correlations.families import ALPHA, FEATURE_GROUP
 from analyses.correlations.stage import PHASE_ORDER
-from analyses.presentation import empty_figure
-from analyses.stage import Figure
+from analyses.kit import features as feat
+from analyses.kit.presentation import empty_figure
+from analyses.kit.stage import Figure
 
 #: Features drawn in the by-phase and pair-plot figures.
 KEY_FEATURES = ("loss_top", "loss_effective_rank_ratio", "weight_stable_rank", "saturation_fraction", "local_std")

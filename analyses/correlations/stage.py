@@ -6,11 +6,10 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
-from analyses import features as feat
 from analyses.correlations.families import CONTROL_FOR_DATASET, correlation_family
 from analyses.correlations.verdicts import claim_verdicts
-from analyses.stats import write_verdicts
-from analyses.tables import write_table
+from analyses.kit import features as feat
+from analyses.kit.tables import write_table, write_verdicts
 
 #: Order of phases in tables and figures.
 PHASE_ORDER = ("all", "initial", "fast learning", "fine-tuning", "saturation", "single phase")

@@ -99,7 +99,7 @@ from analyses.diagnostics.figures import FIGURES
 from analyses.diagnostics.report import report
 from analyses.diagnostics.schema import TABLES
 from analyses.diagnostics.stage import run
-from analyses.stage import Stage
+from analyses.kit.stage import Stage
 
 STAGE = Stage(
     name="diagnostics", title="Diagnostics: the practical guide as rules", doc=__doc__,

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 
 from analyses.diagnostics.findings import CRITICAL, INFO, WARNING
-from analyses.stage import Figure
+from analyses.kit.stage import Figure
 
 _SEVERITY_COLORS = {INFO: "#4c72b0", WARNING: "#dd8452", CRITICAL: "#c44e52"}
 

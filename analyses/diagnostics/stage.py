@@ -24,8 +24,7 @@ from analyses.diagnostics.verdicts import (
     verdict_saddle,
     verdict_saturation,
 )
-from analyses.stats import write_verdicts
-from analyses.tables import write_table
+from analyses.kit.tables import write_table, write_verdicts
 
 
 def all_findings(frame: pl.DataFrame, comparison: pl.DataFrame) -> pl.DataFrame:

@@ -52,7 +52,7 @@ by its own scale and the two shapes are compared (:func:`shape_distance`):
 with m the common length when both spectra are complete (every eigenvalue stored), else the common
 top part m = min(len a, len b, :data:`PARTIAL_TOP_K` = 8) (Lanczos rows store the top-k Ritz values
 and a few bottom ones). d_l is scale-free: d(c·a, c'·b) = d(a, b) for any c, c' > 0, so a spectrum
-that only shrinks does not change. It replaced (2026-12-04) the scale-relative distance
+that only shrinks does not change. It replaces the scale-relative distance
 r_l = ||b[:m] - a[:m]||_2 / (||a[:m]||_2 + ||b[:m]||_2), which moves by |c - 1| / (c + 1) when a spectrum
 is multiplied by c: the spectra's scale shrinks over training, so r_l counted the shrinkage as change
 and its rate per e-fold rose late in most runs. The snapshot distance is the mean of d_l over the
@@ -141,7 +141,7 @@ from analyses.dynamics.figures import FIGURES
 from analyses.dynamics.report import report
 from analyses.dynamics.schema import TABLES
 from analyses.dynamics.stage import run
-from analyses.stage import Stage
+from analyses.kit.stage import Stage
 
 STAGE = Stage(
     name="dynamics", title="Training dynamics and phases", doc=__doc__,

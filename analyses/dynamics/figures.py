@@ -13,7 +13,7 @@ import seaborn as sns
 
 from analyses.dynamics.phases import PHASES, SINGLE_PHASE
 from analyses.dynamics.segmentation import MAX_CHANGES
-from analyses.stage import Figure
+from analyses.kit.stage import Figure
 
 #: At most this many runs in the curves figure (one per architecture).
 MAX_CURVE_PANELS = 8

@@ -9,7 +9,6 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from analyses import features
 from analyses.dynamics.phases import segment_rates
 from analyses.dynamics.segmentation import MIN_SEGMENT, noise_sigma, penalty
 from analyses.dynamics.spectral_change import change_rates, log_rates, shape_distance, spectral_distance
@@ -21,8 +20,8 @@ from analyses.dynamics.verdicts import (
     permuted_hump,
     rise_fall_verdict,
 )
-from analyses.stats import write_verdicts
-from analyses.tables import write_table
+from analyses.kit import features
+from analyses.kit.tables import write_table, write_verdicts
 
 #: The Hessian whose spectra define the rate of change (the local Hessian is exactly zero for ReLU).
 SPECTRUM_KIND = "loss"

@@ -144,7 +144,7 @@ from analyses.gap.figures import FIGURES
 from analyses.gap.report import report
 from analyses.gap.schema import TABLES
 from analyses.gap.stage import run
-from analyses.stage import Stage
+from analyses.kit.stage import Stage
 
 STAGE = Stage(
     name="gap", title="Margins and the generalization gap", doc=__doc__,

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 
 from analyses.gap.predictors import MAIN, PAPER_N_MODELS, PAPER_R2
-from analyses.presentation import empty_figure, fmt_number
-from analyses.stage import Figure
+from analyses.kit.presentation import empty_figure, fmt_number
+from analyses.kit.stage import Figure
 
 
 def predicted_vs_actual_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:

@@ -7,9 +7,9 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from analyses.features import SNAPSHOT_LOSS_TRACE_SQL
 from analyses.gap.predictors import MARGIN_REPRESENTATIONS, SIGNATURE, margin_column
-from analyses.tables import write_table
+from analyses.kit.features import SNAPSHOT_LOSS_TRACE_SQL
+from analyses.kit.tables import write_table
 
 #: Target fraction of training of each stage's snapshot.
 STAGE_FRACTIONS = {"early": 0.2, "middle": 0.5, "late": 1.0}

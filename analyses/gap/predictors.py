@@ -13,7 +13,7 @@ import math
 import numpy as np
 import polars as pl
 
-from analyses.features import slog
+from analyses.kit.features import slog
 
 #: Paper 004's result: R^2 of the linear model on margin statistics, and its number of models.
 PAPER_R2, PAPER_N_MODELS = 0.89, 377

@@ -7,7 +7,7 @@ import duckdb
 
 from analyses.gap.predictors import MAIN, PAPER_N_MODELS, PAPER_R2, SIGNATURE
 from analyses.gap.regression import RANDOM_FOLDS
-from analyses.presentation import fmt_number
+from analyses.kit.presentation import fmt_number
 
 
 def report(con: duckdb.DuckDBPyConnection) -> dict:

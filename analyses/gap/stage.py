@@ -14,8 +14,7 @@ from analyses.gap.predictors import MAIN, PAPER_R2, SPECIFICATIONS, column, comp
 from analyses.gap.regression import RANDOM_FOLDS, fit_row
 from analyses.gap.schema import TABLES
 from analyses.gap.verdicts import verdicts
-from analyses.stats import write_verdicts
-from analyses.tables import write_table
+from analyses.kit.tables import write_table, write_verdicts
 
 
 def _clean(row: dict) -> dict:

@@ -97,11 +97,11 @@ Tables
 - ``analysis_pressure_verdicts``: the bottleneck claims.
 """
 
+from analyses.kit.stage import Stage
 from analyses.pressure.figures import FIGURES
 from analyses.pressure.report import report
 from analyses.pressure.schema import TABLES
 from analyses.pressure.stage import run
-from analyses.stage import Stage
 
 STAGE = Stage(
     name="pressure", title="Gradient pressure and bottlenecks (000)", doc=__doc__,

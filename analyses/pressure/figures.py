@@ -11,9 +11,9 @@ import numpy as np
 import polars as pl
 from matplotlib.colors import SymLogNorm
 
-from analyses.presentation import fmt_number as _f
+from analyses.kit.presentation import fmt_number as _f
+from analyses.kit.stage import Figure
 from analyses.pressure.layers import SATURATING
-from analyses.stage import Figure
 
 #: Runs drawn in the pressure map.
 MAP_RUNS = 6

@@ -7,12 +7,11 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from analyses.kit.tables import write_table, write_verdicts
 from analyses.pressure.coincidence import Coincidence, coincidence
 from analyses.pressure.layers import LAYERS_SQL, SNAPSHOT_LAYERS_SQL, layer_subsets
 from analyses.pressure.rank_correlation import RankCorrelation, pooled_rank_correlation
 from analyses.pressure.verdicts import pressure_verdicts
-from analyses.stats import write_verdicts
-from analyses.tables import write_table
 
 #: Per run: the top-pressure layer (highest early pressure) and what it does, the slowest-improving layer.
 _BOTTLENECKS_SQL = """

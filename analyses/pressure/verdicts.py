@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 import polars as pl
 
-from analyses.presentation import fmt_number as _f
+from analyses.kit.presentation import fmt_number as _f
 from analyses.pressure.coincidence import Coincidence
 from analyses.pressure.layers import EARLY_PROGRESS, SATURATING
 from analyses.pressure.rank_correlation import RankCorrelation

@@ -82,11 +82,11 @@ Tables
     each built corpus are in ``docs/verdicts/``.
 """
 
+from analyses.kit.stage import Stage
 from analyses.propagation.figures import FIGURES
 from analyses.propagation.report import report
 from analyses.propagation.schema import TABLES
 from analyses.propagation.stage import run
-from analyses.stage import Stage
 
 STAGE = Stage(
     name="propagation", title="Curvature propagation and skip-connection synthesis", doc=__doc__,

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import seaborn as sns
 
-from analyses.presentation import empty_figure
+from analyses.kit.presentation import empty_figure
+from analyses.kit.stage import Figure
 from analyses.propagation.cells import ARMS
 from analyses.propagation.coupling import coupling_matrices
-from analyses.stage import Figure
 
 
 def example_run(con: duckdb.DuckDBPyConnection) -> str | None:

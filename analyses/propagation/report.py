@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import duckdb
 
-from analyses.presentation import fmt_number
+from analyses.kit.presentation import fmt_number
 from pipeline.propagation.shadows import SHADOW_RATIO, SHADOW_WINDOW
 
 

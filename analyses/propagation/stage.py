@@ -5,12 +5,11 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
+from analyses.kit.tables import write_table, write_verdicts
 from analyses.propagation.cells import ARM_SQL, cells
 from analyses.propagation.coupling import shadow_rows
 from analyses.propagation.schema import TABLES
 from analyses.propagation.verdicts import verdicts
-from analyses.stats import write_verdicts
-from analyses.tables import write_table
 
 # Per MLP run with a coupling map, everything but its cell and its maps' coherence and shadows
 # (computed in Python and joined in :func:`run`). The target loss of a data set is the median final

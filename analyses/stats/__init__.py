@@ -53,7 +53,6 @@ from analyses.stats.verdict import (
     Direction,
     Verdict,
     decide,
-    write_verdicts,
 )
 
 __all__ = [
@@ -63,5 +62,5 @@ __all__ = [
     "mean_ci", "mean_t_p", "partial_r", "partial_residuals", "pearson", "pearson_ci", "pearson_rows",
     "percentile_interval", "permutation_p", "random_effects", "rank_within", "row_bootstrap", "spearman",
     "standardize_batched", "standardize_within", "stratified_bootstrap", "stratified_resamples", "wilson_ci",
-    "within_group_pearson", "within_group_r", "within_partial_r", "within_r", "within_run_ranks", "write_verdicts",
+    "within_group_pearson", "within_group_r", "within_partial_r", "within_r", "within_run_ranks",
 ]

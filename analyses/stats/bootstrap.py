@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -60,9 +61,13 @@ def row_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n: int, n_boot:
     estimate = float(statistic(np.arange(n)))
     if n < 4 or not math.isfinite(estimate):
         return Estimate.missing(n, unit, estimate)
-    res = stats.bootstrap((np.arange(n),), lambda idx, axis=-1: statistic(np.moveaxis(idx, axis, -1)),
-                          vectorized=True, n_resamples=n_boot, method="percentile",
-                          rng=np.random.default_rng(seed))
+    with warnings.catch_warnings():
+        # scipy's own interval, unused here, is NaN when a resample's statistic is (and it warns so);
+        # the interval below leaves those resamples out, or gives none
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap((np.arange(n),), lambda idx, axis=-1: statistic(np.moveaxis(idx, axis, -1)),
+                              vectorized=True, n_resamples=n_boot, method="percentile",
+                              rng=np.random.default_rng(seed))
     lo, hi = percentile_interval(res.bootstrap_distribution)
     return Estimate(estimate, lo, hi, n, unit)
 

@@ -197,15 +197,3 @@ def assess(data: ClaimData, predicted: str, null_value: float,
     return Inference(pooled.value, pooled.low, pooled.high, pooled.low90, pooled.high90, pooled.p, pooled.df,
                      pooled.tau2, pooled.i2, pooled.method, len(groups), n_runs, n_units, base, *lodo, *loso,
                      notes=notes)
-
-
-def study_membership(con) -> dict[str, tuple[str, ...]]:
-    """run_id -> the studies it belongs to, from the corpus table ``studies`` (empty without it)."""
-    known = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'studies'").fetchall()[0][0]
-    if not known:
-        return {}
-    pairs = con.execute("SELECT run_id, study FROM studies ORDER BY study").fetchall()
-    out: dict[str, list[str]] = {}
-    for run_id, study in pairs:
-        out.setdefault(run_id, []).append(study)
-    return {r: tuple(s) for r, s in out.items()}

@@ -1,7 +1,7 @@
 """The verdict rule and the verdict rows every claim-testing stage writes.
 
 A stage that speaks to a claim writes ``analysis_<stage>_verdicts`` (:data:`VERDICT_COLUMNS`) through
-:func:`write_verdicts`. Each row states the claim, the test, the effect (a number with the sign the
+:func:`analyses.kit.tables.write_verdicts`. Each row states the claim, the test, the effect (a number with the sign the
 claim predicts) with its 95% and 90% intervals, n and the unit n counts, how the interval was made
 (``interval_method``, with tau^2 and I^2 where data sets were pooled), the negligible band and its
 units, the confound the estimand holds fixed with the confound's own effect beside it, the stage's
@@ -39,15 +39,14 @@ call whose Holm-adjusted p is 0.05 or more is inconclusive). Exploratory rows ke
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-import duckdb
 import numpy as np
 import polars as pl
 
-from analyses.stats.claims import ClaimData, Inference, assess, study_membership
+from analyses.stats.claims import ClaimData, Inference, assess
 from analyses.stats.estimate import CONFIDENCE, Estimate
 from analyses.stats.meta import EQUIVALENCE_CONFIDENCE, t_interval
 
@@ -339,15 +338,9 @@ def readings(frame: pl.DataFrame) -> list[str]:
     return out
 
 
-def write_verdicts(con: duckdb.DuckDBPyConnection, stage: str, verdicts: Sequence[Verdict]) -> None:
-    """(Re)write ``analysis_<stage>_verdicts``, assessing every verdict that hands over its rows
-    (:func:`analyses.stats.claims.assess`, with the corpus's study membership)."""
-    from analyses.tables import polars_schema, write_declared
-
-    studies = study_membership(con)
-    rows = []
-    for v in verdicts:
-        a = assess(v.data, v.predicted, v.null_value, studies, boundary=v.boundary) if v.data is not None else None
-        rows.append(v.row(stage, a))
-    frame = pl.DataFrame(rows, schema=polars_schema(VERDICT_COLUMNS))
-    write_declared(con, f"analysis_{stage}_verdicts", VERDICT_COLUMNS, frame)
+def verdict_rows(stage: str, verdicts: Sequence[Verdict],
+                 studies: Mapping[str, tuple[str, ...]]) -> list[dict]:
+    """The rows of ``analysis_<stage>_verdicts`` (:data:`VERDICT_COLUMNS`), each verdict that hands over
+    its rows assessed (:func:`analyses.stats.claims.assess`) with ``studies`` (run_id -> its studies)."""
+    return [v.row(stage, assess(v.data, v.predicted, v.null_value, studies, boundary=v.boundary)
+                  if v.data is not None else None) for v in verdicts]

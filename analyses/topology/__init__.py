@@ -107,7 +107,7 @@ grow), hence its partial versions. The verdicts' numbers on each built corpus ar
 ``docs/verdicts/``.
 """
 
-from analyses.stage import Stage
+from analyses.kit.stage import Stage
 from analyses.topology.figures import FIGURES
 from analyses.topology.report import report
 from analyses.topology.schema import TABLES

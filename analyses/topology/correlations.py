@@ -14,7 +14,7 @@ import math
 import numpy as np
 import polars as pl
 
-from analyses.features import POSITIONS
+from analyses.kit.features import POSITIONS
 from analyses.stats import Estimate, bh_adjust, mean_ci, spearman, within_group_r
 from analyses.topology.runs import CONTROLS, METRICS, pearson_scale
 from analyses.topology.schema import polars_schema

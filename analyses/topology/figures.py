@@ -7,9 +7,9 @@ import matplotlib.pyplot as plt
 import polars as pl
 from matplotlib.colors import LogNorm
 
-from analyses.features import POSITIONS
-from analyses.presentation import empty_figure
-from analyses.stage import Figure
+from analyses.kit.features import POSITIONS
+from analyses.kit.presentation import empty_figure
+from analyses.kit.stage import Figure
 from analyses.topology.correlations import MIN_SWEEP_FRACTIONS
 from analyses.topology.runs import LOG_METRICS, METRICS
 from analyses.topology.verdicts import PAPER_METRICS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import duckdb
 
-from analyses.features import POSITIONS
+from analyses.kit.features import POSITIONS
 from analyses.topology.layers import INCLUDE_BIAS, METHOD
 from analyses.topology.verdicts import LABEL
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from analyses import tables
+from analyses.kit import tables
 
 _LAYER = [("run_id", "VARCHAR"), ("step", "INTEGER"), ("layer_index", "INTEGER")]
 _TOPOLOGY = [

@@ -7,9 +7,8 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from analyses.features import layer_position
-from analyses.stats import write_verdicts
-from analyses.tables import write_table
+from analyses.kit.features import layer_position
+from analyses.kit.tables import write_table, write_verdicts
 from analyses.topology.correlations import MIN_SWEEP_FRACTIONS, correlation_table
 from analyses.topology.layers import topology_rows
 from analyses.topology.runs import run_rows, sweep_id

@@ -89,7 +89,7 @@ Tables
   numbers on each built corpus are in ``docs/verdicts/``.
 """
 
-from analyses.stage import Stage
+from analyses.kit.stage import Stage
 from analyses.umap.figures import FIGURES
 from analyses.umap.report import report
 from analyses.umap.schema import TABLES

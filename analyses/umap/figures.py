@@ -5,8 +5,8 @@ from __future__ import annotations
 import duckdb
 import matplotlib.pyplot as plt
 
-from analyses.presentation import fmt_number as _f
-from analyses.stage import Figure
+from analyses.kit.presentation import fmt_number as _f
+from analyses.kit.stage import Figure
 from analyses.umap.report import stored_score
 
 

@@ -7,7 +7,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from analyses.features import slog_sql
+from analyses.kit.features import slog_sql
 
 #: Feature groups of the snapshot vector.
 SNAPSHOT_GROUPS = ("weights", "gradients", "local_hessian", "loss_hessian", "ggn")

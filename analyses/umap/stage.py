@@ -7,10 +7,8 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from analyses.presentation import fmt_number as _f
-from analyses.stats import write_verdicts
-from analyses.stats.claims import study_membership
-from analyses.tables import write_table
+from analyses.kit.presentation import fmt_number as _f
+from analyses.kit.tables import study_membership, write_table, write_verdicts
 from analyses.umap.clustering import KNN_K, N_PERMUTATIONS, ClusterScores, cluster_scores
 from analyses.umap.embedding import embed, n_neighbors_for
 from analyses.umap.groups import dataset_study_groups

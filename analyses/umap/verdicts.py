@@ -13,7 +13,7 @@ import math
 import numpy as np
 import polars as pl
 
-from analyses.presentation import fmt_number as _f
+from analyses.kit.presentation import fmt_number as _f
 from analyses.stats import ClaimData, Concordance, Estimate, Verdict
 from analyses.umap.clustering import KNN_K, N_PERMUTATIONS, ClusterScores
 

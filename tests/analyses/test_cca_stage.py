@@ -13,10 +13,9 @@ import polars as pl
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from analyses import features as feat  # noqa: E402
 from analyses.cca import STAGE  # noqa: E402
 from analyses.cca.report import report  # noqa: E402
-from analyses.cca.stage import run  # noqa: E402
+from analyses.kit import features as feat  # noqa: E402
 
 #: Training lengths (steps) the synthetic runs draw from: training time varies among runs, as in a corpus
 #: whose studies vary the train fraction and the batch size.
@@ -72,7 +71,7 @@ def synthetic_db(mode: str = "beyond", **kw) -> duckdb.DuckDBPyConnection:
 
 def test_stage_tables_and_verdicts() -> None:
     con = synthetic_db()
-    run(con)
+    STAGE.execute(con)
     # the descriptive CCA is the verdict's: each run's last snapshot, quality metrics only
     cca = con.execute("SELECT task, component, canonical_correlation, p_value, n, n_runs FROM analysis_cca "
                       "WHERE component = 1 ORDER BY task").fetchall()
@@ -116,7 +115,7 @@ def test_stage_tables_and_verdicts() -> None:
 def test_no_relation_is_not_supported() -> None:
     """Independent blocks: the held-out first canonical correlation is small and not supported."""
     con = synthetic_db("none", runs=(40, 10), snapshots=2)
-    run(con)
+    STAGE.execute(con)
     for effect, verdict in con.execute("SELECT effect, verdict FROM analysis_cca_verdicts "
                                        "WHERE claim_id LIKE 'cca.classification%'").fetchall():
         assert abs(effect) < 0.25 and verdict != "supported"
@@ -124,13 +123,13 @@ def test_no_relation_is_not_supported() -> None:
 
 def test_tiny_database_figures_and_report() -> None:
     con = synthetic_db(runs=(3, 3))
-    run(con)  # 3 last snapshots per data set: too few for the blocks
+    STAGE.execute(con)  # 3 last snapshots per data set: too few for the blocks
     rows = con.execute("SELECT task, component, canonical_correlation FROM analysis_cca ORDER BY task").fetchall()
     assert rows == [("classification", None, None), ("regression", None, None)]
     assert {v for (v,) in con.execute("SELECT verdict FROM analysis_cca_verdicts").fetchall()} == {"inconclusive"}
     for db in (con, synthetic_db()):
         if db is not con:
-            run(db)
+            STAGE.execute(db)
         for figure in STAGE.figures:
             fig = figure.draw(db)
             assert fig.get_suptitle(), figure.name

@@ -11,11 +11,10 @@ import polars as pl
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from analyses import features as feat  # noqa: E402
 from analyses.correlations import STAGE  # noqa: E402
 from analyses.correlations.figures import by_phase_figure  # noqa: E402
 from analyses.correlations.report import report  # noqa: E402
-from analyses.correlations.stage import run  # noqa: E402
+from analyses.kit import features as feat  # noqa: E402
 
 
 def _synthetic_db(sign: float, n_per: int = 9, snaps: int = 4, seed: int = 0) -> duckdb.DuckDBPyConnection:
@@ -71,7 +70,7 @@ def _verdicts(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, float]]:
 
 def test_stage_tables_and_planted_verdicts() -> None:
     con = _synthetic_db(sign=-1.0)
-    run(con)
+    STAGE.execute(con)
     n_feat = len(feat.FEATURES)
     expected = 3 * n_feat * (len(feat.METRICS["classification"]) + len(feat.METRICS["regression"]))
     assert con.execute("SELECT count(*) FROM analysis_correlations").fetchall()[0][0] == expected
@@ -104,7 +103,7 @@ def test_stage_tables_and_planted_verdicts() -> None:
     assert {v for c, (v, _) in verdicts.items() if "flatness" in c} <= {"inconclusive", "not supported"}
     # the reversed effects are "not supported"
     con = _synthetic_db(sign=1.0)
-    run(con)
+    STAGE.execute(con)
     for claim, (verdict, effect) in _verdicts(con).items():
         if "flatness" not in claim:
             assert verdict == "not supported", (claim, verdict, effect)
@@ -113,7 +112,7 @@ def test_stage_tables_and_planted_verdicts() -> None:
 def test_tiny_database_and_figures_do_not_crash() -> None:
     con = _synthetic_db(sign=-1.0, n_per=1, snaps=3)  # 6 runs, one per data set: no run-level r at all
     con.execute("DROP TABLE analysis_dynamics_phases")  # no phases: only 'all'
-    run(con)
+    STAGE.execute(con)
     assert con.execute("SELECT DISTINCT phase FROM analysis_correlations").fetchall() == [("all",)]
     # 3 snapshots x 1 run per data set: n = 9, k = 3 gives a (descriptive) snapshot-level r ...
     assert con.execute("SELECT min(n), max(n_runs) FROM analysis_correlations").fetchall()[0] == (9, 3)

@@ -41,7 +41,7 @@ def _synthetic_db() -> duckdb.DuckDBPyConnection:
 
 def test_stage_writes_its_tables_on_a_small_database():
     con = _synthetic_db()
-    STAGE.run(con)
+    STAGE.execute(con)
     types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
                              "WHERE table_name = 'findings'").fetchall())
     assert types["evidence"] == "MAP(VARCHAR, DOUBLE)" and types["layer_index"] == "INTEGER"
@@ -67,7 +67,7 @@ def test_stage_runs_on_an_empty_corpus():
     con = _synthetic_db()
     con.execute("DELETE FROM analysis_features_layer")
     con.execute("DELETE FROM analysis_features")
-    STAGE.run(con)
+    STAGE.execute(con)
     assert con.execute("SELECT count(*) FROM findings").fetchall()[0][0] == 0
     assert {v for (v,) in con.execute("SELECT verdict FROM analysis_diagnostics_verdicts").fetchall()} == {
         "inconclusive"}

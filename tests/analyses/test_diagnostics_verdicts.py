@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from analyses.diagnostics import verdicts
-from analyses.stats import write_verdicts
+from analyses.kit.tables import write_verdicts
 from tests.analyses.diagnostics_inputs import layer_frame
 
 

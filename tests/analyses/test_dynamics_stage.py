@@ -91,7 +91,7 @@ def _build_db(planted: bool) -> duckdb.DuckDBPyConnection:
                         ("hessian_spectra", hs)):
         frame = pl.DataFrame(rows)  # noqa: F841
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame")
-    features.run(con)
+    features.STAGE.execute(con)
     return con
 
 
@@ -101,7 +101,7 @@ def _verdicts(con) -> dict[str, str]:
 
 def test_stage_on_planted_database():
     con = _build_db(planted=True)
-    STAGE.run(con)
+    STAGE.execute(con)
     cols = con.execute("DESCRIBE analysis_dynamics_phases").fetchall()
     assert [(c[0], c[1]) for c in cols] == [
         ("run_id", "VARCHAR"), ("phase_index", "INTEGER"), ("phase", "VARCHAR"), ("start_step", "INTEGER"),
@@ -153,7 +153,7 @@ def test_stage_on_planted_database():
 
 def test_stage_on_reversed_database():
     con = _build_db(planted=False)
-    STAGE.run(con)
+    STAGE.execute(con)
     seqs = con.execute("""SELECT list(phase ORDER BY phase_index) FROM analysis_dynamics_phases
                           WHERE run_id LIKE 'run%' GROUP BY run_id""").fetchall()
     assert all(s == [SINGLE_PHASE] for (s,) in seqs)
@@ -173,8 +173,8 @@ def test_stage_on_tiny_database_is_inconclusive_not_an_error():
         frame = big.sql(f"SELECT * FROM {table} WHERE run_id IN ('run0', 'run1', 'short')").pl()
         frame = frame.filter(~pl.col("step").is_in(STEPS[3:])) if "step" in frame.columns else frame  # noqa: F841
         con.execute(f"INSERT INTO {table} SELECT * FROM frame")
-    features.run(con)
-    STAGE.run(con)
+    features.STAGE.execute(con)
+    STAGE.execute(con)
     assert con.execute("SELECT count(DISTINCT phase), min(phase) FROM analysis_dynamics_phases").fetchall() == [
         (1, SINGLE_PHASE)]
     v = _verdicts(con)

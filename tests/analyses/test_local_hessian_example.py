@@ -45,7 +45,7 @@ def tiny_db(tmp_path_factory) -> tuple[Path, str]:
 def _run_stage(db: Path) -> list[dict]:
     con = duckdb.connect(str(db))
     try:
-        lhe.run(con)
+        lhe.STAGE.execute(con)
         return lhe._matrices(con)
     finally:
         con.close()
@@ -99,7 +99,7 @@ def test_all_relu_corpus_gives_an_empty_table_and_a_figure_that_says_so(tiny_db,
     try:
         con.execute("DELETE FROM layers WHERE run_id = ?", [sigmoid_run])
         con.execute("DELETE FROM runs WHERE run_id = ?", [sigmoid_run])
-        lhe.run(con)
+        lhe.STAGE.execute(con)
         assert con.execute("SELECT count(*) FROM analysis_local_hessian_example").fetchall()[0][0] == 0
         fig = lhe.figure_1(con)
         assert "nothing to draw" in fig.get_suptitle()

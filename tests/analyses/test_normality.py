@@ -12,8 +12,8 @@ from scipy import stats
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from analyses import features as feat  # noqa: E402
 from analyses import normality  # noqa: E402
+from analyses.kit import features as feat  # noqa: E402
 
 LOG_FEATURE = next(f.name for f in feat.FEATURES if f.log_scale)
 
@@ -71,7 +71,7 @@ def _synthetic_db(seed: int = 0) -> tuple[duckdb.DuckDBPyConnection, pl.DataFram
 
 def test_stage_matches_scipy_and_judges_planted_distributions() -> None:
     con, layers, snaps = _synthetic_db()
-    normality.run(con)
+    normality.STAGE.execute(con)
     table = con.sql("SELECT * FROM analysis_normality").pl()
     assert table.filter(pl.col("layer").is_null()).height == len(feat.FEATURES)
     assert set(table["layer"].drop_nulls().unique().to_list()) == {"first", "last", "output"}
@@ -103,11 +103,11 @@ def test_tiny_database_figure_and_report() -> None:
     con, _, _ = _synthetic_db()
     con.execute("DELETE FROM analysis_features WHERE run_id <> 'run0' OR step > 1")
     con.execute("DELETE FROM analysis_features_layer WHERE run_id <> 'run0' OR step > 1")
-    normality.run(con)  # 2 values pooled, 2 per position: nothing testable
+    normality.STAGE.execute(con)  # 2 values pooled, 2 per position: nothing testable
     assert con.execute("SELECT count(w_statistic) FROM analysis_normality").fetchall()[0][0] == 0
     for db in (con, _synthetic_db()[0]):
         if db is not con:
-            normality.run(db)
+            normality.STAGE.execute(db)
         fig = normality.qq_figure(db)
         assert fig.get_suptitle()
         plt.close(fig)

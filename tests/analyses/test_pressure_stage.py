@@ -72,7 +72,7 @@ def _verdicts(con) -> dict[str, str]:
 
 def test_stage_supports_a_planted_bottleneck():
     con = _pressure_db(n_runs=12, n_layers=4, n_snapshots=6, sign=-1.0)
-    STAGE.run(con)
+    STAGE.execute(con)
     assert con.execute("SELECT count(*) FROM analysis_pressure").fetchall()[0][0] == 12 * 4 * 6
     assert con.execute("SELECT count(*) FROM analysis_pressure_layers").fetchall()[0][0] == 48
     shares = con.execute("SELECT min(s), max(s), min(r), max(r) FROM (SELECT run_id, step, sum(abs(pressure_share)) s, "
@@ -100,7 +100,7 @@ def test_stage_supports_a_planted_bottleneck():
 
 def test_stage_rejects_a_reversed_bottleneck():
     con = _pressure_db(n_runs=12, n_layers=4, n_snapshots=6, sign=1.0)
-    STAGE.run(con)
+    STAGE.execute(con)
     v = _verdicts(con)
     assert v["pressure.slowest_improving"] == "not supported"
     assert v["pressure.later_saturation"] == "not supported"
@@ -109,7 +109,7 @@ def test_stage_rejects_a_reversed_bottleneck():
 
 def test_stage_on_a_tiny_corpus_of_two_layer_runs_does_not_crash():
     con = _pressure_db(n_runs=3, n_layers=2, n_snapshots=3, sign=-1.0)
-    STAGE.run(con)
+    STAGE.execute(con)
     v = con.execute("SELECT claim_id, verdict, n FROM analysis_pressure_verdicts ORDER BY claim_id").fetchall()
     assert len(v) == 9
     hidden = {c: (verdict, n) for c, verdict, n in v}

@@ -88,7 +88,7 @@ def _build_db(planted: bool) -> duckdb.DuckDBPyConnection:
 def db(request) -> tuple[duckdb.DuckDBPyConnection, bool]:
     """The synthetic corpus with the planted shadow or without one, the stage run on it; and which."""
     con = _build_db(request.param)
-    STAGE.run(con)
+    STAGE.execute(con)
     return con, request.param
 
 

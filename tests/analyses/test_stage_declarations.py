@@ -10,9 +10,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from analyses import registry
-from analyses.stage import Figure, Stage, StageDeclarationError
-from analyses.tables import write_declared
+from analyses.kit import registry
+from analyses.kit.stage import Figure, Stage, StageDeclarationError
+from analyses.kit.tables import write_declared
 from pipeline.errors import PipelineError
 
 COLS = [("n", "INTEGER")]
@@ -68,8 +68,8 @@ def test_verdicts_add_the_verdict_table_and_column_types_are_checked():
 def test_the_fingerprint_source_is_the_stage_package_or_module():
     from analyses import cca, overview
 
-    assert cca.STAGE.source.is_dir() and cca.STAGE.source.name == "cca"
-    assert overview.STAGE.source.name == "overview.py"
+    assert cca.STAGE.module == "analyses.cca"
+    assert overview.STAGE.module == "analyses.overview"
     with pytest.raises(StageDeclarationError, match="run must be a function"):
         _stage(run=functools.partial(_run))
 
@@ -143,7 +143,7 @@ def test_a_verdict_stage_declares_the_studies_it_reads_so_a_new_study_re_runs_it
     """The verdicts' leave-one-study-out ranges read ``studies``: declared, a study added over runs already
     in the database changes the stage's fingerprint (before, it was read but not declared, and the verdict
     stages were skipped with stale ranges)."""
-    from pipeline.stages import stage_fingerprint
+    from analyses.kit.runner import stage_fingerprint
 
     st = _stage(verdicts=True)
     assert "studies" in st.reads and "studies" not in _stage().reads

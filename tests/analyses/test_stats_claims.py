@@ -9,8 +9,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analyses.stats import ClaimData, Correlation, Estimate, Mean, Verdict, assess, pearson, write_verdicts
-from analyses.stats.claims import infer, study_membership
+from analyses.kit.tables import study_membership, write_verdicts
+from analyses.stats import ClaimData, Correlation, Estimate, Mean, Verdict, assess, pearson
+from analyses.stats.claims import infer
 
 
 def _runs(n_datasets: int, n_runs: int, seed: int, beyond: float) -> pl.DataFrame:

@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from analyses.kit.tables import write_verdicts
 from analyses.stats import (
     Estimate,
     Verdict,
@@ -22,7 +23,6 @@ from analyses.stats import (
     pearson_ci,
     row_bootstrap,
     wilson_ci,
-    write_verdicts,
 )
 from analyses.stats.verdict import holm_adjusted, interval_p
 
@@ -240,3 +240,23 @@ def test_an_asymmetric_interval_gives_its_90_percent_band_and_p_half_by_half():
     # an estimate already inside the band is not pushed out of it by the far half
     w = Verdict("x.y", "001", "c", "t", "r", "positive", 0.04, -0.06, 0.09, 200, "runs", **BAND)
     assert w.row("s")["ci90_high"] < 0.1 and w.row("s")["verdict"] == "not supported"
+
+
+def test_row_bootstrap_with_degenerate_resamples_warns_nothing_and_leaves_them_out() -> None:
+    """A correlation is NaN on a resample where a column is constant: scipy's unused interval would warn
+    (DegenerateDataWarning, printed during `make report`); the interval leaves those resamples out."""
+    import warnings
+
+    rng = np.random.default_rng(3)
+    x, y = np.array([0.0, 0.0, 0.0, 1.0, 1.0]), rng.normal(size=5)  # about 9 % of resamples have x constant
+
+    def r(idx):
+        a, b = x[idx], y[idx]
+        a, b = a - a.mean(axis=-1, keepdims=True), b - b.mean(axis=-1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        boot = row_bootstrap(r, 5, n_boot=400)
+    assert -1 <= boot.low <= boot.value <= boot.high <= 1

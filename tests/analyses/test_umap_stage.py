@@ -73,7 +73,7 @@ def _feature_db(n_arch: int, runs_per_arch: int, snapshots: int, separated: bool
 
 def test_stage_on_a_synthetic_database_finds_planted_architectures():
     con = _feature_db(n_arch=4, runs_per_arch=4, snapshots=4)
-    STAGE.run(con)
+    STAGE.execute(con)
     umap_rows = con.execute("SELECT count(*), count(x), count(DISTINCT run_id) FROM analysis_umap").fetchall()[0]
     assert umap_rows == (64, 64, 16)
     vec = con.execute("SELECT value, detail FROM analysis_umap_scores WHERE what = 'snapshot_vector'").fetchall()[0]
@@ -101,12 +101,12 @@ def test_stage_on_a_synthetic_database_finds_planted_architectures():
 
 def test_stage_without_structure_is_not_supported_and_tiny_corpora_do_not_crash():
     con = _feature_db(n_arch=3, runs_per_arch=6, snapshots=2, separated=False)
-    STAGE.run(con)  # 36 snapshots: embedded; architecture unrelated to the features
+    STAGE.execute(con)  # 36 snapshots: embedded; architecture unrelated to the features
     verdict = con.execute("SELECT verdict FROM analysis_umap_verdicts "
                           "WHERE claim_id = 'umap.architecture_clusters'").fetchall()[0][0]
     assert verdict != "supported"
     tiny = _feature_db(n_arch=3, runs_per_arch=1, snapshots=3, with_runs=False)
-    STAGE.run(tiny)  # 9 snapshots: no embedding, 3 runs of 3 distinct labels, no runs or studies tables
+    STAGE.execute(tiny)  # 9 snapshots: no embedding, 3 runs of 3 distinct labels, no runs or studies tables
     assert tiny.execute("SELECT count(*), count(x) FROM analysis_umap").fetchall()[0] == (9, 0)
     assert tiny.execute("SELECT count(*) FROM analysis_umap_verdicts").fetchall()[0][0] == 4
     for fig in STAGE.figures:

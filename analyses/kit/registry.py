@@ -1,5 +1,5 @@
 """Every analysis stage, found by itself: each module or package of ``analyses/`` that exports
-``STAGE`` (:class:`analyses.stage.Stage`), in dependency order.
+``STAGE`` (:class:`analyses.kit.stage.Stage`), in dependency order.
 
 The order is topological on what each stage reads and writes, ties broken by name; the verdicts
 stage reads every stage's verdict table. Two stages writing one table, two figures of one name, or
@@ -15,7 +15,7 @@ import pkgutil
 from graphlib import CycleError, TopologicalSorter
 
 import analyses
-from analyses.stage import Stage, StageDeclarationError
+from analyses.kit.stage import Stage, StageDeclarationError
 
 
 def order_stages(stages: list[Stage]) -> tuple[Stage, ...]:
@@ -58,11 +58,11 @@ def collect(stages: list[Stage]) -> tuple[Stage, ...]:
         raise StageDeclarationError(f"stages {' and '.join(collectors)} both collect the verdicts")
     by_name = sorted(stages, key=lambda s: s.name)
     writers = tuple(f"analysis_{s.name}_verdicts" for s in by_name if s.verdicts)
-    ordered = order_stages([dataclasses.replace(s, reads=writers, source=s.source) if s.collects_verdicts else s
+    ordered = order_stages([dataclasses.replace(s, reads=writers, module=s.module) if s.collects_verdicts else s
                             for s in by_name])
     # the collector reads the verdict tables in the order their stages run, so analysis_verdicts lists them so
     in_order = tuple(f"analysis_{s.name}_verdicts" for s in ordered if s.verdicts)
-    return tuple(dataclasses.replace(s, reads=in_order, source=s.source) if s.collects_verdicts else s
+    return tuple(dataclasses.replace(s, reads=in_order, module=s.module) if s.collects_verdicts else s
                  for s in ordered)
 
 
@@ -85,7 +85,7 @@ def analysis_tables() -> dict[str, list[tuple[str, str]]]:
 
 
 def figures() -> dict[str, object]:
-    """Every declared figure (:class:`analyses.stage.Figure`), by name, in stage order."""
+    """Every declared figure (:class:`analyses.kit.stage.Figure`), by name, in stage order."""
     return {fig.name: fig for s in stages() for fig in s.figures}
 
 

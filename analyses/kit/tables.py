@@ -9,12 +9,15 @@ declare or leave one out.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import duckdb
 import pandas as pd
 import polars as pl
 import pyarrow as pa
 
+from analyses.kit.stage import running_stage
+from analyses.stats.verdict import VERDICT_COLUMNS, Verdict, verdict_rows
 from pipeline.errors import PipelineError
 
 Rows = pl.DataFrame | pd.DataFrame | pa.Table | duckdb.DuckDBPyRelation | str
@@ -23,13 +26,14 @@ _counter = itertools.count()
 
 
 def declared_columns(name: str) -> list[tuple[str, str]]:
-    """The declared ``(column, type)`` list of analysis table ``name``."""
-    from analyses.registry import analysis_tables
-
-    tables = analysis_tables()
-    if name not in tables:
-        raise PipelineError(f"analysis table {name} is not declared by any stage")
-    return list(tables[name])
+    """The declared ``(column, type)`` list of table ``name`` of the running stage
+    (:meth:`analyses.kit.stage.Stage.execute`): a stage writes only the tables it declares."""
+    stage = running_stage()
+    if stage is None:
+        raise PipelineError(f"analysis table {name}: written outside a running stage (call STAGE.execute(con))")
+    if name not in stage.tables:
+        raise PipelineError(f"analysis table {name}: stage {stage.name} does not declare it")
+    return list(stage.tables[name])
 
 
 def column_ddl(columns: list[tuple[str, str]]) -> str:
@@ -49,11 +53,10 @@ def polars_type(duck_type: str) -> pl.DataType:
     return _POLARS[duck_type]
 
 
-def polars_schema(columns: list[tuple[str, str]] | str) -> dict[str, pl.DataType]:
-    """The polars schema of a declared table (its name, or its ``(column, type)`` list), for building its
-    rows from dicts: typed even when there are none, or when a column is NULL in its first rows."""
-    cols = declared_columns(columns) if isinstance(columns, str) else columns
-    return {c: polars_type(t) for c, t in cols}
+def polars_schema(columns: Sequence[tuple[str, str]]) -> dict[str, pl.DataType]:
+    """The polars schema of a declared ``(column, type)`` list, for building a table's rows from dicts:
+    typed even when there are none, or when a column is NULL in its first rows."""
+    return {c: polars_type(t) for c, t in columns}
 
 
 def write_table(con: duckdb.DuckDBPyConnection, name: str, rows: Rows) -> None:
@@ -88,3 +91,23 @@ def write_declared(con: duckdb.DuckDBPyConnection, name: str, columns: list[tupl
         con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT {select} FROM {view}')
     finally:
         con.unregister(view)
+
+
+def study_membership(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, ...]]:
+    """run_id -> the studies it belongs to, from the corpus table ``studies`` (empty without it: a
+    database built by hand, or by ``pipeline measure`` alone)."""
+    known = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'studies'").fetchall()
+    if not known[0][0]:
+        return {}
+    out: dict[str, list[str]] = {}
+    for run_id, study in con.execute("SELECT run_id, study FROM studies ORDER BY study").fetchall():
+        out.setdefault(run_id, []).append(study)
+    return {r: tuple(s) for r, s in out.items()}
+
+
+def write_verdicts(con: duckdb.DuckDBPyConnection, stage: str, verdicts: Sequence[Verdict]) -> None:
+    """(Re)write ``analysis_<stage>_verdicts`` from the verdicts, assessed with the corpus's study
+    membership (:func:`analyses.stats.verdict.verdict_rows`)."""
+    rows = verdict_rows(stage, verdicts, study_membership(con))
+    write_declared(con, f"analysis_{stage}_verdicts", VERDICT_COLUMNS,
+                   pl.DataFrame(rows, schema=polars_schema(VERDICT_COLUMNS)))

@@ -5,12 +5,13 @@ A stage module (or package) in ``analyses/`` exports one ``STAGE = Stage(...)``:
 - ``reads``: the tables it reads (corpus tables or other stages' outputs), from which the runner
   derives the order;
 - ``tables``: the tables it writes, each declared once with its columns and DuckDB types, and
-  written with :func:`analyses.tables.write_table`. A name is ``analysis_<stage>`` or
+  written with :func:`analyses.kit.tables.write_table`. A name is ``analysis_<stage>`` or
   ``analysis_<stage>_<what>``, or one of the derived corpus tables earlier issues named
   (:data:`DERIVED_TABLES`). ``verdicts=True`` adds ``analysis_<stage>_verdicts``
   (:data:`analyses.stats.verdict.VERDICT_COLUMNS`), which the verdicts stage collects, and declares the
   corpus table ``studies`` read (the verdicts' leave-one-study-out ranges read it);
-- ``run(con)``: computes and writes them;
+- ``run(con)``: computes and writes them; the runner calls :meth:`Stage.execute`, which marks the stage
+  as running so that :func:`analyses.kit.tables.write_table` writes only the tables it declares;
 - ``figures``: :class:`Figure` (name ``<stage>[_<what>]``, a function of a read-only connection
   returning a matplotlib figure, and a caption);
 - ``title``, ``doc`` (the stage's docstring: the report's intro and the stage's page in
@@ -22,13 +23,13 @@ A declaration that breaks these rules is refused when it is built, with the rule
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from analyses.stats.verdict import VERDICT_COLUMNS
 
@@ -44,7 +45,7 @@ _TYPE = re.compile(rf"(?:{_BASE_TYPES})(?:\[\])?|MAP\((?:{_BASE_TYPES}), ?(?:{_B
 
 
 class StageDeclarationError(ValueError):
-    """A stage declaration that breaks a rule of :mod:`analyses.stage`."""
+    """A stage declaration that breaks a rule of :mod:`analyses.kit.stage`."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,9 @@ class Stage:
     verdicts: bool = False
     #: The verdicts stage reads every other stage's verdict table; the runner fills ``reads`` in.
     collects_verdicts: bool = False
-    #: Folder or file whose source enters the fingerprint (default: the package or module of ``run``).
-    source: Path | None = field(default=None, compare=False)
+    #: The stage's module: the package of a stage package, or the module of a one-module stage (default:
+    #: read off ``run``). The runner's fingerprint hashes the source of its import closure.
+    module: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not _IDENTIFIER.fullmatch(self.name):
@@ -112,8 +114,8 @@ class Stage:
             if not fig.caption.strip():
                 raise StageDeclarationError(f"{where}: figure {fig.name!r} has no caption")
             seen.add(fig.name)
-        if self.source is None:
-            object.__setattr__(self, "source", _source_of(self.run, where))
+        if self.module is None:
+            object.__setattr__(self, "module", _module_of(self.run, where))
 
     @property
     def writes(self) -> tuple[str, ...]:
@@ -124,29 +126,36 @@ class Stage:
         """The docstring's first paragraph, on one line."""
         return " ".join(inspect.cleandoc(self.doc).split("\n\n")[0].split())
 
-    @property
-    def source_hash(self) -> str:
-        """Hash of the stage's source files (their paths relative to the source folder, and contents)."""
-        root = self.source if self.source.is_dir() else self.source.parent
-        files = sorted(self.source.rglob("*.py")) if self.source.is_dir() else [self.source]
-        h = hashlib.sha256()
-        for f in files:
-            h.update(str(f.relative_to(root)).encode())
-            h.update(f.read_bytes())
-        return h.hexdigest()[:16]
+    def execute(self, con) -> None:
+        """Run the stage on ``con`` as the running stage (:func:`running_stage`)."""
+        with _running(self):
+            self.run(con)
 
 
-def _source_of(run: Callable, where: str) -> Path:
-    """The stage's source: the package folder of the module ``run`` is defined in (a module of a stage
-    package, or the package's ``__init__``), or that module's file for a single-module stage."""
+_RUNNING: ContextVar[Stage | None] = ContextVar("running_stage", default=None)
+
+
+def running_stage() -> Stage | None:
+    """The stage :meth:`Stage.execute` is running, or None outside one."""
+    return _RUNNING.get()
+
+
+@contextmanager
+def _running(stage: Stage) -> Iterator[None]:
+    token = _RUNNING.set(stage)
+    try:
+        yield
+    finally:
+        _RUNNING.reset(token)
+
+
+def _module_of(run: Callable, where: str) -> str:
+    """The stage's module: the package ``analyses.<name>`` of a function defined inside a stage package,
+    else the module ``run`` is defined in."""
     module = sys.modules.get(getattr(run, "__module__", None) or "")
-    file = getattr(module, "__file__", None)
-    if not inspect.isfunction(run) or file is None:
+    if not inspect.isfunction(run) or getattr(module, "__file__", None) is None:
         raise StageDeclarationError(f"{where}: run must be a function defined in a module file (got {run!r})")
-    path = Path(file).resolve()
-    if hasattr(module, "__path__"):  # defined in a package's __init__
-        return path.parent
     parts = module.__name__.split(".")
     if len(parts) > 2 and parts[0] == "analyses":  # a module inside a stage package: the whole package
-        return path.parents[len(parts) - 3]
-    return path
+        return ".".join(parts[:2])
+    return module.__name__
