@@ -32,6 +32,7 @@ figures: setup
 # Two pytest-xdist workers, one per core; whole files go to one worker so module fixtures are built once.
 test: setup
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -rs -n 2 --dist loadfile
 
 bench: setup
@@ -48,6 +49,7 @@ bench: setup
 
 lint: setup
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf build

@@ -7,10 +7,8 @@ one line ``error: <what and where>`` on stderr and exit status 2; nothing half-w
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 from pipeline.errors import PipelineError
@@ -71,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--stage", action="append", help="run only this stage (repeatable); others are not run")
     p.add_argument("--force", action="store_true", help="run the stages even if their inputs are unchanged")
+    p.add_argument("--check-reads", action="store_true",
+                   help="run each stage in a sandbox holding only the tables it declares it reads: an undeclared "
+                        "read fails, naming the table (for writing a stage)")
 
     p = sub.add_parser("report", help="write the self-contained HTML report")
     _add_common(p)
@@ -117,289 +118,155 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _custom_specs(config) -> dict:
-    from pipeline.datasets.registry import file_spec
-
-    return {c.name: file_spec(c.name, str(c.path), c.target, c.task, c.description) for c in config.custom_datasets}
+#: Flags whose name is not the library argument's (``--flag`` is ``field`` with "-" for "_" otherwise).
+_FLAG_OF = {"stages": "--stage"}
 
 
-def _check_custom_data(config, used: set[str]) -> None:
-    """Load every user data file the plan uses before any worker starts, so a bad file is one error
-    naming it rather than a failure in every run that reads it."""
-    _check_custom_data_specs({name: spec for name, spec in _custom_specs(config).items() if name in used})
+def flag_of(field: str) -> str:
+    """The command-line flag that sets the library argument ``field``."""
+    return _FLAG_OF.get(field, "--" + field.replace("_", "-"))
 
 
-def _check_custom_models(runs, custom: dict) -> None:
-    """Build every user model the plan uses once, on its data set's shapes, before any worker starts:
-    a factory that cannot be imported, returns the wrong shape or is not differentiable is one error
-    naming the key, not a failure in every run."""
-    from pipeline.datasets.run_data import prepared_dataset
-    from pipeline.models.factory import build_factory_model
+def _warn_device(command: str, device: str) -> str:
+    from pipeline.commands import resolve_device
 
-    seen = set()
-    for r in runs:
-        if r.family != "custom" or (r.model, r.blocks, r.dataset) in seen:
-            continue
-        seen.add((r.model, r.blocks, r.dataset))
-        d = prepared_dataset(r.dataset, custom)
-        build_factory_model(r.model, (d.X.shape[1],), d.output_dim, r.seed, r.blocks)
+    resolved, fell_back = resolve_device(device)
+    if fell_back:
+        print(f"{command}: --device cuda but no GPU is present: the CPU runs it", file=sys.stderr)
+    return resolved
 
 
 def cmd_plan(args) -> None:
-    from pipeline.config import load_config
-    from pipeline.extract.shards import ShardStore
+    from pipeline.commands import plan
 
-    config = load_config(args.config)
-    runs = config.runs()
-    store = ShardStore(args.shards)
-    done = {r.run_id for r in runs if store.is_complete(r.dataset, r.run_id)}
+    p = plan(args.config, args.shards)
     if args.json:
-        for r in runs:
-            print(json.dumps({"run_id": r.run_id, "extracted": r.run_id in done, **r.to_dict()}))
+        for r in p.runs:
+            print(json.dumps({"run_id": r.run_id, "extracted": r.run_id in p.done, **r.to_dict()}))
         return
-    print(f"corpus {config.name!r}: {len(runs)} runs, {len(done)} extracted, {len(runs) - len(done)} to do")
-    for study in config.studies:
-        n_done = sum(r.run_id in done for r in study.runs)
+    print(f"corpus {p.config.name!r}: {len(p.runs)} runs, {len(p.done)} extracted, {len(p.runs) - len(p.done)} to do")
+    for study in p.config.studies:
+        n_done = sum(r.run_id in p.done for r in study.runs)
         print(f"  study {study.name!r}: {len(study.runs)} runs ({n_done} extracted)")
 
 
+def _extract(args, limit: int | None) -> str | None:
+    """Extract and print the summary; returns the one-line error when some runs failed twice."""
+    from pipeline.commands import extract
+
+    device = _warn_device("extract", args.device)
+    done = extract(args.config, args.shards, workers=args.workers, limit=limit, executor=args.executor,
+                   scheduler=args.scheduler, device=device, db=args.db,
+                   show_progress=False if args.quiet else None)
+    print(f"extract: {done.complete} complete, {done.diverged} diverged, {done.skipped} already done, "
+          f"{len(done.failures)} failed in {done.seconds:.1f} s", file=sys.stderr)
+    for f in done.failures:
+        print(f"  run {f.run_id} failed: {f.error}", file=sys.stderr)
+    return done.failure_message
+
+
 def cmd_extract(args) -> None:
-    failed = _extract(args)
+    failed = _extract(args, args.limit)
     if failed:
         raise PipelineError(failed)
 
 
-def _extract(args) -> str | None:
-    """Extract; returns the one-line error when some runs failed twice (the others are kept)."""
-    from pipeline.config import load_config
-    from pipeline.executors import run_extraction
+def _ingest(config: Path, db: Path, shards: str) -> None:
+    from pipeline.commands import ingest, ingest_problem
 
-    config = load_config(args.config)
-    if args.workers < 1:
-        raise PipelineError(f"--workers: must be at least 1, got {args.workers}")
-    if args.limit is not None and args.limit < 1:
-        raise PipelineError(f"--limit: must be at least 1, got {args.limit}")
-    if "://" not in args.shards and Path(args.shards).exists() and not Path(args.shards).is_dir():
-        raise PipelineError(f"--shards: {args.shards} exists and is not a folder")
-    runs = config.runs()[: args.limit] if args.limit is not None else config.runs()
-    _check_custom_data(config, {r.dataset for r in runs})
-    _check_custom_models(runs, _custom_specs(config))
-    if args.db is not None:  # a name another data set holds there: found now, not after the extraction, at ingest
-        for dataset, digest in dict.fromkeys((r.dataset, r.dataset_digest) for r in runs):
-            field = f"{args.config}: [[dataset]] name {dataset!r}" if digest else f"{args.config}: dataset {dataset!r}"
-            _check_dataset_name(args.db, dataset, digest, field)
-    device = args.device
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            print("extract: --device cuda but no GPU is present: training and the engine run on the CPU",
-                  file=sys.stderr)
-            device = "cpu"
-    t0 = time.perf_counter()
-    outcomes, failures = run_extraction(runs, args.shards, _custom_specs(config), workers=args.workers,
-                                        executor=args.executor, show_progress=False if args.quiet else None,
-                                        device=device, scheduler=args.scheduler)
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("complete", "diverged", "skipped")}
-    print(f"extract: {counts['complete']} complete, {counts['diverged']} diverged, {counts['skipped']} already "
-          f"done, {len(failures)} failed in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    for f in failures:
-        print(f"  run {f.run_id} failed: {f.error}", file=sys.stderr)
-    if failures:
-        return (f"{len(failures)} of {len(runs)} runs failed twice (first: run {failures[0].run_id}: "
-                f"{failures[0].error}); recorded in {args.shards}/failures (ingest puts them in run_failures); "
-                "the others are kept, re-run to retry")
-    return None
+    report = ingest(config, db, shards)
+    failed = f", {report.failed_runs} recorded as failed" if report.failed_runs else ""
+    print(f"ingest: {len(report.ingested)} runs added, {report.already_present} already present{failed} "
+          f"-> {db}", file=sys.stderr)
+    for kind, lines in (("corrupt", report.errors), ("refused", report.refused)):
+        for line in lines:
+            print(f"  {kind}: {line}", file=sys.stderr)
+    problem = ingest_problem(report, db)
+    if problem:
+        raise PipelineError(problem)
 
 
 def cmd_ingest(args) -> None:
-    from pipeline.config import load_config
-    from snapshot_loader.ingest import ingest_shards
-
-    config = load_config(args.config)
-    runs = config.runs()
-    studies = [(config.name, s, r) for s, r in config.study_membership()]
-    report = ingest_shards(args.db, args.shards, studies, only={r.run_id for r in runs})
-    failed = f", {report.failed_runs} recorded as failed" if report.failed_runs else ""
-    print(f"ingest: {len(report.ingested)} runs added, {report.already_present} already present{failed} "
-          f"-> {args.db}", file=sys.stderr)
-    for kind, lines in (("corrupt", report.errors), ("refused", report.refused)):
-        for e in lines:
-            print(f"  {kind}: {e}", file=sys.stderr)
-    if report.errors:
-        raise PipelineError(f"{len(report.errors)} shard(s) not ingested (first: {report.errors[0]}); "
-                            "`pipeline extract` redoes a corrupt one")
-    if report.refused:
-        raise PipelineError(f"{len(report.refused)} shard(s) refused by {args.db} (first: {report.refused[0]}); "
-                            "rename the data set in the config, or ingest into another database")
+    _ingest(args.config, args.db, args.shards)
 
 
-def cmd_analyze(args) -> None:
-    from pipeline.stages import run_stages
+def _analyze(db: Path, stages: list[str] | None, force: bool, quiet: bool, check_reads: bool = False) -> None:
+    from analyses.kit.runner import run_stages
 
-    done = run_stages(args.db, args.stage, force=args.force, show_progress=False if args.quiet else None)
+    done = run_stages(db, stages, force=force, show_progress=False if quiet else None, check_reads=check_reads)
     ran = ", ".join(done["ran"]) or "nothing"
     skipped = f"; skipped {len(done['skipped'])} with unchanged inputs" if done["skipped"] else ""
     print(f"analyze: ran {ran}{skipped}", file=sys.stderr)
 
 
-def _check_writable(folder: Path, flag: str) -> None:
-    """Fail before the work, not after it, when the output folder cannot be written."""
-    import tempfile
+def cmd_analyze(args) -> None:
+    _analyze(args.db, args.stage, args.force, args.quiet, args.check_reads)
 
-    from pipeline.errors import StoreError
 
-    existing = next(p for p in [folder, *folder.absolute().parents] if p.exists())
-    try:
-        with tempfile.TemporaryFile(dir=existing):  # the folder, or where it will be created
-            pass
-    except OSError as exc:
-        raise StoreError(f"{flag}: cannot write to {folder}: {exc.strerror or exc}") from None
+def _report(db: Path, out: Path | None) -> None:
+    from pipeline.commands import check_writable
+    from reports.builder import build_report
+
+    out = out or output_dir(db, "report")
+    check_writable(out, "out")
+    print(f"report: {build_report(db, out)}", file=sys.stderr)
 
 
 def cmd_report(args) -> None:
-    args.out = args.out or output_dir(args.db, "report")
-    from reports.builder import build_report
-
-    _check_writable(args.out, "--out")
-    path = build_report(args.db, args.out)
-    print(f"report: {path}", file=sys.stderr)
+    _report(args.db, args.out)
 
 
 def cmd_figures(args) -> None:
-    args.out = args.out or output_dir(args.db, "figures")
+    from pipeline.commands import check_writable
     from reports.builder import write_figures
 
-    _check_writable(args.out, "--out")
-    paths = write_figures(args.db, args.out)
-    print(f"figures: {len(paths)} files in {args.out}", file=sys.stderr)
+    out = args.out or output_dir(args.db, "figures")
+    check_writable(out, "out")
+    paths = write_figures(args.db, out)
+    print(f"figures: {len(paths)} files in {out}", file=sys.stderr)
 
 
 def cmd_all(args) -> None:
-    args.out = args.out or output_dir(args.db, "report")
-    args.limit = None
-    _check_writable(args.out, "--out")  # before the extraction, not after it
-    _check_writable(args.db.parent, "--db")
-    failed = _extract(args)  # runs that failed twice are recorded; the report is built from the others
-    cmd_ingest(args)
-    args.stage, args.force = None, False
-    cmd_analyze(args)
-    cmd_report(args)
+    from pipeline.commands import check_writable
+
+    check_writable(args.out or output_dir(args.db, "report"), "out")  # before the extraction, not after it
+    check_writable(args.db.parent, "db")
+    failed = _extract(args, None)  # runs that failed twice are recorded; the report is built from the others
+    _ingest(args.config, args.db, args.shards)
+    _analyze(args.db, None, False, args.quiet)
+    _report(args.db, args.out)
     if failed:
         raise PipelineError(failed)
-
-
-def _measure_dataset(args) -> tuple[str, dict, str]:
-    """(data set name, custom specs, digest) of ``--data``: a built-in name or a user's file."""
-    from pipeline.config import file_digest
-    from pipeline.datasets.registry import REGISTRY, file_spec
-
-    path = Path(args.data)
-    if path.suffix.lower() in (".csv", ".parquet"):
-        if not path.is_file():
-            raise PipelineError(f"--data: {path}: file not found")
-        if not args.target:
-            raise PipelineError("--target: a --data file needs its target column")
-        name = args.data_name or path.stem
-        if name in REGISTRY:
-            raise PipelineError(f"--data-name: {name!r} is a built-in data set's name; give the file's data set "
-                                "another one")
-        custom = {name: file_spec(name, str(path.resolve()), args.target, args.task)}
-        _check_custom_data_specs(custom)
-        return name, custom, file_digest(path, args.target, args.task)
-    if args.data_name:
-        raise PipelineError("--data-name: names a --data file's data set; a built-in one keeps its name")
-    if args.data not in REGISTRY:
-        raise PipelineError(f"--data: unknown dataset {args.data!r} (a built-in name, see `pipeline datasets`, or "
-                            "a .csv / .parquet file)")
-    return args.data, {}, ""
-
-
-def _check_dataset_name(db: Path, name: str, digest: str, field: str) -> None:
-    """Refuse, before measuring, a data set whose name another data set holds in ``db`` (the error
-    names ``field``, what the user changes to rename it). A database that cannot be read now (locked,
-    damaged, an older schema) is not checked here: ingest checks every shard again."""
-    import duckdb
-
-    from snapshot_loader.database import connect_readonly
-    from snapshot_loader.ingest import dataset_conflict
-
-    if not db.is_file():
-        return
-    try:
-        con = connect_readonly(db)
-    except PipelineError:
-        return  # an older schema or a damaged file: ingest migrates it or names what is wrong
-    try:
-        reason = dataset_conflict(con, name, digest)
-    except duckdb.Error:
-        reason = None  # ingest checks again
-    finally:
-        con.close()
-    if reason:
-        raise PipelineError(f"{field}: {reason}")
-
-
-def _check_custom_data_specs(custom: dict) -> None:
-    from pipeline.datasets.preprocess import prepare
-    from pipeline.errors import DatasetError
-
-    for spec in custom.values():
-        try:
-            prepare(spec)
-        except DatasetError as exc:
-            raise DatasetError(f"{spec.item}: {exc}") from None
 
 
 def cmd_measure(args) -> None:
     from tqdm import tqdm
 
-    from pipeline.extract.measure import check_folder, checkpoint_files, measure_folder
-    from pipeline.extract.shards import ShardStore
-    from pipeline.models.factory import load_factory
-    from pipeline.runspec import RunSpec
-    from snapshot_loader.ingest import ingest_shards
+    from pipeline.commands import measure
 
-    for flag, value, low in (("--probe-size", args.probe_size, 1), ("--exact-limit", args.exact_limit, 0),
-                             ("--hvp-budget", args.hvp_budget, 20), ("--seed", args.seed, 0)):
-        if value < low:
-            raise PipelineError(f"{flag}: must be at least {low}, got {value}")
-    load_factory(args.model)  # a bad reference fails before the files are read
-    checkpoints = checkpoint_files(args.checkpoints)
-    name, custom, data_digest = _measure_dataset(args)
+    device = _warn_device("measure", args.device)
     blocks = tuple(b.strip() for b in args.blocks.split(",") if b.strip()) if args.blocks else ()
-    n = len(checkpoints)
-    spec = RunSpec(dataset=name, family="custom", model=args.model, blocks=blocks, seed=args.seed,
-                   probe_size=args.probe_size, hessian_exact_limit=args.exact_limit, hvp_budget=args.hvp_budget,
-                   metric_checkpoints=max(n, 2), spectral_snapshots=n, epochs=1, size="custom", widths=(1,),
-                   dataset_digest=data_digest)
-    _check_custom_models([spec], custom)
-    _check_dataset_name(args.db, name, data_digest, "--data-name" if custom else "--data")
-    checked = check_folder(spec, checkpoints, custom)  # the digest of the bytes checked names the run
-    spec = dataclasses.replace(spec, checkpoint_digest=checked.digest)
-    device = args.device
-    if device == "cuda":
-        import torch
+    bar = None
 
-        if not torch.cuda.is_available():
-            print("measure: --device cuda but no GPU is present: the engine runs on the CPU", file=sys.stderr)
-            device = "cpu"
-    _check_writable(args.db.parent, "--db")
-    store = ShardStore(args.shards)
-    if store.is_complete(spec.dataset, spec.run_id):
-        print(f"measure: run {spec.run_id} ({n} checkpoints) is already measured", file=sys.stderr)
-    else:
-        bar = tqdm(total=n, desc=f"measure {spec.run_id}", unit="checkpoint", disable=True if args.quiet else None)
-        try:
-            rows = measure_folder(spec, checkpoints, args.checkpoints, custom, device,
-                                  progress=lambda done, _total: bar.update(done - bar.n), checked=checked)
-        finally:
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="measure", unit="checkpoint", disable=True if args.quiet else None)
+        bar.update(done - bar.n)
+
+    try:
+        done = measure(args.model, args.checkpoints, args.data, args.db, args.shards, target=args.target,
+                       data_name=args.data_name, task=args.task, blocks=blocks, study=args.study, seed=args.seed,
+                       probe_size=args.probe_size, exact_limit=args.exact_limit, hvp_budget=args.hvp_budget,
+                       device=device, progress=progress)
+    finally:
+        if bar is not None:
             bar.close()
-        store.write(spec.dataset, spec.run_id, rows)
-    report = ingest_shards(args.db, store, [("measured", args.study, spec.run_id)], only={spec.run_id})
-    if report.errors or report.refused:
-        raise PipelineError(f"{args.db}: cannot ingest {(report.errors + report.refused)[0]}")
-    print(f"measure: run {spec.run_id}: {n} checkpoints of {args.model} on {name} -> {args.db}", file=sys.stderr)
+    if done.already_measured:
+        print(f"measure: run {done.spec.run_id} ({done.n_checkpoints} checkpoints) is already measured",
+              file=sys.stderr)
+    print(f"measure: run {done.spec.run_id}: {done.n_checkpoints} checkpoints of {args.model} on "
+          f"{done.spec.dataset} -> {args.db}", file=sys.stderr)
 
 
 def cmd_datasets(args) -> None:
@@ -407,9 +274,10 @@ def cmd_datasets(args) -> None:
 
     specs = list(REGISTRY.values())
     if args.config:
+        from pipeline.commands import custom_specs
         from pipeline.config import load_config
 
-        specs += list(_custom_specs(load_config(args.config)).values())
+        specs += list(custom_specs(load_config(args.config)).values())
     from pipeline.datasets.preprocess import prepare
 
     rows = []
@@ -439,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args)
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        where = f"{flag_of(exc.field)}: " if exc.field else ""
+        print(f"error: {where}{exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)

@@ -2,7 +2,15 @@
 
 
 class PipelineError(Exception):
-    """Base class: the CLI prints ``error: <message>`` and exits with status 2."""
+    """Base class: the CLI prints ``error: <message>`` and exits with status 2.
+
+    ``field`` names the argument of the library call the error concerns (``shards``, ``workers``,
+    ``checkpoints``, ``data_name``, ...), when it is one: the CLI prefixes the message with the flag that
+    sets it. A config key or a file is named in the message itself."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class ConfigError(PipelineError):

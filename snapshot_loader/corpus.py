@@ -25,6 +25,7 @@ from pipeline.models.gated_edge import EdgeSpec
 from pipeline.models.mlp import MLP
 from pipeline.runspec import RunSpec
 from snapshot_loader.database import connect_readonly
+from snapshot_loader.parquet_corpus import parquet_connection
 
 
 class Corpus:
@@ -32,9 +33,6 @@ class Corpus:
 
     def __init__(self, path: str | Path):
         if _is_store(path):
-            # imported here: the shard store imports the schema, which this package's import runs
-            from snapshot_loader.parquet_corpus import parquet_connection
-
             self.path, self._con = path, parquet_connection(str(path))
         else:
             self.path = Path(path)

@@ -20,9 +20,9 @@ import duckdb
 import pyarrow as pa
 
 from pipeline.errors import ShardError, StoreError
-from pipeline.extract.shards import ShardRef, ShardStore
 from snapshot_loader.database import connect_writable
 from snapshot_loader.schema import SHARD_TABLES
+from snapshot_loader.shards import ShardRef, ShardStore
 
 
 @dataclass

@@ -12,8 +12,8 @@ from __future__ import annotations
 import duckdb
 
 from pipeline.errors import PipelineError
-from pipeline.extract.shards import ShardStore
 from snapshot_loader.schema import DB_ONLY_TABLES, SCHEMA_VERSION, SHARD_TABLES, SHARD_TABLES_SINCE, TABLES
+from snapshot_loader.shards import ShardStore
 
 
 def _quote(value: str) -> str:

@@ -266,7 +266,7 @@ def test_a_full_disk_stops_extraction_with_one_error_and_no_partial_shard(tmp_pa
                                                                           capsys) -> None:
     import errno
 
-    import pipeline.extract.shards as shards_module
+    import snapshot_loader.shards as shards_module
     from pipeline.cli import main
 
     config = tmp_path / "c.toml"

@@ -475,7 +475,7 @@ def test_a_shard_from_before_schema_5_is_stale_and_extracted_again(propagation_d
     import shutil
 
     from pipeline.errors import PipelineError
-    from pipeline.extract.shards import ShardStore
+    from snapshot_loader.shards import ShardStore
 
     src = next((propagation_db.parent / "shards").glob("dataset=iris/run_id=*"))
     store = tmp_path / "shards"
@@ -541,8 +541,8 @@ def test_a_version_6_shard_without_matrix_spectra_is_read_with_no_rows_of_it(pro
 
     import snapshot_loader
     from pipeline.errors import ShardError
-    from pipeline.extract.shards import ShardStore
     from snapshot_loader.ingest import ingest_shards
+    from snapshot_loader.shards import ShardStore
 
     src = next((propagation_db.parent / "shards").glob("dataset=iris/run_id=*"))
     store = tmp_path / "shards"
@@ -572,8 +572,8 @@ def test_a_shard_without_its_coupling_file_is_refused(propagation_db, tmp_path):
     import shutil
 
     from pipeline.errors import ShardError
-    from pipeline.extract.shards import ShardStore
     from snapshot_loader.ingest import ingest_shards
+    from snapshot_loader.shards import ShardStore
 
     src = next((propagation_db.parent / "shards").glob("dataset=iris/run_id=*"))
     store = tmp_path / "shards"

@@ -16,7 +16,6 @@ import pytest
 import snapshot_loader
 from pipeline.errors import PipelineError, SchemaError
 from pipeline.executors import run_extraction
-from pipeline.extract.shards import ShardStore
 from pipeline.runspec import RunSpec
 from snapshot_loader.database import connect_readonly, connect_writable
 from snapshot_loader.ingest import ingest_shards
@@ -29,6 +28,7 @@ from snapshot_loader.schema import (
     WALL_TIME_COLUMNS,
     create_table,
 )
+from snapshot_loader.shards import ShardStore
 from tests.conftest import ROOT
 
 TINY = dict(epochs=2, metric_checkpoints=4, spectral_snapshots=2, probe_size=32)
@@ -75,7 +75,7 @@ def test_an_fsspec_url_store_extracts_ingests_and_opens(tmp_path: Path) -> None:
     specs = [RunSpec(dataset=d, **TINY) for d in ("iris", "wine")]
     outcomes, failures = run_extraction(specs, url, executor="inline", show_progress=False)
     assert not failures and [o.status for o in outcomes] == ["complete", "complete"]
-    with pytest.raises(PipelineError, match="lives in this process only: use --executor inline"):
+    with pytest.raises(PipelineError, match="lives in this process only: use the inline executor"):
         run_extraction(specs, url, executor="process", show_progress=False)
     store = ShardStore(url)
     assert not store.is_local and [r.dataset for r in store.complete(verify=True)] == ["iris", "wine"]

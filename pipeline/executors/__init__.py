@@ -31,8 +31,8 @@ from pipeline.executors.dask_cluster import DaskBackend
 from pipeline.executors.inline import InlineBackend
 from pipeline.executors.process_pool import ProcessBackend
 from pipeline.extract.run import RunOutcome
-from pipeline.extract.shards import ShardStore
 from pipeline.runspec import RunSpec
+from snapshot_loader.shards import ShardStore
 
 __all__ = ["EXECUTORS", "MAX_ATTEMPTS", "POLL_SECONDS", "RunFailure", "run_extraction", "shards_lock"]
 
@@ -48,12 +48,12 @@ def run_extraction(specs: list[RunSpec], shards: ShardStore | str | Path,
                    scheduler: str | None = None) -> tuple[list[RunOutcome], list[RunFailure]]:
     """Extract every run whose shard is not complete yet. Returns (outcomes, failures)."""
     if executor not in EXECUTORS:
-        raise PipelineError(f"--executor: unknown executor {executor!r} (choose from {', '.join(EXECUTORS)})")
+        raise PipelineError(f"unknown executor {executor!r} (choose from {', '.join(EXECUTORS)})", field="executor")
     if executor == "dask" and not scheduler:
-        raise PipelineError("--scheduler: the dask executor needs a scheduler address (tcp://host:port)")
+        raise PipelineError("the dask executor needs a scheduler address (tcp://host:port)", field="scheduler")
     store = shards if isinstance(shards, ShardStore) else ShardStore(shards)
     if executor != "inline" and not store.shared:
-        raise PipelineError(f"--shards: {store.location} lives in this process only: use --executor inline")
+        raise PipelineError(f"{store.location} lives in this process only: use the inline executor", field="shards")
     disable = None if show_progress is None else not show_progress
     with shards_lock(store):
         store.remove_stale_temps()

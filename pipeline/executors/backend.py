@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from pipeline.errors import StoreError
 from pipeline.extract.run import RunOutcome
-from pipeline.extract.shards import ShardStore
 from pipeline.runspec import RunSpec
+from snapshot_loader.shards import ShardStore
 
 
 @dataclass(frozen=True)

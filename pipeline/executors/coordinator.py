@@ -14,8 +14,8 @@ from tqdm import tqdm
 from pipeline.errors import PipelineError, StoreError
 from pipeline.executors.backend import Backend, Finished, Progress, RunFailure
 from pipeline.extract.run import RunOutcome
-from pipeline.extract.shards import ShardStore
 from pipeline.runspec import RunSpec
+from snapshot_loader.shards import ShardStore
 
 #: Tries per run before it is recorded as failed.
 MAX_ATTEMPTS = 2
@@ -34,7 +34,7 @@ def shards_lock(store: ShardStore) -> Iterator[None]:
         root.mkdir(parents=True, exist_ok=True)
         fh = open(root / ".lock", "w")
     except OSError as exc:
-        raise StoreError(f"--shards: cannot write to {root}: {exc.strerror}") from None
+        raise StoreError(f"cannot write to {root}: {exc.strerror}", field="shards") from None
     with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

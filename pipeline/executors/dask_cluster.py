@@ -7,8 +7,8 @@ import logging
 from pipeline.errors import PipelineError
 from pipeline.executors.backend import Backend, Finished, describe, failed
 from pipeline.extract.run import RunOutcome, extract_run
-from pipeline.extract.shards import ShardStore
 from pipeline.runspec import RunSpec
+from snapshot_loader.shards import ShardStore
 
 
 def _dask_task(spec: RunSpec, store: ShardStore, custom, device: str) -> RunOutcome:
@@ -34,7 +34,7 @@ class DaskBackend(Backend):
                 try:
                     self.client = Client(self.scheduler, timeout="20s")
                 except (OSError, TimeoutError) as exc:
-                    raise PipelineError(f"--scheduler: cannot reach {self.scheduler}: {exc}") from None
+                    raise PipelineError(f"cannot reach {self.scheduler}: {exc}", field="scheduler") from None
             else:
                 self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                             dashboard_address=None, silence_logs=logging.ERROR)
@@ -59,7 +59,7 @@ class DaskBackend(Backend):
         except TimeoutError:
             return []
         except OSError as exc:  # the scheduler went away
-            raise PipelineError(f"--scheduler: lost the Dask scheduler: {describe(exc)}") from None
+            raise PipelineError(f"lost the Dask scheduler: {describe(exc)}", field="scheduler") from None
         events = []
         for fut in done:
             spec = self.futures.pop(fut)

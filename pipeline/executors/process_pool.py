@@ -11,9 +11,9 @@ from multiprocessing.connection import wait as wait_for
 
 from pipeline.executors.backend import Backend, Failed, Finished, Progress, failed
 from pipeline.extract.run import extract_run
-from pipeline.extract.shards import ShardStore
 from pipeline.orphan_guard import guarded_main, guarded_payload
 from pipeline.runspec import RunSpec
+from snapshot_loader.shards import ShardStore
 
 
 def _process_worker(conn, store: ShardStore, custom, device: str) -> None:

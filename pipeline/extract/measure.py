@@ -69,7 +69,7 @@ def checkpoint_files(folder: str | Path) -> list[Checkpoint]:
     """The folder's checkpoints in step order (see the module docstring)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise CheckpointError(f"--checkpoints: {folder} is not a folder")
+        raise CheckpointError(f"{folder} is not a folder", field="checkpoints")
     manifest = folder / MANIFEST_NAME
     if manifest.is_file():
         try:
@@ -91,7 +91,7 @@ def checkpoint_files(folder: str | Path) -> list[Checkpoint]:
                                       f"or list it in {MANIFEST_NAME})")
             found.append(Checkpoint(int(numbers[-1]), path))
     if not found:
-        raise CheckpointError(f"--checkpoints: {folder} has no {'/'.join(CHECKPOINT_SUFFIXES)} files")
+        raise CheckpointError(f"{folder} has no {'/'.join(CHECKPOINT_SUFFIXES)} files", field="checkpoints")
     steps = [c.step for c in found]
     duplicate = next((s for s in steps if steps.count(s) > 1), None)
     if duplicate is not None:

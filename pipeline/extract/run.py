@@ -32,7 +32,6 @@ from pipeline.extract.checkpoint import (
     spectral_snapshot,
 )
 from pipeline.extract.propagation import PropagationTracker
-from pipeline.extract.shards import ShardStore
 from pipeline.models.block_graph import block_names
 from pipeline.models.build import build_network
 from pipeline.models.mlp import MLP, count_parameters
@@ -41,6 +40,7 @@ from pipeline.training.device import move_training_state
 from pipeline.training.optim import loss_function, make_optimizer
 from pipeline.training.regularizers import training_step
 from pipeline.training.schedule import metric_steps, spectral_steps, steps_per_epoch
+from snapshot_loader.shards import ShardStore
 
 ProgressFn = Callable[[int, int], None]
 

@@ -84,7 +84,7 @@ class ShardStore:
         try:
             self.fs, root = fsspec.core.url_to_fs(self.location)
         except (ImportError, ValueError) as exc:
-            raise PipelineError(f"--shards: cannot open {self.location!r}: {exc}") from None
+            raise PipelineError(f"cannot open {self.location!r}: {exc}", field="shards") from None
         self.root = root.rstrip("/") or "/"
         self.is_local = isinstance(self.fs, LocalFileSystem)
 
