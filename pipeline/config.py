@@ -38,9 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.curvature.shadows import SHADOW_WINDOW
 from pipeline.errors import ConfigError
 from pipeline.models.build import TRANSFORMER_HEADS
-from pipeline.propagation.shadows import SHADOW_WINDOW
 from pipeline.runspec import RUN_FIELDS, SIZE_PRESETS, Range, RunSpec
 
 _TOP_KEYS = {"corpus", "run", "study", "dataset"}

@@ -35,7 +35,7 @@ SIZES = (*SIZE_PRESETS, "custom")
 #: ``every``: the residual template, an identity edge around every hidden-to-hidden block.
 RESIDUALS = ("none", "every")
 #: Gated edges added during training: none, chosen by skip-connection synthesis, or as many placed at
-#: random (pipeline/propagation/synthesis.py).
+#: random (pipeline/training/synthesis.py).
 AUGMENTS = ("none", "synthesized", "random")
 
 
@@ -70,7 +70,7 @@ MLP_ONLY = Applies("family", ("mlp",), "is an MLP option; family {value!r} takes
 CUSTOM_ONLY = Applies("family", ("custom",), "is for a user's model (family = 'custom'), not family {value!r}")
 #: The architecture fields a user's factory decides instead.
 BUILT_HERE = Applies("family", tuple(f for f in FAMILIES if f != "custom"))
-#: Settings of skip-connection synthesis (pipeline/propagation/synthesis.py).
+#: Settings of skip-connection synthesis (pipeline/training/synthesis.py).
 SYNTHESIS = Applies("augment", tuple(a for a in AUGMENTS if a != "none"))
 
 
@@ -81,9 +81,11 @@ class RunField:
 
     ``doc``: its line in docs/configs.md, in the table of ``group``; ``range``, ``choices`` or a
     ``bool`` type: the values a config may give it; ``applies``: when it has an effect;
-    ``omit_at_default``: added after runs existed, so left out of the run id at its default, which
-    keeps their ids; ``column``: a column of ``runs`` (else in ``config_json`` only); ``user``: a
-    config may set it (else its loader or ``pipeline measure`` does). ``name``, ``type`` and
+    ``since``: the corpus schema version (:data:`snapshot_loader.schema.SCHEMA_VERSION`) that added it, 1
+    from the start; ``omit_at_default``: added after runs existed, so left out of the run id at its
+    default, which keeps their ids (a field of version 1 enters every id); ``column``: a column of
+    ``runs`` (else in ``config_json`` only); ``user``: a config may set it (else its loader or
+    ``pipeline measure`` does). ``name``, ``type`` and
     ``default`` are the dataclass field's (``dataclasses.MISSING``: the field is required).
     """
 
@@ -92,6 +94,7 @@ class RunField:
     range: Range | None = None
     choices: tuple[str, ...] = ()
     applies: Applies | None = None
+    since: int = 1
     omit_at_default: bool = False
     column: bool = True
     user: bool = True
@@ -153,22 +156,23 @@ class RunSpec:
         "data, not the amount of training; `false`: every run trains `epochs` epochs of its own subsample. At "
         "`train_fraction = 1` both settings train the same steps; the field still enters the run id there, so that "
         "a sweep's full-data run belongs to it. Its effect is in `runs.total_steps`",
-        omit_at_default=True, column=False)
+        omit_at_default=True, column=False, since=8)
     regularizer: str = run_field(
         "none", "training", "which gradient the optimizer follows: `none`; `grad_norm`: the gradient of L + lambda "
         "||grad L||^2; `hessian_trace`: of L + lambda v^T H v with one Rademacher v per step (Hutchinson's unbiased "
         "estimate of lambda tr H); `sam`: the gradient at theta + rho g/||g|| (Foret et al. 2021); `fisher_sam`: "
         "SAM's ascent step in the metric F = diag(1 + eta g*g), eps = rho F^-1 g / sqrt(g^T F^-1 g) (Kim et al. "
         "2022's Fisher SAM, our reading of paper 004's unnamed \"SAM with Riemannian optimization\")",
-        choices=REGULARIZERS, applies=MLP_ONLY, omit_at_default=True)
+        choices=REGULARIZERS, applies=MLP_ONLY, omit_at_default=True, since=3)
     penalty: float = run_field(0.01, "training", "lambda of `grad_norm` and `hessian_trace`",
                                range=Range(0.0, 100.0, lo_open=True),
-                               applies=Applies("regularizer", ("grad_norm", "hessian_trace")), omit_at_default=True)
+                               applies=Applies("regularizer", ("grad_norm", "hessian_trace")), omit_at_default=True,
+                               since=3)
     rho: float = run_field(0.05, "training", "rho, the radius of SAM's ascent step",
                            range=Range(0.0, 10.0, lo_open=True), applies=Applies("regularizer", ("sam", "fisher_sam")),
-                           omit_at_default=True)
+                           omit_at_default=True, since=3)
     fisher_eta: float = run_field(1.0, "training", "eta of Fisher SAM's metric", range=Range(0.0, 1e6),
-                                  applies=Applies("regularizer", ("fisher_sam",)), omit_at_default=True)
+                                  applies=Applies("regularizer", ("fisher_sam",)), omit_at_default=True, since=3)
     metric_checkpoints: int = run_field(60, "measurement", "checkpoints at which metrics, norms and gradients are "
                                         "recorded", range=Range(2, 10_000))
     spectral_snapshots: int = run_field(10, "measurement", "how many of those also store weights, spectra and "
@@ -179,41 +183,42 @@ class RunSpec:
     hessian_exact_limit: int = run_field(
         1000, "measurement", "largest block, in parameters, whose loss and layer-norm local Hessians are formed "
         "exactly; the Gauss-Newton block is exact at any width ([curvature.md](curvature.md))",
-        range=Range(0, 20_000))
+        range=Range(0, 20_000), since=2)
     hvp_budget: int = run_field(320, "measurement", "products per layer and kind above that limit, split over 8 "
-                                "Lanczos runs", range=Range(20, 100_000))
+                                "Lanczos runs", range=Range(20, 100_000), since=2)
     seed: int = run_field(0, "training", "seeds the subsample, label noise, probe batch, initialization, dropout and "
                           "batch order", range=Range(0, 2**31 - 1))
     residual: str = run_field("none", "propagation", "`none`; `every`: an identity edge around every "
                               "hidden-to-hidden block (the template)", choices=RESIDUALS, applies=MLP_ONLY,
-                              omit_at_default=True)
+                              omit_at_default=True, since=5)
     coupling_probes: int = run_field(
         0, "propagation", "Rademacher probes per block for the curvature coupling map at every spectral snapshot; 0 "
-        "measures none", range=Range(0, 10_000), omit_at_default=True)
+        "measures none", range=Range(0, 10_000), omit_at_default=True, since=5)
     augment: str = run_field(
         "none", "propagation", "`none`; `synthesized`: gated edges chosen from the coupling map; `random`: as many "
         "gated skip edges placed at random. Both need `coupling_probes` >= 2", choices=AUGMENTS, applies=MLP_ONLY,
-        omit_at_default=True)
+        omit_at_default=True, since=5)
     augment_at: float = run_field(
         0.25, "propagation", "fraction of training after which synthesis runs (at the first metric checkpoint after "
-        "it)", range=Range(0.0, 0.95, lo_open=True), applies=SYNTHESIS, omit_at_default=True)
+        "it)", range=Range(0.0, 0.95, lo_open=True), applies=SYNTHESIS, omit_at_default=True, since=5)
     edge_budget: int = run_field(2, "propagation", "most edges synthesis adds", range=Range(1, 100),
-                                 applies=SYNTHESIS, omit_at_default=True)
+                                 applies=SYNTHESIS, omit_at_default=True, since=5)
     trial_steps: int = run_field(10, "propagation", "steps of a gentle trial", range=Range(1, 10_000),
-                                 applies=SYNTHESIS, omit_at_default=True)
+                                 applies=SYNTHESIS, omit_at_default=True, since=5)
     dataset_digest: str = run_field("", "", "a user's data file: a digest of its bytes, target and task (set by the "
-                                    "config loader)", omit_at_default=True, column=False, user=False)
+                                    "config loader)", omit_at_default=True, column=False, user=False, since=2)
     model: str = run_field(
         "", "model", "a user's network: the factory `package.module:callable`, called as `build(input_shape, "
-        "output_size)` -> nn.Module ([models.md](models.md))", applies=CUSTOM_ONLY, omit_at_default=True)
+        "output_size)` -> nn.Module ([models.md](models.md))", applies=CUSTOM_ONLY, omit_at_default=True,
+        since=7)
     blocks: tuple[str, ...] = run_field(
         (), "model", "the module paths of the user's network's blocks, in forward order (a flat list is one value, "
         "a list of lists a grid axis); empty: every module that owns parameters", applies=CUSTOM_ONLY,
-        omit_at_default=True)
+        omit_at_default=True, since=7)
     checkpoint_digest: str = run_field(
         "", "", "a folder of existing checkpoints measured as this run (`pipeline measure`): a digest of their "
         "steps and bytes (pipeline/extract/measure.py); empty for a run trained here", omit_at_default=True,
-        column=False, user=False)
+        column=False, user=False, since=7)
 
     @property
     def run_id(self) -> str:

@@ -20,14 +20,14 @@ from pipeline.curvature.coupling import (
     kappa_with_jackknife,
 )
 from pipeline.curvature.objective import BlockObjective
+from pipeline.curvature.shadows import find_shadows, relative_coupling
 from pipeline.curvature.stochastic import GraphHVP, hutchinson_trace
 from pipeline.models.block_graph import trace_block_graph
 from pipeline.models.cnn import SmallCNN
 from pipeline.models.gated_edge import EdgeSpec
 from pipeline.models.mlp import MLP
 from pipeline.models.transformer import SmallTransformer
-from pipeline.propagation.shadows import find_shadows, relative_coupling
-from pipeline.propagation.synthesis import Candidate, candidate_edges, gentle_trial, random_edges, synthesize
+from pipeline.training.synthesis import Candidate, candidate_edges, gentle_trial, random_edges, synthesize
 from snapshot_loader.schema import SHARD_SCHEMA_VERSION
 from tests.conftest import run_cli
 
@@ -587,7 +587,7 @@ def test_a_shard_without_its_coupling_file_is_refused(propagation_db, tmp_path):
 def test_the_worker_finds_the_planted_shadow_and_synthesizes_over_it():
     """The tracker the training loop uses: maps at the window's checkpoints, shadows over the window,
     candidates, trials and the chosen edges entering the model at gate 0 with their rows."""
-    from pipeline.extract.propagation import PropagationTracker
+    from pipeline.extract.coupling_tracker import CouplingTracker
     from pipeline.runspec import RunSpec
 
     model, X, y = _planted()
@@ -595,7 +595,7 @@ def test_the_worker_finds_the_planted_shadow_and_synthesizes_over_it():
     X, y = X.float(), y.float()
     spec = RunSpec(dataset="iris", augment="synthesized", coupling_probes=16, batch_size=32, trial_steps=10)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    tracker = PropagationTracker(spec, model, (X, y), nn.MSELoss(), "regression", "cpu", np.array([0, 5, 10, 15, 20]))
+    tracker = CouplingTracker(spec, model, (X, y), nn.MSELoss(), "regression", "cpu", np.array([0, 5, 10, 15, 20]))
     assert (tracker.aug_step, tracker.window) == (10, [0, 5, 10])
     rows = [r for step in (0, 5, 10) for r in tracker.at_checkpoint(step, is_spectral=step == 0)]
     assert len(rows) == 3 * 6 * 7 // 2

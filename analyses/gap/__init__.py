@@ -21,7 +21,7 @@ Models and stages
 A *model* is a classification run that completed (diverged runs are left out and counted). Its
 *stages* are three of its spectral snapshots: ``late`` = the last one (the trained model), and
 ``early`` / ``middle`` = the snapshots closest to 20 % and 50 % of the run's optimizer steps
-(:data:`analyses.gap.models.STAGE_FRACTIONS`), each a snapshot of its own within 0.1 of its target
+(:data:`analyses.gap.models.TRAINING_STAGE_FRACTIONS`), each a snapshot of its own within 0.1 of its target
 (:data:`~analyses.gap.models.STAGE_TOLERANCE`); a run without one has no such stage. The learning
 rate is constant and the batch order seeded, so the snapshot at step t is the model a run of t steps
 would have produced: a "shorter-trained model" is the same run's earlier snapshot, equal in law to a

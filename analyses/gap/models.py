@@ -12,8 +12,8 @@ from analyses.kit.features import SNAPSHOT_LOSS_TRACE_SQL
 from analyses.kit.tables import write_table
 
 #: Target fraction of training of each stage's snapshot.
-STAGE_FRACTIONS = {"early": 0.2, "middle": 0.5, "late": 1.0}
-STAGES = tuple(STAGE_FRACTIONS)
+TRAINING_STAGE_FRACTIONS = {"early": 0.2, "middle": 0.5, "late": 1.0}
+TRAINING_STAGES = tuple(TRAINING_STAGE_FRACTIONS)
 #: Largest distance, in fraction of training, between a stage's snapshot and its target.
 STAGE_TOLERANCE = 0.1
 #: Parameter tensors whose change is the distance from initialization (running statistics are not trained).
@@ -46,7 +46,7 @@ def stage_steps(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         rows.append({"run_id": run_id, "stage": "late", "step": int(steps[last]), "fraction": float(fractions[last])})
         used = {last}
         for stage in ("early", "middle"):
-            distance = np.abs(fractions - STAGE_FRACTIONS[stage])
+            distance = np.abs(fractions - TRAINING_STAGE_FRACTIONS[stage])
             distance[list(used)] = np.inf  # each stage its own snapshot
             i = int(np.argmin(distance))
             if distance[i] <= STAGE_TOLERANCE:

@@ -9,7 +9,7 @@ import duckdb
 import polars as pl
 
 from analyses.gap.fits import jiang_fits, stall_sensitivity
-from analyses.gap.models import STAGES, write_models
+from analyses.gap.models import TRAINING_STAGES, write_models
 from analyses.gap.predictors import MAIN, PAPER_R2, SPECIFICATIONS, column, complete, design
 from analyses.gap.regression import RANDOM_FOLDS, fit_row
 from analyses.gap.schema import TABLES
@@ -29,13 +29,13 @@ def paired_models(by_stage: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
     """Per stage, the models with the main specification's features and gap at every stage, by run_id."""
     main_features = SPECIFICATIONS[MAIN][1]
     ok_ids = None
-    for s in STAGES:
+    for s in TRAINING_STAGES:
         f = by_stage[s]
         ok = f.filter(pl.Series(complete(design(f, main_features), column(f, "gap"))))
         ids = set(ok["run_id"].to_list())
         ok_ids = ids if ok_ids is None else ok_ids & ids
     ok_ids = ok_ids or set()
-    return {s: by_stage[s].filter(pl.col("run_id").is_in(sorted(ok_ids))).sort("run_id") for s in STAGES}
+    return {s: by_stage[s].filter(pl.col("run_id").is_in(sorted(ok_ids))).sort("run_id") for s in TRAINING_STAGES}
 
 
 def run(con: duckdb.DuckDBPyConnection) -> None:
@@ -75,7 +75,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                 "target": target, "sample": sample, "gap": y[keep], "predicted_cv": oof}))
         return row
 
-    by_stage = {s: models.filter(pl.col("stage") == s).sort("run_id") for s in STAGES}
+    by_stage = {s: models.filter(pl.col("stage") == s).sort("run_id") for s in TRAINING_STAGES}
     main_row = None
     for spec in SPECIFICATIONS:
         row = add(spec, "late", by_stage["late"], "late", "gap", "all")
@@ -85,7 +85,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     # the paired comparisons: models with the main features at every stage
     paired = paired_models(by_stage)
     for random_folds in (False, True):
-        for s in STAGES:
+        for s in TRAINING_STAGES:
             add(MAIN, s, paired[s], s, "gap", "all_stages", random_folds=random_folds)
         for s in ("early", "middle"):
             add(MAIN, s, paired[s], s, "final_gap", "all_stages", random_folds=random_folds)

@@ -11,7 +11,7 @@ import duckdb
 import numpy as np
 
 from pipeline.curvature.coupling import global_coherence
-from pipeline.propagation.shadows import SHADOW_WINDOW, find_shadows
+from pipeline.curvature.shadows import SHADOW_WINDOW, find_shadows
 
 #: One stored map: (step, kappa (B, B), path lengths (B, B), is_spectral).
 CouplingMap = tuple[int, np.ndarray, np.ndarray, bool]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 
 from analyses.kit.presentation import fmt_number
-from pipeline.propagation.shadows import SHADOW_RATIO, SHADOW_WINDOW
+from pipeline.curvature.shadows import SHADOW_RATIO, SHADOW_WINDOW
 
 
 def report(con: duckdb.DuckDBPyConnection) -> dict:

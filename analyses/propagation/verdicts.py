@@ -6,7 +6,7 @@ import polars as pl
 
 from analyses.propagation.cells import lr_range_units, paired_difference_units
 from analyses.stats import ClaimData, Mean, Verdict, mean_ci
-from pipeline.propagation.shadows import SHADOW_RATIO, SHADOW_WINDOW
+from pipeline.curvature.shadows import SHADOW_RATIO, SHADOW_WINDOW
 
 SOURCE = "002"
 #: Effects smaller than these are negligible (the verdict rule's band): test metric, coherence.

@@ -31,7 +31,7 @@ from pipeline.extract.checkpoint import (
     principal_matrix,
     spectral_snapshot,
 )
-from pipeline.extract.propagation import PropagationTracker
+from pipeline.extract.coupling_tracker import CouplingTracker
 from pipeline.models.block_graph import block_names
 from pipeline.models.build import build_network
 from pipeline.models.mlp import MLP, count_parameters
@@ -98,7 +98,7 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
     rows = empty_rows()
     margin_splits = measured_margin_splits(data, tensors)
     status, diverged_step, final_step = "complete", None, 0
-    propagation = PropagationTracker(spec, model, tensors["probe"], loss_fn, dataset.task, device, metric_at)
+    propagation = CouplingTracker(spec, model, tensors["probe"], loss_fn, dataset.task, device, metric_at)
 
     def checkpoint(step: int) -> None:
         t = time.perf_counter()

@@ -1,6 +1,6 @@
 """Curvature propagation inside one run: coupling maps at checkpoints, and skip-connection synthesis.
 
-``PropagationTracker`` is the run's part of issue 8's protocol (002):
+``CouplingTracker`` is the run's part of issue 8's protocol (002):
 - at every spectral snapshot, and at the SHADOW_WINDOW metric checkpoints ending at the synthesis
   step, the coupling map of the loss Hessian (``coupling_probes`` Rademacher probes per block);
 - at the synthesis step (the first metric checkpoint after ``augment_at`` of training), shadows
@@ -22,13 +22,13 @@ import numpy as np
 import torch
 
 from pipeline.curvature.coupling import global_coherence
+from pipeline.curvature.coupling_rows import coupling_rows, measure_coupling
+from pipeline.curvature.shadows import SHADOW_WINDOW, collapsed_blocks, find_shadows
 from pipeline.models.block_graph import block_names, trace_block_graph
 from pipeline.models.mlp import MLP
-from pipeline.propagation.measure import coupling_rows, measure_coupling
-from pipeline.propagation.shadows import SHADOW_WINDOW, collapsed_blocks, find_shadows
-from pipeline.propagation.synthesis import candidate_edges, random_edges, synthesize
 from pipeline.runspec import RunSpec
 from pipeline.training.regularizers import training_step
+from pipeline.training.synthesis import candidate_edges, random_edges, synthesize
 
 COUPLING_STREAM, TRIAL_STREAM, COHERENCE_STREAM, EDGE_STREAM, RANDOM_EDGE_STREAM = 2_000_003, 2_000_005, 2_000_007, \
     2_000_009, 2_000_011
@@ -52,7 +52,7 @@ def synthesis_step(spec: RunSpec, metric_at: np.ndarray) -> tuple[int | None, li
     return int(metric_at[idx]), [int(s) for s in metric_at[idx - SHADOW_WINDOW + 1: idx + 1]]
 
 
-class PropagationTracker:
+class CouplingTracker:
     def __init__(self, spec: RunSpec, model: MLP, probe: tuple[torch.Tensor, torch.Tensor], loss_fn, task: str,
                  device: str, metric_at: np.ndarray):
         self.spec, self.model, self.probe, self.loss_fn = spec, model, probe, loss_fn

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline.curvature.shadows import Shadow
 from pipeline.models.gated_edge import EdgeSpec
-from pipeline.propagation.shadows import Shadow
 
 #: Most candidate edges tried per synthesis.
 MAX_CANDIDATES = 6

@@ -1,1 +1,0 @@
-"""Curvature propagation (002): geometric shadows in coupling maps and skip-connection synthesis."""
