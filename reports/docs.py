@@ -143,6 +143,7 @@ def run_field_table(group: str) -> str:
         default = "required" if f.default is dataclasses.MISSING else \
             f"`{json.dumps(list(f.default) if isinstance(f.default, tuple) else f.default)}`"
         notes = [f.doc, _applies(f.applies) if f.applies else "",
+                 f"Since schema {f.since}" if f.since > 1 else "",
                  "Left out of the run id at its default" if f.omit_at_default else "",
                  "" if f.column else f"Not a `runs` column: `json_extract(config_json, '$.{name}')`"]
         meaning = ". ".join(n for n in notes if n).replace("|", "\\|")

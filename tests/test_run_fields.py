@@ -125,3 +125,17 @@ def test_docs_configs_has_a_generated_row_for_every_field_a_config_sets() -> Non
     assert text == configs_page(), "docs/configs.md is out of date: run `python -m reports.docs`"
     for name, f in RUN_FIELDS.items():
         assert (f"| `{name}` |" in text) == f.user, name
+
+
+def test_a_field_added_after_runs_existed_says_since_when_and_every_omitted_field_was_added_later() -> None:
+    """``since`` is the corpus schema version that added a field: one left out of the run id at its
+    default must have come after the first (a field from the start enters every id), and none comes
+    from a version the schema has not reached."""
+    from pipeline.runspec import RUN_FIELDS
+    from snapshot_loader.schema import SCHEMA_VERSION
+
+    for name, f in RUN_FIELDS.items():
+        assert 1 <= f.since <= SCHEMA_VERSION, name
+        if f.omit_at_default:
+            assert f.since > 1, f"{name} is omitted at its default but declared since version 1"
+    assert RUN_FIELDS["fixed_steps"].since == 8 and RUN_FIELDS["dataset"].since == 1
