@@ -200,3 +200,26 @@ def test_editing_one_stage_reruns_only_it_and_what_reads_its_tables(built_corpus
     assert downstream == {"correlations", "verdicts"}
     assert done["ran"] == ["correlations"]
     assert len(done["skipped"]) == len(STAGES) - 1
+
+
+def test_a_study_added_over_runs_already_present_reruns_exactly_the_verdict_stages(built_corpus, tmp_path):
+    """The hidden read of issue 35: ``studies`` feeds every verdict table's leave-one-study-out range.
+    A study added over runs already in the database (what ingest does for a new config) changes the
+    fingerprint of every verdict stage, and of no other stage."""
+    import shutil
+
+    from analyses.kit.runner import _existing_tables, stage_fingerprint
+
+    db = tmp_path / "corpus.duckdb"
+    shutil.copy(built_corpus["db"], db)
+    con = connect_writable(db)
+    try:
+        existing = _existing_tables(con)
+        before = {s.name: stage_fingerprint(con, s, existing) for s in STAGES}
+        con.execute("INSERT INTO studies SELECT 'tiny', 'added_later', run_id FROM runs LIMIT 3")
+        after = {s.name: stage_fingerprint(con, s, existing) for s in STAGES}
+    finally:
+        con.close()
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {s.name for s in STAGES if s.verdicts or "studies" in s.reads}
+    assert {s.name for s in STAGES if s.verdicts} <= changed and len(changed) >= 9
