@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import duckdb
 
+from analyses.kit.registry import verdict_tables
 from analyses.kit.stage import Stage
 from analyses.kit.tables import write_table
 from analyses.stats.verdict import COLLECTED_COLUMNS, holm_adjusted
@@ -22,8 +23,6 @@ from analyses.stats.verdict import COLLECTED_COLUMNS, holm_adjusted
 
 def run(con: duckdb.DuckDBPyConnection) -> None:
     """Write ``analysis_verdicts`` from every stage's ``analysis_<stage>_verdicts``."""
-    from analyses.kit.registry import verdict_tables
-
     union = " UNION ALL ".join(f"SELECT *, {i} AS stage_order FROM {t}" for i, t in enumerate(verdict_tables()))
     rows = con.sql(f"SELECT * EXCLUDE (stage_order) FROM ({union}) ORDER BY stage_order, claim_id").pl()
     write_table(con, "analysis_verdicts", holm_adjusted(rows))

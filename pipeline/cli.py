@@ -127,12 +127,13 @@ def flag_of(field: str) -> str:
     return _FLAG_OF.get(field, "--" + field.replace("_", "-"))
 
 
-def _warn_device(command: str, device: str) -> str:
+def _warn_device(device: str, warning: str) -> str:
+    """The device to use; prints ``warning`` when ``cuda`` was asked for and no GPU is present."""
     from pipeline.commands import resolve_device
 
     resolved, fell_back = resolve_device(device)
     if fell_back:
-        print(f"{command}: --device cuda but no GPU is present: the CPU runs it", file=sys.stderr)
+        print(warning, file=sys.stderr)
     return resolved
 
 
@@ -154,7 +155,8 @@ def _extract(args, limit: int | None) -> str | None:
     """Extract and print the summary; returns the one-line error when some runs failed twice."""
     from pipeline.commands import extract
 
-    device = _warn_device("extract", args.device)
+    device = _warn_device(args.device, "extract: --device cuda but no GPU is present: training and the engine "
+                                       "run on the CPU")
     done = extract(args.config, args.shards, workers=args.workers, limit=limit, executor=args.executor,
                    scheduler=args.scheduler, device=device, db=args.db,
                    show_progress=False if args.quiet else None)
@@ -242,31 +244,25 @@ def cmd_all(args) -> None:
 def cmd_measure(args) -> None:
     from tqdm import tqdm
 
-    from pipeline.commands import measure
+    from pipeline.commands import measure, plan_measure
 
-    device = _warn_device("measure", args.device)
     blocks = tuple(b.strip() for b in args.blocks.split(",") if b.strip()) if args.blocks else ()
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc="measure", unit="checkpoint", disable=True if args.quiet else None)
-        bar.update(done - bar.n)
-
+    plan = plan_measure(args.model, args.checkpoints, args.data, args.db, args.shards, target=args.target,
+                        data_name=args.data_name, task=args.task, blocks=blocks, seed=args.seed,
+                        probe_size=args.probe_size, exact_limit=args.exact_limit, hvp_budget=args.hvp_budget)
+    device = _warn_device(args.device, "measure: --device cuda but no GPU is present: the engine runs on the CPU")
+    run_id, n = plan.spec.run_id, len(plan.files)
+    if plan.already_measured:
+        print(f"measure: run {run_id} ({n} checkpoints) is already measured", file=sys.stderr)
+    bar = tqdm(total=n, desc=f"measure {run_id}", unit="checkpoint",
+               disable=True if args.quiet or plan.already_measured else None)
     try:
-        done = measure(args.model, args.checkpoints, args.data, args.db, args.shards, target=args.target,
-                       data_name=args.data_name, task=args.task, blocks=blocks, study=args.study, seed=args.seed,
-                       probe_size=args.probe_size, exact_limit=args.exact_limit, hvp_budget=args.hvp_budget,
-                       device=device, progress=progress)
+        measure(plan, args.db, args.shards, study=args.study, device=device,
+                progress=lambda done, _total: bar.update(done - bar.n))
     finally:
-        if bar is not None:
-            bar.close()
-    if done.already_measured:
-        print(f"measure: run {done.spec.run_id} ({done.n_checkpoints} checkpoints) is already measured",
-              file=sys.stderr)
-    print(f"measure: run {done.spec.run_id}: {done.n_checkpoints} checkpoints of {args.model} on "
-          f"{done.spec.dataset} -> {args.db}", file=sys.stderr)
+        bar.close()
+    print(f"measure: run {run_id}: {n} checkpoints of {args.model} on {plan.spec.dataset} -> {args.db}",
+          file=sys.stderr)
 
 
 def cmd_datasets(args) -> None:

@@ -55,15 +55,6 @@ class Extraction:
                 "re-run to retry")
 
 
-@dataclass(frozen=True)
-class Measurement:
-    """A measured checkpoint folder: its run, how many checkpoints, whether the shard was already there."""
-
-    spec: RunSpec
-    n_checkpoints: int
-    already_measured: bool
-
-
 def resolve_device(device: str) -> tuple[str, bool]:
     """The device to use, and whether ``cuda`` was asked for on a machine without a GPU (then the CPU)."""
     if device != "cuda":
@@ -222,18 +213,31 @@ def measured_dataset(data: str, target: str | None = None, data_name: str | None
     if data_name:
         raise PipelineError("names a data file's data set; a built-in one keeps its name", field="data_name")
     if data not in REGISTRY:
-        raise PipelineError(f"unknown dataset {data!r} (a built-in name, or a .csv / .parquet file)", field="data")
+        raise PipelineError(f"unknown dataset {data!r} (a built-in name, see `pipeline datasets`, or a .csv / "
+                            ".parquet file)", field="data")
     return data, {}, ""
 
 
-def measure(model: str, checkpoints: Path, data: str, db: Path, shards: str, *, target: str | None = None,
-            data_name: str | None = None, task: str = "classification", blocks: tuple[str, ...] = (),
-            study: str = "measured", seed: int = 0, probe_size: int = 256, exact_limit: int = 1000,
-            hvp_budget: int = 320, device: str = "cpu",
-            progress: Callable[[int, int], None] | None = None) -> Measurement:
-    """Measure the folder ``checkpoints`` of the model ``model`` builds, on ``data``, as one run: into the
-    shard store, then the database (its study ``study``). Every input is checked before a file is measured."""
-    from pipeline.extract.measure import check_folder, checkpoint_files, measure_folder
+@dataclass(frozen=True)
+class MeasurePlan:
+    """A checkpoint folder checked and named as one run, ready to measure (:func:`plan_measure`)."""
+
+    spec: RunSpec
+    folder: Path
+    files: list
+    custom: dict[str, DatasetSpec]
+    checked: object
+    already_measured: bool
+
+
+def plan_measure(model: str, checkpoints: Path, data: str, db: Path, shards: str, *, target: str | None = None,
+                 data_name: str | None = None, task: str = "classification", blocks: tuple[str, ...] = (),
+                 seed: int = 0, probe_size: int = 256, exact_limit: int = 1000,
+                 hvp_budget: int = 320) -> MeasurePlan:
+    """Check every input of a measurement before a file is measured: the settings, the factory, the
+    folder's files (read and hashed: the digest names the run), the data, the data set's name in ``db``
+    and that ``db`` can be written. Says whether ``shards`` already holds the run."""
+    from pipeline.extract.measure import check_folder, checkpoint_files
     from pipeline.models.factory import load_factory
 
     for field, value, low in (("probe_size", probe_size, 1), ("exact_limit", exact_limit, 0),
@@ -252,12 +256,21 @@ def measure(model: str, checkpoints: Path, data: str, db: Path, shards: str, *, 
     checked = check_folder(spec, files, custom)  # the digest of the bytes checked names the run
     spec = dataclasses.replace(spec, checkpoint_digest=checked.digest)
     check_writable(db.parent, "db")
+    return MeasurePlan(spec, checkpoints, files, custom, checked,
+                       ShardStore(shards).is_complete(spec.dataset, spec.run_id))
+
+
+def measure(plan: MeasurePlan, db: Path, shards: str, *, study: str = "measured", device: str = "cpu",
+            progress: Callable[[int, int], None] | None = None) -> None:
+    """Measure a planned folder as one run into the shard store (unless it is there already), then
+    ingest it into ``db``, listed under ``study``."""
+    from pipeline.extract.measure import measure_folder
+
     store = ShardStore(shards)
-    already = store.is_complete(spec.dataset, spec.run_id)
-    if not already:
-        rows = measure_folder(spec, files, checkpoints, custom, device, progress=progress, checked=checked)
-        store.write(spec.dataset, spec.run_id, rows)
-    report = ingest_shards(db, store, [("measured", study, spec.run_id)], only={spec.run_id})
+    if not plan.already_measured:
+        rows = measure_folder(plan.spec, plan.files, plan.folder, plan.custom, device, progress=progress,
+                              checked=plan.checked)
+        store.write(plan.spec.dataset, plan.spec.run_id, rows)
+    report = ingest_shards(db, store, [("measured", study, plan.spec.run_id)], only={plan.spec.run_id})
     if report.errors or report.refused:
         raise PipelineError(f"{db}: cannot ingest {(report.errors + report.refused)[0]}")
-    return Measurement(spec, n, already)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from analyses.kit import registry, runner
 from analyses.kit.stage import Stage
+from analyses.stats import verdict
 from pipeline.runspec import RUN_FIELDS, Applies, RunField
 from snapshot_loader import schema
 
@@ -105,8 +106,6 @@ def index_page(stages: tuple[Stage, ...]) -> str:
              "## The stages, in the order they run", "", "| stage | what | writes |", "|---|---|---|"]
     for s in stages:
         lines.append(f"| [`{s.name}`]({s.name}.md) | {s.title} | {', '.join(f'`{t}`' for t in s.tables)} |")
-    from analyses.stats import verdict
-
     lines += ["", "## Verdicts", "", rst_to_markdown(verdict.__doc__ or "")]
     return "\n".join(lines)
 

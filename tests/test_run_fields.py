@@ -139,3 +139,16 @@ def test_a_field_added_after_runs_existed_says_since_when_and_every_omitted_fiel
         if f.omit_at_default:
             assert f.since > 1, f"{name} is omitted at its default but declared since version 1"
     assert RUN_FIELDS["fixed_steps"].since == 8 and RUN_FIELDS["dataset"].since == 1
+
+
+def test_every_field_a_config_sets_has_a_check() -> None:
+    """A config value is checked by its declaration: choices, a range (a number, or every item of a list
+    of integers), a bool or a list of names; ``dataset`` and ``model`` by name. A new field declared with
+    none of these would reach the range check with no range."""
+    from pipeline.runspec import RUN_FIELDS
+
+    for name, f in RUN_FIELDS.items():
+        if not f.user or name in ("dataset", "model"):
+            continue
+        checked = bool(f.choices) or f.type is bool or f.type == tuple[str, ...] or f.range is not None
+        assert checked, f"run field {name} declares no check (choices, range, bool)"

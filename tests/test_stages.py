@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from analyses.kit.registry import order_stages
@@ -127,14 +128,21 @@ def test_check_reads_runs_declared_reads_and_fails_on_a_planted_undeclared_one(t
     assert run_stages(db, stages=stages, show_progress=False, check_reads=True)["ran"] == ["a", "c", "b"]
     con = connect_writable(db)
     assert con.execute("SELECT n FROM analysis_b").fetchall() == [(1,)]  # outputs copied into the database
-    assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = 'stage_sandbox'"
+    assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = '__stage_sandbox'"
                        ).fetchall() == [(0,)]
     con.close()
     sneaky = _reader("sneaky", ("runs",), "SELECT count(*) AS n FROM runs JOIN checkpoints USING (run_id)")
-    with pytest.raises(PipelineError, match="stage sneaky reads a table it does not declare.*checkpoints"):
+    with pytest.raises(PipelineError, match="stage sneaky reads checkpoints, a table it does not declare"):
         run_stages(db, stages=(sneaky,), show_progress=False, check_reads=True)
     # without the check the same stage runs: the check is what finds it
     assert run_stages(db, stages=(sneaky,), show_progress=False)["ran"] == ["sneaky"]
+    # a stage that writes a table it does not declare fails the check; another catalog error is its own
+    spill = _reader("spill", ("runs",), "SELECT count(*) AS n FROM runs; CREATE TABLE analysis_extra AS SELECT 1 AS x")
+    with pytest.raises(PipelineError, match="stage spill writes analysis_extra, a table it does not declare"):
+        run_stages(db, stages=(spill,), show_progress=False, check_reads=True)
+    typo = _reader("typo", ("runs",), "SELECT no_such_function(1) AS n FROM runs")
+    with pytest.raises(duckdb.CatalogException, match="no_such_function"):
+        run_stages(db, stages=(typo,), show_progress=False, check_reads=True)
 
 
 def test_check_reads_finds_a_read_the_kit_makes_on_a_stages_behalf(toy):
@@ -149,7 +157,7 @@ def test_check_reads_finds_a_read_the_kit_makes_on_a_stages_behalf(toy):
         con.execute(f"CREATE OR REPLACE TABLE analysis_kit_read AS SELECT {n}::BIGINT AS n")
 
     stage = Stage("kit_read", "Kit read", "Toy.", ("runs",), {"analysis_kit_read": [("n", "BIGINT")]}, run)
-    with pytest.raises(PipelineError, match="does not declare.*studies"):
+    with pytest.raises(PipelineError, match="stage kit_read reads studies, a table it does not declare"):
         run_stages(db, stages=(stage,), show_progress=False, check_reads=True)
     declared = dataclasses.replace(stage, reads=("runs", "studies"))
     assert run_stages(db, stages=(declared,), show_progress=False, check_reads=True)["ran"] == ["kit_read"]
@@ -159,6 +167,7 @@ def test_check_reads_finds_a_read_the_kit_makes_on_a_stages_behalf(toy):
 
 
 def test_a_stages_code_closure_holds_its_own_modules_and_no_other_stages():
+    from analyses.kit import runner
     from analyses.kit.runner import code_closure
 
     roots = {s.module for s in STAGES}
@@ -167,6 +176,10 @@ def test_a_stages_code_closure_holds_its_own_modules_and_no_other_stages():
         assert stage.module in closure and "analyses.kit.tables" in closure
         others = {m for m in closure for r in roots - {stage.module} if m == r or m.startswith(r + ".")}
         assert not others, f"{stage.name} imports another stage: {sorted(others)}"
+        graph = runner._import_graph()  # closed: what a member imports, and its parents, are members
+        for m in closure:
+            assert graph.find_upstream_modules(m) <= closure, m
+            assert {m.rsplit(".", 1)[0]} - {m} <= closure | {m.split(".")[0]}, m
     assert "analyses.gap.resample" in code_closure("analyses.gap")
     assert "analyses.stats.meta" in code_closure("analyses.gap")
 

@@ -14,7 +14,17 @@ import numpy as np
 import polars as pl
 
 from analyses.cca.task_analysis import TaskAnalysis
-from analyses.stats import ClaimData, Correlation, Estimate, Jackknifed, Verdict, partial_r, pearson, pearson_ci
+from analyses.stats import (
+    ClaimData,
+    Correlation,
+    Estimate,
+    Jackknifed,
+    Verdict,
+    assess,
+    partial_r,
+    pearson,
+    pearson_ci,
+)
 
 #: |ρ| (and a gain in held-out correlation) below this is negligible (verdict band).
 NEGLIGIBLE_R = 0.1
@@ -111,8 +121,6 @@ def task_verdicts(res: TaskAnalysis, full: TaskAnalysis, base: TaskAnalysis, row
 
 def pooled_r(data: ClaimData) -> tuple[float, float, float, str]:
     """(value, low, high, method) of a claim's pooled estimate, for the descriptive design table."""
-    from analyses.stats import assess
-
     a = assess(data, "positive", 0.0)
     return a.value, a.low, a.high, a.method
 

@@ -9,7 +9,7 @@ import polars as pl
 from analyses.correlations.families import CONTROL_FOR_DATASET, correlation_family
 from analyses.correlations.verdicts import claim_verdicts
 from analyses.kit import features as feat
-from analyses.kit.tables import write_table, write_verdicts
+from analyses.kit.tables import has_table, write_table, write_verdicts
 
 #: Order of phases in tables and figures.
 PHASE_ORDER = ("all", "initial", "fast learning", "fine-tuning", "saturation", "single phase")
@@ -19,13 +19,9 @@ _COLUMNS = {"task": pl.Utf8, "phase": pl.Utf8, "feature": pl.Utf8, "feature_grou
             "p_value": pl.Float64, "p_adjusted": pl.Float64, "significant": pl.Boolean}
 
 
-def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
-    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-
-
 def _snapshots(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """analysis_features rows with their phase (NULL when no phase table or no matching phase)."""
-    if "analysis_dynamics_phases" in _tables(con):
+    if has_table(con, "analysis_dynamics_phases"):
         return con.sql("""
             SELECT f.*, p.phase FROM analysis_features f
             LEFT JOIN analysis_dynamics_phases p

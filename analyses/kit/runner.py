@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import re
 import time
 from importlib import metadata
 from pathlib import Path
@@ -45,7 +46,7 @@ _FINGERPRINT_PACKAGES = ("numpy", "scipy", "scikit-learn", "statsmodels", "umap-
                          "torch", "matplotlib", "seaborn", "ripser", "persim")
 #: The project's packages a stage may import (reports and the CLI sit above the stages).
 _PROJECT_PACKAGES = ("analyses", "pipeline", "snapshot_loader")
-_SANDBOX = "stage_sandbox"
+_SANDBOX = "__stage_sandbox"
 
 
 @functools.cache
@@ -62,29 +63,34 @@ def library_versions() -> str:
 
 @functools.cache
 def _import_graph() -> grimp.ImportGraph:
+    """The project's import graph, built once per :func:`run_stages` call (its cache is cleared there)."""
     return grimp.build_graph(*_PROJECT_PACKAGES, cache_dir=None)
 
 
 def code_closure(module: str) -> tuple[str, ...]:
     """Every module the stage module ``module`` runs: itself and its submodules, every project module
-    they import (at any depth, function-local imports included), and the parent packages of all of
-    these (their ``__init__`` runs on import). A module outside the project's packages (a test's
-    stage) is its own closure."""
+    they import (at any depth, function-local imports included), the parent packages of all of these
+    (their ``__init__`` runs on import), what those import, and so on until nothing is added. A module
+    outside the project's packages (a test's stage) is its own closure."""
     graph = _import_graph()
     if module not in graph.modules:
         return (module,)
-    own = {module} | graph.find_descendants(module) if graph.find_children(module) else {module}
-    closure = set(own)
-    for m in own:
-        closure |= graph.find_upstream_modules(m)
-    for m in list(closure):
-        parts = m.split(".")
-        closure.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    closure = {module} | (graph.find_descendants(module) if graph.find_children(module) else set())
+    frontier = set(closure)
+    while frontier:
+        found = set()
+        for m in frontier:
+            found |= graph.find_upstream_modules(m)
+            parts = m.split(".")
+            found.update(".".join(parts[:i]) for i in range(1, len(parts)))
+        frontier = found - closure
+        closure |= frontier
     return tuple(sorted(closure))
 
 
-@functools.cache
 def _module_source(module: str) -> bytes:
+    """The source file of ``module`` as it is on disk now (read at every fingerprint: a few hundred
+    small files, so a long-lived process that edits and reloads a stage sees the edit)."""
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None or not spec.has_location:
         raise PipelineError(f"analyses: no source file for module {module}")
@@ -158,6 +164,7 @@ def run_stages(db_path: Path, names: list[str] | None = None, force: bool = Fals
     reads (see the module docstring). Returns ``{"ran": [...], "skipped": [...]}``.
     """
     stages = select_stages(names, stages)
+    _import_graph.cache_clear()  # imports edited since the last call count
     con = connect_writable(db_path)
     ran, skipped = [], []
     fingerprints: dict[str, str] = {}
@@ -175,7 +182,7 @@ def run_stages(db_path: Path, names: list[str] | None = None, force: bool = Fals
             absent = [t for t in stage.reads if t not in existing]
             if absent:
                 raise PipelineError(f"stage {stage.name} reads {absent[0]}, which {db_path} does not have: "
-                                    "run every stage first", field="stages")
+                                    "run every stage first")
             fingerprint = stage_fingerprint(con, stage, existing, fingerprints)
             if (not force and previous.get(stage.name) == fingerprint
                     and all(t in existing for t in stage.writes)):
@@ -211,8 +218,10 @@ def run_stages(db_path: Path, names: list[str] | None = None, force: bool = Fals
 
 
 def _run_sandboxed(con: duckdb.DuckDBPyConnection, stage: Stage) -> None:
-    """Run ``stage`` in an in-memory catalog holding views of its declared reads only: an undeclared
-    read raises :class:`PipelineError` naming the stage and DuckDB's message (the table)."""
+    """Run ``stage`` in an in-memory catalog holding views of its declared reads only. A read of any
+    other table raises :class:`PipelineError` naming the stage and the table; so does a table it
+    writes but does not declare. (A query that names the database's own catalog, ``corpus.runs``,
+    reaches past the sandbox: stages name tables unqualified.)"""
     home = con.execute("SELECT current_database()").fetchall()[0][0]
     con.execute(f"DETACH DATABASE IF EXISTS {_SANDBOX}")
     con.execute(f"ATTACH ':memory:' AS {_SANDBOX}")
@@ -223,19 +232,33 @@ def _run_sandboxed(con: duckdb.DuckDBPyConnection, stage: Stage) -> None:
         try:
             stage.execute(con)
         except duckdb.CatalogException as exc:
-            raise PipelineError(f"stage {stage.name} reads a table it does not declare: {exc}") from None
+            missing = _MISSING_TABLE.search(str(exc))
+            if missing is None:
+                raise
+            raise PipelineError(f"stage {stage.name} reads {missing.group(1)}, a table it does not declare "
+                                f"({', '.join(stage.reads)})") from exc
         finally:
             con.execute(f'USE "{home}"')
+        undeclared = sorted(set(_sandbox_tables(con)) - set(stage.writes))
+        if undeclared:
+            raise PipelineError(f"stage {stage.name} writes {undeclared[0]}, a table it does not declare")
     except BaseException:
         con.execute(f"DETACH DATABASE IF EXISTS {_SANDBOX}")
         raise
 
 
+#: DuckDB's message for an unknown table (or view) name.
+_MISSING_TABLE = re.compile(r"Table with name ([^ ]+) does not exist")
+
+
+def _sandbox_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
+                                      "WHERE table_catalog = ? AND table_type = 'BASE TABLE'", [_SANDBOX]).fetchall()]
+
+
 def _copy_outputs(con: duckdb.DuckDBPyConnection, stage: Stage) -> None:
     """Copy the tables a sandboxed stage wrote into the database (inside the caller's transaction)."""
-    written = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
-                                         "WHERE table_catalog = ? AND table_type = 'BASE TABLE'",
-                                         [_SANDBOX]).fetchall()}
+    written = set(_sandbox_tables(con))
     for table in stage.writes:
         if table in written:
             con.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM {_SANDBOX}.main."{table}"')

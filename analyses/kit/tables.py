@@ -93,11 +93,18 @@ def write_declared(con: duckdb.DuckDBPyConnection, name: str, columns: list[tupl
         con.unregister(view)
 
 
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the database holds table or view ``name``. Under the runner's ``check_reads`` the answer is
+    the database's, not the sandbox's, on purpose: a stage that then reads the table without declaring
+    it fails there, rather than quietly taking the branch for a database without it."""
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                            [name]).fetchall()[0][0])
+
+
 def study_membership(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, ...]]:
     """run_id -> the studies it belongs to, from the corpus table ``studies`` (empty without it: a
-    database built by hand, or by ``pipeline measure`` alone)."""
-    known = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'studies'").fetchall()
-    if not known[0][0]:
+    database built by hand)."""
+    if not has_table(con, "studies"):
         return {}
     out: dict[str, list[str]] = {}
     for run_id, study in con.execute("SELECT run_id, study FROM studies ORDER BY study").fetchall():
@@ -107,7 +114,11 @@ def study_membership(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, ...
 
 def write_verdicts(con: duckdb.DuckDBPyConnection, stage: str, verdicts: Sequence[Verdict]) -> None:
     """(Re)write ``analysis_<stage>_verdicts`` from the verdicts, assessed with the corpus's study
-    membership (:func:`analyses.stats.verdict.verdict_rows`)."""
+    membership (:func:`analyses.stats.verdict.verdict_rows`): inside a running stage only its own
+    verdict table (outside one, as the tests of verdict rows do, any)."""
+    name = f"analysis_{stage}_verdicts"
+    running = running_stage()
+    if running is not None and name not in running.tables:
+        raise PipelineError(f"analysis table {name}: stage {running.name} does not declare it")
     rows = verdict_rows(stage, verdicts, study_membership(con))
-    write_declared(con, f"analysis_{stage}_verdicts", VERDICT_COLUMNS,
-                   pl.DataFrame(rows, schema=polars_schema(VERDICT_COLUMNS)))
+    write_declared(con, name, VERDICT_COLUMNS, pl.DataFrame(rows, schema=polars_schema(VERDICT_COLUMNS)))
