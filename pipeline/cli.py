@@ -229,10 +229,11 @@ def cmd_figures(args) -> None:
 
 
 def cmd_all(args) -> None:
-    from pipeline.commands import check_writable
+    from pipeline.commands import check_database, check_writable
 
     check_writable(args.out or output_dir(args.db, "report"), "out")  # before the extraction, not after it
     check_writable(args.db.parent, "db")
+    check_database(args.db)
     failed = _extract(args, None)  # runs that failed twice are recorded; the report is built from the others
     _ingest(args.config, args.db, args.shards)
     _analyze(args.db, None, False, args.quiet)
@@ -298,8 +299,24 @@ COMMANDS = {"plan": cmd_plan, "extract": cmd_extract, "ingest": cmd_ingest, "ana
             "measure": cmd_measure}
 
 
+def _print_library_notices() -> None:
+    """Print the library's warnings (a database another process holds, and how long it waits) as
+    ``pipeline: ...`` lines on stderr, once."""
+    import logging
+
+    class ToStderr(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:  # the stderr of the moment (tests swap it)
+            print(f"pipeline: {record.getMessage()}", file=sys.stderr)
+
+    log = logging.getLogger("pipeline")
+    if not any(type(h).__name__ == "ToStderr" for h in log.handlers):
+        log.addHandler(ToStderr())
+        log.setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _print_library_notices()
     try:
         COMMANDS[args.command](args)
     except PipelineError as exc:

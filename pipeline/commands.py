@@ -74,6 +74,15 @@ def check_writable(folder: Path, field: str) -> None:
         raise StoreError(f"cannot write to {folder}: {exc.strerror or exc}", field=field) from None
 
 
+def check_database(db: Path) -> None:
+    """Open ``db`` for writing and close it, before any work that ends by writing to it: a damaged file,
+    a database of another version or one another process holds fails now, not after the work. A missing
+    one is created empty (the work's first write would create it)."""
+    from snapshot_loader.database import connect_writable
+
+    connect_writable(db).close()
+
+
 def plan(config: Path, shards: str) -> Plan:
     """The runs ``config`` asks for and those whose shard in ``shards`` is complete."""
     corpus = load_config(config)
@@ -252,10 +261,12 @@ def plan_measure(model: str, checkpoints: Path, data: str, db: Path, shards: str
                    hessian_exact_limit=exact_limit, hvp_budget=hvp_budget, metric_checkpoints=max(n, 2),
                    spectral_snapshots=n, epochs=1, size="custom", widths=(1,), dataset_digest=data_digest)
     check_custom_models([spec], custom)
+    check_writable(db.parent, "db")
+    if db.exists():
+        check_database(db)
     check_dataset_name(db, name, data_digest, field="data_name" if custom else "data")
     checked = check_folder(spec, files, custom)  # the digest of the bytes checked names the run
     spec = dataclasses.replace(spec, checkpoint_digest=checked.digest)
-    check_writable(db.parent, "db")
     return MeasurePlan(spec, checkpoints, files, custom, checked,
                        ShardStore(shards).is_complete(spec.dataset, spec.run_id))
 

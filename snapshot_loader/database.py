@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from pathlib import Path
 
@@ -15,25 +17,54 @@ from snapshot_loader.schema import MIGRATIONS, SCHEMA_VERSION, ddl
 STORAGE_COMPATIBILITY = "v1.4.0"
 
 
-#: How long opening a database waits for another process's connection (an ingest, a report) to close.
+#: How long opening a database waits, by default, for another process's connection (an ingest, a
+#: report) to close; the environment variable :data:`LOCK_WAIT_VARIABLE` sets another.
 LOCK_WAIT_SECONDS = 120.0
+LOCK_WAIT_VARIABLE = "PIPELINE_LOCK_WAIT"
+
+log = logging.getLogger("pipeline")
+
+
+def lock_wait_seconds() -> float:
+    """The lock wait: :data:`LOCK_WAIT_VARIABLE` when set (seconds, 0 or more), else :data:`LOCK_WAIT_SECONDS`."""
+    raw = os.environ.get(LOCK_WAIT_VARIABLE)
+    if raw is None:
+        return LOCK_WAIT_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise PipelineError(f"{LOCK_WAIT_VARIABLE}: expected seconds (0 or more), got {raw!r}")
+    return seconds
+
+
+def _holder(exc: Exception) -> str:
+    return str(exc).split("Conflicting lock is held in", 1)[-1].split(". See", 1)[0].strip()
 
 
 def _connect(path: Path, **kwargs) -> duckdb.DuckDBPyConnection:
-    """``duckdb.connect``, waiting while another process holds the file.
+    """``duckdb.connect``, waiting while another process holds the file, and saying so at once (a
+    warning on the ``pipeline`` logger, which the CLI prints).
 
     DuckDB lets one process write or several read, never both; ingest commits each run in its own
     transaction, so whoever opens the file after waiting sees whole runs only."""
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    wait = lock_wait_seconds()
+    deadline = time.monotonic() + wait
+    said = False
     while True:
         try:
             return duckdb.connect(str(path), **kwargs)
         except duckdb.IOException as exc:
-            if "Could not set lock" not in str(exc) or time.monotonic() > deadline:
-                holder = str(exc).split("Conflicting lock is held in", 1)[-1].split(". See", 1)[0].strip()
-                what = f"in use by another process ({holder})" if "Could not set lock" in str(exc) else \
-                    str(exc).splitlines()[0]
-                raise SchemaError(f"{path}: cannot open database: {what}") from None
+            locked = "Could not set lock" in str(exc)
+            if not locked or time.monotonic() > deadline:
+                what = f"in use by another process ({_holder(exc)})" if locked else str(exc).splitlines()[0]
+                waited = f" after waiting {wait:.0f} s ({LOCK_WAIT_VARIABLE} sets the wait)" if locked else ""
+                raise SchemaError(f"{path}: cannot open database: {what}{waited}") from None
+            if not said:
+                log.warning("%s: in use by another process (%s): waiting up to %.0f s for it (%s sets the wait)",
+                            path, _holder(exc), wait, LOCK_WAIT_VARIABLE)
+                said = True
             time.sleep(0.2)
         except duckdb.Error as exc:
             raise SchemaError(f"{path}: cannot open database: {str(exc).splitlines()[0]}") from None
@@ -80,9 +111,12 @@ def _migrate(con: duckdb.DuckDBPyConnection, version: int) -> None:
     con.execute("COMMIT")
 
 
-def connect_writable(path: Path) -> duckdb.DuckDBPyConnection:
-    """Open (creating if needed) the corpus database for writing, with every table present."""
+def connect_writable(path: Path, create: bool = True) -> duckdb.DuckDBPyConnection:
+    """Open the corpus database for writing, with every table present: created if it is missing and
+    ``create``, else refused (a command that only reads and adds to a corpus leaves no new file behind)."""
     path = Path(path)
+    if not create and not path.is_file():
+        raise SchemaError(f"{path}: database not found (run `make report` or `pipeline ingest` first)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

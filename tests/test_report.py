@@ -10,6 +10,8 @@ from analyses.kit.runner import STAGES
 from reports.builder import build_report
 
 HOSTILE = '<script>alert("x")</script> & <b>'
+#: Appended to every data set and study name: mathtext, format strings, HTML and quotes, drawn and printed literally.
+NAME_TAIL = " $x {y 5%$ <i>'q"
 
 
 def test_database_text_is_escaped_in_the_report(built_corpus, tmp_path):
@@ -19,9 +21,15 @@ def test_database_text_is_escaped_in_the_report(built_corpus, tmp_path):
     con.execute("UPDATE datasets SET description = ?", [HOSTILE])
     con.execute("UPDATE analysis_overview SET optimizer = ? WHERE run_id = (SELECT min(run_id) FROM runs)", [HOSTILE])
     con.execute("UPDATE analysis_verdicts SET detail = ?, claim = ?", [HOSTILE, HOSTILE])
+    # every data set and study name gains a '$' (matplotlib's mathtext), braces, a '%', a tag and a quote
+    for table, column in con.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                     "WHERE column_name IN ('dataset', 'study') AND data_type = 'VARCHAR'").fetchall():
+        con.execute(f'UPDATE "{table}" SET "{column}" = "{column}" || ?', [NAME_TAIL])
+    con.execute("UPDATE datasets SET name = name || ?", [NAME_TAIL])
     con.close()
     html = build_report(db, tmp_path / "report").read_text()
-    assert HOSTILE not in html and "<b>" not in html
+    assert HOSTILE not in html and "<b>" not in html and "<i>" not in html
+    assert "$x {y 5%$ &lt;i&gt;&#39;q" in html
     escaped = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;"
     assert html.count(escaped) >= 3  # data sets table, runs table, verdict sentences and table
 

@@ -250,3 +250,61 @@ def test_a_run_whose_insert_fails_is_named_and_the_runs_before_it_stay(built_cor
         written = con.execute("SELECT count(*) FROM read_parquet(?)",
                               [str(Path(refs[3].path) / "checkpoints.parquet")]).fetchone()[0]
         assert stored == written > 0
+
+
+HOLD = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+
+
+def test_a_held_database_says_at_once_what_it_waits_for_and_the_wait_is_set(tmp_path: Path, monkeypatch, caplog,
+                                                                              capsys) -> None:
+    from pipeline.cli import main
+
+    db = tmp_path / "corpus.duckdb"
+    connect_writable(db).close()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv("PIPELINE_LOCK_WAIT", "1.5")
+        started, wall = time.monotonic(), time.time()
+        with caplog.at_level("WARNING", logger="pipeline"), pytest.raises(SchemaError) as err:
+            connect_readonly(db)
+        said = [r for r in caplog.records if "waiting up to 2 s" in r.getMessage()]
+        assert len(said) == 1 and said[0].created - wall < 1.0  # said at once, not after the wait
+        assert 1.5 <= time.monotonic() - started < 10
+        assert "in use by another process" in str(err.value) and f"(PID {holder.pid})" in str(err.value)
+        assert "after waiting 2 s (PIPELINE_LOCK_WAIT sets the wait)" in str(err.value)
+        monkeypatch.setenv("PIPELINE_LOCK_WAIT", "0.5")
+        assert main(["report", "--db", str(db), "--out", str(tmp_path / "report"), "--quiet"]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert lines[0].startswith(f"pipeline: {db}: in use by another process") and lines[-1].startswith("error: ")
+        monkeypatch.setenv("PIPELINE_LOCK_WAIT", "soon")
+        with pytest.raises(PipelineError, match="PIPELINE_LOCK_WAIT: expected seconds"):
+            connect_readonly(db)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_analyze_on_a_missing_database_creates_nothing(tmp_path: Path, capsys) -> None:
+    from pipeline.cli import main
+
+    db = tmp_path / "typo" / "corpus.duckdb"
+    assert main(["analyze", "--db", str(db), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {db}: database not found (run `make report` or `pipeline " \
+                                              "ingest` first)"
+    assert not db.exists() and not db.parent.exists()
+
+
+def test_all_with_a_damaged_database_fails_before_training(tmp_path: Path, capsys) -> None:
+    from pipeline.cli import main
+    from tests.conftest import TINY_CONFIG
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_CONFIG)
+    db = tmp_path / "corpus.duckdb"
+    db.write_bytes(b"not a database" * 1000)
+    started = time.monotonic()
+    assert main(["all", "--config", str(config), "--db", str(db), "--shards", str(tmp_path / "shards"),
+                 "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {db}: cannot open database")
+    assert not (tmp_path / "shards").exists() and time.monotonic() - started < 30

@@ -165,7 +165,7 @@ def run_stages(db_path: Path, names: list[str] | None = None, force: bool = Fals
     """
     stages = select_stages(names, stages)
     _import_graph.cache_clear()  # imports edited since the last call count
-    con = connect_writable(db_path)
+    con = connect_writable(db_path, create=False)
     ran, skipped = [], []
     fingerprints: dict[str, str] = {}
     try:
