@@ -23,7 +23,7 @@ from tqdm import tqdm
 from analyses.kit.runner import STAGES, Stage, all_figures
 from pipeline.errors import PipelineError
 from reports.style import apply_style, figure_png_data_uri, save_figure
-from snapshot_loader.database import connect_readonly
+from snapshot_loader.database import connect_literal_text, connect_readonly
 
 _TEMPLATES = Path(__file__).parent / "templates"
 
@@ -191,12 +191,16 @@ def build_report(db_path: Path, out_dir: Path, show_progress: bool | None = None
         verdicts = [dict(zip(full_cols, r, strict=True)) for r in full_rows]
         verdict_cols, verdict_rows = _rows(con, VERDICT_TABLE_SQL)
         figures = {}
-        for name, figure in tqdm(all_figures().items(), desc="figures", unit="fig",
-                                 disable=None if show_progress is None else not show_progress):
-            fig = _isolated(figure.draw, con)
-            figures[name] = {"name": name, "title": fig.get_suptitle() or name,
-                             "caption": figure.caption, "uri": figure_png_data_uri(fig)}
-            plt.close(fig)
+        drawing = connect_literal_text(db_path)
+        try:
+            for name, figure in tqdm(all_figures().items(), desc="figures", unit="fig",
+                                     disable=None if show_progress is None else not show_progress):
+                fig = _isolated(figure.draw, drawing)
+                figures[name] = {"name": name, "title": (fig.get_suptitle() or name).replace("\\$", "$"),
+                                 "caption": figure.caption, "uri": figure_png_data_uri(fig)}
+                plt.close(fig)
+        finally:
+            drawing.close()
         sections = [_section(con, s, [v for v in verdicts if v["stage"] == s.name], figures)
                     for s in STAGES if s.name not in _NO_SECTION]
     finally:
@@ -240,7 +244,7 @@ def _summary(con) -> dict:
 def write_figures(db_path: Path, out_dir: Path, show_progress: bool | None = None) -> list[Path]:
     """Every figure as PNG and PDF into out_dir, from the database alone."""
     apply_style()
-    con = connect_readonly(db_path)
+    con = connect_literal_text(db_path)
     paths: list[Path] = []
     try:
         for name, figure in tqdm(all_figures().items(), desc="figures", unit="fig",

@@ -15,11 +15,9 @@ import seaborn as sns  # noqa: E402
 
 
 def apply_style() -> None:
-    """One look for every figure. Text is drawn as written (``text.parse_math`` off): a data set, study
-    or column name with a ``$`` in it is a name, not mathtext (no figure uses mathtext)."""
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "axes.titleweight": "bold",
-                         "pdf.fonttype": 42, "text.parse_math": False})
+                         "pdf.fonttype": 42})
 
 
 def figure_png_data_uri(fig: plt.Figure) -> str:

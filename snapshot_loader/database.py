@@ -153,3 +153,37 @@ def connect_readonly(path: Path) -> duckdb.DuckDBPyConnection:
         con.close()
         raise
     return con
+
+
+def connect_literal_text(path: Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection for drawing figures: an in-memory database whose views show every table of
+    the corpus at ``path`` (checked as :func:`connect_readonly` checks it) with each ``$`` of its text
+    escaped as ``\\$``. Matplotlib reads a text with two ``$`` as mathtext (a data set named
+    ``a$b$c`` drew as math, one that is not valid mathtext crashed the figure); escaped, it draws every
+    name as written, while its own log-axis tick labels stay mathtext."""
+    connect_readonly(path).close()
+    con = duckdb.connect()
+    try:
+        con.execute("ATTACH ? AS corpus (READ_ONLY)", [str(path)])
+        columns: dict[str, list[tuple[str, str]]] = {}
+        for table, column, kind in con.execute(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_catalog = 'corpus' ORDER BY table_name, ordinal_position").fetchall():
+            columns.setdefault(table, []).append((column, kind))
+        for table, cols in columns.items():
+            select = ", ".join(_literal(c, kind) for c, kind in cols)
+            con.execute(f'CREATE VIEW main."{table}" AS SELECT {select} FROM corpus.main."{table}"')
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _literal(column: str, kind: str) -> str:
+    """The select item of one column: text with its ``$`` escaped, anything else as it is."""
+    name = f'"{column}"'
+    if kind == "VARCHAR":
+        return f"replace({name}, '$', '\\$') AS {name}"
+    if kind == "VARCHAR[]":
+        return f"list_transform({name}, lambda x: replace(x, '$', '\\$')) AS {name}"
+    return name

@@ -69,3 +69,45 @@ def test_verdict_tables_page_lists_every_verdict(built_corpus, tmp_path):
     assert all(f"`{i}`" in page for i in ids) and page.count("\n| `") == len(ids)
     assert main(["--db", str(tmp_path / "missing.duckdb"), "--name", "x", "--out", str(tmp_path)]) == 2
     assert not (tmp_path / "x.md").exists()
+
+
+def test_figures_read_names_with_their_dollars_escaped_and_draw_them_as_written(tmp_path):
+    """A data set named with two '$' reads as mathtext to matplotlib, and as invalid mathtext it crashed
+    every figure that drew it; the figures' connection escapes each '$', which draws literally, while
+    matplotlib's own log-axis tick labels stay mathtext."""
+    import io
+
+    import matplotlib.pyplot as plt
+    import pytest
+
+    from snapshot_loader.database import connect_literal_text, connect_writable
+
+    name = r"x$\frac{$y {z} 5% <i>'"
+    db = tmp_path / "corpus.duckdb"
+    con = connect_writable(db)
+    con.execute("INSERT INTO runs (run_id, dataset, blocks) VALUES ('r1', ?, [?])", [name, name])
+    con.close()
+    drawing = connect_literal_text(db)
+    try:
+        escaped, blocks = drawing.execute("SELECT dataset, blocks FROM runs").fetchall()[0]
+        assert escaped == name.replace("$", r"\$") and blocks == [escaped]
+        with pytest.raises(duckdb.Error):
+            drawing.execute("CREATE TABLE corpus.main.runs_copy AS SELECT * FROM runs")  # the corpus is read-only
+    finally:
+        drawing.close()
+    for title, fails in ((name, True), (escaped, False)):
+        fig, ax = plt.subplots()
+        ax.set_title(title)
+        ax.set_yscale("log")
+        ax.plot([1, 2], [1, 100])
+        try:
+            if fails:
+                with pytest.raises(ValueError):
+                    fig.savefig(io.BytesIO(), format="png")
+            else:
+                fig.savefig(io.BytesIO(), format="png")
+                text = ax.title.get_text()
+                assert text.count("$") == text.count("\\$") == 2  # every "$" escaped
+                assert any("mathdefault" in t.get_text() for t in ax.get_yticklabels())
+        finally:
+            plt.close(fig)
