@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -299,18 +300,18 @@ COMMANDS = {"plan": cmd_plan, "extract": cmd_extract, "ingest": cmd_ingest, "ana
             "measure": cmd_measure}
 
 
+class _Notices(logging.Handler):
+    """The library's warnings as ``pipeline: ...`` lines on the stderr of the moment (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"pipeline: {record.getMessage()}", file=sys.stderr)
+
+
 def _print_library_notices() -> None:
-    """Print the library's warnings (a database another process holds, and how long it waits) as
-    ``pipeline: ...`` lines on stderr, once."""
-    import logging
-
-    class ToStderr(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:  # the stderr of the moment (tests swap it)
-            print(f"pipeline: {record.getMessage()}", file=sys.stderr)
-
+    """Print the library's warnings (a database another process holds, and how long it waits), once."""
     log = logging.getLogger("pipeline")
-    if not any(type(h).__name__ == "ToStderr" for h in log.handlers):
-        log.addHandler(ToStderr())
+    if not any(isinstance(h, _Notices) for h in log.handlers):
+        log.addHandler(_Notices())
         log.setLevel(logging.WARNING)
 
 

@@ -164,7 +164,10 @@ def connect_literal_text(path: Path) -> duckdb.DuckDBPyConnection:
     connect_readonly(path).close()
     con = duckdb.connect()
     try:
-        con.execute("ATTACH ? AS corpus (READ_ONLY)", [str(path)])
+        try:
+            con.execute("ATTACH ? AS corpus (READ_ONLY)", [str(path)])
+        except duckdb.Error as exc:  # a writer took the file between the check and here
+            raise SchemaError(f"{path}: cannot open database: {str(exc).splitlines()[0]}") from None
         columns: dict[str, list[tuple[str, str]]] = {}
         for table, column, kind in con.execute(
                 "SELECT table_name, column_name, data_type FROM information_schema.columns "

@@ -78,12 +78,6 @@ def stages() -> tuple[Stage, ...]:
     return collect(found)
 
 
-@functools.cache
-def analysis_tables() -> dict[str, list[tuple[str, str]]]:
-    """Every declared analysis table: name -> ``(column, DuckDB type)`` list."""
-    return {name: list(cols) for s in stages() for name, cols in s.tables.items()}
-
-
 def figures() -> dict[str, object]:
     """Every declared figure (:class:`analyses.kit.stage.Figure`), by name, in stage order."""
     return {fig.name: fig for s in stages() for fig in s.figures}
