@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# backpack (curvlinops' dependency) pulls a torchvision wheel built for another torch; nothing here
+	# imports it, and a user's `import torchvision` failing inside it would be worse than its absence.
+	$(PY) -m pip uninstall --quiet --yes torchvision
 	touch $(STAMP)
 
 report: setup
