@@ -103,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "(default: the file's stem)")
     p.add_argument("--task", choices=("classification", "regression"), default="classification",
                    help="task of a --data file")
-    p.add_argument("--blocks", default=None, help="comma-separated module paths of the blocks (default: read "
-                                                  "off the graph)")
+    p.add_argument("--blocks", default=None, help="comma-separated module paths of the blocks ('(own)': the "
+                   "parameters the model holds itself), or depth=K: the modules K levels down (default: read off the "
+                   "graph)")
     p.add_argument("--study", default="measured", help="study name the run is listed under (studies table)")
     p.add_argument("--seed", type=int, default=0, help="seed of the probe batch")
     p.add_argument("--probe-size", type=int, default=256)

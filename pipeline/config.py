@@ -40,6 +40,7 @@ import numpy as np
 
 from pipeline.curvature.shadows import SHADOW_WINDOW
 from pipeline.errors import ConfigError
+from pipeline.models.block_graph import block_depth
 from pipeline.models.build import TRANSFORMER_HEADS
 from pipeline.runspec import RUN_FIELDS, SIZE_PRESETS, Range, RunSpec
 
@@ -211,6 +212,8 @@ def _expand_grid(defaults: dict, grid: dict, key: str, known_datasets: set[str],
                  digests: dict[str, str]) -> list[RunSpec]:
     axes: list[tuple[str, list]] = []
     for name, value in grid.items():
+        if name == "blocks" and isinstance(value, str):  # blocks = "depth=1": one value
+            value = [value]
         if name in ("widths", "blocks"):  # a flat list is one architecture; a list of lists is an axis
             values = value if isinstance(value, list) and value and all(isinstance(v, list) for v in value) \
                 else [value]
@@ -338,7 +341,11 @@ def _check_value(name: str, value, key: str, known_datasets: set[str], fail) -> 
             raise fail(key, f"expected true or false, got {value!r}")
     elif f.type == tuple[str, ...]:
         if not isinstance(value, list) or not all(isinstance(b, str) and b for b in value):
-            raise fail(key, "expected a list of module paths (strings)")
+            raise fail(key, "expected a list of module paths (strings), or 'depth=K'")
+        try:
+            block_depth(value)
+        except ValueError as exc:
+            raise fail(key, str(exc)) from None
     elif f.type == tuple[int, ...]:
         if not isinstance(value, list) or not value or not all(_integer(w) and _in_range(w, f.range) for w in value):
             raise fail(key, "expected a non-empty list of positive integers")

@@ -213,7 +213,9 @@ class RunSpec:
         since=7)
     blocks: tuple[str, ...] = run_field(
         (), "model", "the module paths of the user's network's blocks, in forward order (a flat list is one value, "
-        "a list of lists a grid axis); empty: every module that owns parameters", applies=CUSTOM_ONLY,
+        "a list of lists a grid axis; `(own)`, `encoder.(own)`: the parameters the root or `encoder` holds "
+        "itself), or `\"depth=K\"`: the modules K levels down; empty: every module that owns parameters, and "
+        "the root's own parameters ([models.md](models.md))", applies=CUSTOM_ONLY,
         omit_at_default=True, since=7)
     checkpoint_digest: str = run_field(
         "", "", "a folder of existing checkpoints measured as this run (`pipeline measure`): a digest of their "

@@ -122,7 +122,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     ],
     "timings": [("run_id", "VARCHAR"), ("step", "INTEGER"), ("what", "VARCHAR"), ("seconds", "DOUBLE")],
     # spectral snapshots: margin signatures per (split, representation, correct_only), status says why
-    # a row has no statistics (no_points, zero_variation, single_class, not_classification)
+    # a row has no statistics (no_points, zero_variation, single_class, not_classification, no_output)
     "margins": [
         ("run_id", "VARCHAR"), ("step", "INTEGER"), ("split", "VARCHAR"), ("representation", "VARCHAR"),
         ("layer_index", "INTEGER"), ("correct_only", "BOOLEAN"), ("status", "VARCHAR"), ("n_points", "INTEGER"),
@@ -287,7 +287,9 @@ TABLE_NOTES: dict[str, str] = {
         "whole and flattened for a convolution or token block) or `output` (layer_index NULL for the "
         "input, else the block whose output it is), over all "
         "points or correctly classified ones: status (`ok`; `no_points` when no point is correct; "
-        "`zero_variation` when the representation is constant, e.g. a dead ReLU layer; `not_classification` on "
+        "`zero_variation` when the representation is constant, e.g. a dead ReLU layer; `no_output` at a block "
+        "of a module's own parameters, such as a CLS token, which has no output of each point; "
+        "`not_classification` on "
         "the rows a regression run gets instead of margins), n_points, count, q1, median, q3, lower_fence (Q1 - "
         "1.5 IQR), upper_fence (Q3 + 1.5 IQR), mean, std (ddof 0), total_variation (sqrt tr Cov h, ddof 0, over "
         "all the split's points; the margins are divided by it). Statistics are NULL unless status is `ok`"

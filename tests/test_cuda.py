@@ -3,6 +3,8 @@ reason, on a machine without one (``make test`` prints the count; none of these 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -52,6 +54,31 @@ def test_the_any_model_engine_on_cuda_matches_the_cpu() -> None:
     _compare(cpu, gpu)
     for a, b in zip(cpu_extra, gpu_extra, strict=True):
         assert a["gradient_pressure"] == pytest.approx(b["gradient_pressure"], rel=1e-8)
+
+
+def test_the_any_model_engine_through_attention_on_cuda_matches_the_cpu() -> None:
+    """nn.TransformerEncoderLayer with a CLS token held by the model: every block's rows, and the
+    coupling map's products, on CUDA (math attention backend, fast path off) against the CPU."""
+    from pipeline.curvature.attention import second_order_attention
+    from pipeline.curvature.coupling import block_loss, hvp_batch
+    from tests.test_attention_curvature import EncoderModel, _blocks, _data, _model
+
+    model = _model(EncoderModel)
+    X, y = _data()
+    blocks = _blocks(model)
+    args = (model, blocks, X, y, nn.CrossEntropyLoss(), "classification")
+    cpu, _ = block_engine.block_curvature_snapshot(*args, CurvatureSettings(exact_limit=2000), 0, 0)
+    gpu, _ = block_engine.block_curvature_snapshot(*args, CurvatureSettings(exact_limit=2000, device="cuda"), 0, 0)
+    _compare(cpu, gpu)
+    graph = trace_block_graph(model, [name for name, _ in blocks])
+    cuda_model = copy.deepcopy(model).to("cuda")
+    with second_order_attention():
+        on_cpu = block_loss(model, graph, X, y, nn.CrossEntropyLoss())
+        V = torch.randn(3, on_cpu.theta0.numel(), dtype=torch.float64)
+        ref, _ = hvp_batch(on_cpu.f, on_cpu.theta0, V)
+        on_gpu = block_loss(cuda_model, graph, X.cuda(), y.cuda(), nn.CrossEntropyLoss())
+        got, _ = hvp_batch(on_gpu.f, on_gpu.theta0, V.cuda())
+    np.testing.assert_allclose(got.cpu().numpy(), ref.numpy(), rtol=0, atol=1e-9 * float(ref.abs().max()))
 
 
 def test_a_run_trained_on_cuda_matches_the_cpu_run() -> None:

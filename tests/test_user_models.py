@@ -21,7 +21,7 @@ from pipeline.errors import ConfigError
 from pipeline.extract.measure import CheckpointError, checkpoint_files
 from pipeline.models.factory import FactoryError, build_factory_model
 from pipeline.runspec import RunSpec
-from tests.user_models import residual_cnn, tiny_mlp
+from tests.user_models import fixed_batch, residual_cnn, tiny_mlp
 
 
 @pytest.mark.parametrize(("ref", "message"), [
@@ -44,6 +44,58 @@ def test_blocks_must_be_submodules_and_default_to_the_modules_with_parameters() 
     assert model.atlas_block_names == ["stem", "res.conv1", "res.bn1", "res.conv2", "head"]
     named = build_factory_model("tests.user_models:residual_cnn", (61,), 10, blocks=["stem", "res", "head"])
     assert named.atlas_block_names == ["stem", "res", "head"]
+
+
+def test_the_models_own_parameters_are_a_block_and_blocks_can_be_a_depth() -> None:
+    """A CLS token and a positional embedding held by the model itself form the block ``(own)``;
+    ``depth=1`` takes a ResNet's top-level children; a block inside a module fx cannot trace into,
+    a malformed depth or a module without parameters of its own is one error naming the key."""
+    vit = build_factory_model("tests.user_models:tabular_vit", (4,), 3)
+    assert vit.atlas_block_names == ["tokens", "(own)", "encoder", "head"]
+    resnet = build_factory_model("tests.user_models:small_resnet", (61,), 10, blocks=["depth=1"])
+    assert resnet.atlas_block_names == ["conv1", "bn1", "layer1", "layer2", "fc"]
+    deeper = build_factory_model("tests.user_models:small_resnet", (61,), 10, blocks=["depth=3"])
+    assert deeper.atlas_block_names[:7] == ["conv1", "bn1", "layer1.0.conv1", "layer1.0.bn1", "layer1.0.conv2",
+                                            "layer1.0.bn2", "layer2.0.conv1"]
+    assert "layer2.0.downsample" in deeper.atlas_block_names  # depth 3 is the Sequential; its children are leaves
+    named = build_factory_model("tests.user_models:tabular_vit", (4,), 3, blocks=["tokens", "(own)", "encoder"])
+    assert named.atlas_block_names == ["tokens", "(own)", "encoder"]
+    with pytest.raises(FactoryError, match=r"^blocks: 'depth=0': a depth is one entry 'depth=K', K >= 1"):
+        build_factory_model("tests.user_models:small_resnet", (61,), 10, blocks=["depth=0"])
+    with pytest.raises(FactoryError, match=r"^blocks: 'depth=1': a depth is one entry"):
+        build_factory_model("tests.user_models:small_resnet", (61,), 10, blocks=["depth=1", "fc"])
+    with pytest.raises(FactoryError, match=r"^blocks: 'encoder.\(own\)': 'encoder' is not a module .* with "
+                                           r"parameters of its own"):
+        build_factory_model("tests.user_models:tabular_vit", (4,), 3, blocks=["encoder.(own)"])
+    with pytest.raises(FactoryError, match=r"block 'encoder.layers.0' is inside 'encoder' \(TransformerEncoder\), "
+                                           r"which torch.fx cannot trace into: name 'encoder'"):
+        build_factory_model("tests.user_models:tabular_vit", (4,), 3, blocks=["tokens", "encoder.layers.0"])
+    (spec,) = parse_config({"study": [{"name": "s", "grid": {"dataset": "iris", "blocks": "depth=1",
+                                                            "model": "tests.user_models:small_resnet"}}]}).runs()
+    assert spec.blocks == ("depth=1",)
+    with pytest.raises(ConfigError, match=r"study\[0\]\.grid\.blocks: 'depth=x': a depth is one entry"):
+        parse_config({"study": [{"name": "s", "grid": {"dataset": "iris", "blocks": ["depth=x"],
+                                                       "model": "tests.user_models:small_resnet"}}]})
+
+
+def test_a_vit_with_a_cls_token_is_measured_in_every_table() -> None:
+    """The root's own parameters are a block of every per-block table: curvature (its local Hessian,
+    of a block with no inputs, is the identity reading: exactly zero under phi = sum), spectra of its
+    matrices, its stored tensors, and a margin row saying it has no output of each point."""
+    from pipeline.extract.run import train_and_measure
+
+    spec = RunSpec(dataset="iris", family="custom", model="tests.user_models:tabular_vit", epochs=1,
+                   metric_checkpoints=2, spectral_snapshots=1, probe_size=16)
+    rows = train_and_measure(spec)
+    kinds = {(r["layer_index"], r["kind"]): r for r in rows["hessian_spectra"]}
+    assert set(kinds) == {(i, k) for i in range(4) for k in ("local", "loss", "ggn")}
+    assert kinds[(1, "local")]["exactly_zero"] and kinds[(1, "loss")]["n_params"] == 4 + 5 * 4
+    assert not kinds[(2, "local")]["exactly_zero"] and kinds[(2, "loss")]["method"] == "autograd"
+    assert [r["name"] for r in rows["layers"]] == ["tokens", "(own)", "encoder", "head"]
+    assert {r["tensor"] for r in rows["weights"] if r["layer_index"] == 1} == {"cls_token", "pos_embed"}
+    status = {r["representation"]: r["status"] for r in rows["margins"] if not r["correct_only"]}
+    assert status["h1"] == "no_output" and status["h0"] == status["h2"] == status["output"] == "ok"
+    assert {r["block_index"]: r["name"] for r in rows["blocks"]}[1] == "(own)"
 
 
 def test_the_config_ties_model_to_family_custom() -> None:
@@ -126,6 +178,32 @@ def test_a_non_finite_checkpoint_and_a_folder_without_steps_are_refused(tmp_path
     (folder / "manifest.json").write_text('{"steps": {"step_0.pt": 0, "final.pt": 0}}')
     with pytest.raises(CheckpointError, match="are both step 0"):
         checkpoint_files(folder)
+
+
+def test_a_model_that_fails_while_it_is_measured_is_one_line_naming_the_file_and_the_block(
+        tmp_path: Path, capsys, monkeypatch) -> None:
+    """Any exception a user's model raises inside the engine ends as ``error: <file>: ...`` with exit
+    status 2 and nothing written; one raised in a block's curvature names the block."""
+    folder = tmp_path / "ckpt"
+    _save_states(folder, fixed_batch, (4,), 3)
+    assert _measure(tmp_path, folder, model="tests.user_models:fixed_batch") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {folder / 'step_0.pt'}: ValueError: Expected input batch_size (2)")
+    assert "\n" not in err
+    _nothing_written(tmp_path)
+
+    from pipeline.curvature import block_engine
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("derivative for aten::something is not implemented\nmore detail")
+
+    folder = tmp_path / "ckpt2"
+    _save_states(folder, tiny_mlp, (4,), 3)
+    monkeypatch.setattr(block_engine, "_ggn_row", broken)
+    assert _measure(tmp_path, folder) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {folder / 'step_0.pt'}: block '0': RuntimeError: derivative "
+                                               "for aten::something is not implemented")
+    _nothing_written(tmp_path)
 
 
 def test_measuring_holds_one_state_dict_at_a_time_and_rereads_each_file(tmp_path: Path, monkeypatch) -> None:

@@ -5,7 +5,8 @@ needs nothing but the block's parameter group theta_i (:mod:`pipeline.curvature.
 so it measures convolutions, attention, layer norms, embeddings and a user's own modules. Rows have
 the MLP engine's columns and meaning, ``layer_index`` = block index (``blocks`` table). By kind:
 
-- ``local`` (definition 1, phi over every output entry of the block): ``closed_form`` per output
+- ``local`` (definition 1, phi over every output entry of the block; a block of a module's own
+  parameters, which has no inputs, as the identity on them): ``closed_form`` per output
   channel for a convolution or Linear block with an elementwise activation (through unfolded
   patches, :mod:`pipeline.curvature.conv_local`; any size); otherwise ``autograd`` (the dense
   Hessian by one autograd pass per row, exact) up to the exact limit and ``lanczos`` on local
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.curvature.attention import second_order_attention
 from pipeline.curvature.conv_local import conv_closed_form_applies, conv_local_is_zero, conv_local_spectrum
 from pipeline.curvature.dense_hessian import dense_hessian, finite_eigh
 from pipeline.curvature.engine import (
@@ -54,9 +56,11 @@ from pipeline.curvature.parameter_group import (
     jacobian_factor_fits,
     local_objective,
     loss_objective,
+    own_parameters_objective,
     record_block_inputs,
 )
 from pipeline.curvature.stochastic import GraphHVP
+from pipeline.models.block_graph import own_block_owner
 
 
 def _zero_row(p: int) -> dict:
@@ -93,6 +97,10 @@ def _indefinite_row(obj: ModelObjective, group: ParameterGroup, n_points: int, s
 
 def _local_row(model: nn.Module, block: str, group: ParameterGroup, X: torch.Tensor, settings: CurvatureSettings,
                rng: np.random.Generator) -> dict:
+    if own_block_owner(block) is not None:
+        row, _, _ = _indefinite_row(own_parameters_objective(group, group.theta(model), settings.phi), group, 1,
+                                    settings, rng)
+        return row
     inputs = record_block_inputs(model, block, X)
     module = model.get_submodule(block)
     if conv_closed_form_applies(module) and len(inputs.args) == 1 and not inputs.kwargs:
@@ -119,6 +127,7 @@ def _ggn_row(model: nn.Module, group: ParameterGroup, X: torch.Tensor, task: str
     return matrix_free_ggn_row(GGNProducts(model, group, X, task), p, g, settings, rng)
 
 
+@second_order_attention()
 def block_curvature_snapshot(model: nn.Module, blocks: list[tuple[str, tuple[str, ...]]], X: torch.Tensor,
                              y: torch.Tensor, loss_fn: nn.Module, task: str, settings: CurvatureSettings,
                              seed: int, step: int) -> tuple[list[dict], list[dict]]:
@@ -134,26 +143,30 @@ def block_curvature_snapshot(model: nn.Module, blocks: list[tuple[str, tuple[str
         m = m64(X[:1]).shape[1]
     rows, extras = [], []
     for i, (block, names) in enumerate(blocks):
-        group = ParameterGroup.of(m64, names)
-        p = group.n_params
-        base = {"layer_index": i, "n_probe": X.shape[0], "n_params": p,
-                "bias_share_baseline": float(group.bias_mask.mean())}
+        try:
+            group = ParameterGroup.of(m64, names)
+            p = group.n_params
+            base = {"layer_index": i, "n_probe": X.shape[0], "n_params": p,
+                    "bias_share_baseline": float(group.bias_mask.mean())}
 
-        t = time.perf_counter()
-        row = _local_row(m64, block, group, X, settings, snapshot_rng(seed, step, i, "local"))
-        rows.append({**base, "kind": "local", **row, "seconds": time.perf_counter() - t})
+            t = time.perf_counter()
+            row = _local_row(m64, block, group, X, settings, snapshot_rng(seed, step, i, "local"))
+            rows.append({**base, "kind": "local", **row, "seconds": time.perf_counter() - t})
 
-        t = time.perf_counter()
-        row, g, hg = _indefinite_row(loss_objective(m64, group, X, y, loss_fn), group, X.shape[0], settings,
-                                     snapshot_rng(seed, step, i, "loss"))
-        rows.append({**base, "kind": "loss", **row, "seconds": time.perf_counter() - t})
-        pressure = gradient_pressure(g, hg)
+            t = time.perf_counter()
+            row, g, hg = _indefinite_row(loss_objective(m64, group, X, y, loss_fn), group, X.shape[0], settings,
+                                         snapshot_rng(seed, step, i, "loss"))
+            rows.append({**base, "kind": "loss", **row, "seconds": time.perf_counter() - t})
+            pressure = gradient_pressure(g, hg)
 
-        t = time.perf_counter()
-        row, natgrad, natgrad_converged = _ggn_row(m64, group, X, task, g, m, settings,
-                                                   snapshot_rng(seed, step, i, "ggn"))
-        row["exactly_zero"] = bool(row["top_eigenvalue"] == 0)
-        rows.append({**base, "kind": "ggn", **row, "seconds": time.perf_counter() - t})
-        extras.append({"gradient_pressure": pressure, "natural_gradient_norm": natgrad,
-                       "natural_gradient_converged": natgrad_converged if natgrad is not None else None})
+            t = time.perf_counter()
+            row, natgrad, natgrad_converged = _ggn_row(m64, group, X, task, g, m, settings,
+                                                       snapshot_rng(seed, step, i, "ggn"))
+            row["exactly_zero"] = bool(row["top_eigenvalue"] == 0)
+            rows.append({**base, "kind": "ggn", **row, "seconds": time.perf_counter() - t})
+            extras.append({"gradient_pressure": pressure, "natural_gradient_norm": natgrad,
+                           "natural_gradient_converged": natgrad_converged if natgrad is not None else None})
+        except Exception as exc:  # the type is kept (a FloatingPointError is a divergence); the note says where
+            exc.add_note(f"block {block!r}")
+            raise
     return rows, extras

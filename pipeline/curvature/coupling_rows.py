@@ -9,10 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.curvature.attention import second_order_attention
 from pipeline.curvature.coupling import CouplingMap, block_loss, coupling_map, global_coherence
 from pipeline.models.block_graph import BlockGraph, block_names, trace_block_graph
 
 
+@second_order_attention()
 def measure_coupling(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn: Callable, task: str,
                      n_probes: int, rng: np.random.Generator, device: str = "cpu") -> tuple[BlockGraph, CouplingMap]:
     """Block graph and coupling map of ``model`` (anything with ``block_names()``) on the probe batch,

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.curvature.attention import second_order_attention
 from pipeline.curvature.dense_hessian import finite_eigh
 from pipeline.curvature.ggn import (
     GGNFactor,
@@ -198,6 +199,7 @@ def _ggn_row(factor: GGNFactor, g: torch.Tensor, settings: CurvatureSettings,
     return {**row, "bias_share": factor.bias_share()}, natgrad, converged
 
 
+@second_order_attention()
 def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, task: str,
                        settings: CurvatureSettings, seed: int, step: int) -> tuple[list[dict], list[dict]]:
     """Rows of ``hessian_spectra`` (one per layer and kind) and per-layer {gradient_pressure,

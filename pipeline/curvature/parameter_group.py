@@ -135,6 +135,14 @@ def block_prefix(group: ParameterGroup, block: str) -> str:
     return block
 
 
+def own_parameters_objective(group: ParameterGroup, theta0: torch.Tensor, phi: str = "sum") -> ModelObjective:
+    """S_i(theta_i) = phi(theta_i) for a block of a module's own parameters (a CLS token, a positional
+    embedding): it has no inputs, and its output is its own values, so definition 1 reads it as the
+    identity; with phi = sum or mean its local Hessian is exactly zero, with half_sq_norm the identity."""
+    return ModelObjective(lambda theta: aggregate(theta.reshape(1, -1), phi).mean(), theta0, group.names,
+                          group.shapes)
+
+
 def local_objective(model: nn.Module, block: str, group: ParameterGroup, inputs: BlockInputs,
                     phi: str = "sum") -> ModelObjective:
     """S_i(theta_i) = (1/N) sum_n phi(vec B_i(z_n; theta_i)), z_n the recorded inputs (N first); a

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.curvature.attention import second_order_attention
 from pipeline.curvature.lanczos import lanczos
 from pipeline.curvature.objective import ModelObjective, model_loss_objective
 from pipeline.curvature.stochastic import GraphHVP
@@ -84,6 +85,7 @@ def sam_sharpness(f, theta0: torch.Tensor, rho: float = SHARPNESS_RHO, steps: in
     return SharpnessEstimate(estimate, one_step, loss, n_grad)
 
 
+@second_order_attention()
 def loss_sharpness_row(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, task: str,
                        rng: np.random.Generator, device: str = "cpu") -> dict:
     """The ``sharpness`` table's columns for one snapshot. X, y: the probe batch."""

@@ -21,7 +21,14 @@ from pipeline.curvature.conv_local import activation_name
 from pipeline.curvature.engine import CurvatureSettings, curvature_snapshot
 from pipeline.curvature.sharpness import loss_sharpness_row
 from pipeline.datasets.run_data import RunData
-from pipeline.models.block_graph import block_names, trace_block_graph
+from pipeline.models.block_graph import (
+    block_module,
+    block_names,
+    block_parameter_names,
+    block_state,
+    relative_name,
+    trace_block_graph,
+)
 from pipeline.models.mlp import MLP
 from pipeline.snapshot.margins import margin_rows, not_classification_rows
 from pipeline.snapshot.saturation import saturation_stats
@@ -54,11 +61,11 @@ def layer_groups(model: nn.Module) -> list[tuple[list[nn.Parameter], list[nn.Par
     parameters, split by name (``*bias`` vs the rest)."""
     if isinstance(model, MLP):
         return [([lin.weight], [lin.bias]) for lin in model.linears]
-    named = list(model.named_parameters())
+    named = dict(model.named_parameters())
     groups = []
-    for block in block_names(model):
-        mine = [(n, p) for n, p in named if n.startswith(block + ".") and p.requires_grad]  # frozen: not measured
-        groups.append(([p for n, p in mine if not n.endswith("bias")], [p for n, p in mine if n.endswith("bias")]))
+    for mine in block_parameter_names(model, block_names(model)):  # trainable only: frozen ones are not measured
+        groups.append(([named[n] for n in mine if not n.endswith("bias")],
+                       [named[n] for n in mine if n.endswith("bias")]))
     return groups
 
 
@@ -223,7 +230,9 @@ def activation_inputs(model: nn.Module, names: list[str], X: torch.Tensor) -> di
     convolution's units are its channels at every position, a token model's its features per token."""
     hooks, seen = [], {}
     for name in names:
-        block = model.get_submodule(name)
+        block = block_module(model, name)
+        if block is None:  # a module's own parameters: no activation
+            continue
         act = next(((n, m) for n, m in block.named_modules() if activation_name(m) not in (None, "identity")), None)
         if act is None:
             continue
@@ -266,9 +275,9 @@ def block_snapshot(model: nn.Module, probe: tuple[torch.Tensor, torch.Tensor], g
     hessian_rows, curvature = block_curvature_snapshot(model, list(zip(graph.names, graph.params, strict=True)),
                                                        *probe, loss_fn, task, settings, seed, step)
     matrices, matrix_rows = [], []
+    named = dict(model.named_parameters())
     for i, (name, (gws, _)) in enumerate(zip(names, grads, strict=True)):
-        own = [(n, p) for n, p in model.get_submodule(name).named_parameters() if p.requires_grad]
-        weights = [(n, p) for n, p in own if not n.endswith("bias")]
+        weights = [(relative_name(n, name), named[n]) for n in graph.params[i] if not n.endswith("bias")]
         k = principal_matrix(weights)
         summaries = {}
         if k is None:
@@ -295,7 +304,7 @@ def block_snapshot(model: nn.Module, probe: tuple[torch.Tensor, torch.Tensor], g
         if name in acts:
             row["saturation_fraction"], row["dead_fraction"] = saturation_stats(*acts[name])
         stats.append({**row, **curvature[i]})
-        for tensor_name, tensor in model.get_submodule(name).state_dict().items():
+        for tensor_name, tensor in block_state(model, names, i):
             weight_rows.append({"layer_index": i, "tensor": tensor_name, "shape": list(tensor.shape),
                                 "values": tensor.detach().reshape(-1).float().cpu().numpy().copy()})
     if margin_splits is None:

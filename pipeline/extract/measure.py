@@ -102,6 +102,15 @@ def checkpoint_files(folder: str | Path) -> list[Checkpoint]:
     return sorted(found, key=lambda c: c.step)
 
 
+def failure(exc: BaseException) -> str:
+    """An exception raised while a user's model is measured, as one line: the block it was raised in
+    (the note :func:`pipeline.curvature.block_engine.block_curvature_snapshot` adds), its type and its
+    message's first line."""
+    where = "".join(f"{note}: " for note in getattr(exc, "__notes__", ()) if note.startswith("block "))
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{where}{type(exc).__name__}: {first}"
+
+
 def read_state_dict(path: Path, blob: bytes | None = None) -> dict[str, torch.Tensor]:
     """The state dict in ``path`` (itself, or under ``state_dict`` / ``model``); blob: its bytes,
     when the caller has read them already."""
@@ -206,6 +215,10 @@ def measure_folder(spec: RunSpec, checkpoints: list[Checkpoint], folder: str | P
                                                                c.step, True, margin_splits)
                 except FloatingPointError as exc:
                     raise CheckpointError(f"{c.path}: its loss or curvature is not finite ({exc})") from None
+                except (torch.OutOfMemoryError, MemoryError):
+                    raise
+                except Exception as exc:  # the user's model failed inside the engine: one line, where and what
+                    raise CheckpointError(f"{c.path}: {failure(exc)}") from None
                 add_checkpoint_rows(rows, spec.run_id, c.step, None, row, layer_rows, snap,
                                     time.perf_counter() - t)
                 if progress:

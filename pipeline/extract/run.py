@@ -32,7 +32,7 @@ from pipeline.extract.checkpoint import (
     spectral_snapshot,
 )
 from pipeline.extract.coupling_tracker import CouplingTracker
-from pipeline.models.block_graph import block_names
+from pipeline.models.block_graph import block_names, block_parameter_names, relative_name
 from pipeline.models.build import build_network
 from pipeline.models.mlp import MLP, count_parameters
 from pipeline.runspec import RunSpec
@@ -236,16 +236,17 @@ def _block_layer_rows(run_id: str, model: torch.nn.Module, spec: RunSpec) -> lis
     names = block_names(model)
     builtin = spec.family != "custom"  # a user's blocks have no one activation or norm
     rows = []
+    named = dict(model.named_parameters())
+    groups = block_parameter_names(model, names)
     for i, name in enumerate(names):
-        weights = [(n, p) for n, p in model.get_submodule(name).named_parameters()
-                   if p.requires_grad and not n.endswith("bias")]
+        weights = [(relative_name(n, name), named[n]) for n in groups[i] if not n.endswith("bias")]
         k = principal_matrix(weights)
         matrix = None if k is None else as_matrix(weights[k][1])
         rows.append({"run_id": run_id, "layer_index": i, "name": name,
                      "in_features": None if matrix is None else matrix.shape[1],
                      "out_features": None if matrix is None else matrix.shape[0],
                      "activation": spec.activation if builtin else None, "norm": "none" if builtin else None,
-                     "n_params": sum(p.numel() for p in model.get_submodule(name).parameters()),
+                     "n_params": sum(named[n].numel() for n in groups[i]),
                      "is_output": i == len(names) - 1})
     return rows
 

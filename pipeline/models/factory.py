@@ -6,8 +6,11 @@ as ``build(input_shape, output_size)`` after ``torch.manual_seed(seed)``: input_
 of one row's shape (``(d,)`` for a table of d features), output_size the number of classes (or 1
 for regression). It must return an ``nn.Module`` mapping (N, *input_shape) to (N, output_size).
 
-Its blocks are ``blocks`` (module paths, in forward order) when the run names them, else the
-model's own ``block_names()`` when it has one, else every submodule that owns parameters
+Its blocks are ``blocks`` when the run names them: module paths in forward order (``(own)``,
+``encoder.(own)``: the parameters the root or ``encoder`` holds itself), or ``["depth=K"]``, the
+modules K levels down (:func:`pipeline.models.block_graph.depth_blocks`); else the model's own
+``block_names()`` when it has one, else every module the traced forward pass calls that owns
+parameters, and the own parameters of the root and of modules with such children
 (:func:`pipeline.models.block_graph.default_blocks`). :func:`build_factory_model` checks all of it
 on a two-row batch before anything is trained and measured, and every failure is a
 :class:`FactoryError` naming the key (``model`` or ``blocks``) and what is wrong.
@@ -22,7 +25,14 @@ import torch
 from torch import nn
 
 from pipeline.errors import ConfigError
-from pipeline.models.block_graph import BLOCKS_ATTRIBUTE, block_names, trace_block_graph
+from pipeline.models.block_graph import (
+    BLOCKS_ATTRIBUTE,
+    block_depth,
+    block_names,
+    depth_blocks,
+    own_block_owner,
+    trace_block_graph,
+)
 
 
 class FactoryError(ConfigError):
@@ -76,12 +86,23 @@ def build_factory_model(ref: str, input_shape: Sequence[int], output_size: int, 
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, int(output_size)):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise FactoryError(f"model = {ref!r}: outputs of shape {shape} for a batch of 2, expected (2, {output_size})")
-    names = list(blocks)
+    try:
+        depth = block_depth(blocks)
+    except ValueError as exc:
+        raise FactoryError(f"blocks: {exc}") from None
+    names = [] if depth is not None else list(blocks)
     modules = dict(model.named_modules())
     for name in names:
-        if name not in modules or not name:
+        owner = own_block_owner(name)
+        if owner is None and (name not in modules or not name):
             raise FactoryError(f"blocks: {name!r} is not a submodule of the model built by {ref!r}")
+        if owner is not None and (owner not in modules
+                                  or not any(True for _ in modules[owner].parameters(recurse=False))):
+            raise FactoryError(f"blocks: {name!r}: {owner or 'the model'!r} is not a module of the model built by "
+                               f"{ref!r} with parameters of its own")
     try:
+        if depth is not None:
+            names = depth_blocks(model, depth)
         names = names or block_names(model)
         graph = trace_block_graph(model, names)
     except Exception as exc:  # fx cannot trace data-dependent control flow; a block without parameters

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.models.block_graph import block_names
+from pipeline.models.block_graph import block_module, block_names
 from pipeline.models.mlp import MLP
 
 MARGIN_EPS = 1e-6
 #: Why a signature has no statistics (``status`` column of ``margins``).
-OK, NO_POINTS, ZERO_VARIATION, SINGLE_CLASS, NOT_CLASSIFICATION = (
-    "ok", "no_points", "zero_variation", "single_class", "not_classification")
+OK, NO_POINTS, ZERO_VARIATION, SINGLE_CLASS, NOT_CLASSIFICATION, NO_OUTPUT = (
+    "ok", "no_points", "zero_variation", "single_class", "not_classification", "no_output")
 
 
 def representation_names(n_blocks: int) -> list[str]:
@@ -64,12 +64,13 @@ class RepresentationMargins:
     status: str
 
 
-def representations(model: nn.Module, X: torch.Tensor) -> list[torch.Tensor]:
+def representations(model: nn.Module, X: torch.Tensor) -> list[torch.Tensor | None]:
     """[x, h_0, ..., h_{L-2}, logits]: the input, every block's output but the last, and the outputs.
 
     An MLP gives them itself (``representations``, residual and gated edges included); any other
     model's block outputs (:func:`pipeline.models.block_graph.block_names`) are recorded by forward
-    hooks, as the tensors the rest of the forward pass reads, so gradients reach them."""
+    hooks, as the tensors the rest of the forward pass reads, so gradients reach them. A block of a
+    module's own parameters (a CLS token) has no output of each point: None."""
     if isinstance(model, MLP):
         return model.representations(X)
     names = block_names(model)
@@ -79,17 +80,18 @@ def representations(model: nn.Module, X: torch.Tensor) -> list[torch.Tensor]:
             out = out[0]  # nn.MultiheadAttention and the like: the first output is the representation
         seen.setdefault(name, out)
 
-    handles = [model.get_submodule(name).register_forward_hook(
-        lambda _m, _args, out, name=name: keep(out, name)) for name in names[:-1]]
+    modules = {name: block_module(model, name) for name in names[:-1]}
+    handles = [module.register_forward_hook(lambda _m, _args, out, name=name: keep(out, name))
+               for name, module in modules.items() if module is not None]
     try:
         logits = model(X)
     finally:
         for h in handles:
             h.remove()
-    missing = [n for n in names[:-1] if not isinstance(seen.get(n), torch.Tensor)]
+    missing = [n for n in names[:-1] if modules[n] is not None and not isinstance(seen.get(n), torch.Tensor)]
     if missing:
         raise ValueError(f"block {missing[0]!r} returned no tensor in the forward pass: it has no margin")
-    return [X, *(seen[n] for n in names[:-1]), logits]
+    return [X, *(seen.get(n) for n in names[:-1]), logits]
 
 
 def normalized_margins(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
@@ -116,11 +118,16 @@ def normalized_margins(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
     others[rows, y] = -math.inf
     j = others.argmax(dim=1)
     numerator = logits[rows, y] - logits[rows, j]
-    grads = torch.autograd.grad(numerator.sum(), reps, allow_unused=True)
+    present = [r for r in reps if r is not None]
+    grads = iter(torch.autograd.grad(numerator.sum(), present, allow_unused=True))
     num = numerator.detach().numpy()
     correct = num > 0
     out = []
-    for name, rep, g in zip(names, reps, grads, strict=True):
+    for name, rep in zip(names, reps, strict=True):
+        if rep is None:  # a block of a module's own parameters
+            out.append(RepresentationMargins(name, np.full(n, math.nan), correct, math.nan, NO_OUTPUT))
+            continue
+        g = next(grads)
         g = torch.zeros_like(rep) if g is None else g
         distance = num / np.sqrt(eps + (g.detach().reshape(n, -1) ** 2).sum(dim=1).numpy())
         tv = total_variation(rep.detach().reshape(n, -1).numpy())

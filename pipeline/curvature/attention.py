@@ -1,0 +1,41 @@
+"""Attention with second derivatives, for every curvature route.
+
+``F.scaled_dot_product_attention`` (which ``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer`` /
+``DecoderLayer`` and most hand-written attention call) dispatches to a fused kernel: on CPU a
+flash-attention kernel whose backward has no derivative of its own (double backward and forward-mode
+AD raise ``NotImplementedError``), on CUDA flash or memory-efficient kernels with the same gap. The
+curvature engines need second derivatives (Hessian rows, Hessian-vector products by
+forward-over-reverse, per-sample Jacobians under ``vmap``), so while they run, attention is computed
+by the math backend: the same softmax(Q K^T / sqrt(d) + mask) V written in differentiable primitives,
+equal to the fused kernels' output up to rounding, on CPU and CUDA alike.
+
+``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` also have a "fast path" of their own
+(``torch._transformer_encoder_layer_fwd``, ``torch._native_multi_head_attention``) that they take in
+eval mode when no parameter requires grad, which is how the engines see them: their parameters are
+constants and theta_i comes in through ``torch.func``. That path is switched off too
+(``torch.backends.mha.set_fastpath_enabled(False)``), so the modules run their documented composite
+forward pass.
+
+:func:`second_order_attention` is a context manager and a decorator; the flags it sets are
+process-wide and restored on exit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+
+@contextmanager
+def second_order_attention() -> Iterator[None]:
+    """Within it, attention runs on the math backend (twice differentiable), without the fast path."""
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
