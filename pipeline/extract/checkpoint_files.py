@@ -167,17 +167,19 @@ def _shards(index: Path) -> list[Path]:
 
 def _located_step(path: Path, files: tuple[Path, ...]) -> int:
     """Rules 2 and 3 of the module docstring, for a checkpoint the manifest does not list."""
-    recorded = None
+    recorded, unreadable = None, None
     if path.is_dir() and (path / TRAINER_STATE).is_file():
         recorded = _trainer_state_step(path / TRAINER_STATE)
     if recorded is None and len(files) == 1:
         try:
             recorded = recorded_step(files[0])
-        except CheckpointError:  # unreadable: the check pass names what is wrong with it
-            recorded = None
+        except CheckpointError as exc:  # unreadable: the check pass names what is wrong with it
+            unreadable = exc
     if recorded is not None:
         return recorded
     numbers = re.findall(r"\d+", path.stem if path.is_file() else path.name)
+    if not numbers and unreadable is not None:
+        raise unreadable
     if not numbers:
         kind = "file" if path.is_file() else "folder"
         raise CheckpointError(f"{path}: no step in the {kind} name or the checkpoint (name it like "
