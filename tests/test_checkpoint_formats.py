@@ -19,9 +19,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline.extract.checkpoint_files import CheckpointError, checkpoint_files, folder_weights, read_state_dict
+from pipeline.extract.checkpoint_files import (
+    CheckpointError,
+    checkpoint_files,
+    folder_weights,
+    model_keys,
+    read_state_dict,
+)
 from tests.test_user_models import _measure, _nothing_written
-from tests.user_models import tiny_mlp
+from tests.user_models import tied_mlp, tiny_mlp
 
 STEPS = (0, 10)
 
@@ -158,7 +164,7 @@ def test_hugging_face_trainer_folders_whole_sharded_and_bin(tmp_path: Path, refe
     assert folder_weights(bin_folder) == (bin_folder / "pytorch_model.bin",)
     (c,) = checkpoint_files(tmp_path / "bin")
     assert c.step == 10
-    state = read_state_dict(c, model_keys=states[10])
+    state = read_state_dict(c, model_keys=list(states[10]))
     assert state.keys() == states[10].keys() and all(torch.equal(state[k], states[10][k]) for k in state)
 
 
@@ -200,6 +206,34 @@ def test_a_manifest_lists_files_folders_and_files_inside_folders(tmp_path: Path)
     (folder / "manifest.json").write_text(json.dumps({"steps": {"a": 3, "b/model.pt": 5, "final.safetensors": 7}}))
     assert [(c.step, str(c.path.relative_to(folder))) for c in checkpoint_files(folder)] == [
         (3, "a"), (5, "b/model.pt"), (7, "final.safetensors")]
+
+
+def test_a_tied_weight_stored_once_fills_every_key_that_shares_it(tmp_path: Path) -> None:
+    """``save_model`` (as ``save_pretrained``) keeps one of two keys sharing a tensor: the other is read
+    from it; a key sharing nothing that is absent is still missing."""
+    from safetensors.torch import save_model
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    torch.manual_seed(1)
+    saved = tied_mlp((4,), 3)
+    save_model(saved, str(folder / "step_3.safetensors"))
+    model = tied_mlp((4,), 3)
+    keys = model_keys(model)
+    assert keys["b.weight"] == "a.weight" and keys["b.bias"] == "b.bias"
+    (c,) = checkpoint_files(folder)
+    state = read_state_dict(c, model_keys=keys)
+    assert len(state) == 6
+    model.load_state_dict(state, strict=True)
+    for key, tensor in saved.state_dict().items():
+        assert torch.equal(model.state_dict()[key], tensor)
+    # without the tie, b.weight is missing; without head.bias, it is
+    with pytest.raises(CheckpointError, match=r"does not fit the model: 1 missing key \(b.weight\)$"):
+        read_state_dict(c, model_keys=list(keys))
+    state = {k: v for k, v in saved.state_dict().items() if k not in ("b.weight", "head.bias")}
+    save_file(state, folder / "step_3.safetensors")
+    with pytest.raises(CheckpointError, match=r"does not fit the model: 1 missing key \(head.bias\)$"):
+        read_state_dict(c, model_keys=keys)
 
 
 # -- one-line errors, nothing written ----------------------------------------------------------------

@@ -38,7 +38,7 @@ import json
 import pickletools
 import re
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,8 +178,9 @@ def _located_step(path: Path, files: tuple[Path, ...]) -> int:
     if recorded is not None:
         return recorded
     numbers = re.findall(r"\d+", path.stem if path.is_file() else path.name)
-    if not numbers and unreadable is not None:
-        raise unreadable
+    if not numbers and unreadable is not None:  # the file's own fault comes first
+        raise CheckpointError(f"{path}: no step in the file name, and none read from the file: "
+                              f"{str(unreadable).split(': ', 1)[-1]}")
     if not numbers:
         kind = "file" if path.is_file() else "folder"
         raise CheckpointError(f"{path}: no step in the {kind} name or the checkpoint (name it like "
@@ -383,37 +384,70 @@ def _first_global(blob: bytes) -> str | None:
     return None
 
 
-def fit_keys(state: dict[str, torch.Tensor], model_keys: Iterable[str], path: Path) -> dict[str, torch.Tensor]:
+def model_keys(model: torch.nn.Module) -> dict[str, str]:
+    """The model's state-dict keys, each mapped to the first key whose tensor it shares (itself when it
+    shares none): a tied weight (an embedding and an output layer) may be stored once, as
+    ``safetensors.torch.save_model`` and Hugging Face's ``save_pretrained`` store it."""
+    first: dict[tuple, str] = {}
+    keys = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
+                 tuple(tensor.stride())) if tensor.numel() else (key,)
+        keys[key] = first.setdefault(ident, key)
+    return keys
+
+
+def fit_keys(state: dict[str, torch.Tensor], model_keys: Iterable[str] | Mapping[str, str],
+             path: Path) -> dict[str, torch.Tensor]:
     """The state dict keyed as the model's: itself when its keys are the model's, else its entries under
     the one prefix P (``model.``) whose stripped keys are exactly the model's (keys outside P are not
-    read: a LightningModule's other attributes). Two such prefixes, or none, raise a CheckpointError:
-    the mismatch names the first missing and unexpected keys (sorted) and how many of each, under the
-    prefix that fits best."""
-    want = set(model_keys)
-    if set(state) == want:
-        return state
+    read: a LightningModule's other attributes). model_keys: the model's keys, or :func:`model_keys`'s
+    mapping, when a tied tensor stored under one of its keys stands for all of them. Two fitting
+    prefixes, or none, raise a CheckpointError: the mismatch names the first missing and unexpected keys
+    (sorted) and how many of each, under the prefix that fits best."""
+    alias = dict(model_keys) if isinstance(model_keys, Mapping) else {k: k for k in model_keys}
+    want = set(alias)
+
+    def completed(sub: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """sub with each tied key it lacks filled from the key it shares a tensor with, if it then fits."""
+        if not set(sub) <= want:
+            return None
+        tied = {}
+        for key in want - set(sub):
+            shared = [k for k in want if alias[k] == alias[key] and k in sub]
+            if not shared:
+                return None
+            tied[key] = sub[shared[0]]
+        return {**sub, **tied}
+
+    whole = completed(state)
+    if whole is not None:
+        return whole
     matched: dict[str, int] = {}
     for key in state:
         for i, ch in enumerate(key):
             if ch == "." and key[i + 1:] in want:
                 matched[key[:i + 1]] = matched.get(key[:i + 1], 0) + 1
-    fitting = [p for p, n in matched.items() if n == len(want)
-               and {k[len(p):] for k in state if k.startswith(p)} == want]
+    fitting = {}
+    for p in matched:
+        sub = completed({k[len(p):]: v for k, v in state.items() if k.startswith(p)})
+        if sub is not None:
+            fitting[p] = sub
     if len(fitting) == 1:
-        p = fitting[0]
-        return {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
+        return next(iter(fitting.values()))
     if len(fitting) > 1:
         raise CheckpointError(f"{path}: its keys fit the model under {len(fitting)} prefixes "
                               f"({', '.join(repr(p) for p in sorted(fitting))}): keep one copy of the model's "
                               "weights in the state dict")
     best = max([("", sum(k in want for k in state)), *matched.items()], key=lambda pn: (pn[1], -len(pn[0])))[0]
     keys = {k[len(best):] for k in state if k.startswith(best)}
-    missing, unexpected = sorted(want - keys), sorted(keys - want)
-    where = f" under the prefix {best!r}" if best else ""
-    parts = [f"{len(names)} {kind} key{'s' if len(names) != 1 else ''}{where if kind == 'unexpected' else ''} "
+    missing = sorted(k for k in want - keys if not any(alias[j] == alias[k] for j in keys & want))
+    unexpected = sorted(keys - want)
+    parts = [f"{len(names)} {kind} key{'s' if len(names) != 1 else ''} "
              f"({', '.join(names[:SHOWN_KEYS])}{', ...' if len(names) > SHOWN_KEYS else ''})"
              for kind, names in (("missing", missing), ("unexpected", unexpected)) if names]
-    raise CheckpointError(f"{path}: does not fit the model: {'; '.join(parts)}")
+    where = f" (its keys under the prefix {best!r})" if best else ""
+    raise CheckpointError(f"{path}: does not fit the model{where}: {'; '.join(parts)}")
 
 
 def _first_line(exc: BaseException) -> str:

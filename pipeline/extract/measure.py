@@ -38,6 +38,7 @@ from pipeline.extract.checkpoint_files import (
     CheckpointError,
     blob_digest,
     checkpoint_files,
+    model_keys,
     read_blobs,
     read_state_dict,
 )
@@ -88,7 +89,7 @@ def check_folder(spec: RunSpec, checkpoints: list[Checkpoint],
     a file that is unreadable, foreign or not finite raises a CheckpointError naming it."""
     dataset = prepared_dataset(spec.dataset, custom)
     model = build_network(spec, dataset.X.shape[1], dataset.output_dim, dataset.feature_names)
-    keys = list(model.state_dict())
+    keys = model_keys(model)
     digest, file_hashes = FolderDigest(), []
     for c in checkpoints:
         blobs = read_blobs(c)
@@ -125,7 +126,7 @@ def measure_folder(spec: RunSpec, checkpoints: list[Checkpoint], folder: str | P
     data = run_data(spec, dataset)
     tensors = {s: data.tensors(s) for s in ("train", "test", "probe")}
     model = build_network(spec, dataset.X.shape[1], dataset.output_dim, dataset.feature_names)
-    keys = list(model.state_dict())
+    keys = model_keys(model)
     loss_fn = loss_function(dataset.task)
     settings = CurvatureSettings(spec.hessian_exact_limit, spec.hvp_budget, "sum", device)
     rows = empty_rows()
