@@ -128,15 +128,22 @@ def test_lightning_checkpoints_step_from_global_step_and_the_prefix_stripped(tmp
     states = _weights()
     torch.save(_lightning(states[0], 0), folder / "epoch=0-step=0.ckpt")
     torch.save(_lightning(states[10], 10), folder / "last.ckpt")
-    assert [(c.step, c.path.name) for c in checkpoint_files(folder)] == [(0, "epoch=0-step=0.ckpt"),
-                                                                         (10, "last.ckpt")]
+    found = checkpoint_files(folder)
+    assert [(c.step, c.path.name, c.recorded) for c in found] == [(0, "epoch=0-step=0.ckpt", True),
+                                                                  (10, "last.ckpt", True)]
     _measured_as_reference(tmp_path, folder, reference)
+    # a file rewritten after it was listed (a trainer still writing last.ckpt) says so when it is read
+    torch.save(_lightning(states[10], 20), folder / "last.ckpt")
+    with pytest.raises(CheckpointError, match=r"last.ckpt: records step 20, not the 10 it recorded when the folder "
+                                              "was listed: it changed; measure again"):
+        read_state_dict(found[1])
 
 
 def test_hugging_face_trainer_folders_whole_sharded_and_bin(tmp_path: Path, reference) -> None:
     """An output folder of ``checkpoint-N/`` folders (the step: trainer_state.json's global_step), their
     weights in ``model.safetensors`` or sharded by ``model.safetensors.index.json``; ``pytorch_model.bin``
-    read as a torch file. Other entries of the output folder (runs/, a README) are not checkpoints."""
+    read as a torch file. Other entries of the output folder (runs/, a README, the final model that
+    ``save_model`` writes into it) are not checkpoints."""
     out = tmp_path / "out"
     states = _weights()
     first = _trainer_folder(out / "checkpoint-0", 0)
@@ -150,6 +157,8 @@ def test_hugging_face_trainer_folders_whole_sharded_and_bin(tmp_path: Path, refe
         {"metadata": {"total_size": 0}, "weight_map": {k: name for name, keys in shards.items() for k in keys}}))
     (out / "runs").mkdir()
     (out / "README.md").write_text("a model card")
+    save_file(states[10], out / "model.safetensors")  # the final model save_model writes: not a checkpoint
+    (out / "config.json").write_text("{}")
     with pytest.raises(CheckpointError, match=r"checkpoint-0 is one checkpoint \(it holds model.safetensors\): give "
                                               "the folder that holds it"):
         checkpoint_files(first)

@@ -7,7 +7,8 @@
   (``model.safetensors.index.json`` and its shards, ``model.safetensors``, ``pytorch_model.bin.index.json``
   and its shards, or ``pytorch_model.bin``, first found), else its one file ending in a checkpoint suffix
   or named ``checkpoints`` / ``checkpoint`` (Ray Tune trainables, the Model Zoos of Schürholt et al.:
-  ``checkpoint_000010/checkpoints``). A folder without weights (logs) is not a checkpoint.
+  ``checkpoint_000010/checkpoints``). A folder without weights (logs) is not a checkpoint, nor are
+  Hugging Face weights in DIR itself (the final model a Trainer saves beside its ``checkpoint-N/``).
 
 A checkpoint's step (:func:`checkpoint_files`) is, first found:
 
@@ -18,7 +19,8 @@ A checkpoint's step (:func:`checkpoint_files`) is, first found:
    ``step`` / ``global_step`` of a safetensors file's ``__metadata__``. A trainer's own count wins over the
    name it chose: Ray Train names a Lightning checkpoint's folder by its report (``checkpoint_000003``)
    while the file counts optimizer steps; Lightning's ``epoch=3-step=400.ckpt`` and the Trainer's
-   ``checkpoint-500`` agree with theirs;
+   ``checkpoint-500`` agree with theirs. A file's recorded step is read again with its bytes, and a
+   file that records another by then (a trainer rewriting ``last.ckpt``) is refused;
 3. the last integer in the file's or folder's name (``step_0200.pt`` -> 200, ``checkpoint_000010`` -> 10).
 
 Reading (:func:`read_state_dict`): ``torch.save`` files with ``torch.load(weights_only=True)`` (no code in a
@@ -65,11 +67,12 @@ class CheckpointError(PipelineError):
 @dataclass(frozen=True)
 class Checkpoint:
     """One checkpoint: its step, its path (a file, or a folder) and the files read for its weights, in
-    the order they are read and hashed (``files[0] == path`` for a file)."""
+    the order they are read and hashed (``files == (path,)`` for a file)."""
 
     step: int
     path: Path
     files: tuple[Path, ...]
+    recorded: bool = False  # the step is the one its weights file records (checked again when it is read)
 
     @property
     def is_folder(self) -> bool:
@@ -84,24 +87,25 @@ def checkpoint_files(folder: str | Path) -> list[Checkpoint]:
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is not a folder", field="checkpoints")
-    weights = next((name for name in HF_WEIGHTS if (folder / name).is_file()), None)
-    if weights is not None:
-        raise CheckpointError(f"{folder} is one checkpoint (it holds {weights}): give the folder that holds it "
-                              "and its siblings", field="checkpoints")
+    own = next((name for name in HF_WEIGHTS if (folder / name).is_file()), None)
+    final = set(folder_weights(folder) or ()) if own else set()  # a Trainer output folder's final model
     manifest = folder / MANIFEST_NAME
     if manifest.is_file():
         found = _from_manifest(folder, manifest)
     else:
         found = []
         for path in sorted(folder.iterdir()):
-            if path.name.startswith(".") or path.name == MANIFEST_NAME:
+            if path.name.startswith(".") or path.name == MANIFEST_NAME or path in final:
                 continue
             if path.is_dir():
                 files = folder_weights(path)
                 if files is not None:
-                    found.append(Checkpoint(_located_step(path, files), path, files))
+                    found.append(_located(path, files))
             elif path.suffix in CHECKPOINT_SUFFIXES:
-                found.append(Checkpoint(_located_step(path, (path,)), path, (path,)))
+                found.append(_located(path, (path,)))
+    if not found and own:
+        raise CheckpointError(f"{folder} is one checkpoint (it holds {own}): give the folder that holds it "
+                              "and its siblings", field="checkpoints")
     if not found:
         raise CheckpointError(f"{folder} has no checkpoints ({'/'.join(CHECKPOINT_SUFFIXES)} files or folders "
                               "holding one)", field="checkpoints")
@@ -165,18 +169,18 @@ def _shards(index: Path) -> list[Path]:
     return [index.parent / name for name in names]
 
 
-def _located_step(path: Path, files: tuple[Path, ...]) -> int:
+def _located(path: Path, files: tuple[Path, ...]) -> Checkpoint:
     """Rules 2 and 3 of the module docstring, for a checkpoint the manifest does not list."""
     recorded, unreadable = None, None
     if path.is_dir() and (path / TRAINER_STATE).is_file():
-        recorded = _trainer_state_step(path / TRAINER_STATE)
-    if recorded is None and len(files) == 1:
+        return Checkpoint(_trainer_state_step(path / TRAINER_STATE), path, files)
+    if len(files) == 1:
         try:
             recorded = recorded_step(files[0])
         except CheckpointError as exc:  # unreadable: the check pass names what is wrong with it
             unreadable = exc
     if recorded is not None:
-        return recorded
+        return Checkpoint(recorded, path, files, recorded=True)
     numbers = re.findall(r"\d+", path.stem if path.is_file() else path.name)
     if not numbers and unreadable is not None:  # the file's own fault comes first
         raise CheckpointError(f"{path}: no step in the file name, and none read from the file: "
@@ -185,7 +189,7 @@ def _located_step(path: Path, files: tuple[Path, ...]) -> int:
         kind = "file" if path.is_file() else "folder"
         raise CheckpointError(f"{path}: no step in the {kind} name or the checkpoint (name it like "
                               f"step_100{path.suffix if path.is_file() else ''}, or list it in {MANIFEST_NAME})")
-    return int(numbers[-1])
+    return Checkpoint(int(numbers[-1]), path, files)
 
 
 def _trainer_state_step(path: Path) -> int:
@@ -208,10 +212,9 @@ def recorded_step(path: Path) -> int | None:
             size = int.from_bytes(head, "little") if len(head) == 8 else -1
             header = f.read(size) if 0 < size <= 100_000_000 else b""
         return _metadata_step(path, _safetensors_header(path, head + header))
-    if path.suffix in (".safetensors.index.json", ".json") or path.name.endswith(".bin"):
+    if path.suffix in (".json", ".bin"):  # a Hugging Face index or pytorch_model.bin: no step inside
         return None
-    obj = _torch_load(path, None, mmap=zipfile.is_zipfile(path))
-    return _lightning_step(path, obj)
+    return _lightning_step(path, _torch_load(path, None, mmap=zipfile.is_zipfile(path)))
 
 
 def _lightning_step(path: Path, obj: object) -> int | None:
@@ -275,11 +278,15 @@ def read_state_dict(checkpoint: Checkpoint, blobs: list[tuple[str, bytes]] | Non
     files = checkpoint.files
     first = files[0]
     if first.name.endswith(".index.json"):
-        state = _sharded(first, files[1:], blobs)
+        state, step = _sharded(first, files[1:], blobs), None
     elif first.suffix == SAFETENSORS_SUFFIX:
         state = _safetensors(first, blobs[0][1])
+        step = _metadata_step(first, _safetensors_header(first, blobs[0][1]))
     else:
-        state = _torch_state(first, blobs[0][1])
+        state, step = _torch_state(first, blobs[0][1])
+    if checkpoint.recorded and step != checkpoint.step:
+        raise CheckpointError(f"{first}: records step {step}, not the {checkpoint.step} it recorded when the folder "
+                              "was listed: it changed; measure again")
     if model_keys is not None:
         state = fit_keys(state, model_keys, first)
     return state
@@ -295,7 +302,7 @@ def _sharded(index: Path, shards: tuple[Path, ...], blobs: list[tuple[str, bytes
         raise CheckpointError(f"{index}: changed since its shards were listed; measure again")
     state: dict[str, torch.Tensor] = {}
     for (_, blob), shard in zip(blobs[1:], shards, strict=True):
-        part = _safetensors(shard, blob) if shard.suffix == SAFETENSORS_SUFFIX else _torch_state(shard, blob)
+        part = _safetensors(shard, blob) if shard.suffix == SAFETENSORS_SUFFIX else _torch_state(shard, blob)[0]
         for key in part:
             if weight_map.get(key) != shard.name:
                 raise CheckpointError(f"{shard}: holds {key!r}, which {index.name} places in "
@@ -334,8 +341,10 @@ def _safetensors(path: Path, blob: bytes) -> dict[str, torch.Tensor]:
     return state
 
 
-def _torch_state(path: Path, blob: bytes) -> dict[str, torch.Tensor]:
+def _torch_state(path: Path, blob: bytes) -> tuple[dict[str, torch.Tensor], int | None]:
+    """A torch file's state dict, and the step it records (Lightning's ``global_step``) or None."""
     obj = _torch_load(path, blob)
+    step = _lightning_step(path, obj)
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), dict):
@@ -343,7 +352,7 @@ def _torch_state(path: Path, blob: bytes) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: holds no state dict (a mapping of names to tensors)")
-    return obj
+    return obj, step
 
 
 def _torch_load(path: Path, blob: bytes | None, mmap: bool = False) -> object:
