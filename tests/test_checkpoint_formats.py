@@ -122,7 +122,8 @@ def test_safetensors_files_step_from_the_name_or_the_metadata(tmp_path: Path, re
 
 def test_lightning_checkpoints_step_from_global_step_and_the_prefix_stripped(tmp_path: Path, reference) -> None:
     """``epoch=0-step=0.ckpt`` and ``last.ckpt``: the keys under ``model.`` are the network's (the loss's
-    buffer beside them is not read), the step is ``global_step``."""
+    buffer beside them is not read), the step is ``global_step``; a ``last.ckpt`` of another
+    checkpoint's step is not measured."""
     folder = tmp_path / "ckpt"
     folder.mkdir()
     states = _weights()
@@ -137,6 +138,10 @@ def test_lightning_checkpoints_step_from_global_step_and_the_prefix_stripped(tmp
     with pytest.raises(CheckpointError, match=r"last.ckpt: records step 20, not the 10 it recorded when the folder "
                                               "was listed: it changed; measure again"):
         read_state_dict(found[1])
+    # save_last: last.ckpt beside the checkpoint of its step is Lightning's copy of it, not measured twice
+    torch.save(_lightning(states[10], 10), folder / "last.ckpt")
+    torch.save(_lightning(states[10], 10), folder / "epoch=1-step=10.ckpt")
+    assert [c.path.name for c in checkpoint_files(folder)] == ["epoch=0-step=0.ckpt", "epoch=1-step=10.ckpt"]
 
 
 def test_hugging_face_trainer_folders_whole_sharded_and_bin(tmp_path: Path, reference) -> None:
@@ -206,15 +211,21 @@ def test_a_manifest_lists_files_folders_and_files_inside_folders(tmp_path: Path)
     (folder / "a").mkdir(parents=True)
     torch.save(_lightning(states[0], 400), folder / "a" / "checkpoint.ckpt")
     (folder / "b").mkdir()
-    torch.save(states[10], folder / "b" / "model.pt")
+    torch.save({"epoch": 1, "model_state_dict": states[10], "loss": 0.5,  # as PyTorch's tutorial saves
+                "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1, 2, 3]}]}},
+               folder / "b" / "model.pt")
     torch.save(states[10], folder / "b" / "optimizer.pt")
     save_file(states[10], folder / "final.safetensors", metadata={"step": "99"})
     with pytest.raises(CheckpointError, match=r"b: holds 2 checkpoint files \(model.pt, optimizer.pt\): name one in "
                                         r"manifest.json as \"b/model.pt\""):
         checkpoint_files(folder)
     (folder / "manifest.json").write_text(json.dumps({"steps": {"a": 3, "b/model.pt": 5, "final.safetensors": 7}}))
-    assert [(c.step, str(c.path.relative_to(folder))) for c in checkpoint_files(folder)] == [
+    found = checkpoint_files(folder)
+    assert [(c.step, str(c.path.relative_to(folder))) for c in found] == [
         (3, "a"), (5, "b/model.pt"), (7, "final.safetensors")]
+    for c, step in zip(found, (0, 10, 10), strict=True):
+        state = read_state_dict(c, model_keys=list(states[step]))
+        assert all(torch.equal(state[k], v) for k, v in states[step].items())
 
 
 def test_a_tied_weight_stored_once_fills_every_key_that_shares_it(tmp_path: Path) -> None:

@@ -20,16 +20,22 @@ A checkpoint's step (:func:`checkpoint_files`) is, first found:
    name it chose: Ray Train names a Lightning checkpoint's folder by its report (``checkpoint_000003``)
    while the file counts optimizer steps; Lightning's ``epoch=3-step=400.ckpt`` and the Trainer's
    ``checkpoint-500`` agree with theirs. A file's recorded step is read again with its bytes, and a
-   file that records another by then (a trainer rewriting ``last.ckpt``) is refused;
+   file that records another by then (a trainer rewriting ``last.ckpt``) is refused. Lightning's
+   ``last.ckpt`` of the step of another checkpoint is its copy of that one, and not measured again;
 3. the last integer in the file's or folder's name (``step_0200.pt`` -> 200, ``checkpoint_000010`` -> 10).
 
 Reading (:func:`read_state_dict`): ``torch.save`` files with ``torch.load(weights_only=True)`` (no code in a
 checkpoint runs: a pickled object other than tensors and plain values is refused, naming its class),
 safetensors with ``safetensors.torch.load``; a torch file may hold the state dict itself or a dict with it
-under ``state_dict`` (Lightning) or ``model``. The keys are matched to the model's own state dict
-(:func:`fit_keys`): as they are, or under the one prefix that makes them the model's (a LightningModule's
-attribute, ``model.``; DistributedDataParallel's ``module.``), keys outside that prefix not read. Every
-error is a one-line :class:`CheckpointError` naming the file.
+under ``state_dict`` (Lightning), ``model_state_dict`` (PyTorch's tutorial) or ``model``, the first found.
+The keys are matched to the model's own state dict (:func:`fit_keys`): as they are, or under the one
+prefix that makes them the model's (a LightningModule's attribute, ``model.``; DistributedDataParallel's
+``module.``), keys outside that prefix not read; a tied tensor stored once stands for every key sharing
+it (:func:`model_keys`). Every error is a one-line :class:`CheckpointError` naming the file.
+
+What a checkpoint's bytes are (:func:`read_blobs`, :func:`blob_digest`): a file's bytes; a folder's, each
+file its weights are read from (the index and its shards), with its name relative to the folder, in
+reading order. Files read only for a step (``trainer_state.json``) are covered by the step itself.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ MANIFEST_NAME = "manifest.json"
 TRAINER_STATE = "trainer_state.json"
 HF_WEIGHTS = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
               "pytorch_model.bin")
+STATE_KEYS = ("state_dict", "model_state_dict", "model")  # Lightning, PyTorch's tutorial, others
+LIGHTNING_LAST = re.compile(r"last(-v\d+)?\.ckpt")
 BARE_NAMES = ("checkpoints", "checkpoint")  # Ray Tune trainables' torch.save without a suffix
 METADATA_STEP_KEYS = ("step", "global_step")
 SHOWN_KEYS = 3
@@ -103,6 +111,7 @@ def checkpoint_files(folder: str | Path) -> list[Checkpoint]:
                     found.append(_located(path, files))
             elif path.suffix in CHECKPOINT_SUFFIXES:
                 found.append(_located(path, (path,)))
+        found = _without_lightning_copies(found)
     if not found and own:
         raise CheckpointError(f"{folder} is one checkpoint (it holds {own}): give the folder that holds it "
                               "and its siblings", field="checkpoints")
@@ -117,6 +126,16 @@ def checkpoint_files(folder: str | Path) -> list[Checkpoint]:
     if min(steps) < 0:
         raise CheckpointError(f"{folder}: steps must be non-negative")
     return sorted(found, key=lambda c: c.step)
+
+
+def _without_lightning_copies(found: list[Checkpoint]) -> list[Checkpoint]:
+    """Lightning's ``last.ckpt`` (``last-v1.ckpt``, ...) is its copy of the latest checkpoint: dropped when
+    another checkpoint records the same step (kept, and measured, when it is the only one of its step)."""
+    def copy(c: Checkpoint) -> bool:
+        return c.recorded and LIGHTNING_LAST.fullmatch(c.files[0].name) is not None
+
+    steps = [c.step for c in found if not copy(c)]
+    return [c for c in found if not (copy(c) and c.step in steps)]
 
 
 def _from_manifest(folder: Path, manifest: Path) -> list[Checkpoint]:
@@ -214,11 +233,15 @@ def recorded_step(path: Path) -> int | None:
         return _metadata_step(path, _safetensors_header(path, head + header))
     if path.suffix in (".json", ".bin"):  # a Hugging Face index or pytorch_model.bin: no step inside
         return None
-    return _lightning_step(path, _torch_load(path, None, mmap=zipfile.is_zipfile(path)))
+    try:
+        obj = _torch_load(path, None, mmap=zipfile.is_zipfile(path))
+    except CheckpointError:  # a file memory-mapping refuses (an older layout): read whole, or name its fault
+        obj = _torch_load(path, None)
+    return _lightning_step(path, obj)
 
 
 def _lightning_step(path: Path, obj: object) -> int | None:
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and "global_step" in obj:
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and "global_step" in obj:  # Lightning
         step = obj["global_step"]
         if isinstance(step, torch.Tensor) and step.numel() == 1:
             step = step.item()
@@ -346,7 +369,7 @@ def _torch_state(path: Path, blob: bytes) -> tuple[dict[str, torch.Tensor], int 
     obj = _torch_load(path, blob)
     step = _lightning_step(path, obj)
     if isinstance(obj, dict):
-        for key in ("state_dict", "model"):
+        for key in STATE_KEYS:
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
