@@ -117,6 +117,7 @@ def test_safetensors_files_step_from_the_name_or_the_metadata(tmp_path: Path, re
     assert [c.step for c in checkpoint_files(folder)] == [0, 7]
     save_file(states[10], folder / "weights_10.safetensors")
     (folder / "weights_7.safetensors").unlink()
+    torch.save({"state": {}, "param_groups": []}, folder / "optimizer_10.pt")  # a trainer's, not weights
     _measured_as_reference(tmp_path, folder, reference)
 
 
@@ -214,10 +215,12 @@ def test_a_manifest_lists_files_folders_and_files_inside_folders(tmp_path: Path)
     torch.save({"epoch": 1, "model_state_dict": states[10], "loss": 0.5,  # as PyTorch's tutorial saves
                 "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1, 2, 3]}]}},
                folder / "b" / "model.pt")
-    torch.save(states[10], folder / "b" / "optimizer.pt")
+    torch.save(states[10], folder / "b" / "ema.pt")
+    torch.save({"state": {}, "param_groups": []}, folder / "b" / "optimizer.pt")  # never a candidate
+    torch.save({}, folder / "b" / "rng_state_0.pth")
     save_file(states[10], folder / "final.safetensors", metadata={"step": "99"})
-    with pytest.raises(CheckpointError, match=r"b: holds 2 checkpoint files \(model.pt, optimizer.pt\): name one in "
-                                        r"manifest.json as \"b/model.pt\""):
+    with pytest.raises(CheckpointError, match=r"b: holds 2 checkpoint files \(ema.pt, model.pt\): name one in "
+                                        r"manifest.json as \"b/ema.pt\""):
         checkpoint_files(folder)
     (folder / "manifest.json").write_text(json.dumps({"steps": {"a": 3, "b/model.pt": 5, "final.safetensors": 7}}))
     found = checkpoint_files(folder)

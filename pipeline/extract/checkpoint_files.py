@@ -1,6 +1,8 @@
 """The checkpoints of a folder, in the formats researchers' checkpoints come in, read as state dicts.
 
-``pipeline measure --checkpoints DIR`` takes the children of DIR (names starting with ``.`` aside):
+``pipeline measure --checkpoints DIR`` takes the children of DIR, names starting with ``.`` and a
+trainer's ``optimizer*``, ``scheduler*``, ``lr_scheduler*``, ``rng_state*`` and ``scaler*`` files aside
+(here and in a checkpoint folder):
 
 - a **file** ending in ``.pt``, ``.pth``, ``.ckpt`` (``torch.save``) or ``.safetensors`` is one checkpoint;
 - a **folder** is one checkpoint when it holds weights (:func:`folder_weights`): a Hugging Face folder
@@ -64,6 +66,8 @@ HF_WEIGHTS = ("model.safetensors.index.json", "model.safetensors", "pytorch_mode
 STATE_KEYS = ("state_dict", "model_state_dict", "model")  # Lightning, PyTorch's tutorial, others
 LIGHTNING_LAST = re.compile(r"last(-v\d+)?\.ckpt")
 BARE_NAMES = ("checkpoints", "checkpoint")  # Ray Tune trainables' torch.save without a suffix
+# what trainers save beside the weights (the Trainer's optimizer.pt, scheduler.pt, rng_state.pth, scaler.pt)
+NOT_WEIGHTS = re.compile(r"(optimizer|scheduler|lr_scheduler|rng_state|scaler)([-_.].*)?")
 METADATA_STEP_KEYS = ("step", "global_step")
 SHOWN_KEYS = 3
 
@@ -109,7 +113,7 @@ def checkpoint_files(folder: str | Path) -> list[Checkpoint]:
                 files = folder_weights(path)
                 if files is not None:
                     found.append(_located(path, files))
-            elif path.suffix in CHECKPOINT_SUFFIXES:
+            elif path.suffix in CHECKPOINT_SUFFIXES and not NOT_WEIGHTS.fullmatch(path.name):
                 found.append(_located(path, (path,)))
         found = _without_lightning_copies(found)
     if not found and own:
@@ -167,7 +171,8 @@ def folder_weights(folder: Path) -> tuple[Path, ...] | None:
         if path.is_file():
             return (path, *_shards(path)) if name.endswith(".index.json") else (path,)
     candidates = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                        and (p.suffix in CHECKPOINT_SUFFIXES or p.name in BARE_NAMES))
+                        and (p.suffix in CHECKPOINT_SUFFIXES or p.name in BARE_NAMES)
+                        and not NOT_WEIGHTS.fullmatch(p.name))
     if len(candidates) > 1:
         raise CheckpointError(f"{folder}: holds {len(candidates)} checkpoint files "
                               f"({', '.join(p.name for p in candidates)}): name one in {MANIFEST_NAME} as "
@@ -461,7 +466,8 @@ def fit_keys(state: dict[str, torch.Tensor], model_keys: Iterable[str] | Mapping
             if ch == "." and key[i + 1:] in want:
                 matched[key[:i + 1]] = matched.get(key[:i + 1], 0) + 1
     fitting = {}
-    for p in matched:
+    groups = len(set(alias.values()))  # a fitting prefix holds at least one key of each tied group
+    for p in (p for p, n in matched.items() if n >= groups):
         sub = completed({k[len(p):]: v for k, v in state.items() if k.startswith(p)})
         if sub is not None:
             fitting[p] = sub
