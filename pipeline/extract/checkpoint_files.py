@@ -238,10 +238,13 @@ def recorded_step(path: Path) -> int | None:
         return _metadata_step(path, _safetensors_header(path, head + header))
     if path.suffix in (".json", ".bin"):  # a Hugging Face index or pytorch_model.bin: no step inside
         return None
+    mmap = zipfile.is_zipfile(path)
     try:
-        obj = _torch_load(path, None, mmap=zipfile.is_zipfile(path))
-    except CheckpointError:  # a file memory-mapping refuses (an older layout): read whole, or name its fault
-        obj = _torch_load(path, None)
+        obj = _torch_load(path, None, mmap=mmap)
+    except CheckpointError:
+        if not mmap:
+            raise
+        obj = _torch_load(path, None)  # a file memory-mapping refuses (an older layout): read whole
     return _lightning_step(path, obj)
 
 
@@ -403,7 +406,7 @@ def _refused_global(path: Path, blob: bytes | None, name: str) -> str:
         return (f"{path}: holds a pickled {name.rsplit('.', 1)[-1]} object ({name}), not a state dict: save "
                 "model.state_dict() instead (a weights-only load runs no code from a checkpoint)")
     return (f"{path}: holds a pickled {name} object beside its tensors, which a weights-only load refuses "
-            "(no code in a checkpoint runs): save the state dict without it")
+            "(no code in a checkpoint runs): save state dicts (model.state_dict()) and plain values only")
 
 
 def _first_global(blob: bytes) -> str | None:
