@@ -331,12 +331,15 @@ def test_a_prefix_that_fits_twice_is_refused(tmp_path: Path, capsys) -> None:
              "('ema.', 'model.')")
 
 
-def test_two_checkpoints_of_one_step_in_two_formats_are_refused(tmp_path: Path, capsys) -> None:
+def test_formats_mix_in_one_folder_but_two_checkpoints_of_one_step_are_refused(tmp_path: Path, capsys,
+                                                                               reference) -> None:
     folder = _with_good_first(tmp_path)
     save_file(_weights()[10], folder / "final.safetensors", metadata={"step": "0"})
     assert _measure(tmp_path, folder) == 2
     assert capsys.readouterr().err.strip() == f"error: {folder}: final.safetensors and step_0.pt are both step 0"
     _nothing_written(tmp_path)
+    save_file(_weights()[10], folder / "final.safetensors", metadata={"step": "10"})
+    _measured_as_reference(tmp_path, folder, reference)
 
 
 def test_a_shard_that_changes_while_the_folder_is_measured_stops_it(tmp_path: Path, monkeypatch, capsys) -> None:
