@@ -96,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="the model factory, package.module:callable "
                                                   "(called as build(input_shape, output_size))")
     p.add_argument("--checkpoints", type=Path, required=True,
-                   help="folder of state_dict files (*.pt, *.pth, *.ckpt; the step in each name or manifest.json)")
+                   help="folder of checkpoints: *.pt / *.pth / *.ckpt (state dicts, Lightning), *.safetensors, "
+                        "or folders holding one (Hugging Face, Ray Tune); the step from manifest.json, the "
+                        "checkpoint's own global_step, or the name's last integer (docs/models.md)")
     p.add_argument("--data", required=True, help="a built-in data set name, or a CSV / Parquet file (with --target)")
     p.add_argument("--target", default=None, help="target column of a --data file")
     p.add_argument("--data-name", default=None, help="name of a --data file's data set in the database "

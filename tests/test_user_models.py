@@ -221,10 +221,10 @@ def test_measuring_holds_one_state_dict_at_a_time_and_rereads_each_file(tmp_path
     events, alive = [], []
     read, snapshot = measure_module.read_state_dict, measure_module.measure_checkpoint
 
-    def reading(path: Path, blob: bytes | None = None):
+    def reading(checkpoint, *args):
         gc.collect()
-        events.append(("read", path.name, sum(r() is not None for r in alive)))
-        state = read(path, blob)
+        events.append(("read", checkpoint.path.name, sum(r() is not None for r in alive)))
+        state = read(checkpoint, *args)
         holder = type("Held", (dict,), {})(state)  # a dict subclass can be weakly referenced
         alive.append(weakref.ref(holder))
         return holder

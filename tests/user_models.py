@@ -166,3 +166,22 @@ class _FixedBatch(nn.Module):
 
 def fixed_batch(input_shape: tuple[int, ...], output_size: int) -> nn.Module:
     return _FixedBatch(input_shape[0], output_size)
+
+
+class TiedMLP(nn.Module):
+    """Two hidden Linear maps sharing one weight (as a language model ties its embedding and output
+    layer): its state dict names the tensor twice, ``safetensors.torch.save_model`` stores it once."""
+
+    def __init__(self, d: int, output_size: int):
+        super().__init__()
+        self.a = nn.Linear(d, d)
+        self.b = nn.Linear(d, d)
+        self.b.weight = self.a.weight
+        self.head = nn.Linear(d, output_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.b(torch.tanh(self.a(x)))))
+
+
+def tied_mlp(input_shape: tuple[int, ...], output_size: int) -> nn.Module:
+    return TiedMLP(input_shape[0], output_size)
