@@ -40,7 +40,7 @@ import numpy as np
 
 from pipeline.curvature.shadows import SHADOW_WINDOW
 from pipeline.errors import ConfigError
-from pipeline.models.block_graph import block_depth
+from pipeline.models.block_graph import DEPTH_PREFIX, block_depth
 from pipeline.models.build import TRANSFORMER_HEADS
 from pipeline.runspec import RUN_FIELDS, SIZE_PRESETS, Range, RunSpec
 
@@ -212,7 +212,7 @@ def _expand_grid(defaults: dict, grid: dict, key: str, known_datasets: set[str],
                  digests: dict[str, str]) -> list[RunSpec]:
     axes: list[tuple[str, list]] = []
     for name, value in grid.items():
-        if name == "blocks" and isinstance(value, str):  # blocks = "depth=1": one value
+        if name == "blocks" and isinstance(value, str) and value.startswith(DEPTH_PREFIX):  # one value
             value = [value]
         if name in ("widths", "blocks"):  # a flat list is one architecture; a list of lists is an axis
             values = value if isinstance(value, list) and value and all(isinstance(v, list) for v in value) \
@@ -283,7 +283,8 @@ def _make_spec(fields: dict, key: str, fail) -> RunSpec:
     if family == "custom" and not fields.get("model"):
         raise fail(f"{key}.model", "family 'custom' needs model = 'package.module:callable'")
     if "blocks" in fields:
-        fields["blocks"] = tuple(fields["blocks"])
+        blocks = fields["blocks"]
+        fields["blocks"] = (blocks,) if isinstance(blocks, str) else tuple(blocks)
     _inapplicable(fields, key, fail)
     probes = fields.get("coupling_probes", 0)
     if probes == 1:
@@ -340,6 +341,8 @@ def _check_value(name: str, value, key: str, known_datasets: set[str], fail) -> 
         if not isinstance(value, bool):
             raise fail(key, f"expected true or false, got {value!r}")
     elif f.type == tuple[str, ...]:
+        if isinstance(value, str) and value.startswith(DEPTH_PREFIX):  # blocks = "depth=K"
+            value = [value]
         if not isinstance(value, list) or not all(isinstance(b, str) and b for b in value):
             raise fail(key, "expected a list of module paths (strings), or 'depth=K'")
         try:

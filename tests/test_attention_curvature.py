@@ -314,3 +314,35 @@ def test_the_matrix_free_gauss_newton_and_sharpness_run_through_attention(monkey
     assert abs(m["top_eigenvalue"] - e["top_eigenvalue"]) <= 2 * m["top_residual"] + 1e-9 * e["top_eigenvalue"]
     row = loss_sharpness_row(model.float(), X.float(), y, loss_fn, "classification", np.random.default_rng(0))
     assert row["hessian_top_converged"] and math.isfinite(row["sharpness"])
+
+
+def test_the_attention_flags_are_kept_until_the_last_thread_leaves() -> None:
+    """The flags are process-wide: a thread leaving its window while another is still inside must not
+    restore the fused kernels under it; the last to leave restores what the first found."""
+    import threading
+    import time
+
+    def flags() -> tuple[bool, bool]:
+        return torch.backends.mha.get_fastpath_enabled(), torch.backends.cuda.flash_sdp_enabled()
+
+    before, seen = flags(), []
+
+    def short() -> None:
+        with second_order_attention():
+            time.sleep(0.05)
+
+    def long() -> None:
+        with second_order_attention():
+            time.sleep(0.2)
+            seen.append(flags())
+
+    threads = [threading.Thread(target=long), threading.Thread(target=short)]
+    for t in threads:
+        t.start()
+        time.sleep(0.02)
+    for t in threads:
+        t.join()
+    assert seen == [(False, False)] and flags() == before
+    with pytest.raises(ValueError), second_order_attention():
+        raise ValueError
+    assert flags() == before

@@ -78,6 +78,32 @@ def test_the_models_own_parameters_are_a_block_and_blocks_can_be_a_depth() -> No
                                                        "model": "tests.user_models:small_resnet"}}]})
 
 
+def test_lists_of_modules_read_weights_tied_weights_and_a_scale_used_last() -> None:
+    """A ModuleList is not a level of ``depth``; a module whose weight the model reads (its forward
+    never runs) is its own-parameter block; a tied weight is one block's; a logit scale held by the
+    model and used last is not the output block; a block list out of forward order is refused."""
+    from pipeline.models.block_graph import output_block
+
+    model = build_factory_model("tests.user_models:tied_stack", (4,), 3)
+    assert model.atlas_block_names == ["tokens", "pos.(own)", "layers.0", "layers.1", "unembed", "head", "(own)"]
+    assert output_block(model.atlas_block_names) == 5
+    deep = build_factory_model("tests.user_models:tied_stack", (4,), 3, blocks=["depth=1"])
+    assert deep.atlas_block_names == model.atlas_block_names
+    with pytest.raises(FactoryError, match=r"^blocks: \['head', 'tokens'\] are not in forward order: the traced "
+                                           r"forward pass first uses them as \['tokens', 'head'\]"):
+        build_factory_model("tests.user_models:tied_stack", (4,), 3, blocks=["head", "tokens"])
+
+    from pipeline.extract.run import train_and_measure
+
+    spec = RunSpec(dataset="iris", family="custom", model="tests.user_models:tied_stack", epochs=1,
+                   metric_checkpoints=2, spectral_snapshots=1, probe_size=16)
+    rows = train_and_measure(spec)
+    assert [r["is_output"] for r in rows["layers"]] == [False] * 5 + [True, False]
+    reps = {r["representation"]: (r["layer_index"], r["status"]) for r in rows["margins"] if not r["correct_only"]}
+    assert reps["output"] == (5, "ok") and reps["h6"] == (6, "no_output") and reps["h1"] == (1, "no_output")
+    assert "h5" not in reps
+
+
 def test_a_vit_with_a_cls_token_is_measured_in_every_table() -> None:
     """The root's own parameters are a block of every per-block table: curvature (its local Hessian,
     of a block with no inputs, is the identity reading: exactly zero under phi = sum), spectra of its

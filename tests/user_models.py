@@ -185,3 +185,31 @@ class TiedMLP(nn.Module):
 
 def tied_mlp(input_shape: tuple[int, ...], output_size: int) -> nn.Module:
     return TiedMLP(input_shape[0], output_size)
+
+
+class TiedStack(nn.Module):
+    """A GPT-like layout over feature tokens: layers in an ``nn.ModuleList``, a positional embedding
+    module whose weight the model reads (its forward never runs), an output map tied to the input map,
+    and a learned logit scale held by the model and used last."""
+
+    def __init__(self, d: int, width: int = 4):
+        super().__init__()
+        self.tokens = nn.Linear(1, width, bias=False)
+        self.pos = nn.Embedding(d, width)
+        self.layers = nn.ModuleList([nn.Linear(width, width) for _ in range(2)])
+        self.unembed = nn.Linear(width, 1, bias=False)
+        self.head = nn.Linear(d, 3, bias=False)
+        self.head2 = nn.Linear(d, 3, bias=False)
+        self.head2.weight = self.head.weight  # tied: named once, under head
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.tokens(x.unsqueeze(-1)) + self.pos.weight
+        for layer in self.layers:
+            t = t + torch.tanh(layer(t))
+        h = self.unembed(t).squeeze(-1)
+        return (self.head(h) + self.head2(torch.tanh(h))) * self.scale
+
+
+def tied_stack(input_shape: tuple[int, ...], output_size: int) -> nn.Module:
+    return TiedStack(input_shape[0])

@@ -16,26 +16,45 @@ constants and theta_i comes in through ``torch.func``. That path is switched off
 (``torch.backends.mha.set_fastpath_enabled(False)``), so the modules run their documented composite
 forward pass.
 
-:func:`second_order_attention` is a context manager and a decorator; the flags it sets are
-process-wide and restored on exit.
+:func:`second_order_attention` is a context manager and a decorator. The flags it sets are
+process-wide, not per thread, so entries are counted across threads: the first sets them, the last
+to leave restores what it found (one thread leaving while another still measures must not restore
+the fused kernels under it).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+_lock = threading.Lock()
+_depth = 0
+_saved: object = None
+
 
 @contextmanager
 def second_order_attention() -> Iterator[None]:
     """Within it, attention runs on the math backend (twice differentiable), without the fast path."""
-    fast = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
+    global _depth, _saved
+    with _lock:
+        if _depth == 0:
+            fast = torch.backends.mha.get_fastpath_enabled()
+            kernel = sdpa_kernel([SDPBackend.MATH])
+            kernel.__enter__()
+            torch.backends.mha.set_fastpath_enabled(False)
+            _saved = (fast, kernel)
+        _depth += 1
     try:
-        with sdpa_kernel([SDPBackend.MATH]):
-            yield
+        yield
     finally:
-        torch.backends.mha.set_fastpath_enabled(fast)
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                fast, kernel = _saved
+                torch.backends.mha.set_fastpath_enabled(fast)
+                kernel.__exit__(None, None, None)
+                _saved = None

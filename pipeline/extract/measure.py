@@ -59,13 +59,17 @@ __all__ = ["CheckedFolder", "Checkpoint", "CheckpointError", "FolderDigest", "ch
            "measure_folder", "read_state_dict"]
 
 
+def block_of(exc: BaseException) -> str:
+    """``block '<name>': `` when the exception carries the note
+    :func:`pipeline.curvature.block_engine.block_curvature_snapshot` adds, else empty."""
+    return "".join(f"{note}: " for note in getattr(exc, "__notes__", ()) if note.startswith("block "))
+
+
 def failure(exc: BaseException) -> str:
-    """An exception raised while a user's model is measured, as one line: the block it was raised in
-    (the note :func:`pipeline.curvature.block_engine.block_curvature_snapshot` adds), its type and its
-    message's first line."""
-    where = "".join(f"{note}: " for note in getattr(exc, "__notes__", ()) if note.startswith("block "))
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{where}{type(exc).__name__}: {first}"
+    """An exception raised while a user's model is measured, as one line: the block it was raised in,
+    its type and its message's first line."""
+    first = str(exc).splitlines()[0] if str(exc).strip() else ""
+    return f"{block_of(exc)}{type(exc).__name__}" + (f": {first}" if first else "")
 
 
 class FolderDigest:
@@ -156,7 +160,8 @@ def measure_folder(spec: RunSpec, checkpoints: list[Checkpoint], folder: str | P
                     row, layer_rows, snap = measure_checkpoint(model, data, tensors, loss_fn, settings, spec.seed,
                                                                c.step, True, margin_splits)
                 except FloatingPointError as exc:
-                    raise CheckpointError(f"{c.path}: its loss or curvature is not finite ({exc})") from None
+                    raise CheckpointError(f"{c.path}: {block_of(exc)}its loss or curvature is not finite ({exc})") \
+                        from None
                 except (torch.OutOfMemoryError, MemoryError):
                     raise
                 except Exception as exc:  # the user's model failed inside the engine: one line, where and what

@@ -32,7 +32,7 @@ from pipeline.extract.checkpoint import (
     spectral_snapshot,
 )
 from pipeline.extract.coupling_tracker import CouplingTracker
-from pipeline.models.block_graph import block_names, block_parameter_names, relative_name
+from pipeline.models.block_graph import block_names, block_parameter_names, output_block, relative_name
 from pipeline.models.build import build_network
 from pipeline.models.mlp import MLP, count_parameters
 from pipeline.runspec import RunSpec
@@ -247,7 +247,7 @@ def _block_layer_rows(run_id: str, model: torch.nn.Module, spec: RunSpec) -> lis
                      "out_features": None if matrix is None else matrix.shape[0],
                      "activation": spec.activation if builtin else None, "norm": "none" if builtin else None,
                      "n_params": sum(named[n].numel() for n in groups[i]),
-                     "is_output": i == len(names) - 1})
+                     "is_output": i == output_block(names)})
     return rows
 
 

@@ -105,6 +105,13 @@ def block_parameter_names(model: nn.Module, names: tuple[str, ...] | list[str]) 
     return tuple(tuple(n for n, i in owners if i == k) for k in range(len(names)))
 
 
+def output_block(names: list[str] | tuple[str, ...]) -> int:
+    """The index of the block whose output the model's outputs are read at: the last module block (a
+    block of a module's own parameters, such as a learned logit scale used last, has no output)."""
+    modules = [i for i, n in enumerate(names) if own_block_owner(n) is None]
+    return modules[-1] if modules else len(names) - 1
+
+
 def block_module(model: nn.Module, name: str) -> nn.Module | None:
     """The module block ``name`` is; None for a block of a module's own parameters (no module of its own)."""
     return None if own_block_owner(name) is not None else model.get_submodule(name)
@@ -269,7 +276,7 @@ def _trainable(module: nn.Module, recurse: bool = True) -> bool:
     return any(p.requires_grad for p in module.parameters(recurse=recurse))
 
 
-def _forward_order(model: nn.Module, names: list[str]) -> list[str]:
+def forward_order(model: nn.Module, names: list[str]) -> list[str]:
     """``names`` in the order the fx graph first calls or reads each block."""
     names_t = tuple(names)
     gm = _trace(model, names_t)
@@ -285,12 +292,25 @@ def _forward_order(model: nn.Module, names: list[str]) -> list[str]:
     return [names[i] for i in sorted(first, key=first.get)]
 
 
+def _runs(node: torch.fx.Node, module: str) -> bool:
+    """Whether fx traced ``node`` inside the forward pass of ``module`` (its ``nn_module_stack``)."""
+    return module in (node.meta.get("nn_module_stack") or {})
+
+
+def _with_parameters(model: nn.Module, names: list[str]) -> list[str]:
+    """``names`` less the blocks left with no trainable parameter of their own (a tied weight is
+    named once, under its first module: the block of the other holds nothing)."""
+    groups = block_parameter_names(model, names)
+    return [n for n, g in zip(names, groups, strict=True) if g]
+
+
 def default_blocks(model: nn.Module) -> list[str]:
     """The modules the fx graph calls (its leaves: Linear, convolutions, norms, embeddings,
     ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` as wholes) that hold trainable
-    parameters, and the owners of parameters read directly (``get_attr``): a module with no children
-    holding parameters as itself, the root or a module whose children hold parameters as the block of
-    its own parameters (:func:`own_block`); in the order the graph first uses them."""
+    parameters, and the owners of parameters read directly (``get_attr``): a module that reads them in
+    its own forward pass and has no children holding parameters as itself; otherwise (the root, a
+    module whose children hold parameters, a module whose weight another reads) the block of its own
+    parameters (:func:`own_block`); in the order the graph first uses them."""
     gm = _trace(model)
     modules = dict(model.named_modules())
     params = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -304,11 +324,13 @@ def default_blocks(model: nn.Module) -> list[str]:
         elif node.op == "get_attr" and target in params:
             owner = _parent(target)
             nested = any(_trainable(c) for c in modules[owner].children())
-            block = own_block(owner) if nested or not owner else owner
+            block = owner if owner and not nested and _runs(node, owner) else own_block(owner)
         else:
             continue
         if block not in order and not any(own_block_owner(o) is None and block.startswith(o + ".") for o in order):
             order.append(block)
+    order = [b for b in order if own_block_owner(b) is None or own_block_owner(b) not in order]
+    order = _with_parameters(model, order)
     covered = {n for group in block_parameter_names(model, order) for n in group}
     missing = [n for n in params if n not in covered]
     if missing:
@@ -320,15 +342,24 @@ def depth_blocks(model: nn.Module, depth: int) -> list[str]:
     """The modules ``depth`` levels below the root that hold trainable parameters (depth 1: the
     model's top-level children, a ResNet's ``conv1``, ``bn1``, ``layer1`` .. ``layer4``, ``fc``), a
     shallower module with no children holding parameters or one of torch.nn's own (:func:`is_atomic`)
-    as itself, and the own parameters of each module above them (:func:`own_block`), in forward order."""
+    as itself, and the own parameters of each module above them (:func:`own_block`), in forward order.
+    A ``ModuleList`` or ``ModuleDict`` is not a level (it is never called: a GPT's ``h.0``, ``h.1``, ...
+    stand at depth 1), and a module whose weight another module reads is its own-parameter block."""
+    gm = _trace(model)
+    runs = {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
+    runs |= {m for n in gm.graph.nodes for m in (n.meta.get("nn_module_stack") or {})}
     found: list[str] = []
 
     def visit(path: str, module: nn.Module, level: int) -> None:
         if not _trainable(module):
             return
         children = [(n, c) for n, c in module.named_children() if _trainable(c)]
+        if isinstance(module, nn.ModuleList | nn.ModuleDict):  # never called: its children stand at its level
+            for name, child in children:
+                visit(f"{path}.{name}", child, level)
+            return
         if path and (level == depth or not children or is_atomic(module)):
-            found.append(path)
+            found.append(path if path in runs else own_block(path))  # a module whose weight another reads
             return
         if _trainable(module, recurse=False):
             found.append(own_block(path))
@@ -336,4 +367,4 @@ def depth_blocks(model: nn.Module, depth: int) -> list[str]:
             visit(f"{path}.{name}" if path else name, child, level + 1)
 
     visit("", model, 0)
-    return _forward_order(model, found)
+    return forward_order(model, _with_parameters(model, found))

@@ -30,6 +30,7 @@ from pipeline.models.block_graph import (
     block_depth,
     block_names,
     depth_blocks,
+    forward_order,
     own_block_owner,
     trace_block_graph,
 )
@@ -103,8 +104,15 @@ def build_factory_model(ref: str, input_shape: Sequence[int], output_size: int, 
     try:
         if depth is not None:
             names = depth_blocks(model, depth)
+        elif names:
+            order = forward_order(model, names)
+            if order != names:
+                raise FactoryError(f"blocks: {names} are not in forward order: the traced forward pass first uses "
+                                   f"them as {order}")
         names = names or block_names(model)
         graph = trace_block_graph(model, names)
+    except FactoryError:
+        raise
     except Exception as exc:  # fx cannot trace data-dependent control flow; a block without parameters
         raise FactoryError(f"model = {ref!r}: its blocks cannot be read off the graph: "
                            f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.models.block_graph import block_module, block_names
+from pipeline.models.block_graph import block_module, block_names, output_block
 from pipeline.models.mlp import MLP
 
 MARGIN_EPS = 1e-6
@@ -40,16 +40,26 @@ OK, NO_POINTS, ZERO_VARIATION, SINGLE_CLASS, NOT_CLASSIFICATION, NO_OUTPUT = (
     "ok", "no_points", "zero_variation", "single_class", "not_classification", "no_output")
 
 
-def representation_names(n_blocks: int) -> list[str]:
-    """``input``, ``h0`` .. ``h{L-2}`` (hidden blocks' outputs), ``output`` (logits) for L blocks."""
-    return ["input", *(f"h{i}" for i in range(n_blocks - 1)), "output"]
+def representation_names(n_blocks: int, output: int | None = None) -> list[str]:
+    """``input``, ``h{i}`` for every block i but the output block (``h0`` .. ``h{L-2}`` when it is the
+    last), ``output`` (the logits) for L blocks; ``output``: the output block's index (default L - 1)."""
+    out = n_blocks - 1 if output is None else output
+    return ["input", *(f"h{i}" for i in range(n_blocks) if i != out), "output"]
 
 
-def representation_layer(name: str, n_blocks: int) -> int | None:
+def representation_layer(name: str, n_blocks: int, output: int | None = None) -> int | None:
     """The ``layer_index`` of the block whose output a representation is (NULL for the input)."""
     if name == "input":
         return None
-    return n_blocks - 1 if name == "output" else int(name[1:])
+    return (n_blocks - 1 if output is None else output) if name == "output" else int(name[1:])
+
+
+def _output_index(model: nn.Module) -> tuple[int, int]:
+    """(number of blocks, index of the output block) of an MLP or any other model."""
+    if isinstance(model, MLP):
+        return len(model.blocks), len(model.blocks) - 1
+    names = block_names(model)
+    return len(names), output_block(names)
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,8 @@ class RepresentationMargins:
 
 
 def representations(model: nn.Module, X: torch.Tensor) -> list[torch.Tensor | None]:
-    """[x, h_0, ..., h_{L-2}, logits]: the input, every block's output but the last, and the outputs.
+    """[x, h_0, ..., h_{L-2}, logits]: the input, every block's output but the output block's (the
+    last block that is a module: :func:`pipeline.models.block_graph.output_block`), and the outputs.
 
     An MLP gives them itself (``representations``, residual and gated edges included); any other
     model's block outputs (:func:`pipeline.models.block_graph.block_names`) are recorded by forward
@@ -74,13 +85,15 @@ def representations(model: nn.Module, X: torch.Tensor) -> list[torch.Tensor | No
     if isinstance(model, MLP):
         return model.representations(X)
     names = block_names(model)
+    out = output_block(names)
+    hidden = [n for i, n in enumerate(names) if i != out]
     seen: dict[str, torch.Tensor] = {}
     def keep(out, name):
         if isinstance(out, tuple | list) and out and isinstance(out[0], torch.Tensor):
             out = out[0]  # nn.MultiheadAttention and the like: the first output is the representation
         seen.setdefault(name, out)
 
-    modules = {name: block_module(model, name) for name in names[:-1]}
+    modules = {name: block_module(model, name) for name in hidden}
     handles = [module.register_forward_hook(lambda _m, _args, out, name=name: keep(out, name))
                for name, module in modules.items() if module is not None]
     try:
@@ -88,10 +101,10 @@ def representations(model: nn.Module, X: torch.Tensor) -> list[torch.Tensor | No
     finally:
         for h in handles:
             h.remove()
-    missing = [n for n in names[:-1] if modules[n] is not None and not isinstance(seen.get(n), torch.Tensor)]
+    missing = [n for n in hidden if modules[n] is not None and not isinstance(seen.get(n), torch.Tensor)]
     if missing:
         raise ValueError(f"block {missing[0]!r} returned no tensor in the forward pass: it has no margin")
-    return [X, *(seen.get(n) for n in names[:-1]), logits]
+    return [X, *(seen.get(n) for n in hidden), logits]
 
 
 def normalized_margins(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
@@ -103,8 +116,7 @@ def normalized_margins(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
     m64 = copy.deepcopy(model).double().eval()
     X = X.detach().to(torch.float64)
     y = y.detach().reshape(-1).long()
-    n_blocks = len(m64.blocks) if isinstance(m64, MLP) else len(block_names(m64))
-    names = representation_names(n_blocks)
+    names = representation_names(*_output_index(m64))
     n = X.shape[0]
     if n == 0:
         return [RepresentationMargins(name, np.empty(0), np.empty(0, bool), math.nan, NO_POINTS) for name in names]
@@ -168,11 +180,11 @@ def margin_rows(model: nn.Module,
     NULL where undefined, and whether each point is classified correctly) and two signatures, over
     all points and over correctly classified ones (``correct_only``). A set with no point gets status
     ``no_points`` and a constant representation ``zero_variation``; their statistics are NULL."""
-    n_blocks = len(model.blocks) if isinstance(model, MLP) else len(block_names(model))
+    n_blocks, out = _output_index(model)
     signatures, values = [], []
     for split, (X, y) in splits.items():
         for rep in normalized_margins(model, X, y):
-            layer = representation_layer(rep.name, n_blocks)
+            layer = representation_layer(rep.name, n_blocks, out)
             finite = np.isfinite(rep.margins)
             values.append({"split": split, "representation": rep.name, "layer_index": layer,
                            "margins": [float(m) if f else None for m, f in zip(rep.margins, finite, strict=True)],
