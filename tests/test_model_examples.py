@@ -28,6 +28,7 @@ from pipeline import cli
 from pipeline.commands import custom_specs
 from pipeline.config import parse_config
 from pipeline.curvature.attention import second_order_attention
+from pipeline.models.block_graph import block_parameter_names
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "models.md").read_text()
@@ -79,18 +80,28 @@ def _matches(stored: list[float], reference: torch.Tensor) -> None:
     np.testing.assert_allclose(np.sort(stored), lam, rtol=0, atol=1e-10 * max(np.abs(lam).max(), 1e-300))
 
 
-@pytest.mark.parametrize("name", list(BLOCKS))
-def test_a_worked_example_is_trained_saved_and_measured_exactly(name: str, tmp_path: Path, monkeypatch) -> None:
-    code, (train, measure) = EXAMPLES[name]
-    (tmp_path / f"{name}.py").write_text(code)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, *shlex.split(train)[1:]], cwd=tmp_path, env=env, check=True)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    args = shlex.split(measure)[2:]
-    assert cli.main([*args, "--db", "m.duckdb", "--shards", "shards", "--quiet"]) == 0
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder in which every example's module is written and its training command run, as a user would."""
+    folder = tmp_path_factory.mktemp("examples")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)]), "OMP_NUM_THREADS": "1"}
+    for name, (code, (train, _)) in EXAMPLES.items():
+        (folder / f"{name}.py").write_text(code)
+        subprocess.run([sys.executable, *shlex.split(train)[1:]], cwd=folder, env=env, check=True)
+    return folder
 
-    con = duckdb.connect("m.duckdb", read_only=True)
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_a_worked_example_is_trained_saved_and_measured_exactly(name: str, trained: Path, tmp_path: Path,
+                                                                monkeypatch) -> None:
+    _, (train, measure) = EXAMPLES[name]
+    monkeypatch.chdir(trained)
+    monkeypatch.syspath_prepend(str(trained))
+    args = shlex.split(measure)[2:]
+    db = tmp_path / "m.duckdb"
+    assert cli.main([*args, "--db", str(db), "--shards", str(tmp_path / "shards"), "--quiet"]) == 0
+
+    con = duckdb.connect(str(db), read_only=True)
     assert [r[0] for r in con.execute("SELECT name FROM layers ORDER BY layer_index").fetchall()] == BLOCKS[name]
     steps = [r[0] for r in con.execute("SELECT step FROM checkpoints ORDER BY step").fetchall()]
     assert len(steps) == 2 and steps[0] > 0
@@ -104,10 +115,10 @@ def test_a_worked_example_is_trained_saved_and_measured_exactly(name: str, tmp_p
 
     factory = importlib.import_module(name)
     model = factory.build(tuple(X_all.shape[1:]), int(y_all.max()) + 1)
-    model.load_state_dict(_last_state(name, tmp_path / shlex.split(train)[-1]))
+    model.load_state_dict(_last_state(name, trained / shlex.split(train)[-1]))
     model = model.double().eval()
     named = dict(model.named_parameters())
-    blocks = con.execute("SELECT block_index, parameters FROM blocks ORDER BY block_index").fetchall()
+    blocks = enumerate(block_parameter_names(model, BLOCKS[name]))
     spectra = {(i, kind): (method, values) for i, kind, method, values in con.execute(
         "SELECT layer_index, kind, method, eigenvalues FROM hessian_spectra WHERE step = ?", [steps[-1]]).fetchall()}
     checked = 0
@@ -126,25 +137,22 @@ def test_a_worked_example_is_trained_saved_and_measured_exactly(name: str, tmp_p
     assert checked >= 3
 
 
-def test_the_example_factories_go_through_a_corpus_config(tmp_path: Path, monkeypatch) -> None:
+def test_the_example_factories_go_through_a_corpus_config(trained: Path, monkeypatch) -> None:
     """Each factory as ``model = ...`` of a study over a ``[[dataset]]`` of its saved arrays, one short
     run each: trained here and measured at a spectral snapshot."""
     from pipeline.extract.run import train_and_measure
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "OMP_NUM_THREADS": "1"}
     datasets, studies = [], []
-    for name, (code, (train, measure)) in EXAMPLES.items():
-        (tmp_path / f"{name}.py").write_text(code)
-        subprocess.run([sys.executable, *shlex.split(train)[1:]], cwd=tmp_path, env=env, check=True)
+    for name, (_, (_, measure)) in EXAMPLES.items():
         args = shlex.split(measure)
-        datasets.append({"name": f"{name}_data", "path": str(tmp_path / args[args.index("--data") + 1]),
+        datasets.append({"name": f"{name}_data", "path": str(trained / args[args.index("--data") + 1]),
                          "task": "classification"})
         grid = {"dataset": f"{name}_data", "model": f"{name}:build", "preprocess": "none", "epochs": 1,
-                "metric_checkpoints": 2, "spectral_snapshots": 1, "probe_size": 32, "seed": 0}
+                "train_fraction": 0.25, "metric_checkpoints": 2, "spectral_snapshots": 1, "probe_size": 16}
         if "--blocks" in args:
             grid["blocks"] = args[args.index("--blocks") + 1]
         studies.append({"name": name, "grid": grid})
-    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(trained))
     config = parse_config({"dataset": datasets, "study": studies})
     custom = custom_specs(config)
     for spec in config.runs():
