@@ -236,7 +236,9 @@ TABLE_NOTES: dict[str, str] = {
     "layers": (
         "name, in_features, out_features, activation, norm, n_params, is_output (another family's blocks: in/out "
         "features are the columns and rows of the block's principal matrix, its largest weight with 2+ axes read "
-        "as out x (in k...); a user's model has NULL activation and norm)"
+        "as out x (in k...); a user's model has NULL activation and norm; n_params counts the block's trainable "
+        "parameters, a tied weight once, in the block it belongs to; is_output marks the output block, the last "
+        "block that is a module)"
     ),
     "layer_stats": (
         "every checkpoint: weight_norm, bias_norm, grad_norm, grad_bias_norm; spectral snapshots only (NULL "
