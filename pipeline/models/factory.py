@@ -3,13 +3,15 @@
 ``model = "package.module:build"`` is imported (the package must be importable by every worker:
 installed, or on ``PYTHONPATH``) and called
 as ``build(input_shape, output_size)`` after ``torch.manual_seed(seed)``: input_shape is the tuple
-of one row's shape (``(d,)`` for a table of d features), output_size the number of classes (or 1
-for regression). It must return an ``nn.Module`` mapping (N, *input_shape) to (N, output_size).
+of one row's shape (``(d,)`` for a table of d features, ``(C, H, W)`` for images, ``(T,)`` for token
+ids), output_size the number of classes (or 1 for regression). It must return an ``nn.Module``
+mapping (N, *input_shape) to (N, output_size); its inputs are float32, or int64 for token ids.
 
 Its blocks are ``blocks`` (module paths, in forward order) when the run names them, else the
 model's own ``block_names()`` when it has one, else every submodule that owns parameters
 (:func:`pipeline.models.block_graph.default_blocks`). :func:`build_factory_model` checks all of it
-on a two-row batch before anything is trained and measured, and every failure is a
+on a two-row batch (the data set's first two rows when the caller gives them, as it always does for a
+run; else random normal rows) before anything is trained and measured, and every failure is a
 :class:`FactoryError` naming the key (``model`` or ``blocks``) and what is wrong.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -50,7 +53,7 @@ def load_factory(ref: str) -> Callable[..., nn.Module]:
 
 
 def build_factory_model(ref: str, input_shape: Sequence[int], output_size: int, seed: int = 0,
-                        blocks: Sequence[str] = ()) -> nn.Module:
+                        blocks: Sequence[str] = (), example: torch.Tensor | np.ndarray | None = None) -> nn.Module:
     """The factory's model, initialized from ``torch.manual_seed(seed)``, checked (see the module
     docstring) and carrying its block list (``BLOCKS_ATTRIBUTE``)."""
     factory = load_factory(ref)
@@ -63,7 +66,7 @@ def build_factory_model(ref: str, input_shape: Sequence[int], output_size: int, 
     if not isinstance(model, nn.Module):
         raise FactoryError(f"model = {ref!r}: returned a {type(model).__name__}, not a torch.nn.Module")
     model = model.float()
-    x = torch.randn(2, *input_shape)
+    x = torch.randn(2, *input_shape) if example is None else torch.as_tensor(np.asarray(example[:2]))
     was_training = model.training
     model.eval()
     try:
