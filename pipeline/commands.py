@@ -117,6 +117,7 @@ def extract(config: Path, shards: str, *, workers: int = 1, limit: int | None = 
     custom = custom_specs(corpus)
     check_custom_data({(r.dataset, r.preprocess): custom[r.dataset] for r in runs if r.dataset in custom})
     check_custom_models(runs, custom)
+    check_run_inputs(runs, custom, config)
     if db is not None:  # a name another data set holds there: found now, not after the extraction, at ingest
         for dataset, digest in dict.fromkeys((r.dataset, data_identity(r.dataset_digest, r.preprocess)) for r in runs):
             where = f"{config}: [[dataset]] name {dataset!r}" if digest else f"{config}: dataset {dataset!r}"
@@ -175,6 +176,32 @@ def check_custom_models(runs: list[RunSpec], custom: dict[str, DatasetSpec]) -> 
             continue
         seen.add((r.model, r.blocks, r.dataset, r.preprocess))
         network_for(r, run_dataset(r, custom))
+
+
+def check_run_inputs(runs: list[RunSpec], custom: dict[str, DatasetSpec], config: Path) -> None:
+    """Prepare, before any worker starts, every data set of arrays and every data set under another
+    preprocessing than ``standard`` (a table of the default corpus is not read here), and check that
+    each built-in family can read its rows (an MLP cannot read images): one error, not a failure in
+    every run."""
+    from pipeline.datasets.registry import get_spec
+    from pipeline.datasets.run_data import run_dataset
+    from pipeline.errors import ConfigError
+    from pipeline.models.build import family_problem
+
+    seen = set()
+    for r in runs:
+        key = (r.family, r.dataset, r.preprocess)
+        if key in seen or (r.dataset not in custom and r.preprocess == "standard"
+                           and not get_spec(r.dataset).holds_arrays):
+            continue
+        seen.add(key)
+        try:
+            d = run_dataset(r, custom)
+        except DatasetError as exc:
+            raise ConfigError(f"{config}: run {r.run_id}: {exc}") from None
+        problem = None if r.family == "custom" else family_problem(r.family, d.input_shape, d.vocab_size, r.dataset)
+        if problem:
+            raise ConfigError(f"{config}: run {r.run_id}: {problem}")
 
 
 def check_dataset_name(db: Path, name: str, digest: str, where: str | None = None, field: str | None = None) -> None:

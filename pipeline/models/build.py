@@ -51,13 +51,9 @@ def build_network(spec: RunSpec, input_shape: int | Sequence[int], d_out: int,
     shape = (int(input_shape),) if isinstance(input_shape, int | np.integer) else tuple(int(k) for k in input_shape)
     if spec.family == "custom":
         return build_factory_model(spec.model, shape, d_out, spec.seed, spec.blocks, example=example)
-    tokens = vocab_size > 0
-    kind = "token ids" if tokens else ("a table" if len(shape) == 1 else "arrays")
-    accepts = {"mlp": not tokens and len(shape) == 1, "cnn1d": not tokens and len(shape) in (1, 2),
-               "cnn2d": not tokens and len(shape) in (1, 3), "transformer": len(shape) == 1}
-    if spec.family in accepts and not accepts[spec.family]:
-        raise ValueError(f"family {spec.family} cannot read data set {spec.dataset!r}: its rows are {kind} of shape "
-                         f"{shape}; {_READS[spec.family]}")
+    problem = family_problem(spec.family, shape, vocab_size, spec.dataset)
+    if problem:
+        raise ValueError(problem)
     d_in = shape[0] if len(shape) == 1 else math.prod(shape)
     if spec.family == "mlp":
         return build_mlp(spec, d_in, d_out)
@@ -87,6 +83,19 @@ def build_network(spec: RunSpec, input_shape: int | Sequence[int], d_out: int,
     else:
         raise ValueError(f"unknown family {spec.family!r}")
     return model
+
+
+def family_problem(family: str, input_shape: Sequence[int], vocab_size: int, dataset: str) -> str | None:
+    """Why built-in ``family`` cannot read rows of ``input_shape`` (token ids when ``vocab_size`` > 0),
+    or None: an MLP reads a table only (no flattening: its engine reads X as the first block's input),
+    a CNN float rows only, the transformer a table or token ids."""
+    shape, tokens = tuple(input_shape), vocab_size > 0
+    accepts = {"mlp": not tokens and len(shape) == 1, "cnn1d": not tokens and len(shape) in (1, 2),
+               "cnn2d": not tokens and len(shape) in (1, 3), "transformer": len(shape) == 1}
+    if family not in accepts or accepts[family]:
+        return None
+    kind = "token ids" if tokens else ("a table" if len(shape) == 1 else "arrays")
+    return f"family {family} cannot read data set {dataset!r}: its rows are {kind} of shape {shape}; {_READS[family]}"
 
 
 #: What each built-in family reads, for the error of a data set it cannot.
