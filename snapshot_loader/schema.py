@@ -356,8 +356,8 @@ MIGRATIONS: dict[int, list[str]] = {
         '"alignment" DOUBLE, PRIMARY KEY (run_id, step, layer_index, tensor, part))'],
     # data sets of any shape: a row's shape and how the data set was prepared (the rows before were tables,
     # prepared the standard way)
-    8: ['ALTER TABLE datasets ADD COLUMN "input_shape" INTEGER[]',
-        'ALTER TABLE datasets ADD COLUMN "preprocess" VARCHAR',
+    8: ['ALTER TABLE datasets ADD COLUMN IF NOT EXISTS "input_shape" INTEGER[]',
+        'ALTER TABLE datasets ADD COLUMN IF NOT EXISTS "preprocess" VARCHAR',
         "UPDATE datasets SET input_shape = [n_features], preprocess = 'standard'"],
 }
 
