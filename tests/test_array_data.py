@@ -249,3 +249,26 @@ def test_a_factory_measured_with_preprocess_none_sees_exactly_the_saved_arrays(t
     assert cli.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "preprocess none" in err and "give one of them another name" in err and "\n" not in err
+
+
+def test_a_config_dataset_of_arrays_needs_no_target_and_its_digest_covers_every_file(tmp_path: Path) -> None:
+    X, y = _arrays()
+    _write("npy", tmp_path, X, y)
+    config = tmp_path / "c.toml"
+    config.write_text('[[dataset]]\nname = "imgs"\npath = "d_X.npy"\ntask = "classification"\n'
+                      '[[study]]\nname = "s"\n[study.grid]\ndataset = "imgs"\nfamily = "cnn2d"\npreprocess = "none"\n')
+    from pipeline.config import load_config
+
+    corpus = load_config(config)
+    (custom,) = corpus.custom_datasets
+    assert custom.target == "y" and corpus.runs()[0].dataset_digest == custom.digest
+    np.save(tmp_path / "d_y.npy", (y + 1) % 3)  # new labels: another data set
+    assert load_config(config).custom_datasets[0].digest != custom.digest
+
+
+def test_string_labels_in_a_parquet_file(tmp_path: Path) -> None:
+    X, y = _arrays(24)
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"x": pa.array(X.reshape(24, -1).tolist()), "kind": [f"c{k}" for k in y]}), path)
+    d = prepare(_file(path, "none", "kind"))
+    assert d.class_names == ("c0", "c1", "c2") and d.input_shape == (16,) and np.array_equal(d.y, y)

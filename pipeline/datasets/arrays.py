@@ -181,6 +181,7 @@ def _is_list(t) -> bool:
 
 
 def _load_parquet(path: Path, target: str) -> RawArrays:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -202,7 +203,7 @@ def _load_parquet(path: Path, target: str) -> RawArrays:
     y_col = table.column(target)
     if y_col.null_count:
         raise DatasetError(f"{path}: target column {target!r} has {y_col.null_count} missing values")
-    y = y_col.to_numpy()
+    y = np.asarray(y_col.to_pylist()) if y_col.type in (pa.string(), pa.large_string()) else y_col.to_numpy()
     is_test = None
     if "split" in table.column_names:
         split = np.asarray(table.column("split").to_pylist(), dtype=object)

@@ -156,27 +156,26 @@ def prepare(spec: DatasetSpec, raw: pd.DataFrame | None = None) -> PreparedDatas
                            target_mean, target_std, n_raw, spec.preprocess)
 
 
-def _labels(spec: DatasetSpec, target: np.ndarray) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
-    """(y, class names, kept rows): class codes in the order of the sorted distinct values, or a float
-    regression target."""
-    keep = np.ones(len(target), bool)
+def _labels(spec: DatasetSpec, target: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(y, class names): class codes in the order of the sorted distinct values (numbers as numbers),
+    or a float regression target."""
     if spec.task == "classification":
         values, y = np.unique(target, return_inverse=True)
         class_names = tuple(str(v) for v in values)
         if len(class_names) < 2:
             raise DatasetError(f"dataset {spec.name!r}: target {spec.target!r} has fewer than two classes")
-        return y.astype(np.int64), class_names, keep
+        return y.reshape(-1).astype(np.int64), class_names
     try:
         y = np.asarray(target, dtype=np.float64)
     except (ValueError, TypeError):
         raise DatasetError(f"dataset {spec.name!r}: regression target {spec.target!r} is not numeric") from None
-    return y, (), keep
+    return y, ()
 
 
 def _prepare_arrays(spec: DatasetSpec, raw: RawArrays) -> PreparedDataset:
     X, target, is_test = raw.X, np.asarray(raw.y), raw.is_test
     n_raw = len(X)
-    y, class_names, _ = _labels(spec, target)
+    y, class_names = _labels(spec, target)
     rng = np.random.default_rng(name_seed(spec.name))
     if is_test is None:
         if class_names:  # classes with fewer than 2 rows cannot be split: dropped
