@@ -66,7 +66,9 @@ def build_factory_model(ref: str, input_shape: Sequence[int], output_size: int, 
     if not isinstance(model, nn.Module):
         raise FactoryError(f"model = {ref!r}: returned a {type(model).__name__}, not a torch.nn.Module")
     model = model.float()
-    x = torch.randn(2, *input_shape) if example is None else torch.as_tensor(np.asarray(example[:2]))
+    x = torch.randn(2, *input_shape)  # drawn either way: the generator moves on as it always did (dropout)
+    if example is not None:  # real rows: token ids must be ids of the vocabulary
+        x = torch.as_tensor(np.asarray(example[:2]))
     was_training = model.training
     model.eval()
     try:
