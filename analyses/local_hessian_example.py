@@ -106,19 +106,19 @@ def run_spec(con: duckdb.DuckDBPyConnection, run_id: str) -> RunSpec:
     return RunSpec.from_dict(json.loads(rows[0][0]))
 
 
-def _dataset(con: duckdb.DuckDBPyConnection, name: str):
+def _dataset(con: duckdb.DuckDBPyConnection, name: str, preprocess: str = "standard"):
     rows = con.execute("SELECT source, item, target, task, description FROM datasets WHERE name = ?",
                        [name]).fetchall()
     custom = None
     if rows and rows[0][0] == "file":
         custom = {name: file_spec(name, rows[0][1], rows[0][2], rows[0][3], rows[0][4])}
-    return prepared_dataset(name, custom)
+    return prepared_dataset(name, custom, preprocess)
 
 
 def probe_inputs(con: duckdb.DuckDBPyConnection, spec: RunSpec) -> torch.Tensor:
     """The run's probe batch X (N, d_in) in float64, regenerated from its spec and checked against the
     stored probe rows (as ``snapshot_loader.Corpus.probe_batch`` does)."""
-    data = run_data(spec, _dataset(con, spec.dataset))
+    data = run_data(spec, _dataset(con, spec.dataset, spec.preprocess))
     stored = con.execute("SELECT rows FROM splits WHERE run_id = ? AND split = 'probe'", [spec.run_id]).fetchall()
     if not stored or not np.array_equal(np.asarray(stored[0][0]), data.probe_rows):
         raise PipelineError(f"run {spec.run_id}: the regenerated probe batch differs from the stored one "
@@ -129,7 +129,7 @@ def probe_inputs(con: duckdb.DuckDBPyConnection, spec: RunSpec) -> torch.Tensor:
 def load_model(con: duckdb.DuckDBPyConnection, spec: RunSpec, step: int) -> MLP:
     """The network at a spectral snapshot from the stored tensors, in float64 and eval mode (as
     ``snapshot_loader.Corpus.model`` does, on this connection)."""
-    dataset = _dataset(con, spec.dataset)
+    dataset = _dataset(con, spec.dataset, spec.preprocess)
     with torch.random.fork_rng():  # build_model seeds torch; leave the caller's generator as it was
         model = build_model(spec, dataset.X.shape[1], dataset.output_dim)
     rows = con.execute('SELECT layer_index, tensor, shape, "values" FROM weights WHERE run_id = ? AND step = ?',

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -99,8 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of checkpoints: *.pt / *.pth / *.ckpt (state dicts, Lightning), *.safetensors, "
                         "or folders holding one (Hugging Face, Ray Tune); the step from manifest.json, the "
                         "checkpoint's own global_step, or the name's last integer (docs/models.md)")
-    p.add_argument("--data", required=True, help="a built-in data set name, or a CSV / Parquet file (with --target)")
-    p.add_argument("--target", default=None, help="target column of a --data file")
+    p.add_argument("--data", required=True, help="a built-in data set name, or a data file: a table (CSV / Parquet, "
+                                                 "with --target) or arrays (.npz, <name>X.npy, Parquet with a list "
+                                                 "column; docs/configs.md)")
+    p.add_argument("--target", default=None, help="target column of a --data file (arrays: default y)")
+    p.add_argument("--preprocess", choices=("standard", "none"), default="standard",
+                   help="none: measure on the data exactly as given (the inputs the model was trained on)")
     p.add_argument("--data-name", default=None, help="name of a --data file's data set in the database "
                                                      "(default: the file's stem)")
     p.add_argument("--task", choices=("classification", "regression"), default="classification",
@@ -254,7 +259,8 @@ def cmd_measure(args) -> None:
     blocks = tuple(b.strip() for b in args.blocks.split(",") if b.strip()) if args.blocks else ()
     plan = plan_measure(args.model, args.checkpoints, args.data, args.db, args.shards, target=args.target,
                         data_name=args.data_name, task=args.task, blocks=blocks, seed=args.seed,
-                        probe_size=args.probe_size, exact_limit=args.exact_limit, hvp_budget=args.hvp_budget)
+                        probe_size=args.probe_size, exact_limit=args.exact_limit, hvp_budget=args.hvp_budget,
+                        preprocess=args.preprocess)
     device = _warn_device(args.device, "measure: --device cuda but no GPU is present: the engine runs on the CPU")
     run_id, n = plan.spec.run_id, len(plan.files)
     if plan.already_measured:
@@ -284,15 +290,17 @@ def cmd_datasets(args) -> None:
     rows = []
     for spec in specs:
         d = prepare(spec)
-        rows.append({"name": spec.name, "task": spec.task, "rows": int(len(d.y)), "features": int(d.X.shape[1]),
+        rows.append({"name": spec.name, "task": spec.task, "rows": int(len(d.y)),
+                     "features": int(math.prod(d.input_shape)), "shape": list(d.input_shape),
                      "classes": d.n_classes or None, "source": f"{spec.source}:{spec.item}",
                      "synthetic": spec.synthetic, "max_rows": spec.max_rows, "description": spec.description})
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    print(f"{'name':15s} {'task':15s} {'rows':>6s} {'feat':>5s} {'cls':>4s}  source")
+    print(f"{'name':15s} {'task':15s} {'rows':>6s} {'shape':>9s} {'cls':>4s}  source")
     for r in rows:
-        print(f"{r['name']:15s} {r['task']:15s} {r['rows']:6d} {r['features']:5d} {r['classes'] or '':>4}  "
+        shape = "x".join(map(str, r["shape"]))
+        print(f"{r['name']:15s} {r['task']:15s} {r['rows']:6d} {shape:>9s} {r['classes'] or '':>4}  "
               f"{r['source']}")
     n_c = sum(r["task"] == "classification" for r in rows)
     print(f"{len(rows)} data sets: {n_c} classification, {len(rows) - n_c} regression")

@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.config import CorpusConfig, file_digest, load_config
 from pipeline.datasets.registry import DatasetSpec
 from pipeline.errors import DatasetError, PipelineError, StoreError
-from pipeline.runspec import RunSpec
+from pipeline.runspec import RunSpec, data_identity
 from snapshot_loader.ingest import IngestReport, ingest_shards
 from snapshot_loader.shards import ShardStore
 
@@ -115,10 +115,11 @@ def extract(config: Path, shards: str, *, workers: int = 1, limit: int | None = 
         raise PipelineError(f"{shards} exists and is not a folder", field="shards")
     runs = corpus.runs()[:limit] if limit is not None else corpus.runs()
     custom = custom_specs(corpus)
-    check_custom_data({name: spec for name, spec in custom.items() if name in {r.dataset for r in runs}})
+    check_custom_data({(r.dataset, r.preprocess): custom[r.dataset] for r in runs if r.dataset in custom})
     check_custom_models(runs, custom)
+    check_run_inputs(runs, custom, config)
     if db is not None:  # a name another data set holds there: found now, not after the extraction, at ingest
-        for dataset, digest in dict.fromkeys((r.dataset, r.dataset_digest) for r in runs):
+        for dataset, digest in dict.fromkeys((r.dataset, data_identity(r.dataset_digest, r.preprocess)) for r in runs):
             where = f"{config}: [[dataset]] name {dataset!r}" if digest else f"{config}: dataset {dataset!r}"
             check_dataset_name(db, dataset, digest, where)
     started = time.perf_counter()
@@ -148,14 +149,16 @@ def ingest_problem(report: IngestReport, db: Path) -> str | None:
     return None
 
 
-def check_custom_data(custom: dict[str, DatasetSpec]) -> None:
-    """Load every user data file before any worker starts, so a bad file is one error naming it rather
-    than a failure in every run that reads it."""
-    from pipeline.datasets.preprocess import prepare
+def check_custom_data(custom: dict) -> None:
+    """Load every user data file before any worker starts (under each preprocessing a run asks for:
+    keys ``(name, preprocess)``; a plain name: ``standard``), so a bad file is one error naming it
+    rather than a failure in every run that reads it."""
+    from pipeline.datasets.run_data import prepared_dataset
 
-    for spec in custom.values():
+    for key, spec in custom.items():
+        preprocess = key[1] if isinstance(key, tuple) else "standard"
         try:
-            prepare(spec)
+            prepared_dataset(spec.name, {spec.name: spec}, preprocess)
         except DatasetError as exc:
             raise DatasetError(f"{spec.item}: {exc}") from None
 
@@ -164,16 +167,41 @@ def check_custom_models(runs: list[RunSpec], custom: dict[str, DatasetSpec]) -> 
     """Build every user model the runs use once, on its data set's shapes, before any worker starts:
     a factory that cannot be imported, returns the wrong shape or is not differentiable is one error
     naming the key, not a failure in every run."""
-    from pipeline.datasets.run_data import prepared_dataset
-    from pipeline.models.factory import build_factory_model
+    from pipeline.datasets.run_data import run_dataset
+    from pipeline.models.build import network_for
 
     seen = set()
     for r in runs:
-        if r.family != "custom" or (r.model, r.blocks, r.dataset) in seen:
+        if r.family != "custom" or (r.model, r.blocks, r.dataset, r.preprocess) in seen:
             continue
-        seen.add((r.model, r.blocks, r.dataset))
-        d = prepared_dataset(r.dataset, custom)
-        build_factory_model(r.model, (d.X.shape[1],), d.output_dim, r.seed, r.blocks)
+        seen.add((r.model, r.blocks, r.dataset, r.preprocess))
+        network_for(r, run_dataset(r, custom))
+
+
+def check_run_inputs(runs: list[RunSpec], custom: dict[str, DatasetSpec], config: Path) -> None:
+    """Prepare, before any worker starts, every data set of arrays and every data set under another
+    preprocessing than ``standard`` (a table of the default corpus is not read here), and check that
+    each built-in family can read its rows (an MLP cannot read images): one error, not a failure in
+    every run."""
+    from pipeline.datasets.registry import get_spec
+    from pipeline.datasets.run_data import run_dataset
+    from pipeline.errors import ConfigError
+    from pipeline.models.build import family_problem
+
+    seen = set()
+    for r in runs:
+        key = (r.family, r.dataset, r.preprocess)
+        if key in seen or (r.dataset not in custom and r.preprocess == "standard"
+                           and not get_spec(r.dataset).holds_arrays):
+            continue
+        seen.add(key)
+        try:
+            d = run_dataset(r, custom)
+        except DatasetError as exc:
+            raise ConfigError(f"{config}: run {r.run_id}: {exc}") from None
+        problem = None if r.family == "custom" else family_problem(r.family, d.input_shape, d.vocab_size, r.dataset)
+        if problem:
+            raise ConfigError(f"{config}: run {r.run_id}: {problem}")
 
 
 def check_dataset_name(db: Path, name: str, digest: str, where: str | None = None, field: str | None = None) -> None:
@@ -201,29 +229,39 @@ def check_dataset_name(db: Path, name: str, digest: str, where: str | None = Non
         raise PipelineError(f"{where}: {reason}" if where else reason, field=field)
 
 
+#: Suffixes of the data files ``pipeline measure --data`` takes: tables and arrays.
+DATA_SUFFIXES = (".csv", ".parquet", ".npz", ".npy")
+
+
 def measured_dataset(data: str, target: str | None = None, data_name: str | None = None,
-                     task: str = "classification") -> tuple[str, dict[str, DatasetSpec], str]:
-    """(data set name, custom specs, digest) of ``data``: a built-in data set's name or a user's file."""
+                     task: str = "classification",
+                     preprocess: str = "standard") -> tuple[str, dict[str, DatasetSpec], str]:
+    """(data set name, custom specs, digest) of ``data``: a built-in data set's name or a user's file
+    (a table, or arrays: pipeline/datasets/arrays.py), checked under ``preprocess``."""
+    from pipeline.datasets.arrays import is_array_file
     from pipeline.datasets.registry import REGISTRY, file_spec
 
     path = Path(data)
-    if path.suffix.lower() in (".csv", ".parquet"):
+    if path.suffix.lower() in DATA_SUFFIXES:
         if not path.is_file():
             raise PipelineError(f"{path}: file not found", field="data")
-        if not target:
+        arrays = is_array_file(path)
+        if not target and not arrays:
             raise PipelineError("a data file needs its target column", field="target")
+        target = target or "y"
         name = data_name or path.stem
         if name in REGISTRY:
             raise PipelineError(f"{name!r} is a built-in data set's name; give the file's data set another one",
                                 field="data_name")
         custom = {name: file_spec(name, str(path.resolve()), target, task)}
-        check_custom_data(custom)
+        check_custom_data({(name, preprocess): custom[name]})
         return name, custom, file_digest(path, target, task)
     if data_name:
         raise PipelineError("names a data file's data set; a built-in one keeps its name", field="data_name")
     if data not in REGISTRY:
-        raise PipelineError(f"unknown dataset {data!r} (a built-in name, see `pipeline datasets`, or a .csv / "
-                            ".parquet file)", field="data")
+        raise PipelineError(f"unknown dataset {data!r} (a built-in name, see `pipeline datasets`, or a "
+                            f"{' / '.join(DATA_SUFFIXES)} file)", field="data")
+    check_custom_data({(data, preprocess): REGISTRY[data]})
     return data, {}, ""
 
 
@@ -242,7 +280,7 @@ class MeasurePlan:
 def plan_measure(model: str, checkpoints: Path, data: str, db: Path, shards: str, *, target: str | None = None,
                  data_name: str | None = None, task: str = "classification", blocks: tuple[str, ...] = (),
                  seed: int = 0, probe_size: int = 256, exact_limit: int = 1000,
-                 hvp_budget: int = 320) -> MeasurePlan:
+                 hvp_budget: int = 320, preprocess: str = "standard") -> MeasurePlan:
     """Check every input of a measurement before a file is measured: the settings, the factory, the
     folder's files (read and hashed: the digest names the run), the data, the data set's name in ``db``
     and that ``db`` can be written. Says whether ``shards`` already holds the run."""
@@ -253,18 +291,23 @@ def plan_measure(model: str, checkpoints: Path, data: str, db: Path, shards: str
                               ("hvp_budget", hvp_budget, 20), ("seed", seed, 0)):
         if value < low:
             raise PipelineError(f"must be at least {low}, got {value}", field=field)
+    from pipeline.runspec import PREPROCESSINGS
+
+    if preprocess not in PREPROCESSINGS:
+        raise PipelineError(f"unknown {preprocess!r} (choose from {', '.join(PREPROCESSINGS)})", field="preprocess")
     load_factory(model)  # a bad reference fails before the files are read
     files = checkpoint_files(checkpoints)
-    name, custom, data_digest = measured_dataset(data, target, data_name, task)
+    name, custom, data_digest = measured_dataset(data, target, data_name, task, preprocess)
     n = len(files)
     spec = RunSpec(dataset=name, family="custom", model=model, blocks=blocks, seed=seed, probe_size=probe_size,
                    hessian_exact_limit=exact_limit, hvp_budget=hvp_budget, metric_checkpoints=max(n, 2),
-                   spectral_snapshots=n, epochs=1, size="custom", widths=(1,), dataset_digest=data_digest)
+                   spectral_snapshots=n, epochs=1, size="custom", widths=(1,), dataset_digest=data_digest,
+                   preprocess=preprocess)
     check_custom_models([spec], custom)
     check_writable(db.parent, "db")
     if db.exists():
         check_database(db)
-    check_dataset_name(db, name, data_digest, field="data_name" if custom else "data")
+    check_dataset_name(db, name, data_identity(data_digest, preprocess), field="data_name" if custom else "data")
     checked = check_folder(spec, files, custom)  # the digest of the bytes checked names the run
     spec = dataclasses.replace(spec, checkpoint_digest=checked.digest)
     return MeasurePlan(spec, checkpoints, files, custom, checked,

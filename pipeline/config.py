@@ -8,10 +8,10 @@ Layout of a config file::
     [run]                    # defaults for every field of a run (see RunSpec)
     epochs = 30
 
-    [[dataset]]              # optional: a user's own CSV or Parquet file
-    name = "mydata"
+    [[dataset]]              # optional: a user's own data file: a table (CSV, Parquet) or arrays
+    name = "mydata"          # (.npz, .npy, Parquet with a list column; pipeline/datasets/arrays.py)
     path = "data/my.csv"
-    target = "label"
+    target = "label"         # arrays: the labels' key or column, default "y"
     task = "classification"
 
     [[study]]                # one or more studies; each is the cartesian product of its grid
@@ -55,7 +55,7 @@ _TASKS = ("classification", "regression")
 
 @dataclass(frozen=True)
 class CustomDataset:
-    """A user's CSV or Parquet file with a named target column."""
+    """A user's data file (a table, or arrays) with a named target column (arrays: its key, default y)."""
 
     name: str
     path: Path
@@ -174,7 +174,7 @@ def _parse_custom_datasets(items, base_dir: Path, fail) -> list[CustomDataset]:
         key = f"dataset[{i}]"
         item = _table(item, key, fail)
         _check_keys(item, _CUSTOM_DATASET_KEYS, f"{key}.", fail)
-        for required in ("name", "path", "target", "task"):
+        for required in ("name", "path", "task"):
             if required not in item:
                 raise fail(f"{key}.{required}", "missing")
         name = _string(item["name"], f"{key}.name", fail)
@@ -188,11 +188,16 @@ def _parse_custom_datasets(items, base_dir: Path, fail) -> list[CustomDataset]:
             raise fail(f"{key}.task", f"unknown task {task!r} (choose from {', '.join(_TASKS)})")
         path = Path(_string(item["path"], f"{key}.path", fail))
         path = path if path.is_absolute() else (base_dir / path)
-        if path.suffix.lower() not in (".csv", ".parquet"):
-            raise fail(f"{key}.path", f"{path}: only .csv and .parquet files are supported")
+        if path.suffix.lower() not in (".csv", ".parquet", ".npz", ".npy"):
+            raise fail(f"{key}.path", f"{path}: only .csv, .parquet (tables, or arrays in a list column), .npz and "
+                       ".npy files are supported")
         if not path.is_file():
             raise fail(f"{key}.path", f"{path}: file not found")
-        target = _string(item["target"], f"{key}.target", fail)
+        from pipeline.datasets.arrays import is_array_file
+
+        if "target" not in item and not is_array_file(path):
+            raise fail(f"{key}.target", "missing")
+        target = _string(item.get("target", "y"), f"{key}.target", fail)
         out.append(CustomDataset(name, path.resolve(), target, task,
                                  _string(item.get("description", ""), f"{key}.description", fail),
                                  file_digest(path, target, task)))
@@ -200,11 +205,17 @@ def _parse_custom_datasets(items, base_dir: Path, fail) -> list[CustomDataset]:
 
 
 def file_digest(path: Path, target: str, task: str) -> str:
-    """What makes a user's data set itself: the file's bytes, the target column and the task."""
+    """What makes a user's data set itself: the file's bytes (an ``.npy``'s with its companions'), the
+    target column and the task."""
+    from pipeline.datasets.arrays import data_files
+
     h = hashlib.sha256(f"{target}\0{task}\0".encode())
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for i, part in enumerate(data_files(path)):
+        if i:  # a single file's digest is as it always was
+            h.update(f"\0{part.name}\0".encode())
+        with part.open("rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()[:16]
 
 

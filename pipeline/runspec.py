@@ -23,6 +23,8 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 #: Network families (pipeline/models/build.py).
 #: ``custom``: a user's own network, built by the factory that ``model`` names (pipeline/models/factory.py).
 FAMILIES = ("mlp", "cnn1d", "cnn2d", "transformer", "custom")
+#: How a data set is prepared (pipeline/datasets/preprocess.py): ``none`` = the inputs as given.
+PREPROCESSINGS = ("standard", "none")
 #: Training regularizers (see pipeline/training/regularizers.py).
 REGULARIZERS = ("none", "grad_norm", "hessian_trace", "sam", "fisher_sam")
 #: Hidden widths of the size presets: the paper's "no", "sure" and "huge" models.
@@ -217,6 +219,12 @@ class RunSpec:
         "itself), or `\"depth=K\"`: the modules K levels down; empty: every module that owns parameters, and "
         "the root's own parameters ([models.md](models.md))", applies=CUSTOM_ONLY,
         omit_at_default=True, since=7)
+    preprocess: str = run_field(
+        "standard", "data", "how the data set is prepared: `standard` (tables: imputed, standardized, one-hot "
+        "encoded, constant columns dropped; float arrays standardized per channel; token ids untouched) or `none`: "
+        "the inputs exactly as given (a table's numeric columns as they are), so that a model trained elsewhere is "
+        "measured on the inputs it was trained on ([configs.md](configs.md#data-of-any-shape))",
+        choices=PREPROCESSINGS, omit_at_default=True, column=False, since=9)
     checkpoint_digest: str = run_field(
         "", "", "a folder of existing checkpoints measured as this run (`pipeline measure`): a digest of their "
         "steps and bytes (pipeline/extract/measure.py); empty for a run trained here", omit_at_default=True,
@@ -260,6 +268,19 @@ HASH_OMIT_AT_DEFAULT = {n: list(f.default) if isinstance(f.default, tuple) else 
 def applying(on: str, value: str) -> tuple[str, ...]:
     """The fields that apply only under a condition on run field ``on``, and do at ``value``."""
     return tuple(n for n, f in RUN_FIELDS.items() if f.applies and f.applies.on == on and value in f.applies.values)
+
+
+def data_identity(digest: str, preprocess: str = "standard") -> str:
+    """What a run's data set is, for the ``datasets`` table's one row per name: the digest of a user's
+    file ("" for a built-in one) and, unless ``standard``, the preprocessing (``<digest>/none``)."""
+    return digest if preprocess in ("standard", "", None) else f"{digest}/{preprocess}"
+
+
+def describe_data_identity(identity: str) -> str:
+    """A :func:`data_identity` in words, for an error."""
+    digest, _, preprocess = identity.partition("/")
+    what = f"digest {digest}" if digest else "the built-in one"
+    return f"{what}, preprocess {preprocess}" if preprocess else what
 
 
 def run_id_of(spec: RunSpec) -> str:

@@ -18,9 +18,9 @@ import torch
 
 from pipeline.datasets.preprocess import PreparedDataset
 from pipeline.datasets.registry import DatasetSpec, file_spec
-from pipeline.datasets.run_data import RunData, prepared_dataset, run_data
+from pipeline.datasets.run_data import RunData, run_data, run_dataset
 from pipeline.errors import PipelineError
-from pipeline.models.build import build_network
+from pipeline.models.build import network_for
 from pipeline.models.gated_edge import EdgeSpec
 from pipeline.models.mlp import MLP
 from pipeline.runspec import RunSpec
@@ -73,7 +73,7 @@ class Corpus:
         return None
 
     def _dataset(self, spec: RunSpec) -> PreparedDataset:
-        return prepared_dataset(spec.dataset, self._custom(spec.dataset))
+        return run_dataset(spec, self._custom(spec.dataset))
 
     def run_data(self, run_id: str) -> RunData:
         """The run's rows, regenerated from its spec and checked against the stored split indices."""
@@ -105,7 +105,7 @@ class Corpus:
         spec = self.run_spec(run_id)
         dataset = self._dataset(spec)
         with torch.random.fork_rng():  # build_model seeds torch; keep the caller's generator as it was
-            model = build_network(spec, dataset.X.shape[1], dataset.output_dim, dataset.feature_names)
+            model = network_for(spec, dataset)
         rows = self._con.execute("SELECT layer_index, tensor, shape, \"values\" FROM weights "
                                  "WHERE run_id = ? AND step = ?", [run_id, step]).fetchall()
         if not rows:

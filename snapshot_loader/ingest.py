@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from pipeline.errors import ShardError, StoreError
+from pipeline.runspec import data_identity, describe_data_identity
 from snapshot_loader.database import connect_writable
 from snapshot_loader.schema import SHARD_TABLES
 from snapshot_loader.shards import ShardRef, ShardStore
@@ -93,14 +94,18 @@ def ingest_shards(db_path: Path, shards: ShardStore | str | Path, studies: list[
     return report
 
 
-#: a run's dataset_digest is a RunSpec field kept in config_json (no column of its own)
-_DIGEST = "coalesce(json_extract_string(config_json, '$.dataset_digest'), '')"
+#: a run's data identity (pipeline.runspec.data_identity) from its dataset_digest and preprocess, RunSpec
+#: fields kept in config_json (no columns of their own)
+_PREPROCESS = "coalesce(json_extract_string(config_json, '$.preprocess'), 'standard')"
+_DIGEST = (f"coalesce(json_extract_string(config_json, '$.dataset_digest'), '') || "
+           f"CASE WHEN {_PREPROCESS} = 'standard' THEN '' ELSE '/' || {_PREPROCESS} END")
 
 
 def dataset_conflict(con: duckdb.DuckDBPyConnection, dataset: str, digest: str | None) -> str | None:
-    """Why a run on data set ``dataset`` with ``dataset_digest`` ``digest`` cannot join the database:
-    another run there names a different data set so (another file, target or task; or a file named like
-    a built-in one, whose digest is empty). ``datasets`` keeps one row per name, so the second would
+    """Why a run on data set ``dataset`` whose data identity (:func:`pipeline.runspec.data_identity`:
+    its ``dataset_digest`` and ``preprocess``) is ``digest`` cannot join the database: another run
+    there names a different data set so (another file, target, task or preprocessing; or a file named
+    like a built-in one, whose digest is empty). ``datasets`` keeps one row per name, so the second would
     be described by the first's row. None when there is no conflict."""
     other = con.execute(f"SELECT run_id, {_DIGEST} AS d FROM runs WHERE dataset = ? AND {_DIGEST} <> ? LIMIT 1",
                         [dataset, digest or ""]).fetchone()
@@ -111,8 +116,7 @@ def dataset_conflict(con: duckdb.DuckDBPyConnection, dataset: str, digest: str |
 
 
 def _conflict_message(dataset: str, digest: str, other_run: str, other_digest: str) -> str:
-    def what(d: str) -> str:
-        return f"digest {d}" if d else "the built-in one"
+    what = describe_data_identity
     return (f"data set {dataset!r} ({what(digest)}) is not the {dataset!r} of run {other_run} already in the "
             f"database ({what(other_digest)}): give one of them another name")
 
@@ -133,8 +137,10 @@ class _Batch:
     def admit(self, con: duckdb.DuckDBPyConnection, ref: ShardRef, arrays: dict[str, pa.Table]) -> None:
         """Add the shard, or raise _Refused (adding nothing) when one of its runs names a data set
         that the database or an earlier run of the batch holds under another digest."""
-        runs = [(run["run_id"], run["dataset"], json.loads(run["config_json"]).get("dataset_digest") or "")
-                for run in arrays["runs"].select(["run_id", "dataset", "config_json"]).to_pylist()]
+        configs = [(run["run_id"], run["dataset"], json.loads(run["config_json"]))
+                   for run in arrays["runs"].select(["run_id", "dataset", "config_json"]).to_pylist()]
+        runs = [(run_id, dataset, data_identity(c.get("dataset_digest") or "", c.get("preprocess") or "standard"))
+                for run_id, dataset, c in configs]
         for _, dataset, digest in runs:
             claim = self.claimed.get(dataset)
             if claim is not None and claim[0] != digest:

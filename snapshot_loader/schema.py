@@ -16,17 +16,18 @@ import pyarrow as pa
 
 from pipeline.runspec import RUN_FIELDS
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 #: Version of the tables a worker writes into a shard (unchanged by database-only migrations).
-SHARD_SCHEMA_VERSION = 7
+SHARD_SCHEMA_VERSION = 8
 #: Shard versions read. Version 5 changed how curvature is computed (estimates with standard errors,
 #: zeros from a noise floor), so older shards are stale: refused, and extracted again. Version 6 added
 #: runs.model, blocks and checkpoint_dir (NULL in a version-5 shard) and measures the blocks of every
 #: family: a version-5 shard without curvature rows (a CNN or Transformer run) is stale. A column or
 #: table added later needs its default written here, for the shards before it. Version 7 added
-#: ``matrix_spectra`` (SHARD_TABLES_SINCE): an older shard has no rows of it.
-READABLE_SHARD_VERSIONS = (5, 6, 7)
+#: ``matrix_spectra`` (SHARD_TABLES_SINCE): an older shard has no rows of it. Version 8 added
+#: ``datasets.input_shape`` and ``datasets.preprocess`` (NULL in an older shard's row).
+READABLE_SHARD_VERSIONS = (5, 6, 7, 8)
 
 #: Summary columns of ``hessian_spectra`` that matrix-free rows estimate, each with a ``<column>_stderr``
 #: (``trace_stderr`` is older and listed with the spectra's own columns).
@@ -52,7 +53,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("target", "VARCHAR"), ("description", "VARCHAR"), ("synthetic", "BOOLEAN"), ("max_rows", "INTEGER"),
         ("n_raw_rows", "INTEGER"), ("n_rows", "INTEGER"), ("n_features", "INTEGER"), ("n_classes", "INTEGER"),
         ("n_train", "INTEGER"), ("n_test", "INTEGER"), ("target_mean", "DOUBLE"), ("target_std", "DOUBLE"),
-        ("feature_names", "VARCHAR[]"), ("class_names", "VARCHAR[]"),
+        ("feature_names", "VARCHAR[]"), ("class_names", "VARCHAR[]"), ("input_shape", "INTEGER[]"),
+        ("preprocess", "VARCHAR"),
     ],
     # the run fields' columns, with the run's own columns that follow them
     "runs": [
@@ -122,7 +124,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     ],
     "timings": [("run_id", "VARCHAR"), ("step", "INTEGER"), ("what", "VARCHAR"), ("seconds", "DOUBLE")],
     # spectral snapshots: margin signatures per (split, representation, correct_only), status says why
-    # a row has no statistics (no_points, zero_variation, single_class, not_classification, no_output)
+    # a row has no statistics (no_points, zero_variation, single_class, not_classification, discrete_input,
+    # no_output)
     "margins": [
         ("run_id", "VARCHAR"), ("step", "INTEGER"), ("split", "VARCHAR"), ("representation", "VARCHAR"),
         ("layer_index", "INTEGER"), ("correct_only", "BOOLEAN"), ("status", "VARCHAR"), ("n_points", "INTEGER"),
@@ -212,11 +215,14 @@ DB_ONLY_KEYS = {"studies": ("corpus", "study", "run_id"), "run_failures": ("run_
 TABLE_NOTES: dict[str, str] = {
     "datasets": (
         "task, source, item, target, description, synthetic, max_rows, n_raw_rows, n_rows, n_features, n_classes, "
-        "n_train, n_test, target_mean, target_std, feature_names VARCHAR[], class_names VARCHAR[]"
+        "n_train, n_test, target_mean, target_std, feature_names VARCHAR[] (empty for arrays), class_names "
+        "VARCHAR[], input_shape INTEGER[] (one row's shape: [p] for a table, [C, H, W] for images, [T] for token "
+        "ids; n_features is its product), preprocess (`standard` or `none`, the run field; a data set keeps one "
+        "row per name, so one name cannot hold both)"
     ),
     "runs": (
         "every run field (dataset ... seed; widths INTEGER[]; regularizer, penalty, rho, fisher_eta; the "
-        "digests of a user's data file and checkpoint folder and `fixed_steps` are in config_json only: "
+        "digests of a user's data file and checkpoint folder, `fixed_steps` and `preprocess` are in config_json only: "
         "`json_extract_string(config_json, '$.dataset_digest')`), device (where the optimizer steps and the "
         "curvature engine ran), task, depth (number of "
         "Linear blocks; a user's model: its blocks), model and blocks (family `custom`: the factory and the "
@@ -289,9 +295,9 @@ TABLE_NOTES: dict[str, str] = {
         "whole and flattened for a convolution or token block) or `output` (layer_index NULL for the "
         "input, else the block whose output it is), over all "
         "points or correctly classified ones: status (`ok`; `no_points` when no point is correct; "
-        "`zero_variation` when the representation is constant, e.g. a dead ReLU layer; `no_output` at a block "
-        "of a module's own parameters, such as a CLS token, which has no output of each point; "
-        "`not_classification` on "
+        "`zero_variation` when the representation is constant, e.g. a dead ReLU layer; `discrete_input` at the "
+        "input of token ids, which have no gradient; `no_output` at a block of a module's own parameters, such "
+        "as a CLS token, which has no output of each point; `not_classification` on "
         "the rows a regression run gets instead of margins), n_points, count, q1, median, q3, lower_fence (Q1 - "
         "1.5 IQR), upper_fence (Q3 + 1.5 IQR), mean, std (ddof 0), total_variation (sqrt tr Cov h, ddof 0, over "
         "all the split's points; the margins are divided by it). Statistics are NULL unless status is `ok`"
@@ -352,6 +358,11 @@ MIGRATIONS: dict[int, list[str]] = {
         'DOUBLE[], "weight_rank" INTEGER, "weight_stable_rank" DOUBLE, "weight_spectral_norm" DOUBLE, '
         '"grad_sv" DOUBLE[], "grad_rank" INTEGER, "grad_stable_rank" DOUBLE, "grad_spectral_norm" DOUBLE, '
         '"alignment" DOUBLE, PRIMARY KEY (run_id, step, layer_index, tensor, part))'],
+    # data sets of any shape: a row's shape and how the data set was prepared (the rows before were tables,
+    # prepared the standard way)
+    8: ['ALTER TABLE datasets ADD COLUMN IF NOT EXISTS "input_shape" INTEGER[]',
+        'ALTER TABLE datasets ADD COLUMN IF NOT EXISTS "preprocess" VARCHAR',
+        "UPDATE datasets SET input_shape = [n_features], preprocess = 'standard'"],
 }
 
 _ARROW = {

@@ -28,7 +28,12 @@ def test_cli_lists_at_least_22_classification_and_15_regression_real_datasets() 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_every_dataset_loads_offline_and_is_standardized(name: str) -> None:
     d = prepare(REGISTRY[name])
-    assert np.isfinite(d.X).all() and d.X.dtype == np.float32
+    if d.vocab_size:  # token ids (tate_titles): untouched, within the vocabulary
+        assert d.X.dtype == np.int64 and 0 <= d.X.min() and d.X.max() < d.vocab_size
+    else:
+        assert np.isfinite(d.X).all() and d.X.dtype == np.float32
+    if not d.is_table and not d.vocab_size:  # images: standardized per channel
+        np.testing.assert_allclose(d.X[d.train_idx].mean(), 0.0, atol=1e-4)
     assert len(np.intersect1d(d.train_idx, d.test_idx)) == 0
     assert len(d.train_idx) + len(d.test_idx) == len(d.y)
     numeric = [i for i, f in enumerate(d.feature_names) if "=" not in f]

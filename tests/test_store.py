@@ -162,6 +162,27 @@ def test_a_version_7_database_gets_matrix_spectra_from_a_writer(tmp_path: Path) 
         con.close()
 
 
+def test_a_version_8_database_gets_the_input_shape_and_preprocessing_of_its_data_sets(tmp_path: Path) -> None:
+    """Version 9 added ``datasets.input_shape`` and ``datasets.preprocess``: a writer adds them, the rows
+    already there (tables, prepared the standard way) get [n_features] and ``standard``."""
+    db = tmp_path / "v8.duckdb"
+    connect_writable(db).close()
+    with duckdb.connect(str(db)) as con:
+        for column in ("input_shape", "preprocess"):
+            con.execute(f'ALTER TABLE datasets DROP COLUMN "{column}"')
+        con.execute("INSERT INTO datasets (name, n_features) VALUES ('iris', 4)")
+        con.execute("DELETE FROM schema_version")
+        con.execute("INSERT INTO schema_version VALUES (8, now())")
+    with pytest.raises(SchemaError, match=r"v8.duckdb: database has schema version 8, .*run `pipeline ingest` once"):
+        connect_readonly(db)
+    con = connect_writable(db)
+    try:
+        assert con.execute("SELECT input_shape, preprocess FROM datasets").fetchall() == [([4], "standard")]
+        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        con.close()
+
+
 HOLD_AND_INGEST = """
 import sys, time
 from snapshot_loader.database import connect_writable

@@ -213,3 +213,32 @@ class TiedStack(nn.Module):
 
 def tied_stack(input_shape: tuple[int, ...], output_size: int) -> nn.Module:
     return TiedStack(input_shape[0])
+
+
+#: Every input batch a ``recording_cnn`` model was called with (outside torch.func transforms).
+SEEN: list[torch.Tensor] = []
+
+
+class SmallImageCNN(nn.Module):
+    def __init__(self, input_shape: tuple[int, ...], output_size: int):
+        super().__init__()
+        c, h, w = input_shape
+        self.conv = nn.Conv2d(c, 3, 3, padding=1)
+        self.act = nn.Tanh()
+        self.head = nn.Linear(3 * h * w, output_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.conv(x)).flatten(1))
+
+
+def recording_cnn(input_shape: tuple[int, ...], output_size: int) -> nn.Module:
+    """A CNN on images (C, H, W) that records the inputs it is called with in ``SEEN``."""
+    model = SmallImageCNN(input_shape, output_size)
+
+    def record(_module, args):
+        x = args[0]
+        if isinstance(x, torch.Tensor) and not torch._C._functorch.is_functorch_wrapped_tensor(x):
+            SEEN.append(x.detach().clone())
+
+    model.register_forward_pre_hook(record)
+    return model

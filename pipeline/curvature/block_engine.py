@@ -137,7 +137,7 @@ def block_curvature_snapshot(model: nn.Module, blocks: list[tuple[str, tuple[str
     device = torch.device(settings.device)
     m64 = copy.deepcopy(model).double().eval().to(device)
     m64.requires_grad_(False)  # constants: derivatives are taken w.r.t. a theta_i passed in
-    X = X.to(device=device, dtype=torch.float64)
+    X = X.to(device=device, dtype=torch.float64 if X.is_floating_point() else X.dtype)  # token ids stay int64
     y = y.to(device=device, dtype=torch.float64 if task == "regression" else torch.long)
     with torch.no_grad():
         m = m64(X[:1]).shape[1]

@@ -20,7 +20,7 @@ def measure_coupling(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn
     """Block graph and coupling map of ``model`` (anything with ``block_names()``) on the probe batch,
     in float64 on a copy in eval mode on ``device``."""
     m64 = copy.deepcopy(model).double().eval().to(device)
-    X = X.to(device=device, dtype=torch.float64)
+    X = X.to(device=device, dtype=torch.float64 if X.is_floating_point() else X.dtype)  # token ids stay int64
     y = y.to(device=device, dtype=torch.float64 if task == "regression" else torch.long)
     graph = trace_block_graph(m64, block_names(m64))
     return graph, coupling_map(block_loss(m64, graph, X, y, loss_fn), n_probes, rng)

@@ -207,7 +207,7 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
     device = torch.device(settings.device)
     m64 = copy.deepcopy(model).double().eval().to(device)
     m64.requires_grad_(False)  # constants: derivatives are taken w.r.t. pre-activations or a theta passed in
-    X = X.to(device=device, dtype=torch.float64)
+    X = X.to(device=device, dtype=torch.float64 if X.is_floating_point() else X.dtype)  # token ids stay int64
     y = y.to(device=device, dtype=torch.float64 if task == "regression" else torch.long)
     with torch.no_grad():
         inter = m64.intermediates(X)

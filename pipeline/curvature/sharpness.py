@@ -92,7 +92,7 @@ def loss_sharpness_row(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
     t = time.perf_counter()
     dev = torch.device(device)
     m64 = copy.deepcopy(model).double().eval().to(dev)
-    X = X.to(device=dev, dtype=torch.float64)
+    X = X.to(device=dev, dtype=torch.float64 if X.is_floating_point() else X.dtype)  # token ids stay int64
     y = y.to(device=dev, dtype=torch.float64 if task == "regression" else torch.long)
     obj: ModelObjective = model_loss_objective(m64, X, y, loss_fn)
     est = sam_sharpness(obj.f, obj.theta0, SHARPNESS_RHO, ASCENT_STEPS, rng)

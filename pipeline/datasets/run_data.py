@@ -6,6 +6,7 @@ always yields the same rows, labels and probe batch.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -52,9 +53,15 @@ def _prepared_cached(spec: DatasetSpec) -> PreparedDataset:
     return prepare(spec)
 
 
-def prepared_dataset(name: str, custom: dict[str, DatasetSpec] | None = None) -> PreparedDataset:
-    """The preprocessed data set (cached per process)."""
-    return _prepared_cached(get_spec(name, custom))
+def prepared_dataset(name: str, custom: dict[str, DatasetSpec] | None = None,
+                     preprocess: str = "standard") -> PreparedDataset:
+    """The preprocessed data set (cached per process), prepared as ``preprocess`` says."""
+    return _prepared_cached(dataclasses.replace(get_spec(name, custom), preprocess=preprocess))
+
+
+def run_dataset(spec: RunSpec, custom: dict[str, DatasetSpec] | None = None) -> PreparedDataset:
+    """The run's data set, prepared as its ``preprocess`` field says."""
+    return prepared_dataset(spec.dataset, custom, spec.preprocess)
 
 
 def run_data(spec: RunSpec, dataset: PreparedDataset) -> RunData:

@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 
 from pipeline.curvature.engine import CurvatureSettings
 from pipeline.datasets.registry import DatasetSpec
-from pipeline.datasets.run_data import prepared_dataset, run_data
+from pipeline.datasets.run_data import run_data, run_dataset
 from pipeline.extract.checkpoint_files import (
     Checkpoint,
     CheckpointError,
@@ -51,7 +51,7 @@ from pipeline.extract.run import (
     measured_margin_splits,
     run_row,
 )
-from pipeline.models.build import build_network
+from pipeline.models.build import network_for
 from pipeline.runspec import RunSpec
 from pipeline.training.optim import loss_function
 
@@ -100,8 +100,8 @@ def check_folder(spec: RunSpec, checkpoints: list[Checkpoint],
                  custom: dict[str, DatasetSpec] | None = None) -> CheckedFolder:
     """Read, hash and load every checkpoint into the spec's model, one at a time (the check pass):
     a file that is unreadable, foreign or not finite raises a CheckpointError naming it."""
-    dataset = prepared_dataset(spec.dataset, custom)
-    model = build_network(spec, dataset.X.shape[1], dataset.output_dim, dataset.feature_names)
+    dataset = run_dataset(spec, custom)
+    model = network_for(spec, dataset)
     keys = model_keys(model)
     digest, file_hashes = FolderDigest(), []
     for c in checkpoints:
@@ -135,10 +135,10 @@ def measure_folder(spec: RunSpec, checkpoints: list[Checkpoint], folder: str | P
         checked = check_folder(spec, checkpoints, custom)
     if spec.checkpoint_digest and checked.digest != spec.checkpoint_digest:
         raise CheckpointError(f"{folder}: its files changed after the run id was computed from them; measure again")
-    dataset = prepared_dataset(spec.dataset, custom)
+    dataset = run_dataset(spec, custom)
     data = run_data(spec, dataset)
     tensors = {s: data.tensors(s) for s in ("train", "test", "probe")}
-    model = build_network(spec, dataset.X.shape[1], dataset.output_dim, dataset.feature_names)
+    model = network_for(spec, dataset)
     keys = model_keys(model)
     loss_fn = loss_function(dataset.task)
     settings = CurvatureSettings(spec.hessian_exact_limit, spec.hvp_budget, "sum", device)
@@ -179,5 +179,5 @@ def measure_folder(spec: RunSpec, checkpoints: list[Checkpoint], folder: str | P
     rows["layers"] = layer_rows_of(spec.run_id, model, spec)
     rows["splits"] = [{"run_id": spec.run_id, "split": s, "rows": r.astype("int32")}
                       for s, r in (("train", data.train_rows), ("test", data.test_rows), ("probe", data.probe_rows))]
-    rows["datasets"] = [dataset_row(spec.dataset, custom)]
+    rows["datasets"] = [dataset_row(spec.dataset, custom, spec.preprocess)]
     return rows

@@ -11,6 +11,7 @@ oversubscribe them (OpenBLAS's spare threads spin while they wait).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from pipeline.curvature.engine import CurvatureSettings
 from pipeline.datasets.registry import DatasetSpec, get_spec
-from pipeline.datasets.run_data import RunData, prepared_dataset, run_data
+from pipeline.datasets.run_data import RunData, prepared_dataset, run_data, run_dataset
 from pipeline.extract.checkpoint import (
     SpectralSnapshot,
     as_matrix,
@@ -33,7 +34,7 @@ from pipeline.extract.checkpoint import (
 )
 from pipeline.extract.coupling_tracker import CouplingTracker
 from pipeline.models.block_graph import block_names, block_parameter_names, output_block, relative_name
-from pipeline.models.build import build_network
+from pipeline.models.build import network_for
 from pipeline.models.mlp import MLP, count_parameters
 from pipeline.runspec import RunSpec
 from pipeline.training.device import move_training_state
@@ -80,10 +81,10 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
     float tolerance, not bitwise, across devices."""
     t_start = time.perf_counter()
     run_id = spec.run_id
-    dataset = prepared_dataset(spec.dataset, custom)
+    dataset = run_dataset(spec, custom)
     data = run_data(spec, dataset)
     tensors = {s: data.tensors(s) for s in ("train", "test", "probe")}
-    model = build_network(spec, dataset.X.shape[1], dataset.output_dim, dataset.feature_names)
+    model = network_for(spec, dataset)
     optimizer = make_optimizer(spec, model.parameters())
     loss_fn = loss_function(dataset.task)
 
@@ -155,7 +156,7 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
     rows["layers"] = layer_rows_of(run_id, model, spec)
     rows["splits"] = [{"run_id": run_id, "split": s, "rows": r.astype(np.int32)}
                       for s, r in (("train", data.train_rows), ("test", data.test_rows), ("probe", data.probe_rows))]
-    rows["datasets"] = [dataset_row(spec.dataset, custom)]
+    rows["datasets"] = [dataset_row(spec.dataset, custom, spec.preprocess)]
     for table, table_rows in propagation.final_rows().items():
         rows[table] = [{"run_id": run_id, **r} for r in table_rows]
     return rows
@@ -251,14 +252,16 @@ def _block_layer_rows(run_id: str, model: torch.nn.Module, spec: RunSpec) -> lis
     return rows
 
 
-def dataset_row(name: str, custom: dict[str, DatasetSpec] | None = None) -> dict:
+def dataset_row(name: str, custom: dict[str, DatasetSpec] | None = None, preprocess: str = "standard") -> dict:
     """The ``datasets`` table row of a data set (preprocessed, so its sizes are the ones runs see)."""
     spec = get_spec(name, custom)
-    d = prepared_dataset(name, custom)
+    d = prepared_dataset(name, custom, preprocess)
     return {
         "name": name, "task": spec.task, "source": spec.source, "item": spec.item, "target": spec.target,
         "description": spec.description, "synthetic": spec.synthetic, "max_rows": spec.max_rows,
-        "n_raw_rows": d.n_raw_rows, "n_rows": len(d.y), "n_features": d.X.shape[1], "n_classes": d.n_classes,
+        "n_raw_rows": d.n_raw_rows, "n_rows": len(d.y), "n_features": math.prod(d.input_shape),
+        "n_classes": d.n_classes,
         "n_train": len(d.train_idx), "n_test": len(d.test_idx), "target_mean": d.target_mean,
         "target_std": d.target_std, "feature_names": list(d.feature_names), "class_names": list(d.class_names),
+        "input_shape": list(d.input_shape), "preprocess": d.preprocess,
     }

@@ -1,6 +1,8 @@
 """A small convolutional network: a stack of convolution blocks and a linear head.
 
-Input rows of d features are read as a 1-D signal of length d with one channel (``dims=1``), or
+Inputs of ``input_shape`` (C, T) (``dims=1``) or (C, H, W) (``dims=2``) are read as they are: signals
+or images of C channels. Input rows of d features (a table) are read as a 1-D signal of length d with
+one channel (``dims=1``), or
 as an image of ``image_shape`` (``dims=2``): feature k lands on pixel ``pixels[k]`` (row-major
 flat index; default k), the others stay 0. ``digits`` keeps 61 of its 8 x 8 pixels (preprocessing
 drops constant columns), and its names ``pixel_<row>_<col>`` place them (:func:`pixel_layout`).
@@ -32,9 +34,15 @@ class ConvBlock(nn.Module):
 class SmallCNN(nn.Module):
     def __init__(self, d_in: int, d_out: int, channels: tuple[int, ...] = (8, 8), kernel: int = 3, dims: int = 1,
                  activation: str = "relu", image_shape: tuple[int, int] | None = None,
-                 pixels: list[int] | None = None):
+                 pixels: list[int] | None = None, input_shape: tuple[int, ...] | None = None):
         super().__init__()
-        if dims == 2:
+        c_in = 1
+        if input_shape is not None:
+            if len(input_shape) != dims + 1:
+                raise ValueError(f"a {dims}-D CNN reads inputs of shape (C, {'H, W' if dims == 2 else 'T'}), got "
+                                 f"{tuple(input_shape)}")
+            c_in, image_shape = int(input_shape[0]), tuple(int(k) for k in input_shape[1:])
+        elif dims == 2:
             side = int(round(math.sqrt(d_in)))
             image_shape = tuple(image_shape or (side, side))
             pixels = list(range(d_in)) if pixels is None else list(pixels)
@@ -49,16 +57,18 @@ class SmallCNN(nn.Module):
         elif dims != 1:
             raise ValueError(f"dims must be 1 or 2, got {dims}")
         self.dims = dims
-        self.image_shape = image_shape if dims == 2 else (d_in,)
-        c = [1, *channels]
+        self.tabular = input_shape is None
+        self.in_channels = c_in
+        self.image_shape = image_shape if dims == 2 or not self.tabular else (d_in,)
+        c = [c_in, *channels]
         self.convs = nn.ModuleList(ConvBlock(a, b, kernel, dims, activation)
                                    for a, b in zip(c[:-1], c[1:], strict=True))
         self.head = nn.Linear(channels[-1] * math.prod(self.image_shape), d_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dims == 2:
+        if self.tabular and self.dims == 2:
             x = x @ self.scatter
-        h = x.reshape(x.shape[0], 1, *self.image_shape)
+        h = x.reshape(x.shape[0], self.in_channels, *self.image_shape)
         for block in self.convs:
             h = block(h)
         return self.head(h.flatten(1))

@@ -3,8 +3,9 @@
 ``model = "package.module:build"`` is imported (the package must be importable by every worker:
 installed, or on ``PYTHONPATH``) and called
 as ``build(input_shape, output_size)`` after ``torch.manual_seed(seed)``: input_shape is the tuple
-of one row's shape (``(d,)`` for a table of d features), output_size the number of classes (or 1
-for regression). It must return an ``nn.Module`` mapping (N, *input_shape) to (N, output_size).
+of one row's shape (``(d,)`` for a table of d features, ``(C, H, W)`` for images, ``(T,)`` for token
+ids), output_size the number of classes (or 1 for regression). It must return an ``nn.Module``
+mapping (N, *input_shape) to (N, output_size); its inputs are float32, or int64 for token ids.
 
 Its blocks are ``blocks`` when the run names them: module paths in forward order (``(own)``,
 ``encoder.(own)``: the parameters the root or ``encoder`` holds itself), or ``["depth=K"]``, the
@@ -12,7 +13,8 @@ modules K levels down (:func:`pipeline.models.block_graph.depth_blocks`); else t
 ``block_names()`` when it has one, else every module the traced forward pass calls that owns
 parameters, and the own parameters of the root and of modules with such children
 (:func:`pipeline.models.block_graph.default_blocks`). :func:`build_factory_model` checks all of it
-on a two-row batch before anything is trained and measured, and every failure is a
+on a two-row batch (the data set's first two rows when the caller gives them, as it always does for a
+run; else random normal rows) before anything is trained and measured, and every failure is a
 :class:`FactoryError` naming the key (``model`` or ``blocks``) and what is wrong.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -61,7 +64,7 @@ def load_factory(ref: str) -> Callable[..., nn.Module]:
 
 
 def build_factory_model(ref: str, input_shape: Sequence[int], output_size: int, seed: int = 0,
-                        blocks: Sequence[str] = ()) -> nn.Module:
+                        blocks: Sequence[str] = (), example: torch.Tensor | np.ndarray | None = None) -> nn.Module:
     """The factory's model, initialized from ``torch.manual_seed(seed)``, checked (see the module
     docstring) and carrying its block list (``BLOCKS_ATTRIBUTE``)."""
     factory = load_factory(ref)
@@ -74,7 +77,9 @@ def build_factory_model(ref: str, input_shape: Sequence[int], output_size: int, 
     if not isinstance(model, nn.Module):
         raise FactoryError(f"model = {ref!r}: returned a {type(model).__name__}, not a torch.nn.Module")
     model = model.float()
-    x = torch.randn(2, *input_shape)
+    x = torch.randn(2, *input_shape)  # drawn either way: the generator moves on as it always did (dropout)
+    if example is not None:  # real rows: token ids must be ids of the vocabulary
+        x = torch.as_tensor(np.asarray(example[:2]))
     was_training = model.training
     model.eval()
     try:

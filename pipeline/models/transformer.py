@@ -1,7 +1,9 @@
-"""A small Transformer encoder over tabular rows: every feature is a token.
+"""A small Transformer encoder over tabular rows (every feature is a token) or token ids.
 
-- ``embed``: token k of row x is x_k * E_k + c_k (E, c: (d, d_model)), as in feature-tokenizing
-  tabular transformers;
+- ``embed``: on a table, token k of row x is x_k * E_k + c_k (E, c: (d, d_model)), as in
+  feature-tokenizing tabular transformers; on token ids (N, T) of a vocabulary of V, an
+  ``nn.Embedding`` (V, d_model), followed by
+- ``position``: a learned positional embedding P (T, d_model) added to the tokens (token ids only);
 - ``layers.l.attn``: pre-norm multi-head self-attention, t <- t + W_o softmax(Q K^T / sqrt(d_h)) V;
 - ``layers.l.mlp``: pre-norm feed-forward, t <- t + W_2 act(W_1 LN(t));
 - ``head``: LayerNorm of the mean token, then a Linear map to the outputs.
@@ -29,6 +31,15 @@ class FeatureTokens(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.unsqueeze(-1) * self.weight + self.bias  # (N, d, d_model)
+
+
+class PositionalEmbedding(nn.Module):
+    def __init__(self, length: int, d_model: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(length, d_model) / math.sqrt(d_model))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return t + self.weight
 
 
 class SelfAttention(nn.Module):
@@ -83,20 +94,27 @@ class Head(nn.Module):
 
 class SmallTransformer(nn.Module):
     def __init__(self, d_in: int, d_out: int, d_model: int = 16, heads: int = 2, layers: int = 2,
-                 hidden: int = 32, activation: str = "gelu"):
+                 hidden: int = 32, activation: str = "gelu", vocab_size: int = 0):
         super().__init__()
-        self.embed = FeatureTokens(d_in, d_model)
+        if vocab_size:  # token ids (N, d_in) below vocab_size
+            self.embed = nn.Embedding(vocab_size, d_model)
+            self.position = PositionalEmbedding(d_in, d_model)
+        else:
+            self.embed = FeatureTokens(d_in, d_model)
+            self.position = None
         self.layers = nn.ModuleList(EncoderLayer(d_model, heads, hidden, activation) for _ in range(layers))
         self.head = Head(d_model, d_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self.embed(x)
+        if self.position is not None:
+            t = self.position(t)
         for layer in self.layers:
             t = layer(t)
         return self.head(t)
 
     def block_names(self) -> list[str]:
-        names = ["embed"]
+        names = ["embed"] if self.position is None else ["embed", "position"]
         for i in range(len(self.layers)):
             names += [f"layers.{i}.attn", f"layers.{i}.mlp"]
         return [*names, "head"]

@@ -10,7 +10,8 @@ decision boundary between i and j is
 and the stored margin is d / TV(h), TV(h) = sqrt(tr Cov(h)) the total variation of h over the
 split's points (population covariance, ddof = 0), which makes margins comparable across layers and
 networks. At the output, grad_h (f_i - f_j) = e_i - e_j, so the denominator is sqrt(eps + 2).
-d > 0 iff the point is classified correctly (ties count as wrong).
+d > 0 iff the point is classified correctly (ties count as wrong). Token ids have no gradient: at
+the ``input`` of token data the status is ``discrete_input`` and there are no margins.
 
 The model runs in eval mode in float64 (a copy), so every point is its own function of x (dropout
 off, batch norm on its running statistics) and one backward pass of sum_n (f_i - f_j)(x_n) gives
@@ -36,8 +37,8 @@ from pipeline.models.mlp import MLP
 
 MARGIN_EPS = 1e-6
 #: Why a signature has no statistics (``status`` column of ``margins``).
-OK, NO_POINTS, ZERO_VARIATION, SINGLE_CLASS, NOT_CLASSIFICATION, NO_OUTPUT = (
-    "ok", "no_points", "zero_variation", "single_class", "not_classification", "no_output")
+OK, NO_POINTS, ZERO_VARIATION, SINGLE_CLASS, NOT_CLASSIFICATION, DISCRETE_INPUT, NO_OUTPUT = (
+    "ok", "no_points", "zero_variation", "single_class", "not_classification", "discrete_input", "no_output")
 
 
 def representation_names(n_blocks: int, output: int | None = None) -> list[str]:
@@ -114,13 +115,14 @@ def normalized_margins(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
     and put in eval mode.
     """
     m64 = copy.deepcopy(model).double().eval()
-    X = X.detach().to(torch.float64)
+    discrete = not X.is_floating_point()  # token ids: no gradient at the input
+    X = X.detach() if discrete else X.detach().to(torch.float64)
     y = y.detach().reshape(-1).long()
     names = representation_names(*_output_index(m64))
     n = X.shape[0]
     if n == 0:
         return [RepresentationMargins(name, np.empty(0), np.empty(0, bool), math.nan, NO_POINTS) for name in names]
-    reps = representations(m64, X.clone().requires_grad_(True))
+    reps = representations(m64, X.clone() if discrete else X.clone().requires_grad_(True))
     logits = reps[-1]
     if logits.shape[1] < 2:
         nan = np.full(n, math.nan)
@@ -130,16 +132,19 @@ def normalized_margins(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
     others[rows, y] = -math.inf
     j = others.argmax(dim=1)
     numerator = logits[rows, y] - logits[rows, j]
-    present = [r for r in reps if r is not None]
-    grads = iter(torch.autograd.grad(numerator.sum(), present, allow_unused=True))
+    differentiable = [r for r in reps if r is not None and r.requires_grad]
+    found = iter(torch.autograd.grad(numerator.sum(), differentiable, allow_unused=True))
+    grads = [next(found) if r is not None and r.requires_grad else None for r in reps]
     num = numerator.detach().numpy()
     correct = num > 0
     out = []
-    for name, rep in zip(names, reps, strict=True):
+    for name, rep, g in zip(names, reps, grads, strict=True):
         if rep is None:  # a block of a module's own parameters
             out.append(RepresentationMargins(name, np.full(n, math.nan), correct, math.nan, NO_OUTPUT))
             continue
-        g = next(grads)
+        if discrete and name == "input":
+            out.append(RepresentationMargins(name, np.full(n, math.nan), correct, math.nan, DISCRETE_INPUT))
+            continue
         g = torch.zeros_like(rep) if g is None else g
         distance = num / np.sqrt(eps + (g.detach().reshape(n, -1) ** 2).sum(dim=1).numpy())
         tv = total_variation(rep.detach().reshape(n, -1).numpy())
