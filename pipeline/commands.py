@@ -120,7 +120,8 @@ def extract(config: Path, shards: str, *, workers: int = 1, limit: int | None = 
     check_run_inputs(runs, custom, config)
     if db is not None:  # a name another data set holds there: found now, not after the extraction, at ingest
         for dataset, digest in dict.fromkeys((r.dataset, data_identity(r.dataset_digest, r.preprocess)) for r in runs):
-            where = f"{config}: [[dataset]] name {dataset!r}" if digest else f"{config}: dataset {dataset!r}"
+            where = (f"{config}: [[dataset]] name {dataset!r}" if dataset in custom
+                     else f"{config}: dataset {dataset!r}")
             check_dataset_name(db, dataset, digest, where)
     started = time.perf_counter()
     outcomes, failures = run_extraction(runs, shards, custom, workers=workers, executor=executor,
@@ -160,7 +161,8 @@ def check_custom_data(custom: dict) -> None:
         try:
             prepared_dataset(spec.name, {spec.name: spec}, preprocess)
         except DatasetError as exc:
-            raise DatasetError(f"{spec.item}: {exc}") from None
+            message = str(exc)
+            raise DatasetError(message if message.startswith(str(spec.item)) else f"{spec.item}: {message}") from None
 
 
 def check_custom_models(runs: list[RunSpec], custom: dict[str, DatasetSpec]) -> None:

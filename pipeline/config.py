@@ -154,7 +154,23 @@ def parse_config(raw: dict, where: str = "<config>", base_dir: Path | None = Non
         runs = _sample(runs, study_raw, key, fail)
         studies.append(Study(sname, _string(study_raw.get("description", ""), f"{key}.description", fail),
                              tuple(runs)))
+    _one_preprocessing_per_name(studies, {c.name for c in custom}, fail)
     return CorpusConfig(Path(where), name, description, tuple(studies), tuple(custom))
+
+
+def _one_preprocessing_per_name(studies: list[Study], files: set[str], fail) -> None:
+    """The ``datasets`` table holds one row per name, and the preprocessing is part of what a data set
+    is: a name asked for under two preprocessings is refused here, before anything is trained."""
+    seen: dict[str, tuple[str, str]] = {}
+    for i, study in enumerate(studies):
+        for run in study.runs:
+            first = seen.setdefault(run.dataset, (run.preprocess, study.name))
+            if first[0] != run.preprocess:
+                fix = ("give the file a second [[dataset]] entry of another name for the other preprocessing"
+                       if run.dataset in files else "a built-in data set holds one preprocessing per database: "
+                       "put the other in a corpus of its own")
+                raise fail(f"study[{i}].grid.preprocess", f"dataset {run.dataset!r} is asked for under preprocess "
+                           f"{first[0]!r} (study {first[1]!r}) and {run.preprocess!r}: {fix}")
 
 
 def _known_dataset_names() -> set[str]:

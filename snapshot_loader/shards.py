@@ -199,7 +199,7 @@ class ShardStore:
             arrow = pq.read_table(fh)
         for field in schema:  # a column added after the shard was written: NULL (READABLE_SHARD_VERSIONS)
             if field.name not in arrow.column_names:
-                arrow = arrow.append_column(field.name, pa.nulls(arrow.num_rows, field.type))
+                arrow = arrow.append_column(field.name, _older_shard_column(table, field, arrow))
         return arrow.select(schema.names).cast(schema)
 
     # -- writing ------------------------------------------------------------------------------
@@ -332,3 +332,14 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _older_shard_column(table: str, field: pa.Field, arrow: pa.Table) -> pa.Array:
+    """A column a shard predates: NULL, except what the database migration fills in the same way (a
+    ``datasets`` row of a shard before version 8 is a table of ``[n_features]`` inputs, ``standard``)."""
+    if table == "datasets" and field.name == "input_shape" and "n_features" in arrow.column_names:
+        return pa.array([[n] if n is not None else None for n in arrow.column("n_features").to_pylist()],
+                        type=field.type)
+    if table == "datasets" and field.name == "preprocess":
+        return pa.array(["standard"] * arrow.num_rows, type=field.type)
+    return pa.nulls(arrow.num_rows, field.type)

@@ -133,6 +133,10 @@ def test_the_token_data_set_loads_offline() -> None:
                                         "split": ["train", "valid"] * 5}), p / "d.parquet"), "'valid'"),
     (lambda p: pq.write_table(pa.table({"x": pa.array([[1.0, 2.0]] * 10), "z": pa.array([[1.0]] * 10),
                                         "y": [0, 1] * 5}), p / "d.parquet"), "2 list columns"),
+    (lambda p: np.savez(p / "d.npz", X=np.ones((9, 2), np.int64), y=np.arange(9) % 2,
+                        X_test=np.ones((3, 2), np.float32), y_test=np.arange(3) % 2), "token ids .* in one and not"),
+    (lambda p: np.savez(p / "d.npz", X=np.zeros((5, 2)), y=np.float64(1.0)), r"y has shape \(\)"),
+    (lambda p: np.savez(p / "d.npz", X=np.zeros((6, 2), np.complex64), y=np.arange(6) % 2), "not real numbers"),
 ])
 def test_bad_arrays_are_one_line_errors_naming_the_file(tmp_path: Path, write, message: str) -> None:
     write(tmp_path)
@@ -151,6 +155,26 @@ def test_a_bad_data_file_stops_measure_with_one_line(tmp_path: Path, capsys) -> 
                      "--shards", str(tmp_path / "shards"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "X has 5 rows and y 3" in err and "\n" not in err
+    assert err.count(str(tmp_path / "bad.npz")) == 1  # the file named once
+
+
+def test_one_data_set_under_two_preprocessings_is_refused_by_the_config() -> None:
+    """The datasets table holds one row per name: a config asking for one name under both is refused
+    before anything is trained, not at ingest after both are."""
+    with pytest.raises(ConfigError, match=r"study\[0\]\.grid\.preprocess: dataset 'iris' is asked for under "
+                                          r"preprocess 'standard' \(study 's'\) and 'none': a built-in data set"):
+        parse_config({"study": [{"name": "s", "grid": {"dataset": "iris", "preprocess": ["standard", "none"]}}]})
+
+
+def test_a_datasets_row_of_an_older_shard_reads_as_the_migration_fills_it() -> None:
+    from snapshot_loader.schema import arrow_schema
+    from snapshot_loader.shards import _older_shard_column
+
+    old = pa.table({"name": ["iris"], "n_features": [4]})
+    schema = arrow_schema("datasets")
+    assert _older_shard_column("datasets", schema.field("input_shape"), old).to_pylist() == [[4]]
+    assert _older_shard_column("datasets", schema.field("preprocess"), old).to_pylist() == ["standard"]
+    assert _older_shard_column("datasets", schema.field("description"), old).to_pylist() == [None]
 
 
 def test_preprocess_none_on_a_table_keeps_numeric_columns_and_refuses_text(tmp_path: Path) -> None:

