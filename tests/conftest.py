@@ -11,6 +11,13 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
+# One thread per test process: `make test` runs two xdist workers on two cores, and a worker's own
+# OpenMP pool of two threads beside the other worker oversubscribes them; small torch operations then
+# wait on descheduled threads (a built-in Transformer run took 5x as long beside two busy processes).
+# Set before any test module imports torch or numpy; subprocesses (pipeline extract) inherit it.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY_CONFIG = """
