@@ -16,13 +16,13 @@ export MPLBACKEND := Agg
 setup: $(STAMP)
 
 # torch is pinned and installed first, alone, so pip takes the CPU wheel on disk rather than
-# resolving a newer CUDA build for another package's looser requirement.
+# resolving a newer CUDA build for another package's looser requirement. backpack (curvlinops'
+# dependency) pulls a torchvision wheel built for another torch: nothing here imports it, and a user's
+# `import torchvision` failing inside it would be worse than its absence, so it is uninstalled.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
-	# backpack (curvlinops' dependency) pulls a torchvision wheel built for another torch; nothing here
-	# imports it, and a user's `import torchvision` failing inside it would be worse than its absence.
 	$(PY) -m pip uninstall --quiet --yes torchvision
 	touch $(STAMP)
 
