@@ -137,6 +137,8 @@ def test_the_token_data_set_loads_offline() -> None:
                         X_test=np.ones((3, 2), np.float32), y_test=np.arange(3) % 2), "token ids .* in one and not"),
     (lambda p: np.savez(p / "d.npz", X=np.zeros((5, 2)), y=np.float64(1.0)), r"y has shape \(\)"),
     (lambda p: np.savez(p / "d.npz", X=np.zeros((6, 2), np.complex64), y=np.arange(6) % 2), "not real numbers"),
+    (lambda p: np.savez(p / "d.npz", X=np.full((9, 2), 2**40, np.int64), y=np.arange(9) % 2),
+     "implies a vocabulary of 1,099,511,627,777"),
 ])
 def test_bad_arrays_are_one_line_errors_naming_the_file(tmp_path: Path, write, message: str) -> None:
     write(tmp_path)

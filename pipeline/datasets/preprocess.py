@@ -47,6 +47,8 @@ from pipeline.datasets.registry import PREPROCESSINGS, DatasetSpec
 from pipeline.errors import DatasetError
 
 TEST_FRACTION = 0.25
+#: Token ids are 0 .. V-1 and an embedding holds V rows: a larger id is a hashed or sparse id, refused.
+MAX_VOCABULARY = 2**20
 MAX_MISSING_FRACTION = 0.5
 MAX_CATEGORICAL_LEVELS = 30
 
@@ -199,6 +201,9 @@ def _prepare_arrays(spec: DatasetSpec, raw: RawArrays) -> PreparedDataset:
     vocab = 0
     if X.dtype == np.int64:
         vocab = raw.vocab_size or int(X.max()) + 1
+        if vocab > MAX_VOCABULARY:
+            raise DatasetError(f"{spec.item}: token id {vocab - 1} implies a vocabulary of {vocab:,} "
+                               f"(above {MAX_VOCABULARY:,}): hashed or sparse ids? map them to 0 .. V-1 first")
     elif spec.preprocess == "standard":
         X = _standardize_array(X, train_idx)
     target_mean, target_std = 0.0, 1.0
