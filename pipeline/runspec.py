@@ -34,6 +34,8 @@ SIZE_PRESETS: dict[str, tuple[int, ...]] = {
     "large": (256, 256, 256),
 }
 SIZES = (*SIZE_PRESETS, "custom")
+#: dtypes of the matrix-free products (pipeline/curvature/precision.py).
+PRODUCT_DTYPE_NAMES = ("float32", "float64")
 #: ``every``: the residual template, an identity edge around every hidden-to-hidden block.
 RESIDUALS = ("none", "every")
 #: Gated edges added during training: none, chosen by skip-connection synthesis, or as many placed at
@@ -186,8 +188,14 @@ class RunSpec:
         1000, "measurement", "largest block, in parameters, whose loss and layer-norm local Hessians are formed "
         "exactly; the Gauss-Newton block is exact at any width ([curvature.md](curvature.md))",
         range=Range(0, 20_000), since=2)
-    hvp_budget: int = run_field(320, "measurement", "products per layer and kind above that limit, split over 8 "
-                                "Lanczos runs", range=Range(20, 100_000), since=2)
+    hvp_budget: int = run_field(320, "measurement", "the most products a matrix-free row spends (per layer and "
+                                "kind above that limit): at least 8 Lanczos runs, each of at most hvp_budget / 8 "
+                                "steps, stopping early once their ends are certified and their errors meet their "
+                                "targets ([curvature.md](curvature.md))", range=Range(20, 100_000), since=2)
+    product_dtype: str = run_field(
+        "float32", "measurement", "dtype of the matrix-free rows' products (`float32`, about 3x cheaper, or "
+        "`float64`); exact rows and the Lanczos arithmetic are float64 either way", choices=PRODUCT_DTYPE_NAMES,
+        omit_at_default=True, column=False, since=10)
     seed: int = run_field(0, "training", "seeds the subsample, label noise, probe batch, initialization, dropout and "
                           "batch order", range=Range(0, 2**31 - 1))
     residual: str = run_field("none", "propagation", "`none`; `every`: an identity edge around every "

@@ -16,18 +16,20 @@ import pyarrow as pa
 
 from pipeline.runspec import RUN_FIELDS
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 #: Version of the tables a worker writes into a shard (unchanged by database-only migrations).
-SHARD_SCHEMA_VERSION = 8
+SHARD_SCHEMA_VERSION = 9
 #: Shard versions read. Version 5 changed how curvature is computed (estimates with standard errors,
 #: zeros from a noise floor), so older shards are stale: refused, and extracted again. Version 6 added
 #: runs.model, blocks and checkpoint_dir (NULL in a version-5 shard) and measures the blocks of every
 #: family: a version-5 shard without curvature rows (a CNN or Transformer run) is stale. A column or
 #: table added later needs its default written here, for the shards before it. Version 7 added
 #: ``matrix_spectra`` (SHARD_TABLES_SINCE): an older shard has no rows of it. Version 8 added
-#: ``datasets.input_shape`` and ``datasets.preprocess`` (NULL in an older shard's row).
-READABLE_SHARD_VERSIONS = (5, 6, 7, 8)
+#: ``datasets.input_shape`` and ``datasets.preprocess`` (NULL in an older shard's row). Version 9 added
+#: ``hessian_spectra.stop_reason``, ``lanczos_runs`` and ``product_dtype`` (NULL in an older shard's
+#: rows, which spent a fixed 8 x hvp_budget / 8 float64 products).
+READABLE_SHARD_VERSIONS = (5, 6, 7, 8, 9)
 
 #: Summary columns of ``hessian_spectra`` that matrix-free rows estimate, each with a ``<column>_stderr``
 #: (``trace_stderr`` is older and listed with the spectra's own columns).
@@ -108,6 +110,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         # (exact rows)
         *[(f"{c}_stderr", "DOUBLE") for c in ESTIMATED_SUMMARIES],
         ("top_residual", "DOUBLE"), ("bottom_residual", "DOUBLE"), ("zero_floor", "DOUBLE"),
+        # what a Lanczos row spent and why it stopped; the dtype its products ran in
+        ("stop_reason", "VARCHAR"), ("lanczos_runs", "INTEGER"), ("product_dtype", "VARCHAR"),
     ],
     "weights": [
         ("run_id", "VARCHAR"), ("step", "INTEGER"), ("layer_index", "INTEGER"), ("tensor", "VARCHAR"),
@@ -268,7 +272,11 @@ TABLE_NOTES: dict[str, str] = {
         "density, Lanczos rows only), seconds, std_stderr, skewness_stderr, negative_mass_stderr, "
         "effective_rank_stderr (0 when exact; NULL where no error can be stated, e.g. the effective rank of a row "
         "whose top did not converge), top_residual and bottom_residual (an eigenvalue of the block lies within "
-        "them of top/bottom_eigenvalue), zero_floor (|lambda| at or below it counts as zero)"
+        "them of top/bottom_eigenvalue, the products' rounding included), zero_floor (|lambda| at or below it "
+        "counts as zero), stop_reason (Lanczos rows: `targets` when every run settled and every standard error met "
+        "its target, `budget` when the cap of hvp_budget products came first; NULL when exact), lanczos_runs, "
+        "product_dtype (`float32` or `float64`: the dtype of the products a Lanczos row was computed from; "
+        "exact rows are float64)"
     ),
     "weights": (
         "every tensor of the block's state (`linear.weight`, `linear.bias`, `norm.*` incl. running statistics; "
@@ -363,6 +371,12 @@ MIGRATIONS: dict[int, list[str]] = {
     8: ['ALTER TABLE datasets ADD COLUMN IF NOT EXISTS "input_shape" INTEGER[]',
         'ALTER TABLE datasets ADD COLUMN IF NOT EXISTS "preprocess" VARCHAR',
         "UPDATE datasets SET input_shape = [n_features], preprocess = 'standard'"],
+    # what a Lanczos row spent and why it stopped, and its products' dtype: the rows before spent a fixed
+    # budget of float64 products (their stop_reason and lanczos_runs stay NULL)
+    9: ['ALTER TABLE hessian_spectra ADD COLUMN IF NOT EXISTS "stop_reason" VARCHAR',
+        'ALTER TABLE hessian_spectra ADD COLUMN IF NOT EXISTS "lanczos_runs" INTEGER',
+        'ALTER TABLE hessian_spectra ADD COLUMN IF NOT EXISTS "product_dtype" VARCHAR',
+        "UPDATE hessian_spectra SET product_dtype = 'float64'"],
 }
 
 _ARROW = {

@@ -78,7 +78,7 @@ def test_the_derived_hash_rule_is_the_one_written_before() -> None:
         "dataset_digest": "", "regularizer": "none", "penalty": 0.01, "rho": 0.05, "fisher_eta": 1.0,
         "residual": "none", "coupling_probes": 0, "augment": "none", "augment_at": 0.25, "edge_budget": 2,
         "trial_steps": 10, "model": "", "blocks": [], "checkpoint_digest": "", "fixed_steps": False,
-        "preprocess": "standard"}
+        "preprocess": "standard", "product_dtype": "float32"}
 
 
 def test_runs_columns_are_the_declared_run_fields() -> None:
@@ -87,7 +87,7 @@ def test_runs_columns_are_the_declared_run_fields() -> None:
 
     assert run_field_columns() == [c for c in RUNS_COLUMNS if c[0] in RUN_FIELDS]
     assert {n for n, f in RUN_FIELDS.items() if not f.column} == {"dataset_digest", "checkpoint_digest",
-                                                                  "fixed_steps", "preprocess"}
+                                                                  "fixed_steps", "preprocess", "product_dtype"}
 
 
 def test_the_regularizers_strengths_are_read_off_the_declarations() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -37,7 +38,6 @@ from pipeline.curvature.conv_local import conv_closed_form_applies, conv_local_i
 from pipeline.curvature.dense_hessian import dense_hessian, finite_eigh
 from pipeline.curvature.engine import (
     GGN_EXACT_MAX,
-    SLQ_VECTORS,
     CurvatureSettings,
     check_finite,
     exact_ggn_row,
@@ -47,7 +47,7 @@ from pipeline.curvature.engine import (
 )
 from pipeline.curvature.ggn import gradient_pressure
 from pipeline.curvature.local_hessian import closed_form_solve_order
-from pipeline.curvature.matrix_free import matrix_free_summary
+from pipeline.curvature.matrix_free import adaptive_summary
 from pipeline.curvature.objective import ModelObjective
 from pipeline.curvature.parameter_group import (
     GGNProducts,
@@ -59,6 +59,7 @@ from pipeline.curvature.parameter_group import (
     own_parameters_objective,
     record_block_inputs,
 )
+from pipeline.curvature.precision import PRODUCT_RTOL, ProductModel
 from pipeline.curvature.stochastic import GraphHVP
 from pipeline.models.block_graph import own_block_owner
 
@@ -71,8 +72,10 @@ def _zero_row(p: int) -> dict:
 
 
 def _indefinite_row(obj: ModelObjective, group: ParameterGroup, n_points: int, settings: CurvatureSettings,
-                    rng: np.random.Generator) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """(row, g, H g) of a local or loss block: dense by autograd up to the exact limit, else Lanczos."""
+                    rng: np.random.Generator,
+                    products: Callable[[], ModelObjective]) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """(row, g, H g) of a local or loss block: dense by autograd up to the exact limit, else Lanczos
+    on the products of ``products()`` (the objective in the products' dtype); g and H g in float64."""
     p = obj.n_params
     if p <= settings.exact_limit:
         # one autograd pass per row rather than vmapped products: on small CNN and Transformer blocks the
@@ -90,16 +93,19 @@ def _indefinite_row(obj: ModelObjective, group: ParameterGroup, n_points: int, s
     hg = hvp.torch_matvec(g)
     if hvp.linear:
         return {**_zero_row(p), "method": "lanczos", "n_hvp": 1}, g, hg
-    row = matrix_free_summary(hvp, p, SLQ_VECTORS, max(2, settings.hvp_budget // SLQ_VECTORS), rng)
+    del hvp  # its graph, before the products' own
+    row = adaptive_summary(GraphHVP(products()), p, rng, settings.budget,
+                           product_rtol=PRODUCT_RTOL[settings.product_dtype])
     row["exactly_zero"] = bool(row["top_eigenvalue"] == 0 and row["bottom_eigenvalue"] == 0)
-    return {**row, "method": "lanczos", "n_hvp": row["n_hvp"] + 1}, g, hg
+    return {**row, "method": "lanczos", "n_hvp": row["n_hvp"] + 1, "product_dtype": settings.product_dtype}, g, hg
 
 
 def _local_row(model: nn.Module, block: str, group: ParameterGroup, X: torch.Tensor, settings: CurvatureSettings,
-               rng: np.random.Generator) -> dict:
+               rng: np.random.Generator, low: ProductModel) -> dict:
     if own_block_owner(block) is not None:
         row, _, _ = _indefinite_row(own_parameters_objective(group, group.theta(model), settings.phi), group, 1,
-                                    settings, rng)
+                                    settings, rng,
+                                    lambda: own_parameters_objective(group, group.theta(low.model), settings.phi))
         return row
     inputs = record_block_inputs(model, block, X)
     module = model.get_submodule(block)
@@ -110,21 +116,29 @@ def _local_row(model: nn.Module, block: str, group: ParameterGroup, X: torch.Ten
         return {**exact_row(values, n_floor=n_floor, bias_share=bias), "method": "closed_form", "n_hvp": 0,
                 "exactly_zero": conv_local_is_zero(module, settings.phi)}
     row, _, _ = _indefinite_row(local_objective(model, block, group, inputs, settings.phi), group, X.shape[0],
-                                settings, rng)
+                                settings, rng,
+                                lambda: local_objective(low.model, block, group,
+                                                        record_block_inputs(low.model, block, low.inputs[0]),
+                                                        settings.phi))
     return row
 
 
 def _ggn_row(model: nn.Module, group: ParameterGroup, X: torch.Tensor, task: str, g: torch.Tensor, m: int,
-             settings: CurvatureSettings, rng: np.random.Generator) -> tuple[dict, float | None, bool]:
+             settings: CurvatureSettings, rng: np.random.Generator,
+             low: ProductModel) -> tuple[dict, float | None, bool]:
     """The Gauss-Newton row and the natural-gradient norm g^T (G + delta lambda_max I)^{-1} g: exact
-    from the explicit per-sample Jacobian factor S when it fits, else on products J^T H J v."""
+    from the explicit per-sample Jacobian factor S when it fits, else on products J^T H J v (Lanczos
+    on ``low``'s, in the products' dtype; CG on float64 ones)."""
     p, n = group.n_params, X.shape[0]
     m_prime = m - 1 if task == "classification" else m
     if jacobian_factor_fits(n, m, p) and min(p, n * m_prime) <= GGN_EXACT_MAX:
         factor = jacobian_factor(model, group, X, task)
         check_finite(factor.s)
         return exact_ggn_row(factor, factor.dense, g, n_hvp=n * m)
-    return matrix_free_ggn_row(GGNProducts(model, group, X, task), p, g, settings, rng)
+    lanczos_products = GGNProducts(low.model, group, low.inputs[0], task) if low.dtype != X.dtype else None
+    row, natgrad, converged = matrix_free_ggn_row(GGNProducts(model, group, X, task), p, g, settings, rng,
+                                                  lanczos_matvec=lanczos_products)
+    return row, natgrad, converged
 
 
 @second_order_attention()
@@ -141,6 +155,7 @@ def block_curvature_snapshot(model: nn.Module, blocks: list[tuple[str, tuple[str
     y = y.to(device=device, dtype=torch.float64 if task == "regression" else torch.long)
     with torch.no_grad():
         m = m64(X[:1]).shape[1]
+    low = ProductModel(m64, X, y, settings.product_dtype)  # the model for matrix-free products
     rows, extras = [], []
     for i, (block, names) in enumerate(blocks):
         try:
@@ -150,18 +165,19 @@ def block_curvature_snapshot(model: nn.Module, blocks: list[tuple[str, tuple[str
                     "bias_share_baseline": float(group.bias_mask.mean())}
 
             t = time.perf_counter()
-            row = _local_row(m64, block, group, X, settings, snapshot_rng(seed, step, i, "local"))
+            row = _local_row(m64, block, group, X, settings, snapshot_rng(seed, step, i, "local"), low)
             rows.append({**base, "kind": "local", **row, "seconds": time.perf_counter() - t})
 
             t = time.perf_counter()
             row, g, hg = _indefinite_row(loss_objective(m64, group, X, y, loss_fn), group, X.shape[0], settings,
-                                         snapshot_rng(seed, step, i, "loss"))
+                                         snapshot_rng(seed, step, i, "loss"),
+                                         lambda group=group: loss_objective(low.model, group, *low.inputs, loss_fn))
             rows.append({**base, "kind": "loss", **row, "seconds": time.perf_counter() - t})
             pressure = gradient_pressure(g, hg)
 
             t = time.perf_counter()
             row, natgrad, natgrad_converged = _ggn_row(m64, group, X, task, g, m, settings,
-                                                       snapshot_rng(seed, step, i, "ggn"))
+                                                       snapshot_rng(seed, step, i, "ggn"), low)
             row["exactly_zero"] = bool(row["top_eigenvalue"] == 0)
             rows.append({**base, "kind": "ggn", **row, "seconds": time.perf_counter() - t})
             extras.append({"gradient_pressure": pressure, "natural_gradient_norm": natgrad,

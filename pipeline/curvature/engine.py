@@ -61,8 +61,9 @@ from pipeline.curvature.local_hessian import (
     is_exactly_zero,
     local_closed_form_spectrum,
 )
-from pipeline.curvature.matrix_free import matrix_free_summary
+from pipeline.curvature.matrix_free import LanczosBudget, adaptive_summary
 from pipeline.curvature.objective import BlockObjective, local_objective, loss_objective
+from pipeline.curvature.precision import PRODUCT_DTYPES, PRODUCT_RTOL, ProductModel
 from pipeline.curvature.spectral_summary import spectral_summary
 from pipeline.curvature.stochastic import GraphHVP
 
@@ -73,8 +74,9 @@ ESTIMATED_METHODS = ("lanczos",)
 #: The Gauss-Newton block is decomposed exactly while min(p, N m') is at most this: a Gram matrix of
 #: 4096^2 doubles is 128 MiB, and its eigenvalues take about 3 s on one core.
 GGN_EXACT_MAX = 4096
-#: Lanczos runs of a matrix-free row; each gets hvp_budget // SLQ_VECTORS steps (see the README's
-#: estimator table for the accuracy this buys, measured by benchmarks/curvature.py).
+#: Lanczos runs of a matrix-free row at least; each may take hvp_budget // SLQ_VECTORS steps, the row
+#: at most hvp_budget products (:class:`pipeline.curvature.matrix_free.LanczosBudget`; the README's
+#: estimator table gives the accuracy, measured by benchmarks/curvature.py).
 SLQ_VECTORS = 8
 #: Above the exact limit the Kronecker factors M (8 N q^2 bytes) are formed only up to this size, for
 #: the exact trace and Frobenius norm; Lanczos itself runs on products through the network, which
@@ -86,10 +88,24 @@ FROBENIUS_MAX_FLOPS = 2**30
 
 @dataclass(frozen=True)
 class CurvatureSettings:
+    """exact_limit: blocks of at most this many parameters are decomposed exactly; hvp_budget: the
+    cap on a matrix-free row's products; product_dtype: the dtype of those products
+    (:mod:`pipeline.curvature.precision`; exact rows are float64 whatever it is)."""
+
     exact_limit: int = 1000
     hvp_budget: int = 320
     phi: str = "sum"
     device: str = "cpu"
+    product_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.product_dtype not in PRODUCT_DTYPES:
+            raise ValueError(f"product_dtype must be one of {sorted(PRODUCT_DTYPES)}, not {self.product_dtype!r}")
+
+    @property
+    def budget(self) -> LanczosBudget:
+        """The targets and cap of a matrix-free row."""
+        return LanczosBudget(runs=SLQ_VECTORS, max_products=max(2 * SLQ_VECTORS, self.hvp_budget))
 
 
 def snapshot_rng(seed: int, step: int, layer: int, kind: str) -> np.random.Generator:
@@ -98,7 +114,7 @@ def snapshot_rng(seed: int, step: int, layer: int, kind: str) -> np.random.Gener
 
 _EXACT_ERRORS = {"trace_stderr": 0.0, "std_stderr": 0.0, "skewness_stderr": 0.0, "negative_mass_stderr": 0.0,
                  "effective_rank_stderr": 0.0, "top_residual": 0.0, "bottom_residual": 0.0, "converged": True,
-                 "bottom_converged": True}
+                 "bottom_converged": True, "stop_reason": None, "lanczos_runs": None, "product_dtype": "float64"}
 
 
 def exact_row(eigenvalues: torch.Tensor | np.ndarray, eigenvectors: torch.Tensor | None = None,
@@ -111,10 +127,10 @@ def exact_row(eigenvalues: torch.Tensor | np.ndarray, eigenvectors: torch.Tensor
 
 
 def _indefinite_row(obj: BlockObjective, kron: KroneckerSum | None, settings: CurvatureSettings,
-                    rng: np.random.Generator, hvp: GraphHVP | None = None) -> dict:
+                    rng: np.random.Generator, products: Callable[[], BlockObjective] | None = None) -> dict:
     """An indefinite kind (local, loss): exact from its Kronecker form up to the exact limit, else
-    matrix-free on Hessian-vector products (``hvp``, built here unless given), with the exact trace and
-    Frobenius norm when ``kron`` is given."""
+    matrix-free on Hessian-vector products of ``products()`` (the objective in the products' dtype;
+    ``obj`` itself unless given), with the exact trace and Frobenius norm when ``kron`` is given."""
     if obj.n_params <= settings.exact_limit:
         values, vectors = finite_eigh(kron.dense())
         # the floor's count: the order p plus the N points summed into each entry
@@ -126,9 +142,15 @@ def _indefinite_row(obj: BlockObjective, kron: KroneckerSum | None, settings: Cu
         trace = kron.trace()
         n, q = kron.m.shape[:2]
         fro = kron.frobenius_sq() if n * n * q * q <= FROBENIUS_MAX_FLOPS else None
-    row = matrix_free_summary(hvp or GraphHVP(obj), obj.n_params, SLQ_VECTORS,
-                              max(2, settings.hvp_budget // SLQ_VECTORS), rng, trace=trace, frobenius_sq=fro)
-    return {**row, "method": "lanczos", "n_hvp": row["n_hvp"] + (kron.q if kron is not None else 0)}
+    dtype = settings.product_dtype if products else _dtype_name(obj.theta0.dtype)
+    row = adaptive_summary(GraphHVP(products() if products else obj), obj.n_params, rng, settings.budget,
+                           trace=trace, frobenius_sq=fro, product_rtol=PRODUCT_RTOL[dtype])
+    return {**row, "method": "lanczos", "n_hvp": row["n_hvp"] + (kron.q if kron is not None else 0),
+            "product_dtype": dtype}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return next(name for name, d in PRODUCT_DTYPES.items() if d == dtype)
 
 
 def _kronecker_fits(n: int, q: int, p: int, settings: CurvatureSettings) -> bool:
@@ -169,12 +191,17 @@ def exact_ggn_row(factor, dense, g: torch.Tensor, n_hvp: int) -> tuple[dict, flo
 
 def matrix_free_ggn_row(matvec: Callable[[np.ndarray], np.ndarray], p: int, g: torch.Tensor,
                         settings: CurvatureSettings, rng: np.random.Generator, trace: float | None = None,
-                        setup_products: int = 0) -> tuple[dict, float | None, bool]:
+                        setup_products: int = 0,
+                        lanczos_matvec: Callable[[np.ndarray], np.ndarray] | None = None
+                        ) -> tuple[dict, float | None, bool]:
     """The ``lanczos`` row of the PSD G from products ``matvec`` (float64 numpy, (p,) -> (p,)), and
     the natural-gradient norm by CG with its convergence flag. ``n_hvp`` counts the Lanczos products,
-    ``setup_products`` (those that built the operator) and CG's; trace: exact tr G when known."""
-    row = matrix_free_summary(matvec, p, SLQ_VECTORS, max(2, settings.hvp_budget // SLQ_VECTORS), rng,
-                              definite=True, trace=trace)
+    ``setup_products`` (those that built the operator) and CG's; trace: exact tr G when known.
+    lanczos_matvec: products in the settings' ``product_dtype`` for the Lanczos runs (``matvec``'s
+    otherwise); CG runs on ``matvec``, float64, as its tolerance (1e-6) needs."""
+    dtype = settings.product_dtype if lanczos_matvec is not None else "float64"
+    row = adaptive_summary(lanczos_matvec or matvec, p, rng, settings.budget, definite=True, trace=trace,
+                           product_rtol=PRODUCT_RTOL[dtype])
     cg_products = 0
 
     def counted(v: np.ndarray) -> np.ndarray:
@@ -184,7 +211,8 @@ def matrix_free_ggn_row(matvec: Callable[[np.ndarray], np.ndarray], p: int, g: t
 
     natgrad, converged = natural_gradient_norm_cg(g.cpu().numpy(), counted, row["top_eigenvalue"] or 0.0,
                                                   max_iter=settings.hvp_budget)
-    return {**row, "method": "lanczos", "n_hvp": row["n_hvp"] + setup_products + cg_products}, natgrad, converged
+    return ({**row, "method": "lanczos", "n_hvp": row["n_hvp"] + setup_products + cg_products,
+             "product_dtype": dtype}, natgrad, converged)
 
 
 def _ggn_row(factor: GGNFactor, g: torch.Tensor, settings: CurvatureSettings,
@@ -211,6 +239,7 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
     y = y.to(device=device, dtype=torch.float64 if task == "regression" else torch.long)
     with torch.no_grad():
         inter = m64.intermediates(X)
+    low = ProductModel(m64, X, y, settings.product_dtype)  # the model for matrix-free products
     rows, extras = [], []
     for i, block in enumerate(m64.blocks):
         q, d = block.linear.weight.shape
@@ -228,7 +257,9 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
         else:
             kron = local_kronecker(block, z, settings.phi) if _kronecker_fits(X.shape[0], q, p, settings) else None
             row = _indefinite_row(local_objective(block, z, settings.phi), kron, settings,
-                                  snapshot_rng(seed, step, i, "local"))
+                                  snapshot_rng(seed, step, i, "local"),
+                                  lambda i=i, z=z: local_objective(low.model.blocks[i], z.to(low.dtype),
+                                                                   settings.phi))
         row["exactly_zero"] = is_exactly_zero(block, settings.phi)
         rows.append({**base, "kind": "local", **row, "seconds": time.perf_counter() - t})
 
@@ -241,10 +272,14 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
         if p > settings.exact_limit:
             hvp = GraphHVP(obj)
             g = hvp.gradient()
-        row = _indefinite_row(obj, kron, settings, snapshot_rng(seed, step, i, "loss"), hvp)
+        if hvp is not None:  # g and H g (the pressure) in float64; the Lanczos products in the products' dtype
+            hg = hvp.torch_matvec(g)
+            del hvp
+        row = _indefinite_row(obj, kron, settings, snapshot_rng(seed, step, i, "loss"),
+                              lambda i=i: loss_objective(low.model, i, *low.inputs, loss_fn))
         row["exactly_zero"] = bool(row["top_eigenvalue"] == 0 and row["bottom_eigenvalue"] == 0)
         rows.append({**base, "kind": "loss", **row, "seconds": time.perf_counter() - t})
-        pressure = gradient_pressure(g, kron.matvec(g) if hvp is None else hvp.torch_matvec(g))
+        pressure = gradient_pressure(g, kron.matvec(g) if p <= settings.exact_limit else hg)
 
         # Gauss-Newton block, and the natural-gradient norm from it
         t = time.perf_counter()

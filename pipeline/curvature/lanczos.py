@@ -74,36 +74,61 @@ class LanczosRun:
         return float(self.weights @ f(self.ritz_values))
 
 
+class LanczosProcess:
+    """A Lanczos run that can be continued: ``advance(k)`` takes up to k more steps (at most
+    ``max_steps`` in all, fewer after a breakdown), ``run()`` is the run so far. The basis (8 n
+    max_steps bytes) is allocated once, so a caller that decides step by step how far to go pays
+    nothing for stopping early and nothing extra for going on."""
+
+    def __init__(self, matvec: MatVec, v0: np.ndarray, max_steps: int):
+        v0 = np.asarray(v0, dtype=np.float64).reshape(-1)
+        self.matvec = matvec
+        self.n = v0.size
+        self.max_steps = max(1, min(int(max_steps), self.n))
+        self.basis = np.empty((self.max_steps, self.n))
+        self.alpha, self.beta = np.zeros(self.max_steps), np.zeros(self.max_steps)
+        self.q = v0 / np.linalg.norm(v0)
+        self.used, self.broke, self.t_norm = 0, False, 0.0
+
+    @property
+    def done(self) -> bool:
+        """No step is left: the run broke down (its Krylov space is invariant) or used max_steps."""
+        return self.broke or self.used >= self.max_steps
+
+    def advance(self, k: int) -> None:
+        """Up to k more steps."""
+        for _ in range(k):
+            if self.done:
+                return
+            j = self.used
+            self.basis[j] = self.q
+            w = np.asarray(self.matvec(self.q), dtype=np.float64).reshape(-1)
+            self.alpha[j] = self.q @ w
+            for _ in range(2):
+                w = w - self.basis[: j + 1].T @ (self.basis[: j + 1] @ w)
+            self.beta[j] = np.linalg.norm(w)
+            self.used = j + 1
+            self.t_norm = max(self.t_norm, abs(self.alpha[j]) + self.beta[j] + (self.beta[j - 1] if j else 0.0))
+            if self.beta[j] <= BREAKDOWN_RTOL * self.t_norm or self.t_norm == 0:
+                self.broke = True
+                return
+            self.q = w / self.beta[j]
+
+    def run(self) -> LanczosRun:
+        return _from_tridiagonal(self.alpha[: self.used], self.beta[: self.used], self.broke)
+
+
 def lanczos(matvec: MatVec, v0: np.ndarray, steps: int, stop_when_top_converged: bool = False) -> LanczosRun:
     """``steps`` Lanczos steps (at most n) from v0 (any nonzero vector; it is normalized).
 
     stop_when_top_converged: end early once the largest Ritz value has converged (checked every
     TOP_CHECK_EVERY steps), for callers that want the top eigenvalue alone."""
-    v0 = np.asarray(v0, dtype=np.float64).reshape(-1)
-    n = v0.size
-    m = max(1, min(int(steps), n))
-    basis = np.empty((m, n))
-    alpha, beta = np.zeros(m), np.zeros(m)
-    q = v0 / np.linalg.norm(v0)
-    used, broke = 0, False
-    t_norm = 0.0
-    for j in range(m):
-        basis[j] = q
-        w = np.asarray(matvec(q), dtype=np.float64).reshape(-1)
-        alpha[j] = q @ w
-        for _ in range(2):
-            w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
-        beta[j] = np.linalg.norm(w)
-        used = j + 1
-        t_norm = max(t_norm, abs(alpha[j]) + beta[j] + (beta[j - 1] if j else 0.0))
-        if beta[j] <= BREAKDOWN_RTOL * t_norm or t_norm == 0:
-            broke = True
+    process = LanczosProcess(matvec, v0, steps)
+    while not process.done:
+        process.advance(TOP_CHECK_EVERY if stop_when_top_converged else process.max_steps)
+        if stop_when_top_converged and not process.done and process.run().converged[-1]:
             break
-        if stop_when_top_converged and used % TOP_CHECK_EVERY == 0 and \
-                _from_tridiagonal(alpha[:used], beta[:used], False).converged[-1]:
-            break
-        q = w / beta[j]
-    return _from_tridiagonal(alpha[:used], beta[:used], broke)
+    return process.run()
 
 
 def _from_tridiagonal(alpha: np.ndarray, beta: np.ndarray, broke: bool) -> LanczosRun:

@@ -32,20 +32,66 @@ value and the smallest bottom one, each with its residual ||H y - theta y|| = be
 bounds the distance from theta to an eigenvalue of H; ``converged`` and ``bottom_converged`` say
 whether that residual is at most RITZ_RTOL x the spectral scale, for the top and the bottom value
 separately. Only converged Ritz values are stored in ``eigenvalues``.
+
+How many products a row spends (:func:`adaptive_summary`, :class:`LanczosBudget`) is set by its
+targets, not by a fixed count. Runs are made one after another (one basis in memory), each
+continued TOP_CHECK_EVERY steps at a time until it has *settled*, or has spent its share of the cap
+(``max_products // runs`` steps):
+
+- its top and bottom Ritz values are converged (residual <= RITZ_RTOL x its scale: the rule above);
+- its Gauss rule has settled for the functionals that are not polynomials of degree <= 2 steps - 1
+  (|x| and |x| 1[x<0]; with tr H passed only the latter; for a definite H neither): each moved by
+  at most ``quadrature_rtol`` x est(|x|) from the rule of half its steps, the same difference that
+  enters the summaries' standard errors.
+
+After ``runs`` runs, more runs are made while a summary's standard error exceeds ``stderr_rtol`` of
+its scale (trace: sum |lambda|; std, effective rank: the value; skewness: max(|value|, 1); negative
+mass: max(value, 0.1)) and the cap leaves room for a run of the mean length so far. ``stop_reason``
+says why the row ended: ``targets`` (every run settled and every standard error within its target)
+or ``budget`` (the cap came first; the errors stored still state what was reached).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.curvature.lanczos import RITZ_RTOL, LanczosRun, lanczos
+from pipeline.curvature.lanczos import RITZ_RTOL, TOP_CHECK_EVERY, LanczosProcess, LanczosRun, lanczos
 
 MatVec = Callable[[np.ndarray], np.ndarray]
 
 #: Ritz values kept at each end of the spectrum.
 TOP_K = 8
+#: Why a matrix-free row stopped spending products (``hessian_spectra.stop_reason``).
+STOP_REASONS = ("targets", "budget")
+
+
+@dataclass(frozen=True)
+class LanczosBudget:
+    """The targets a matrix-free row spends products to reach, and its hard cap (module docstring).
+
+    runs: Lanczos runs at least (the jackknife's sample), >= 2; max_products: the cap of the row;
+    quadrature_rtol: a run's Gauss rule has settled when |x| and |x| 1[x<0] moved by at most this
+    share of est(|x|) from the half-length rule; stderr_rtol: each summary's standard error target,
+    relative to its scale; min_steps: steps a run takes before it may stop."""
+
+    runs: int = 8
+    max_products: int = 320
+    quadrature_rtol: float = 1e-2
+    stderr_rtol: float = 0.05
+    min_steps: int = 8
+
+    def __post_init__(self) -> None:
+        if self.runs < 2 or self.max_products < 2 * self.runs:
+            raise ValueError(f"a budget needs runs >= 2 and max_products >= 2 runs, not {self.runs}, "
+                             f"{self.max_products}")
+
+    @property
+    def steps_per_run(self) -> int:
+        """A run's share of the cap: the most steps one run takes."""
+        return self.max_products // self.runs
 
 
 Estimate = tuple[float | None, float | None]
@@ -101,16 +147,114 @@ def _density(runs: list[LanczosRun], grid_size: int = 200, sigma_rel: float = 0.
     return grid, kernel @ weights
 
 
+def _rademacher(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.choice(np.array([-1.0, 1.0]), size=n)
+
+
 def matrix_free_summary(matvec: MatVec, n: int, n_vectors: int, steps: int, rng: np.random.Generator,
                         definite: bool = False, trace: float | None = None,
                         frobenius_sq: float | None = None) -> dict:
     """A ``hessian_spectra`` row (the summary columns, their standard errors, the extremes and the
-    density) from ``n_vectors`` Lanczos runs of ``steps`` steps; see the module docstring.
+    density) from ``n_vectors`` Lanczos runs of exactly ``steps`` steps; see the module docstring.
 
     trace, frobenius_sq: exact tr H and ||H||_F^2 when the caller has them (their columns then have
     standard error 0); definite: H is positive semi-definite (negative mass 0; Ritz values below 0 are
     round-off and read as 0). ``effective_rank_stderr`` is NULL when the top has not converged."""
-    runs = [lanczos(matvec, rng.choice(np.array([-1.0, 1.0]), size=n), steps) for _ in range(n_vectors)]
+    runs = [lanczos(matvec, _rademacher(rng, n), steps) for _ in range(n_vectors)]
+    row = _summary(runs, n, definite, trace, frobenius_sq)
+    row.pop("_abs_mass")
+    return {**row, "stop_reason": "budget"}
+
+
+def _settled(run: LanczosRun, definite: bool, trace_known: bool, rtol: float) -> bool:
+    """Whether a run has met its own targets: both ends converged, its Gauss rule settled."""
+    if run.breakdown:
+        return True
+    if not (run.converged[-1] and run.converged[0]):
+        return False
+    if definite:
+        return True  # |x| = x: every functional used is a polynomial of degree <= 3, exact
+    half = run.truncated(run.n_matvec // 2)
+    mass = run.quadrature(np.abs)
+    moved = [abs(run.quadrature(_negative_part) - half.quadrature(_negative_part))]
+    if not trace_known:
+        moved.append(abs(mass - half.quadrature(np.abs)))
+    return max(moved) <= rtol * mass
+
+
+def _negative_part(t: np.ndarray) -> np.ndarray:
+    return np.abs(t) * (t < 0)
+
+
+#: (column, its standard error's column, scale of the target: value, row) per estimated summary.
+_TARGETS = (
+    ("trace", "trace_stderr", lambda x, row: row["_abs_mass"]),
+    ("std", "std_stderr", lambda x, row: abs(x)),
+    ("skewness", "skewness_stderr", lambda x, row: max(abs(x), 1.0)),
+    ("negative_mass", "negative_mass_stderr", lambda x, row: max(x, 0.1)),
+    ("effective_rank", "effective_rank_stderr", lambda x, row: abs(x)),
+)
+
+
+def _errors_within(row: dict, rtol: float) -> bool:
+    """Every summary with a value has a standard error, and it is at most rtol of its scale."""
+    for column, se_column, scale in _TARGETS:
+        value, se = row[column], row[se_column]
+        if value is None:
+            continue
+        if se is None or se > rtol * scale(value, row):
+            return False
+    return True
+
+
+def adaptive_summary(matvec: MatVec, n: int, rng: np.random.Generator, budget: LanczosBudget,
+                     definite: bool = False, trace: float | None = None,
+                     frobenius_sq: float | None = None, product_rtol: float = 0.0) -> dict:
+    """The row of :func:`matrix_free_summary`, its products spent until the targets of ``budget``
+    are met or its cap is reached (module docstring); ``stop_reason`` says which, ``n_hvp`` how many
+    products it took, ``lanczos_runs`` how many runs.
+
+    product_rtol: a bound on ||matvec(v) - H v|| / (||H|| ||v||) (the products' rounding,
+    :data:`pipeline.curvature.precision.PRODUCT_RTOL`): a Ritz value of the computed operator is
+    within its residual of one of that operator, itself within this x ||H|| of H's, so the stored
+    residuals add product_rtol x max|theta|."""
+    runs: list[LanczosRun] = []
+    settled: list[bool] = []
+    spent = 0
+    row = None
+    while True:
+        if len(runs) >= budget.runs:
+            row = _summary(runs, n, definite, trace, frobenius_sq, product_rtol)
+            if _errors_within(row, budget.stderr_rtol):
+                break
+        room = budget.max_products - spent
+        mean_length = spent / len(runs) if runs else 0
+        if room < max(2, mean_length) or (len(runs) < budget.runs and room < 2 * (budget.runs - len(runs))):
+            break
+        # a run may take its share of the cap, less what the runs still owed need (2 steps each)
+        owed = 2 * max(0, budget.runs - len(runs) - 1)
+        process = LanczosProcess(matvec, _rademacher(rng, n), min(budget.steps_per_run, room - owed))
+        done = False
+        while not process.done:
+            process.advance(TOP_CHECK_EVERY if process.used >= budget.min_steps else budget.min_steps)
+            if _settled(process.run(), definite, trace is not None, budget.quadrature_rtol):
+                done = True
+                break
+        run = process.run()
+        runs.append(run)
+        settled.append(done or run.breakdown)
+        spent += run.n_matvec
+    if row is None or row["n_hvp"] != spent:
+        row = _summary(runs, n, definite, trace, frobenius_sq, product_rtol)
+    met = all(settled) and _errors_within(row, budget.stderr_rtol)
+    row.pop("_abs_mass")
+    return {**row, "stop_reason": "targets" if met else "budget"}
+
+
+def _summary(runs: list[LanczosRun], n: int, definite: bool, trace: float | None,
+             frobenius_sq: float | None, product_rtol: float = 0.0) -> dict:
+    """The row's columns from its runs (any number >= 1, any lengths); product_rtol: see
+    :func:`adaptive_summary`."""
     halves = [r.truncated(r.n_matvec // 2) for r in runs]
     full, half = _run_sums(runs, trace, frobenius_sq, n), _run_sums(halves, trace, frobenius_sq, n)
     # skewness from the runs' own m_1, m_2, m_3: their probe errors cancel in it, which exact m_1, m_2
@@ -137,13 +281,18 @@ def matrix_free_summary(matvec: MatVec, n: int, n_vectors: int, steps: int, rng:
     skew_est, skew_se = _estimate(raw_full, raw_half, skewness)
     neg_est, neg_se = _estimate(full, half, lambda m: float(m[4] / m[3]) if m[3] > 0 else None)
     rank_est, rank_se = _estimate(full, half, lambda m: float(n * m[3] / scale) if scale > 0 else None)
+    rounding = product_rtol * scale  # products that are H v only to this: every residual grows by it
+    top_res, bottom_res = top_res + rounding, bottom_res + rounding
     tol = RITZ_RTOL * scale
     if top_res > tol:
         rank_se = None  # the scale, max|theta|, is then only a lower bound on ||H||: no stated error
+    elif rank_se is not None and scale > 0:  # the scale is itself known to within the end's residual
+        end_res = top_res if abs(top) >= abs(bottom) else bottom_res
+        rank_se = float(np.hypot(rank_se, rank_est * end_res / scale))
     if definite:
         neg_est, neg_se = (0.0, 0.0) if scale > 0 else (None, None)
-    kept_top = top_run.ritz_values[top_run.residuals <= tol][-TOP_K:]
-    kept_bottom = bottom_run.ritz_values[bottom_run.residuals <= tol][:TOP_K]
+    kept_top = top_run.ritz_values[top_run.residuals + rounding <= tol][-TOP_K:]
+    kept_bottom = bottom_run.ritz_values[bottom_run.residuals + rounding <= tol][:TOP_K]
     if definite:
         kept_bottom = np.maximum(kept_bottom, 0.0)
     grid, density = _density(runs)
@@ -160,4 +309,5 @@ def matrix_free_summary(matvec: MatVec, n: int, n_vectors: int, steps: int, rng:
         "condition_number": None, "log_abs_det": None, "n_zero": None, "symmetry": None, "bias_share": None,
         "near_zero_fraction": None, "zero_floor": None,
         "density_grid": grid, "density": density, "n_hvp": sum(r.n_matvec for r in runs),
+        "lanczos_runs": len(runs), "_abs_mass": float(n * full[:, 3].mean()),
     }

@@ -141,7 +141,7 @@ def measure_folder(spec: RunSpec, checkpoints: list[Checkpoint], folder: str | P
     model = network_for(spec, dataset)
     keys = model_keys(model)
     loss_fn = loss_function(dataset.task)
-    settings = CurvatureSettings(spec.hessian_exact_limit, spec.hvp_budget, "sum", device)
+    settings = CurvatureSettings(spec.hessian_exact_limit, spec.hvp_budget, "sum", device, spec.product_dtype)
     rows = empty_rows()
     margin_splits = measured_margin_splits(data, tensors)
     threads = torch.get_num_threads()

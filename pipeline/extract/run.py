@@ -95,7 +95,7 @@ def train_and_measure(spec: RunSpec, custom: dict[str, DatasetSpec] | None = Non
     spectral_at = set(spectral_steps(metric_at, spec.spectral_snapshots).tolist())
     metric_set = set(metric_at.tolist())
 
-    settings = CurvatureSettings(spec.hessian_exact_limit, spec.hvp_budget, "sum", device)
+    settings = CurvatureSettings(spec.hessian_exact_limit, spec.hvp_budget, "sum", device, spec.product_dtype)
     rows = empty_rows()
     margin_splits = measured_margin_splits(data, tensors)
     status, diverged_step, final_step = "complete", None, 0
