@@ -79,7 +79,7 @@ class LanczosBudget:
 
     runs: int = 8
     max_products: int = 320
-    quadrature_rtol: float = 1e-2
+    quadrature_rtol: float = 3e-3
     stderr_rtol: float = 0.05
     min_steps: int = 8
 

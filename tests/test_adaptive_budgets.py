@@ -1,0 +1,138 @@
+"""Matrix-free rows that spend products until their targets are met, in float32 products.
+
+- adaptive_summary never spends more than its cap; a row whose runs settle early stops with
+  ``targets`` far below it; its standard errors stay calibrated (the exact value within 2 of them in
+  at least 80 % of 30 seeds, the bar tests/test_curvature.py sets for the fixed design) and no larger
+  than the fixed 8 x 40 design's on the same operator, by median over the seeds;
+- float32 products: every product of every matrix-free block of the test models errs by at most a
+  tenth of PRODUCT_RTOL relative to ||H||; the rows' summaries lie within their float64 standard
+  errors of the float64 rows', and their extremes within the stored residuals of the exact ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.curvature import block_engine
+from pipeline.curvature.engine import CurvatureSettings
+from pipeline.curvature.matrix_free import STOP_REASONS, LanczosBudget, adaptive_summary, matrix_free_summary
+from pipeline.curvature.parameter_group import ParameterGroup, loss_objective
+from pipeline.curvature.precision import PRODUCT_RTOL, ProductModel
+from pipeline.curvature.stochastic import GraphHVP
+from tests.test_block_curvature import _cnn, _data, _graph_blocks, _transformer
+from tests.test_curvature import _clustered_operator, _exact_summaries
+
+SUMMARIES = ("trace", "std", "skewness", "negative_mass", "effective_rank")
+
+
+def test_a_row_whose_runs_settle_stops_on_its_targets_far_below_the_cap() -> None:
+    """3 I: every run breaks down after one step, exact, and every probe sees the same spectrum."""
+    row = adaptive_summary(lambda v: 3.0 * v, 400, np.random.default_rng(0), LanczosBudget(), definite=True)
+    # (a standard deviation of round-off may ask for a ninth run)
+    assert row["stop_reason"] == "targets" and row["lanczos_runs"] <= 9 and row["n_hvp"] == row["lanczos_runs"]
+    assert row["top_eigenvalue"] == pytest.approx(3.0, rel=1e-12) and row["converged"]
+    assert row["trace"] == pytest.approx(1200.0, rel=1e-12) and row["trace_stderr"] == pytest.approx(0.0, abs=1e-9)
+    assert row["effective_rank"] == pytest.approx(400.0, rel=1e-12)
+
+
+def test_a_row_that_cannot_meet_its_targets_says_so() -> None:
+    """The clustered spectrum's skewness is too noisy over probes for 5 % at 320 products."""
+    a, lam = _clustered_operator()
+    row = adaptive_summary(lambda v: a @ v, lam.size, np.random.default_rng(0), LanczosBudget())
+    assert row["stop_reason"] == "budget" and row["n_hvp"] > 320 - 40
+
+
+@pytest.mark.parametrize("cap", [40, 320, 1000])
+def test_no_row_spends_more_than_its_cap(cap: int) -> None:
+    a, lam = _clustered_operator()
+    row = adaptive_summary(lambda v: a @ v, lam.size, np.random.default_rng(1), LanczosBudget(max_products=cap))
+    assert row["n_hvp"] <= cap and row["stop_reason"] in STOP_REASONS and row["lanczos_runs"] >= 8
+
+
+def test_a_budget_refuses_fewer_than_two_steps_a_run() -> None:
+    with pytest.raises(ValueError, match="runs >= 2"):
+        LanczosBudget(runs=8, max_products=10)
+
+
+@pytest.mark.parametrize("exact_moments", [False, True], ids=["estimated-trace", "exact-trace"])
+def test_adaptive_rows_are_calibrated_and_no_less_precise_than_the_fixed_design(exact_moments: bool) -> None:
+    a, lam = _clustered_operator()
+    exact = _exact_summaries(lam)
+    kwargs = {"trace": lam.sum(), "frobenius_sq": (lam**2).sum()} if exact_moments else {}
+    hits = {k: 0 for k in exact}
+    ratio = {k: [] for k in exact}
+    for seed in range(30):
+        row = adaptive_summary(lambda v: a @ v, lam.size, np.random.default_rng(seed), LanczosBudget(), **kwargs)
+        fixed = matrix_free_summary(lambda v: a @ v, lam.size, 8, 40, np.random.default_rng(seed), **kwargs)
+        assert row["n_hvp"] <= 320 and row["converged"] and row["bottom_converged"]
+        assert abs(row["top_eigenvalue"] - lam.max()) <= row["top_residual"] + 1e-12
+        for k, x in exact.items():
+            se = row["trace_stderr" if k == "trace" else f"{k}_stderr"]
+            hits[k] += abs(row[k] - x) <= 2 * se + 1e-9 * abs(x)
+            fixed_se = fixed["trace_stderr" if k == "trace" else f"{k}_stderr"]
+            if fixed_se:
+                ratio[k].append(se / fixed_se)
+    assert all(h >= 24 for h in hits.values()), hits
+    assert all(np.median(r) <= 1.0 + 1e-9 for r in ratio.values() if r), {k: np.median(r) for k, r in ratio.items()}
+
+
+def _matrix_free_blocks():
+    """(model, X, y, block name, parameter names) of every block of the CNN and the Transformer."""
+    for build, d_in in ((_cnn, 16), (_transformer, 5)):
+        model = build()
+        X, y = _data(d_in, n=12)
+        for name, params in _graph_blocks(model):
+            yield model, X, y, name, params
+
+
+def test_float32_products_err_by_at_most_a_tenth_of_their_stated_bound() -> None:
+    worst = 0.0
+    rng = np.random.default_rng(0)
+    for model, X, y, name, params in _matrix_free_blocks():
+        m64 = model.double().eval().requires_grad_(False)
+        group = ParameterGroup.of(m64, params)
+        h64 = GraphHVP(loss_objective(m64, group, X, y, nn.CrossEntropyLoss()))
+        low = ProductModel(m64, X, y, "float32")
+        h32 = GraphHVP(loss_objective(low.model, group, *low.inputs, nn.CrossEntropyLoss()))
+        dense = np.stack([h64(e) for e in np.eye(group.n_params)])
+        norm = np.abs(np.linalg.eigvalsh((dense + dense.T) / 2)).max()
+        if norm == 0:
+            continue
+        for _ in range(4):
+            v = rng.choice([-1.0, 1.0], size=group.n_params)
+            worst = max(worst, float(np.linalg.norm(h32(v) - h64(v)) / (norm * np.linalg.norm(v))))
+    print(f"largest relative float32 product error: {worst:.2e} (bound {PRODUCT_RTOL['float32']:.0e})")
+    assert 0 < worst <= PRODUCT_RTOL["float32"] / 10
+
+
+@pytest.mark.parametrize("build,d_in", [(_cnn, 16), (_transformer, 5)], ids=["cnn2d", "transformer"])
+def test_float32_rows_are_within_the_float64_rows_errors(build, d_in: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loss and local rows, and the Gauss-Newton rows on products (no Jacobian factor allowed)."""
+    monkeypatch.setattr(block_engine, "jacobian_factor_fits", lambda n, m, p: False)
+    model = build()
+    X, y = _data(d_in, n=12)
+    args = (model, _graph_blocks(model), X, y, nn.CrossEntropyLoss(), "classification")
+    with monkeypatch.context() as exact_factor:
+        exact_factor.setattr(block_engine, "jacobian_factor_fits", lambda n, m, p: True)
+        exact, _ = block_engine.block_curvature_snapshot(*args, CurvatureSettings(exact_limit=5000), 0, 0)
+    rows = {dtype: block_engine.block_curvature_snapshot(
+        *args, CurvatureSettings(exact_limit=0, product_dtype=dtype), 0, 0)[0] for dtype in ("float64", "float32")}
+    compared = 0
+    for e, r64, r32 in zip(exact, rows["float64"], rows["float32"], strict=True):
+        if r32["method"] != "lanczos" or r32["exactly_zero"]:  # a zero row: one float64 product showed it
+            continue
+        assert r32["product_dtype"] == "float32" and r64["product_dtype"] == "float64"
+        compared += 1
+        for column in SUMMARIES:
+            se = r64["trace_stderr" if column == "trace" else f"{column}_stderr"]
+            if r64[column] is None or se is None:
+                continue
+            assert abs(r32[column] - r64[column]) <= se + 1e-6 * (abs(r64[column]) + 1e-12), (e["kind"], column)
+        for end in ("top", "bottom"):
+            if r32[f"{end}_eigenvalue"] is not None and (r32["converged"] if end == "top" else r32["bottom_converged"]):
+                assert abs(r32[f"{end}_eigenvalue"] - e[f"{end}_eigenvalue"]) <= \
+                    r32[f"{end}_residual"] + 1e-12 * abs(e["top_eigenvalue"]), (e["kind"], end)
+    assert compared >= 6  # every block's loss and Gauss-Newton rows at least
