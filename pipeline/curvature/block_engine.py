@@ -1,9 +1,11 @@
-"""The curvature of one spectral snapshot of any model: per block, three spectra and two scalars.
+"""The any-model strategy of the curvature driver: one block of any model, three spectra and two scalars.
 
-The MLP engine (:mod:`pipeline.curvature.engine`) reads a Linear block's Kronecker form; this one
-needs nothing but the block's parameter group theta_i (:mod:`pipeline.curvature.parameter_group`),
-so it measures convolutions, attention, layer norms, embeddings and a user's own modules. Rows have
-the MLP engine's columns and meaning, ``layer_index`` = block index (``blocks`` table). By kind:
+:class:`GenericBlock` is how :func:`pipeline.curvature.engine.measure_blocks` measures a block that is
+not an MLP's Linear block (whose Kronecker form :class:`pipeline.curvature.engine.KroneckerBlock`
+reads): it needs nothing but the block's parameter group theta_i
+(:mod:`pipeline.curvature.parameter_group`), so it measures convolutions, attention, layer norms,
+embeddings and a user's own modules. Rows have the same columns and meaning, ``layer_index`` = block
+index (``blocks`` table). By kind:
 
 - ``local`` (definition 1, phi over every output entry of the block; a block of a module's own
   parameters, which has no inputs, as the identity on them): ``closed_form`` per output

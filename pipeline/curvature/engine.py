@@ -1,6 +1,15 @@
-"""The curvature of one spectral snapshot: for every layer, three spectra and two scalars.
+"""The curvature of one spectral snapshot: for every block, three spectra and two scalars.
 
-Every kind is built from the block's Kronecker form H = sum_n M_n (x) z~_n z~_n^T
+One driver, :func:`measure_blocks`, measures every model: it copies the model to float64 (a
+:class:`Probe`), then for each block, in forward order, builds the block's strategy and asks it for
+its three rows (kinds ``local``, ``loss``, ``ggn``), the gradient pressure and the natural-gradient
+norm, each row's random draws seeded from (run seed, step, block, kind). A block's strategy is how it
+is measured: :class:`KroneckerBlock` for an MLP's Linear block (below),
+:class:`pipeline.curvature.block_engine.GenericBlock` for any other block (its parameter group).
+The caller picks each block's strategy in the block list (:func:`kronecker_blocks`,
+:func:`pipeline.curvature.block_engine.generic_blocks`); speed-ups to the loop apply to both.
+
+An MLP's Linear block reads its Kronecker form H = sum_n M_n (x) z~_n z~_n^T
 (:mod:`pipeline.curvature.kronecker`): q products with respect to the block's pre-activations, not
 p = q (d + 1) through the network. kinds (rows of ``hessian_spectra``), by ``method``:
 
@@ -29,8 +38,9 @@ Woodbury identity on the Gram matrix, g^T (G + mu I)^{-1} g = (||g||^2 - s^T (mu
 with s = S g; by conjugate gradients, ``natural_gradient_converged`` recording whether CG met its
 tolerance, only above GGN_EXACT_MAX).
 
-All work is in float64 on a copy of the model in eval mode, on ``device``; every random draw is
-seeded from (run seed, step, layer, kind).
+The exact and matrix-free row builders here (:func:`exact_row`, :func:`exact_ggn_row`,
+:func:`matrix_free_ggn_row`) serve both strategies. All work is in float64 on a copy of the model in
+eval mode, on ``device``; every random draw is seeded from (run seed, step, layer, kind).
 """
 
 from __future__ import annotations

@@ -91,13 +91,11 @@ def measured_blocks(model: nn.Module) -> MeasuredBlocks:
     return MeasuredBlocks(names, block_parameter_names(model, names), [], kronecker=False)
 
 
-def layer_groups(model: nn.Module, blocks: MeasuredBlocks | None = None) -> list[tuple[list[nn.Parameter],
-                                                                                       list[nn.Parameter]]]:
+def layer_groups(model: nn.Module) -> list[tuple[list[nn.Parameter], list[nn.Parameter]]]:
     """(weights, biases) per measured block (:func:`measured_blocks`), split by name (``*bias`` vs the rest)."""
-    blocks = blocks or measured_blocks(model)
     named = dict(model.named_parameters())
     return [([named[n] for n in mine if not n.endswith("bias")], [named[n] for n in mine if n.endswith("bias")])
-            for mine in blocks.params]
+            for mine in measured_blocks(model).params]
 
 
 def probe_gradients(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn) -> list[tuple]:
