@@ -1,9 +1,11 @@
-"""The curvature of one spectral snapshot of any model: per block, three spectra and two scalars.
+"""The any-model strategy of the curvature driver: one block of any model, three spectra and two scalars.
 
-The MLP engine (:mod:`pipeline.curvature.engine`) reads a Linear block's Kronecker form; this one
-needs nothing but the block's parameter group theta_i (:mod:`pipeline.curvature.parameter_group`),
-so it measures convolutions, attention, layer norms, embeddings and a user's own modules. Rows have
-the MLP engine's columns and meaning, ``layer_index`` = block index (``blocks`` table). By kind:
+:class:`GenericBlock` is how :func:`pipeline.curvature.engine.measure_blocks` measures a block that is
+not an MLP's Linear block (whose Kronecker form :class:`pipeline.curvature.engine.KroneckerBlock`
+reads): it needs nothing but the block's parameter group theta_i
+(:mod:`pipeline.curvature.parameter_group`), so it measures convolutions, attention, layer norms,
+embeddings and a user's own modules. Rows have the same columns and meaning, ``layer_index`` = block
+index (``blocks`` table). By kind:
 
 - ``local`` (definition 1, phi over every output entry of the block; a block of a module's own
   parameters, which has no inputs, as the identity on them): ``closed_form`` per output
@@ -25,27 +27,26 @@ natural-gradient norm (dense solve, Woodbury on the Gram matrix, or CG with its 
 
 from __future__ import annotations
 
-import copy
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
 
 import numpy as np
 import torch
 from torch import nn
 
-from pipeline.curvature.attention import second_order_attention
 from pipeline.curvature.conv_local import conv_closed_form_applies, conv_local_is_zero, conv_local_spectrum
 from pipeline.curvature.dense_hessian import dense_hessian, finite_eigh
 from pipeline.curvature.engine import (
     GGN_EXACT_MAX,
+    CurvatureBlock,
     CurvatureSettings,
+    Probe,
     check_finite,
     exact_ggn_row,
     exact_row,
     matrix_free_ggn_row,
-    snapshot_rng,
+    measure_blocks,
 )
-from pipeline.curvature.ggn import gradient_pressure
 from pipeline.curvature.local_hessian import closed_form_solve_order
 from pipeline.curvature.matrix_free import adaptive_summary
 from pipeline.curvature.objective import ModelObjective
@@ -141,48 +142,39 @@ def _ggn_row(model: nn.Module, group: ParameterGroup, X: torch.Tensor, task: str
     return row, natgrad, converged
 
 
-@second_order_attention()
+class GenericBlock:
+    """The strategy of any block: its parameter group theta_i (the module docstring's methods)."""
+
+    def __init__(self, probe: Probe, i: int, block: str, names: tuple[str, ...]):
+        self.probe, self.block = probe, block
+        self.group = ParameterGroup.of(probe.model, names)
+        self.n_params = self.group.n_params
+        self.bias_share_baseline = float(self.group.bias_mask.mean())
+
+    def local_row(self, rng: np.random.Generator) -> dict:
+        probe = self.probe
+        return _local_row(probe.model, self.block, self.group, probe.X, probe.settings, rng, probe.low)
+
+    def loss_row(self, rng: np.random.Generator) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        probe = self.probe
+        return _indefinite_row(loss_objective(probe.model, self.group, probe.X, probe.y, probe.loss_fn), self.group,
+                               probe.X.shape[0], probe.settings, rng,
+                               lambda: loss_objective(probe.low.model, self.group, *probe.low.inputs, probe.loss_fn))
+
+    def ggn_row(self, g: torch.Tensor, rng: np.random.Generator) -> tuple[dict, float | None, bool]:
+        probe = self.probe
+        return _ggn_row(probe.model, self.group, probe.X, probe.task, g, probe.n_outputs, probe.settings, rng,
+                        probe.low)
+
+
+def generic_blocks(blocks: Iterable[tuple[str, tuple[str, ...]]]) -> list[CurvatureBlock]:
+    """Blocks (module path, parameter names), each measured by :class:`GenericBlock`."""
+    return [(block, partial(GenericBlock, block=block, names=names)) for block, names in blocks]
+
+
 def block_curvature_snapshot(model: nn.Module, blocks: list[tuple[str, tuple[str, ...]]], X: torch.Tensor,
                              y: torch.Tensor, loss_fn: nn.Module, task: str, settings: CurvatureSettings,
                              seed: int, step: int) -> tuple[list[dict], list[dict]]:
-    """Rows of ``hessian_spectra`` (one per block and kind) and per-block {gradient_pressure,
-    natural_gradient_norm, natural_gradient_converged}. blocks: (module path, parameter names) in
-    forward order (``BlockGraph.names`` and ``.params``); X, y: the probe batch."""
-    device = torch.device(settings.device)
-    m64 = copy.deepcopy(model).double().eval().to(device)
-    m64.requires_grad_(False)  # constants: derivatives are taken w.r.t. a theta_i passed in
-    X = X.to(device=device, dtype=torch.float64 if X.is_floating_point() else X.dtype)  # token ids stay int64
-    y = y.to(device=device, dtype=torch.float64 if task == "regression" else torch.long)
-    with torch.no_grad():
-        m = m64(X[:1]).shape[1]
-    low = ProductModel(m64, X, y, settings.product_dtype)  # the model for matrix-free products
-    rows, extras = [], []
-    for i, (block, names) in enumerate(blocks):
-        try:
-            group = ParameterGroup.of(m64, names)
-            p = group.n_params
-            base = {"layer_index": i, "n_probe": X.shape[0], "n_params": p,
-                    "bias_share_baseline": float(group.bias_mask.mean())}
-
-            t = time.perf_counter()
-            row = _local_row(m64, block, group, X, settings, snapshot_rng(seed, step, i, "local"), low)
-            rows.append({**base, "kind": "local", **row, "seconds": time.perf_counter() - t})
-
-            t = time.perf_counter()
-            row, g, hg = _indefinite_row(loss_objective(m64, group, X, y, loss_fn), group, X.shape[0], settings,
-                                         snapshot_rng(seed, step, i, "loss"),
-                                         lambda group=group: loss_objective(low.model, group, *low.inputs, loss_fn))
-            rows.append({**base, "kind": "loss", **row, "seconds": time.perf_counter() - t})
-            pressure = gradient_pressure(g, hg)
-
-            t = time.perf_counter()
-            row, natgrad, natgrad_converged = _ggn_row(m64, group, X, task, g, m, settings,
-                                                       snapshot_rng(seed, step, i, "ggn"), low)
-            row["exactly_zero"] = bool(row["top_eigenvalue"] == 0)
-            rows.append({**base, "kind": "ggn", **row, "seconds": time.perf_counter() - t})
-            extras.append({"gradient_pressure": pressure, "natural_gradient_norm": natgrad,
-                           "natural_gradient_converged": natgrad_converged if natgrad is not None else None})
-        except Exception as exc:  # the type is kept (a FloatingPointError is a divergence); the note says where
-            exc.add_note(f"block {block!r}")
-            raise
-    return rows, extras
+    """:func:`pipeline.curvature.engine.measure_blocks` over ``blocks`` (module path, parameter names)
+    in forward order (``BlockGraph.names`` and ``.params``), every one by :class:`GenericBlock`."""
+    return measure_blocks(model, generic_blocks(blocks), X, y, loss_fn, task, settings, seed, step)

@@ -1,6 +1,15 @@
-"""The curvature of one spectral snapshot: for every layer, three spectra and two scalars.
+"""The curvature of one spectral snapshot: for every block, three spectra and two scalars.
 
-Every kind is built from the block's Kronecker form H = sum_n M_n (x) z~_n z~_n^T
+One driver, :func:`measure_blocks`, measures every model: it copies the model to float64 (a
+:class:`Probe`), then for each block, in forward order, builds the block's strategy and asks it for
+its three rows (kinds ``local``, ``loss``, ``ggn``), the gradient pressure and the natural-gradient
+norm, each row's random draws seeded from (run seed, step, block, kind). A block's strategy is how it
+is measured: :class:`KroneckerBlock` for an MLP's Linear block (below),
+:class:`pipeline.curvature.block_engine.GenericBlock` for any other block (its parameter group).
+The caller picks each block's strategy in the block list (:func:`kronecker_blocks`,
+:func:`pipeline.curvature.block_engine.generic_blocks`); speed-ups to the loop apply to both.
+
+An MLP's Linear block reads its Kronecker form H = sum_n M_n (x) z~_n z~_n^T
 (:mod:`pipeline.curvature.kronecker`): q products with respect to the block's pre-activations, not
 p = q (d + 1) through the network. kinds (rows of ``hessian_spectra``), by ``method``:
 
@@ -29,8 +38,9 @@ Woodbury identity on the Gram matrix, g^T (G + mu I)^{-1} g = (||g||^2 - s^T (mu
 with s = S g; by conjugate gradients, ``natural_gradient_converged`` recording whether CG met its
 tolerance, only above GGN_EXACT_MAX).
 
-All work is in float64 on a copy of the model in eval mode, on ``device``; every random draw is
-seeded from (run seed, step, layer, kind).
+The exact and matrix-free row builders here (:func:`exact_row`, :func:`exact_ggn_row`,
+:func:`matrix_free_ggn_row`) serve both strategies. All work is in float64 on a copy of the model in
+eval mode, on ``device``; every random draw is seeded from (run seed, step, layer, kind).
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -227,28 +239,122 @@ def _ggn_row(factor: GGNFactor, g: torch.Tensor, settings: CurvatureSettings,
     return {**row, "bias_share": factor.bias_share()}, natgrad, converged
 
 
-@second_order_attention()
-def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, task: str,
-                       settings: CurvatureSettings, seed: int, step: int) -> tuple[list[dict], list[dict]]:
-    """Rows of ``hessian_spectra`` (one per layer and kind) and per-layer {gradient_pressure,
-    natural_gradient_norm, natural_gradient_converged} for ``layer_stats``. X, y: the probe batch."""
-    device = torch.device(settings.device)
-    m64 = copy.deepcopy(model).double().eval().to(device)
-    m64.requires_grad_(False)  # constants: derivatives are taken w.r.t. pre-activations or a theta passed in
-    X = X.to(device=device, dtype=torch.float64 if X.is_floating_point() else X.dtype)  # token ids stay int64
-    y = y.to(device=device, dtype=torch.float64 if task == "regression" else torch.long)
-    with torch.no_grad():
-        inter = m64.intermediates(X)
-    low = ProductModel(m64, X, y, settings.product_dtype)  # the model for matrix-free products
-    rows, extras = [], []
-    for i, block in enumerate(m64.blocks):
-        q, d = block.linear.weight.shape
-        p = q * (d + 1)
-        base = {"layer_index": i, "n_probe": X.shape[0], "n_params": p, "bias_share_baseline": 1.0 / (d + 1)}
+class BlockStrategy(Protocol):
+    """How one block's three kinds are measured: a per-block strategy of :func:`measure_blocks`.
 
-        # local Hessian
-        t = time.perf_counter()
-        z = inter.inputs[i]
+    Built from the snapshot's :class:`Probe` and the block's index; ``loss_row`` returns (row, g, H g)
+    (g the block's gradient, H g one product with its loss Hessian: the gradient pressure), ``ggn_row``
+    (row, natural-gradient norm, its convergence flag)."""
+
+    n_params: int
+    bias_share_baseline: float
+
+    def local_row(self, rng: np.random.Generator) -> dict: ...
+
+    def loss_row(self, rng: np.random.Generator) -> tuple[dict, torch.Tensor, torch.Tensor]: ...
+
+    def ggn_row(self, g: torch.Tensor, rng: np.random.Generator) -> tuple[dict, float | None, bool]: ...
+
+
+@dataclass
+class Probe:
+    """What every block's strategy reads: a float64 copy of the model in eval mode on ``device`` whose
+    parameters are constants (derivatives are taken w.r.t. pre-activations or a theta passed in), and
+    the probe batch on the same device (token ids stay int64); ``n_outputs``: m, the model's outputs
+    per point (one forward pass before any block, so a model that cannot run fails outside them)."""
+
+    model: nn.Module
+    X: torch.Tensor
+    y: torch.Tensor
+    loss_fn: nn.Module
+    task: str
+    settings: CurvatureSettings
+    n_outputs: int
+
+    @classmethod
+    def of(cls, model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, task: str,
+           settings: CurvatureSettings) -> Probe:
+        device = torch.device(settings.device)
+        m64 = copy.deepcopy(model).double().eval().to(device)
+        m64.requires_grad_(False)
+        X = X.to(device=device, dtype=torch.float64 if X.is_floating_point() else X.dtype)
+        y = y.to(device=device, dtype=torch.float64 if task == "regression" else torch.long)
+        with torch.no_grad():
+            m = m64(X[:1]).shape[1]
+        return cls(m64, X, y, loss_fn, task, settings, m)
+
+    @cached_property
+    def low(self) -> ProductModel:
+        """The model and probe batch in the matrix-free products' dtype (made on first use)."""
+        return ProductModel(self.model, self.X, self.y, self.settings.product_dtype)
+
+    @cached_property
+    def intermediates(self):
+        """An MLP's per-block inputs and pre-activations on X (:meth:`pipeline.models.mlp.MLP.intermediates`)."""
+        with torch.no_grad():
+            return self.model.intermediates(self.X)
+
+
+#: One block to measure: its name (for error notes) and the constructor of its strategy,
+#: ``strategy(probe, block_index)``.
+CurvatureBlock = tuple[str, Callable[[Probe, int], BlockStrategy]]
+
+
+@second_order_attention()
+def measure_blocks(model: nn.Module, blocks: list[CurvatureBlock], X: torch.Tensor, y: torch.Tensor,
+                   loss_fn: nn.Module, task: str, settings: CurvatureSettings, seed: int,
+                   step: int) -> tuple[list[dict], list[dict]]:
+    """The one curvature driver: rows of ``hessian_spectra`` (one per block and kind, ``layer_index`` =
+    the block's position in ``blocks``) and per-block {gradient_pressure, natural_gradient_norm,
+    natural_gradient_converged} for ``layer_stats``, each block measured by its own strategy
+    (:class:`KroneckerBlock` for an MLP's Linear block, the any-model strategy of
+    :mod:`pipeline.curvature.block_engine` otherwise). X, y: the probe batch. An exception raised in a
+    block keeps its type (a FloatingPointError is a divergence) and gains a note naming the block."""
+    probe = Probe.of(model, X, y, loss_fn, task, settings)
+    rows, extras = [], []
+    for i, (block, strategy) in enumerate(blocks):
+        try:
+            s = strategy(probe, i)
+            base = {"layer_index": i, "n_probe": X.shape[0], "n_params": s.n_params,
+                    "bias_share_baseline": s.bias_share_baseline}
+
+            t = time.perf_counter()
+            row = s.local_row(snapshot_rng(seed, step, i, "local"))
+            rows.append({**base, "kind": "local", **row, "seconds": time.perf_counter() - t})
+
+            t = time.perf_counter()
+            row, g, hg = s.loss_row(snapshot_rng(seed, step, i, "loss"))
+            rows.append({**base, "kind": "loss", **row, "seconds": time.perf_counter() - t})
+            pressure = gradient_pressure(g, hg)
+
+            t = time.perf_counter()
+            row, natgrad, natgrad_converged = s.ggn_row(g, snapshot_rng(seed, step, i, "ggn"))
+            row["exactly_zero"] = bool(row["top_eigenvalue"] == 0)
+            rows.append({**base, "kind": "ggn", **row, "seconds": time.perf_counter() - t})
+            extras.append({"gradient_pressure": pressure, "natural_gradient_norm": natgrad,
+                           "natural_gradient_converged": natgrad_converged if natgrad is not None else None})
+        except Exception as exc:  # the type is kept (a FloatingPointError is a divergence); the note says where
+            exc.add_note(f"block {block!r}")
+            raise
+    return rows, extras
+
+
+class KroneckerBlock:
+    """The strategy of an MLP's Linear block C_i = (Linear, norm, activation), theta = (W, b) of its
+    Linear: every kind from the block's Kronecker form (the module docstring)."""
+
+    def __init__(self, probe: Probe, i: int):
+        self.probe, self.i = probe, i
+        self.block = probe.model.blocks[i]
+        self.q, self.d = self.block.linear.weight.shape
+        self.n_params = self.q * (self.d + 1)
+        self.bias_share_baseline = 1.0 / (self.d + 1)
+
+    def local_row(self, rng: np.random.Generator) -> dict:
+        """The local Hessian: closed form for Linear + elementwise activation, else Kronecker or Lanczos."""
+        probe, block, settings = self.probe, self.block, self.probe.settings
+        X, q, d, p = probe.X, self.q, self.d, self.n_params
+        z = probe.intermediates.inputs[self.i]
         if closed_form_applies(block):
             eigenvalues, bias = local_closed_form_spectrum(block, z, settings.phi)
             n_floor = closed_form_solve_order(X.shape[0], d) + X.shape[0]  # order decomposed + N points summed
@@ -256,37 +362,43 @@ def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_
                    "method": "closed_form", "n_hvp": 0}
         else:
             kron = local_kronecker(block, z, settings.phi) if _kronecker_fits(X.shape[0], q, p, settings) else None
-            row = _indefinite_row(local_objective(block, z, settings.phi), kron, settings,
-                                  snapshot_rng(seed, step, i, "local"),
-                                  lambda i=i, z=z: local_objective(low.model.blocks[i], z.to(low.dtype),
-                                                                   settings.phi))
+            row = _indefinite_row(local_objective(block, z, settings.phi), kron, settings, rng,
+                                  lambda: local_objective(probe.low.model.blocks[self.i], z.to(probe.low.dtype),
+                                                          settings.phi))
         row["exactly_zero"] = is_exactly_zero(block, settings.phi)
-        rows.append({**base, "kind": "local", **row, "seconds": time.perf_counter() - t})
+        return row
 
-        # loss block Hessian, and the gradient pressure from it
-        t = time.perf_counter()
-        obj = loss_objective(m64, i, X, y, loss_fn)
+    def loss_row(self, rng: np.random.Generator) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        """The loss block Hessian, the block's gradient g and H g (from the Kronecker form or a product)."""
+        probe, settings, i = self.probe, self.probe.settings, self.i
+        m64, X, y, q, p = probe.model, probe.X, probe.y, self.q, self.n_params
+        obj = loss_objective(m64, i, X, y, probe.loss_fn)
         kron, hvp = None, None
         if _kronecker_fits(X.shape[0], q, p, settings):
-            kron, g = loss_kronecker(m64, i, X, y, loss_fn)
+            kron, g = loss_kronecker(m64, i, X, y, probe.loss_fn)
         if p > settings.exact_limit:
             hvp = GraphHVP(obj)
             g = hvp.gradient()
         if hvp is not None:  # g and H g (the pressure) in float64; the Lanczos products in the products' dtype
             hg = hvp.torch_matvec(g)
             del hvp
-        row = _indefinite_row(obj, kron, settings, snapshot_rng(seed, step, i, "loss"),
-                              lambda i=i: loss_objective(low.model, i, *low.inputs, loss_fn))
+        row = _indefinite_row(obj, kron, settings, rng,
+                              lambda: loss_objective(probe.low.model, i, *probe.low.inputs, probe.loss_fn))
         row["exactly_zero"] = bool(row["top_eigenvalue"] == 0 and row["bottom_eigenvalue"] == 0)
-        rows.append({**base, "kind": "loss", **row, "seconds": time.perf_counter() - t})
-        pressure = gradient_pressure(g, kron.matvec(g) if p <= settings.exact_limit else hg)
+        return row, g, kron.matvec(g) if p <= settings.exact_limit else hg
 
-        # Gauss-Newton block, and the natural-gradient norm from it
-        t = time.perf_counter()
-        row, natgrad, natgrad_converged = _ggn_row(ggn_factor(m64, i, X, task), g, settings,
-                                                   snapshot_rng(seed, step, i, "ggn"))
-        row["exactly_zero"] = bool(row["top_eigenvalue"] == 0)
-        rows.append({**base, "kind": "ggn", **row, "seconds": time.perf_counter() - t})
-        extras.append({"gradient_pressure": pressure, "natural_gradient_norm": natgrad,
-                       "natural_gradient_converged": natgrad_converged if natgrad is not None else None})
-    return rows, extras
+    def ggn_row(self, g: torch.Tensor, rng: np.random.Generator) -> tuple[dict, float | None, bool]:
+        """The Gauss-Newton block from the Linear's GGN factor, and the natural-gradient norm."""
+        probe = self.probe
+        return _ggn_row(ggn_factor(probe.model, self.i, probe.X, probe.task), g, probe.settings, rng)
+
+
+def kronecker_blocks(model: nn.Module) -> list[CurvatureBlock]:
+    """An MLP's blocks ``blocks.i``, each measured by its Kronecker form (:class:`KroneckerBlock`)."""
+    return [(f"blocks.{i}", KroneckerBlock) for i in range(len(model.blocks))]
+
+
+def curvature_snapshot(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, task: str,
+                       settings: CurvatureSettings, seed: int, step: int) -> tuple[list[dict], list[dict]]:
+    """:func:`measure_blocks` over an MLP's Linear blocks, every one by its Kronecker form."""
+    return measure_blocks(model, kronecker_blocks(model), X, y, loss_fn, task, settings, seed, step)

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.curvature.block_engine import block_curvature_snapshot
+from pipeline.curvature.block_engine import generic_blocks
 from pipeline.curvature.conv_local import activation_name
-from pipeline.curvature.engine import CurvatureSettings, curvature_snapshot
+from pipeline.curvature.engine import CurvatureBlock, CurvatureSettings, kronecker_blocks, measure_blocks
 from pipeline.curvature.sharpness import loss_sharpness_row
 from pipeline.datasets.run_data import RunData
 from pipeline.models.block_graph import (
@@ -42,7 +42,7 @@ from pipeline.snapshot.weight_spectra import (
 from pipeline.training.metrics import classification_metrics, regression_metrics
 
 
-def _split_metrics(model: MLP, X: torch.Tensor, y: torch.Tensor, loss_fn, data: RunData) -> dict:
+def _split_metrics(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn, data: RunData) -> dict:
     out = model(X)
     if not torch.isfinite(out).all():
         raise FloatingPointError("model outputs are not finite")
@@ -56,27 +56,55 @@ def _split_metrics(model: MLP, X: torch.Tensor, y: torch.Tensor, loss_fn, data: 
     return {"loss": loss, **metrics}
 
 
-def layer_groups(model: nn.Module) -> list[tuple[list[nn.Parameter], list[nn.Parameter]]]:
-    """(weights, biases) per layer: an MLP's Linear blocks; for another family, each coupling block's
-    parameters, split by name (``*bias`` vs the rest)."""
+@dataclass(frozen=True)
+class MeasuredBlocks:
+    """What a checkpoint measures per block of any model: ``names`` (module paths in forward order,
+    ``layer_index`` = position; :func:`pipeline.models.block_graph.block_names`), ``params`` (per block,
+    the full names of the parameters it measures: weights, and biases by their name ``*bias``), and
+    ``loose`` (tensors of no block, stored in ``weights`` at layer_index -1 under their full path).
+    ``kronecker``: the blocks are an MLP's Linear blocks, measured by their Kronecker form."""
+
+    names: list[str]
+    params: tuple[tuple[str, ...], ...]
+    loose: list[tuple[str, torch.Tensor]]
+    kronecker: bool
+
+    def curvature(self, model: nn.Module) -> list[CurvatureBlock]:
+        """Each block with its curvature strategy (:func:`pipeline.curvature.engine.measure_blocks`)."""
+        if self.kronecker:
+            return kronecker_blocks(model)
+        graph = trace_block_graph(model, self.names)  # checks too that every block is traced and has parameters
+        return generic_blocks(zip(graph.names, graph.params, strict=True))
+
+
+def measured_blocks(model: nn.Module) -> MeasuredBlocks:
+    """The blocks a checkpoint measures (:class:`MeasuredBlocks`)."""
+    names = block_names(model)
+    # The one per-family switch of a checkpoint: an MLP's block C_i is measured as its Linear (W, b),
+    # the parameters of its Kronecker form (the norm's affine ones are not part of theta_i), and its
+    # gated edges, in no block, are stored whole; any other model's block as its whole parameter group.
     if isinstance(model, MLP):
-        return [([lin.weight], [lin.bias]) for lin in model.linears]
+        params = tuple((f"{name}.linear.weight", f"{name}.linear.bias") for name in names)
+        loose = [(f"skips.{key}", tensor) for key, tensor in model.skips.state_dict().items()]
+        return MeasuredBlocks(names, params, loose, kronecker=True)
+    # trainable parameters only: frozen ones are not measured
+    return MeasuredBlocks(names, block_parameter_names(model, names), [], kronecker=False)
+
+
+def layer_groups(model: nn.Module) -> list[tuple[list[nn.Parameter], list[nn.Parameter]]]:
+    """(weights, biases) per measured block (:func:`measured_blocks`), split by name (``*bias`` vs the rest)."""
     named = dict(model.named_parameters())
-    groups = []
-    for mine in block_parameter_names(model, block_names(model)):  # trainable only: frozen ones are not measured
-        groups.append(([named[n] for n in mine if not n.endswith("bias")],
-                       [named[n] for n in mine if n.endswith("bias")]))
-    return groups
+    return [([named[n] for n in mine if not n.endswith("bias")], [named[n] for n in mine if n.endswith("bias")])
+            for mine in measured_blocks(model).params]
 
 
 def probe_gradients(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn) -> list[tuple]:
-    """Per layer (dL/dW, dL/db) on the probe batch, eval mode: tensors for an MLP's Linear blocks,
-    lists of tensors (one per parameter of the block) for another family."""
+    """Per block (dL/dW, dL/db) on the probe batch, eval mode: lists of tensors, one per weight and bias
+    of :func:`layer_groups`."""
     groups = layer_groups(model)
     params = [p for ws, bs in groups for p in (*ws, *bs)]
     grads = iter(torch.autograd.grad(loss_fn(model(X), y), params))
-    out = [([next(grads) for _ in ws], [next(grads) for _ in bs]) for ws, bs in groups]
-    return [(w[0], b[0]) for w, b in out] if isinstance(model, MLP) else out
+    return [([next(grads) for _ in ws], [next(grads) for _ in bs]) for ws, bs in groups]
 
 
 def _norm(tensors) -> float:
@@ -84,7 +112,7 @@ def _norm(tensors) -> float:
     return math.sqrt(sum(float(torch.linalg.norm(t.detach().double())) ** 2 for t in tensors))
 
 
-def evaluate_checkpoint(model: MLP, data: RunData, tensors: dict, loss_fn) -> tuple[dict, list[dict], list]:
+def evaluate_checkpoint(model: nn.Module, data: RunData, tensors: dict, loss_fn) -> tuple[dict, list[dict], list]:
     """Metrics of one metric checkpoint.
 
     Returns (checkpoint columns, per-layer norm columns, probe gradients). Raises FloatingPointError
@@ -139,52 +167,6 @@ class SpectralSnapshot:
 
 #: Seed stream of the sharpness ascent and top-eigenvalue Lanczos (apart from the per-layer streams).
 SHARPNESS_STREAM = 1_000_003
-
-
-def spectral_snapshot(model: MLP, probe: tuple[torch.Tensor, torch.Tensor], grads: list, loss_fn, task: str,
-                      settings: CurvatureSettings, seed: int, step: int,
-                      margin_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> SpectralSnapshot:
-    """Per-layer spectra, alignment, similarity, saturation and curvature; every block tensor; the
-    local, loss and Gauss-Newton spectra of every layer; whole-model sharpness; and the margins of
-    ``margin_splits`` (split -> (X, y); None for a regression run, which gets rows saying so)."""
-    probe_X = probe[0]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            inter = model.intermediates(probe_X)
-    finally:
-        model.train(was_training)
-    hessian_rows, curvature = curvature_snapshot(model, *probe, loss_fn, task, settings, seed, step)
-    weights = [lin.weight.detach() for lin in model.linears]
-    stats, weight_rows, matrix_rows = [], [], []
-    for i, (block, (gw, _)) in enumerate(zip(model.blocks, grads, strict=True)):
-        ws, gs = singular_summary(weights[i]), singular_summary(gw)
-        matrix_rows += matrix_spectra_rows(i, [("linear.weight", weights[i])], [gw], {"linear.weight": (ws, gs)})
-        sim, k = adjacent_similarity(weights[i], weights[i + 1]) if i + 1 < len(weights) else (None, None)
-        saturated, dead = saturation_stats(inter.preacts[i], block.activation_name)
-        stats.append({
-            "weight_sv": ws.singular_values, "weight_rank": ws.numerical_rank,
-            "weight_stable_rank": ws.stable_rank, "weight_spectral_norm": ws.spectral_norm,
-            "grad_sv": gs.singular_values, "grad_rank": gs.numerical_rank, "grad_stable_rank": gs.stable_rank,
-            "grad_spectral_norm": gs.spectral_norm, "alignment": weight_gradient_alignment(weights[i], gw),
-            "adjacent_similarity": sim, "adjacent_k": k, "saturation_fraction": saturated, "dead_fraction": dead,
-            **curvature[i],
-        })
-        for name, tensor in block.state_dict().items():
-            weight_rows.append({"layer_index": i, "tensor": name, "shape": list(tensor.shape),
-                                # a copy: a view would follow the parameters as training goes on
-                                "values": tensor.detach().reshape(-1).float().numpy().copy()})
-    for name, tensor in model.skips.state_dict().items():  # gated edges: layer_index -1, full module path
-        weight_rows.append({"layer_index": -1, "tensor": f"skips.{name}", "shape": list(tensor.shape),
-                            "values": tensor.detach().reshape(-1).float().numpy().copy()})
-    if margin_splits is None:
-        margins, margin_values = not_classification_rows(), []
-    else:
-        margins, margin_values = margin_rows(model, margin_splits)
-    sharp = loss_sharpness_row(model, *probe, loss_fn, task, np.random.default_rng([seed, step, SHARPNESS_STREAM]),
-                               settings.device)
-    return SpectralSnapshot(stats, weight_rows, hessian_rows, margins, margin_values, [sharp], matrix_rows)
 
 
 def principal_matrix(params: list[tuple[str, torch.Tensor]]) -> int | None:
@@ -255,29 +237,31 @@ def activation_inputs(model: nn.Module, names: list[str], X: torch.Tensor) -> di
     return seen
 
 
-def block_snapshot(model: nn.Module, probe: tuple[torch.Tensor, torch.Tensor], grads: list, loss_fn, task: str,
-                   settings: CurvatureSettings, seed: int, step: int,
-                   margin_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> SpectralSnapshot:
-    """A spectral snapshot of any other model, block by block (:func:`pipeline.models.block_graph.block_names`,
-    ``layer_index`` = block index): the local, loss and Gauss-Newton spectra, pressure and natural-
-    gradient norm (:mod:`pipeline.curvature.block_engine`); the singular values of the block's
-    principal matrix and of its gradient, their alignment, the similarity to the next block's
-    matrix where the shapes chain; saturation at its activation; every block tensor; margins at
-    every block's output; whole-model sharpness."""
-    names = block_names(model)
-    graph = trace_block_graph(model, names)
+def spectral_snapshot(model: nn.Module, probe: tuple[torch.Tensor, torch.Tensor], grads: list, loss_fn, task: str,
+                      settings: CurvatureSettings, seed: int, step: int,
+                      margin_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> SpectralSnapshot:
+    """A spectral snapshot of any model, block by block (:func:`measured_blocks`, ``layer_index`` =
+    block index): the local, loss and Gauss-Newton spectra, pressure and natural-gradient norm
+    (:func:`pipeline.curvature.engine.measure_blocks`); the singular values of the block's principal
+    matrix and of its gradient, their alignment, the similarity to the next block's matrix where the
+    shapes chain; saturation at its activation; every block tensor (and the tensors of no block, an
+    MLP's gated edges, at layer_index -1); the margins of ``margin_splits`` (split -> (X, y); None for
+    a regression run, which gets rows saying so) at every block's output; whole-model sharpness.
+    ``grads``: :func:`probe_gradients`."""
+    blocks = measured_blocks(model)
+    names = blocks.names
+    curvature_blocks = blocks.curvature(model)
     was_training = model.training
     model.eval()
     try:
         acts = activation_inputs(model, names, probe[0])
     finally:
         model.train(was_training)
-    hessian_rows, curvature = block_curvature_snapshot(model, list(zip(graph.names, graph.params, strict=True)),
-                                                       *probe, loss_fn, task, settings, seed, step)
+    hessian_rows, curvature = measure_blocks(model, curvature_blocks, *probe, loss_fn, task, settings, seed, step)
     matrices, matrix_rows = [], []
     named = dict(model.named_parameters())
     for i, (name, (gws, _)) in enumerate(zip(names, grads, strict=True)):
-        weights = [(relative_name(n, name), named[n]) for n in graph.params[i] if not n.endswith("bias")]
+        weights = [(relative_name(n, name), named[n]) for n in blocks.params[i] if not n.endswith("bias")]
         k = principal_matrix(weights)
         summaries = {}
         if k is None:
@@ -306,7 +290,11 @@ def block_snapshot(model: nn.Module, probe: tuple[torch.Tensor, torch.Tensor], g
         stats.append({**row, **curvature[i]})
         for tensor_name, tensor in block_state(model, names, i):
             weight_rows.append({"layer_index": i, "tensor": tensor_name, "shape": list(tensor.shape),
+                                # a copy: a view would follow the parameters as training goes on
                                 "values": tensor.detach().reshape(-1).float().cpu().numpy().copy()})
+    for tensor_name, tensor in blocks.loose:
+        weight_rows.append({"layer_index": -1, "tensor": tensor_name, "shape": list(tensor.shape),
+                            "values": tensor.detach().reshape(-1).float().cpu().numpy().copy()})
     if margin_splits is None:
         margins, margin_values = not_classification_rows(), []
     else:

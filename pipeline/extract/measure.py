@@ -61,7 +61,7 @@ __all__ = ["CheckedFolder", "Checkpoint", "CheckpointError", "FolderDigest", "ch
 
 def block_of(exc: BaseException) -> str:
     """``block '<name>': `` when the exception carries the note
-    :func:`pipeline.curvature.block_engine.block_curvature_snapshot` adds, else empty."""
+    :func:`pipeline.curvature.engine.measure_blocks` adds, else empty."""
     return "".join(f"{note}: " for note in getattr(exc, "__notes__", ()) if note.startswith("block "))
 
 

@@ -27,15 +27,14 @@ from pipeline.datasets.run_data import RunData, prepared_dataset, run_data, run_
 from pipeline.extract.checkpoint import (
     SpectralSnapshot,
     as_matrix,
-    block_snapshot,
     evaluate_checkpoint,
     principal_matrix,
     spectral_snapshot,
 )
 from pipeline.extract.coupling_tracker import CouplingTracker
-from pipeline.models.block_graph import block_names, block_parameter_names, output_block, relative_name
+from pipeline.models.block_graph import block_module, block_names, block_parameter_names, output_block, relative_name
 from pipeline.models.build import network_for
-from pipeline.models.mlp import MLP, count_parameters
+from pipeline.models.mlp import count_parameters
 from pipeline.runspec import RunSpec
 from pipeline.training.device import move_training_state
 from pipeline.training.optim import loss_function, make_optimizer
@@ -179,12 +178,8 @@ def measure_checkpoint(model: torch.nn.Module, data: RunData, tensors: dict, los
     """Metrics (and, at a spectral snapshot, everything else) of the model as it is now."""
     row, layer_rows, grads = evaluate_checkpoint(model, data, tensors, loss_fn)
     task = data.dataset.task
-    if not is_spectral:
-        snap = None
-    elif isinstance(model, MLP):
-        snap = spectral_snapshot(model, tensors["probe"], grads, loss_fn, task, settings, seed, step, margin_splits)
-    else:
-        snap = block_snapshot(model, tensors["probe"], grads, loss_fn, task, settings, seed, step, margin_splits)
+    snap = spectral_snapshot(model, tensors["probe"], grads, loss_fn, task, settings, seed, step,
+                             margin_splits) if is_spectral else None
     return row, layer_rows, snap
 
 
@@ -217,25 +212,14 @@ def run_row(spec: RunSpec, dataset, data: RunData, model: torch.nn.Module, total
 
 
 def layer_rows_of(run_id: str, model: torch.nn.Module, spec: RunSpec) -> list[dict]:
-    """The ``layers`` rows of the run's model: an MLP's Linear blocks, or any other model's blocks."""
-    if isinstance(model, MLP):
-        return [_layer_row(run_id, i, block) for i, block in enumerate(model.blocks)]
-    return _block_layer_rows(run_id, model, spec)
-
-
-def _layer_row(run_id: str, i: int, block) -> dict:
-    lin = block.linear
-    return {"run_id": run_id, "layer_index": i, "name": f"blocks.{i}", "in_features": lin.in_features,
-            "out_features": lin.out_features, "activation": block.activation_name,
-            "norm": block.norm_name,
-            "n_params": sum(p.numel() for p in block.parameters()), "is_output": block.activation_name == "identity"}
-
-
-def _block_layer_rows(run_id: str, model: torch.nn.Module, spec: RunSpec) -> list[dict]:
-    """``layers`` rows of any other model: one per block; in/out features are the columns and rows of
-    its principal matrix (:func:`pipeline.extract.checkpoint.principal_matrix`), NULL without one."""
+    """``layers`` rows of any model: one per block (:func:`pipeline.models.block_graph.block_names`);
+    in/out features are the columns and rows of its principal matrix
+    (:func:`pipeline.extract.checkpoint.principal_matrix`; an MLP's block: its Linear), NULL without
+    one. Activation and norm: those a block declares (``activation_name``, ``norm_name``: an MLP's
+    block, identity at the output), else a built-in family's run's activation and no norm; NULL for a
+    user's blocks, which have no one activation or norm."""
     names = block_names(model)
-    builtin = spec.family != "custom"  # a user's blocks have no one activation or norm
+    builtin = spec.family != "custom"
     rows = []
     named = dict(model.named_parameters())
     groups = block_parameter_names(model, names)
@@ -243,10 +227,12 @@ def _block_layer_rows(run_id: str, model: torch.nn.Module, spec: RunSpec) -> lis
         weights = [(relative_name(n, name), named[n]) for n in groups[i] if not n.endswith("bias")]
         k = principal_matrix(weights)
         matrix = None if k is None else as_matrix(weights[k][1])
+        module = block_module(model, name)
         rows.append({"run_id": run_id, "layer_index": i, "name": name,
                      "in_features": None if matrix is None else matrix.shape[1],
                      "out_features": None if matrix is None else matrix.shape[0],
-                     "activation": spec.activation if builtin else None, "norm": "none" if builtin else None,
+                     "activation": getattr(module, "activation_name", spec.activation if builtin else None),
+                     "norm": getattr(module, "norm_name", "none" if builtin else None),
                      "n_params": sum(named[n].numel() for n in groups[i]),
                      "is_output": i == output_block(names)})
     return rows

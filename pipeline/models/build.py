@@ -11,8 +11,9 @@
 - ``custom``: a user's factory, ``model = "package.module:build"`` (pipeline/models/factory.py).
 
 Every family has blocks (:func:`pipeline.models.block_graph.block_names`), the parameter groups that
-every per-block measure and the coupling map are taken over; the MLP's are measured by its Kronecker
-engine, the others' by the any-model engine (pipeline/curvature/block_engine.py). Gated edges and
+every per-block measure and the coupling map are taken over, by one curvature driver
+(pipeline/curvature/engine.py): the MLP's Linear blocks by their Kronecker form, the others' by their
+parameter group (pipeline/curvature/block_engine.py). Gated edges and
 the residual template are MLP options.
 """
 

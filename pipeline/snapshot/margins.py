@@ -56,9 +56,7 @@ def representation_layer(name: str, n_blocks: int, output: int | None = None) ->
 
 
 def _output_index(model: nn.Module) -> tuple[int, int]:
-    """(number of blocks, index of the output block) of an MLP or any other model."""
-    if isinstance(model, MLP):
-        return len(model.blocks), len(model.blocks) - 1
+    """(number of blocks, index of the output block) of any model (an MLP's: L, L - 1)."""
     names = block_names(model)
     return len(names), output_block(names)
 
@@ -83,6 +81,7 @@ def representations(model: nn.Module, X: torch.Tensor) -> list[torch.Tensor | No
     model's block outputs (:func:`pipeline.models.block_graph.block_names`) are recorded by forward
     hooks, as the tensors the rest of the forward pass reads, so gradients reach them. A block of a
     module's own parameters (a CLS token) has no output of each point: None."""
+    # An MLP gives them itself: its h_i includes the residual sum z + C_i(z), which is no module's output
     if isinstance(model, MLP):
         return model.representations(X)
     names = block_names(model)
