@@ -136,3 +136,27 @@ def test_float32_rows_are_within_the_float64_rows_errors(build, d_in: int, monke
                 assert abs(r32[f"{end}_eigenvalue"] - e[f"{end}_eigenvalue"]) <= \
                     r32[f"{end}_residual"] + 1e-12 * abs(e["top_eigenvalue"]), (e["kind"], end)
     assert compared >= 6  # every block's loss and Gauss-Newton rows at least
+
+
+def test_a_convolution_above_the_closed_forms_cost_is_estimated_within_its_errors(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the cost cap at 0 the CNN's convolutions take the Lanczos route on local products: its
+    extremes within their residuals of the closed form's, its trace within 3 standard errors."""
+    from pipeline.curvature import conv_local
+
+    model = _cnn()
+    X, y = _data(16, n=12)
+    args = (model, _graph_blocks(model), X, y, nn.CrossEntropyLoss(), "classification")
+    exact, _ = block_engine.block_curvature_snapshot(*args, CurvatureSettings(), 0, 0)
+    linear = nn.Linear(7, 3)  # m = 8; R = 3 points: the thin route, k = 3; R = 5: k = m = 8
+    assert conv_local.conv_closed_form_cost(linear, torch.randn(3, 7)) == 3 * (3**3 + 3 * 8 * 3)
+    assert conv_local.conv_closed_form_cost(linear, torch.randn(5, 7)) == 3 * (8**3 + 5 * 8 * 8)
+    monkeypatch.setattr(block_engine, "CLOSED_FORM_MAX_COST", 0.0)
+    est, _ = block_engine.block_curvature_snapshot(*args, CurvatureSettings(exact_limit=0), 0, 0)
+    local = [(e, r) for e, r in zip(exact, est, strict=True) if e["kind"] == "local" and not e["exactly_zero"]]
+    assert local and all(e["method"] == "closed_form" and r["method"] == "lanczos" for e, r in local)
+    for e, r in local:
+        scale = abs(e["top_eigenvalue"]) + abs(e["bottom_eigenvalue"])
+        assert abs(r["top_eigenvalue"] - e["top_eigenvalue"]) <= r["top_residual"] + 1e-12 * scale
+        assert abs(r["bottom_eigenvalue"] - e["bottom_eigenvalue"]) <= r["bottom_residual"] + 1e-12 * scale
+        assert abs(r["trace"] - e["trace"]) <= 3 * r["trace_stderr"] + 1e-12 * scale

@@ -10,7 +10,8 @@ index (``blocks`` table). By kind:
 - ``local`` (definition 1, phi over every output entry of the block; a block of a module's own
   parameters, which has no inputs, as the identity on them): ``closed_form`` per output
   channel for a convolution or Linear block with an elementwise activation (through unfolded
-  patches, :mod:`pipeline.curvature.conv_local`; any size); otherwise ``autograd`` (the dense
+  patches, :mod:`pipeline.curvature.conv_local`) while its q eigendecompositions cost at most
+  CLOSED_FORM_MAX_COST (any number of parameters: the cost is in the patch rows); otherwise ``autograd`` (the dense
   Hessian by one autograd pass per row, exact) up to the exact limit and ``lanczos`` on local
   Hessian-vector products above it;
 - ``loss`` (definition 2): ``autograd`` up to the exact limit, ``lanczos`` above;
@@ -34,7 +35,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.curvature.conv_local import conv_closed_form_applies, conv_local_is_zero, conv_local_spectrum
+from pipeline.curvature.conv_local import (
+    CLOSED_FORM_MAX_COST,
+    conv_closed_form_applies,
+    conv_closed_form_cost,
+    conv_local_is_zero,
+    conv_local_spectrum,
+)
 from pipeline.curvature.dense_hessian import dense_hessian, finite_eigh
 from pipeline.curvature.engine import (
     GGN_EXACT_MAX,
@@ -110,7 +117,8 @@ def _local_row(model: nn.Module, block: str, group: ParameterGroup, X: torch.Ten
         return row
     inputs = record_block_inputs(model, block, X)
     module = model.get_submodule(block)
-    if conv_closed_form_applies(module) and len(inputs.args) == 1 and not inputs.kwargs:
+    if conv_closed_form_applies(module) and len(inputs.args) == 1 and not inputs.kwargs and \
+            conv_closed_form_cost(module, inputs.args[0]) <= CLOSED_FORM_MAX_COST:
         values, bias, rows = conv_local_spectrum(module, inputs.args[0], settings.phi)
         fan_in = module.conv.weight[0].numel() if hasattr(module, "conv") else module.weight[0].numel()
         n_floor = closed_form_solve_order(rows, fan_in) + rows  # order decomposed + the rows summed
