@@ -160,3 +160,30 @@ def test_a_convolution_above_the_closed_forms_cost_is_estimated_within_its_error
         assert abs(r["top_eigenvalue"] - e["top_eigenvalue"]) <= r["top_residual"] + 1e-12 * scale
         assert abs(r["bottom_eigenvalue"] - e["bottom_eigenvalue"]) <= r["bottom_residual"] + 1e-12 * scale
         assert abs(r["trace"] - e["trace"]) <= 3 * r["trace_stderr"] + 1e-12 * scale
+
+
+def test_refined_natural_gradient_norm_matches_the_dense_solve_with_float32_inner_products() -> None:
+    """Iterative refinement: float32 products inside, float64 residuals outside, to CG's 1e-6."""
+    from pipeline.curvature.ggn import natural_gradient_norm_dense, natural_gradient_norm_refined
+
+    rng = np.random.default_rng(3)
+    s = rng.normal(size=(150, 300)) * np.geomspace(1e-3, 1.0, 300)  # G = S^T S, a spread spectrum
+    g_mat, grad = s.T @ s, rng.normal(size=300)
+    top = float(np.linalg.eigvalsh(g_mat).max())
+    g32 = g_mat.astype(np.float32)
+    calls = {"high": 0, "low": 0}
+
+    def high(v):
+        calls["high"] += 1
+        return g_mat @ v
+
+    def low(v):
+        calls["low"] += 1
+        return (g32 @ v.astype(np.float32)).astype(np.float64)
+
+    value, converged = natural_gradient_norm_refined(grad, high, low, top, max_iter=500)
+    exact = natural_gradient_norm_dense(torch.tensor(grad), torch.tensor(g_mat), top)
+    assert converged and value == pytest.approx(exact, rel=1e-6)
+    assert calls["high"] <= 4 < calls["low"]  # a few float64 residuals, the rest float32
+    capped, ok = natural_gradient_norm_refined(grad, high, low, top, max_iter=5)
+    assert not ok and capped < exact

@@ -65,6 +65,7 @@ from pipeline.curvature.ggn import (
     natural_gradient_norm_cg,
     natural_gradient_norm_dense,
     natural_gradient_norm_gram,
+    natural_gradient_norm_refined,
 )
 from pipeline.curvature.kronecker import KroneckerSum, local_kronecker, loss_kronecker
 from pipeline.curvature.local_hessian import (
@@ -210,7 +211,8 @@ def matrix_free_ggn_row(matvec: Callable[[np.ndarray], np.ndarray], p: int, g: t
     the natural-gradient norm by CG with its convergence flag. ``n_hvp`` counts the Lanczos products,
     ``setup_products`` (those that built the operator) and CG's; trace: exact tr G when known.
     lanczos_matvec: products in the settings' ``product_dtype`` for the Lanczos runs (``matvec``'s
-    otherwise); CG runs on ``matvec``, float64, as its tolerance (1e-6) needs."""
+    otherwise) and for CG's inner solves, refined to CG's tolerance (1e-6) by float64 residuals on
+    ``matvec`` (:func:`pipeline.curvature.ggn.natural_gradient_norm_refined`)."""
     dtype = settings.product_dtype if lanczos_matvec is not None else "float64"
     row = adaptive_summary(lanczos_matvec or matvec, p, rng, settings.budget, definite=True, trace=trace,
                            product_rtol=PRODUCT_RTOL[dtype])
@@ -221,8 +223,17 @@ def matrix_free_ggn_row(matvec: Callable[[np.ndarray], np.ndarray], p: int, g: t
         cg_products += 1
         return matvec(v)
 
-    natgrad, converged = natural_gradient_norm_cg(g.cpu().numpy(), counted, row["top_eigenvalue"] or 0.0,
-                                                  max_iter=settings.hvp_budget)
+    if lanczos_matvec is None:
+        natgrad, converged = natural_gradient_norm_cg(g.cpu().numpy(), counted, row["top_eigenvalue"] or 0.0,
+                                                      max_iter=settings.hvp_budget)
+    else:  # most of CG's products in the products' dtype, corrected by float64 residuals
+        def counted_low(v: np.ndarray) -> np.ndarray:
+            nonlocal cg_products
+            cg_products += 1
+            return lanczos_matvec(v)
+
+        natgrad, converged = natural_gradient_norm_refined(g.cpu().numpy(), counted, counted_low,
+                                                           row["top_eigenvalue"] or 0.0, max_iter=settings.hvp_budget)
     return ({**row, "method": "lanczos", "n_hvp": row["n_hvp"] + setup_products + cg_products,
              "product_dtype": dtype}, natgrad, converged)
 
