@@ -67,7 +67,7 @@ from pipeline.curvature.parameter_group import (
     own_parameters_objective,
     record_block_inputs,
 )
-from pipeline.curvature.precision import PRODUCT_RTOL, ProductModel
+from pipeline.curvature.precision import ProductModel, checked_products
 from pipeline.curvature.stochastic import GraphHVP
 from pipeline.models.block_graph import own_block_owner
 
@@ -101,11 +101,13 @@ def _indefinite_row(obj: ModelObjective, group: ParameterGroup, n_points: int, s
     hg = hvp.torch_matvec(g)
     if hvp.linear:
         return {**_zero_row(p), "method": "lanczos", "n_hvp": 1}, g, hg
-    del hvp  # its graph, before the products' own
-    row = adaptive_summary(GraphHVP(products()), p, rng, settings.budget,
-                           product_rtol=PRODUCT_RTOL[settings.product_dtype])
+    chosen = checked_products(GraphHVP(products()) if settings.product_dtype != "float64" else None, hvp, p,
+                              settings.product_dtype)
+    del hvp  # the graph not chosen is freed
+    row = adaptive_summary(chosen.matvec, p, rng, settings.budget, product_rtol=chosen.product_rtol)
     row["exactly_zero"] = bool(row["top_eigenvalue"] == 0 and row["bottom_eigenvalue"] == 0)
-    return {**row, "method": "lanczos", "n_hvp": row["n_hvp"] + 1, "product_dtype": settings.product_dtype}, g, hg
+    return {**row, "method": "lanczos", "n_hvp": row["n_hvp"] + 1 + chosen.check_products,
+            "product_dtype": chosen.dtype_name}, g, hg
 
 
 def _local_row(model: nn.Module, block: str, group: ParameterGroup, X: torch.Tensor, settings: CurvatureSettings,

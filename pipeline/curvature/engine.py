@@ -76,7 +76,7 @@ from pipeline.curvature.local_hessian import (
 )
 from pipeline.curvature.matrix_free import LanczosBudget, adaptive_summary
 from pipeline.curvature.objective import BlockObjective, local_objective, loss_objective
-from pipeline.curvature.precision import PRODUCT_DTYPES, PRODUCT_RTOL, ProductModel
+from pipeline.curvature.precision import PRODUCT_DTYPES, ProductModel, checked_products
 from pipeline.curvature.spectral_summary import spectral_summary
 from pipeline.curvature.stochastic import GraphHVP
 
@@ -155,15 +155,15 @@ def _indefinite_row(obj: BlockObjective, kron: KroneckerSum | None, settings: Cu
         trace = kron.trace()
         n, q = kron.m.shape[:2]
         fro = kron.frobenius_sq() if n * n * q * q <= FROBENIUS_MAX_FLOPS else None
-    dtype = settings.product_dtype if products else _dtype_name(obj.theta0.dtype)
-    row = adaptive_summary(GraphHVP(products() if products else obj), obj.n_params, rng, settings.budget,
-                           trace=trace, frobenius_sq=fro, product_rtol=PRODUCT_RTOL[dtype])
-    return {**row, "method": "lanczos", "n_hvp": row["n_hvp"] + (kron.q if kron is not None else 0),
-            "product_dtype": dtype}
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return next(name for name, d in PRODUCT_DTYPES.items() if d == dtype)
+    reference = GraphHVP(obj)
+    low = GraphHVP(products()) if products and settings.product_dtype != "float64" else None
+    chosen = checked_products(low, reference, obj.n_params, settings.product_dtype)
+    del low, reference  # the graph not chosen is freed
+    row = adaptive_summary(chosen.matvec, obj.n_params, rng, settings.budget, trace=trace, frobenius_sq=fro,
+                           product_rtol=chosen.product_rtol)
+    return {**row, "method": "lanczos",
+            "n_hvp": row["n_hvp"] + chosen.check_products + (kron.q if kron is not None else 0),
+            "product_dtype": chosen.dtype_name}
 
 
 def _kronecker_fits(n: int, q: int, p: int, settings: CurvatureSettings) -> bool:
@@ -213,10 +213,11 @@ def matrix_free_ggn_row(matvec: Callable[[np.ndarray], np.ndarray], p: int, g: t
     lanczos_matvec: products in the settings' ``product_dtype`` for the Lanczos runs (``matvec``'s
     otherwise) and for CG's inner solves, refined to CG's tolerance (1e-6) by float64 residuals on
     ``matvec`` (:func:`pipeline.curvature.ggn.natural_gradient_norm_refined`)."""
-    dtype = settings.product_dtype if lanczos_matvec is not None else "float64"
-    row = adaptive_summary(lanczos_matvec or matvec, p, rng, settings.budget, definite=True, trace=trace,
-                           product_rtol=PRODUCT_RTOL[dtype])
-    cg_products = 0
+    chosen = checked_products(lanczos_matvec, matvec, p, settings.product_dtype)
+    lanczos_matvec = chosen.matvec if chosen.dtype_name != "float64" else None
+    row = adaptive_summary(chosen.matvec, p, rng, settings.budget, definite=True, trace=trace,
+                           product_rtol=chosen.product_rtol)
+    cg_products = chosen.check_products
 
     def counted(v: np.ndarray) -> np.ndarray:
         nonlocal cg_products
@@ -235,7 +236,7 @@ def matrix_free_ggn_row(matvec: Callable[[np.ndarray], np.ndarray], p: int, g: t
         natgrad, converged = natural_gradient_norm_refined(g.cpu().numpy(), counted, counted_low,
                                                            row["top_eigenvalue"] or 0.0, max_iter=settings.hvp_budget)
     return ({**row, "method": "lanczos", "n_hvp": row["n_hvp"] + setup_products + cg_products,
-             "product_dtype": dtype}, natgrad, converged)
+             "product_dtype": chosen.dtype_name}, natgrad, converged)
 
 
 def _ggn_row(factor: GGNFactor, g: torch.Tensor, settings: CurvatureSettings,
