@@ -117,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the probe batch")
     p.add_argument("--probe-size", type=int, default=256)
     p.add_argument("--exact-limit", type=int, default=1000, help="blocks up to this many parameters are exact")
-    p.add_argument("--hvp-budget", type=int, default=320, help="products per matrix-free spectrum")
+    p.add_argument("--hvp-budget", type=int, default=320, help="the most products a matrix-free spectrum spends")
+    p.add_argument("--product-dtype", choices=("float32", "float64"), default="float32",
+                   help="dtype of the matrix-free products (float32 where a per-row check passes; exact rows are "
+                   "float64 either way)")
     p.add_argument("--shards", default=DEFAULT_SHARDS, help=SHARDS_HELP)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
@@ -260,7 +263,7 @@ def cmd_measure(args) -> None:
     plan = plan_measure(args.model, args.checkpoints, args.data, args.db, args.shards, target=args.target,
                         data_name=args.data_name, task=args.task, blocks=blocks, seed=args.seed,
                         probe_size=args.probe_size, exact_limit=args.exact_limit, hvp_budget=args.hvp_budget,
-                        preprocess=args.preprocess)
+                        preprocess=args.preprocess, product_dtype=args.product_dtype)
     device = _warn_device(args.device, "measure: --device cuda but no GPU is present: the engine runs on the CPU")
     run_id, n = plan.spec.run_id, len(plan.files)
     if plan.already_measured:

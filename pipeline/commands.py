@@ -282,7 +282,7 @@ class MeasurePlan:
 def plan_measure(model: str, checkpoints: Path, data: str, db: Path, shards: str, *, target: str | None = None,
                  data_name: str | None = None, task: str = "classification", blocks: tuple[str, ...] = (),
                  seed: int = 0, probe_size: int = 256, exact_limit: int = 1000,
-                 hvp_budget: int = 320, preprocess: str = "standard") -> MeasurePlan:
+                 hvp_budget: int = 320, preprocess: str = "standard", product_dtype: str = "float32") -> MeasurePlan:
     """Check every input of a measurement before a file is measured: the settings, the factory, the
     folder's files (read and hashed: the digest names the run), the data, the data set's name in ``db``
     and that ``db`` can be written. Says whether ``shards`` already holds the run."""
@@ -293,10 +293,13 @@ def plan_measure(model: str, checkpoints: Path, data: str, db: Path, shards: str
                               ("hvp_budget", hvp_budget, 20), ("seed", seed, 0)):
         if value < low:
             raise PipelineError(f"must be at least {low}, got {value}", field=field)
-    from pipeline.runspec import PREPROCESSINGS
+    from pipeline.runspec import PREPROCESSINGS, PRODUCT_DTYPE_NAMES
 
     if preprocess not in PREPROCESSINGS:
         raise PipelineError(f"unknown {preprocess!r} (choose from {', '.join(PREPROCESSINGS)})", field="preprocess")
+    if product_dtype not in PRODUCT_DTYPE_NAMES:
+        raise PipelineError(f"unknown {product_dtype!r} (choose from {', '.join(PRODUCT_DTYPE_NAMES)})",
+                            field="product_dtype")
     load_factory(model)  # a bad reference fails before the files are read
     files = checkpoint_files(checkpoints)
     name, custom, data_digest = measured_dataset(data, target, data_name, task, preprocess)
@@ -304,7 +307,7 @@ def plan_measure(model: str, checkpoints: Path, data: str, db: Path, shards: str
     spec = RunSpec(dataset=name, family="custom", model=model, blocks=blocks, seed=seed, probe_size=probe_size,
                    hessian_exact_limit=exact_limit, hvp_budget=hvp_budget, metric_checkpoints=max(n, 2),
                    spectral_snapshots=n, epochs=1, size="custom", widths=(1,), dataset_digest=data_digest,
-                   preprocess=preprocess)
+                   preprocess=preprocess, product_dtype=product_dtype)
     check_custom_models([spec], custom)
     check_writable(db.parent, "db")
     if db.exists():
