@@ -162,7 +162,7 @@ def matrix_free_summary(matvec: MatVec, n: int, n_vectors: int, steps: int, rng:
     round-off and read as 0). ``effective_rank_stderr`` is NULL when the top has not converged."""
     runs = [lanczos(matvec, _rademacher(rng, n), steps) for _ in range(n_vectors)]
     row = _summary(runs, n, definite, trace, frobenius_sq)
-    row.pop("_abs_mass")
+    row.pop("_abs_mass"), row.pop("_n")
     return {**row, "stop_reason": "budget"}
 
 
@@ -196,15 +196,35 @@ _TARGETS = (
 )
 
 
-def _errors_within(row: dict, rtol: float) -> bool:
-    """Every summary with a value has a standard error, and it is at most rtol of its scale."""
+def _error_excess(row: dict, rtol: float) -> float | None:
+    """max over the summaries of (standard error / its target)^2: the factor by which the runs would
+    have to grow for every error to meet its target (errors fall like 1 / sqrt(runs)); <= 1 when
+    they all do; None when a summary with a value has no standard error (more runs cannot give one)."""
+    worst = 0.0
     for column, se_column, scale in _TARGETS:
         value, se = row[column], row[se_column]
         if value is None:
             continue
-        if se is None or se > rtol * scale(value, row):
-            return False
-    return True
+        if se is None:
+            return None
+        # beside the relative target, float64 round-off at the spectrum's scale (a std of 0 has an error
+        # of round-off, which no number of runs removes)
+        target = rtol * scale(value, row) + 1e-12 * row["_abs_mass"] / row["_n"]
+        worst = max(worst, (se / target) ** 2 if target > 0 else (0.0 if se == 0 else np.inf))
+    return worst
+
+
+def _run(matvec: MatVec, n: int, rng: np.random.Generator, budget: LanczosBudget, max_steps: int,
+         definite: bool, trace_known: bool) -> tuple[LanczosRun, bool]:
+    """One run, continued until it settles or takes max_steps; (run, whether it settled)."""
+    process = LanczosProcess(matvec, _rademacher(rng, n), max_steps)
+    while not process.done:
+        process.advance(TOP_CHECK_EVERY if process.used >= budget.min_steps else budget.min_steps)
+        run = process.run()
+        if _settled(run, definite, trace_known, budget.quadrature_rtol):
+            return run, True
+    run = process.run()
+    return run, run.breakdown
 
 
 def adaptive_summary(matvec: MatVec, n: int, rng: np.random.Generator, budget: LanczosBudget,
@@ -214,40 +234,45 @@ def adaptive_summary(matvec: MatVec, n: int, rng: np.random.Generator, budget: L
     are met or its cap is reached (module docstring); ``stop_reason`` says which, ``n_hvp`` how many
     products it took, ``lanczos_runs`` how many runs.
 
-    product_rtol: a bound on ||matvec(v) - H v|| / (||H|| ||v||) (the products' rounding,
-    :data:`pipeline.curvature.precision.PRODUCT_RTOL`): a Ritz value of the computed operator is
+    After the first ``budget.runs`` runs, the runs are grown in one batch to the number the largest
+    error's excess asks for (errors fall like 1 / sqrt(runs)), as far as the cap allows, and checked
+    again. product_rtol: a bound on ||matvec(v) - H v|| / (||H|| ||v||) (the products' rounding,
+    :func:`pipeline.curvature.precision.checked_products`): a Ritz value of the computed operator is
     within its residual of one of that operator, itself within this x ||H|| of H's, so the stored
     residuals add product_rtol x max|theta|."""
     runs: list[LanczosRun] = []
     settled: list[bool] = []
     spent = 0
-    row = None
-    while True:
-        if len(runs) >= budget.runs:
-            row = _summary(runs, n, definite, trace, frobenius_sq, product_rtol)
-            if _errors_within(row, budget.stderr_rtol):
-                break
-        room = budget.max_products - spent
-        mean_length = spent / len(runs) if runs else 0
-        if room < max(2, mean_length) or (len(runs) < budget.runs and room < 2 * (budget.runs - len(runs))):
-            break
-        # a run may take its share of the cap, less what the runs still owed need (2 steps each)
-        owed = 2 * max(0, budget.runs - len(runs) - 1)
-        process = LanczosProcess(matvec, _rademacher(rng, n), min(budget.steps_per_run, room - owed))
-        done = False
-        while not process.done:
-            process.advance(TOP_CHECK_EVERY if process.used >= budget.min_steps else budget.min_steps)
-            if _settled(process.run(), definite, trace is not None, budget.quadrature_rtol):
-                done = True
-                break
-        run = process.run()
+    for k in range(budget.runs):  # the first runs: each may take its share of the cap
+        owed = 2 * (budget.runs - k - 1)  # the runs after it need 2 steps each
+        run, ok = _run(matvec, n, rng, budget, min(budget.steps_per_run, budget.max_products - spent - owed),
+                       definite, trace is not None)
         runs.append(run)
-        settled.append(done or run.breakdown)
+        settled.append(ok)
         spent += run.n_matvec
-    if row is None or row["n_hvp"] != spent:
+    row = _summary(runs, n, definite, trace, frobenius_sq, product_rtol)
+    while True:
+        excess = _error_excess(row, budget.stderr_rtol)
+        if excess is not None and excess <= 1:
+            break
+        mean_length = spent / len(runs)
+        affordable = int((budget.max_products - spent) // max(mean_length, 2))
+        wanted = len(runs) * (excess - 1) * 1.1 if excess is not None and np.isfinite(excess) else affordable
+        batch = min(affordable, max(1, int(np.ceil(wanted))))
+        if batch < 1:
+            break
+        for _ in range(batch):
+            run, ok = _run(matvec, n, rng, budget, min(budget.steps_per_run, budget.max_products - spent),
+                           definite, trace is not None)
+            runs.append(run)
+            settled.append(ok)
+            spent += run.n_matvec
+            if budget.max_products - spent < 2:
+                break
         row = _summary(runs, n, definite, trace, frobenius_sq, product_rtol)
-    met = all(settled) and _errors_within(row, budget.stderr_rtol)
-    row.pop("_abs_mass")
+    excess = _error_excess(row, budget.stderr_rtol)
+    met = all(settled) and excess is not None and excess <= 1
+    row.pop("_abs_mass"), row.pop("_n")
     return {**row, "stop_reason": "targets" if met else "budget"}
 
 
@@ -269,8 +294,8 @@ def _summary(runs: list[LanczosRun], n: int, definite: bool, trace: float | None
     scale = max(abs(top), abs(bottom))
 
     def std(m):
-        var = m[1] - m[0] ** 2
-        return float(np.sqrt(var)) if var > 0 else 0.0
+        var = m[1] - m[0] ** 2  # below 1e-12 of m_2 it is the cancellation's round-off: a spectrum of one value
+        return float(np.sqrt(var)) if var > 1e-12 * m[1] else 0.0
 
     def skewness(m):
         sd = std(m)
@@ -309,5 +334,5 @@ def _summary(runs: list[LanczosRun], n: int, definite: bool, trace: float | None
         "condition_number": None, "log_abs_det": None, "n_zero": None, "symmetry": None, "bias_share": None,
         "near_zero_fraction": None, "zero_floor": None,
         "density_grid": grid, "density": density, "n_hvp": sum(r.n_matvec for r in runs),
-        "lanczos_runs": len(runs), "_abs_mass": float(n * full[:, 3].mean()),
+        "lanczos_runs": len(runs), "_abs_mass": float(n * full[:, 3].mean()), "_n": n,
     }
