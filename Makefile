@@ -38,7 +38,11 @@ test: setup
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -rs -n 2 --dist loadfile
 
+# The bench extra adds PyHessian (benchmarks/anchors.py). Re-resolving .[dev] reinstalls backpack's
+# torchvision (pip's dry run: torchvision alone, torch kept), so it is uninstalled again as in setup.
 bench: setup
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip uninstall --quiet --yes torchvision
 	$(PY) benchmarks/corpus.py
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/curvature.py
@@ -49,6 +53,7 @@ bench: setup
 	$(PY) benchmarks/model_size.py
 	$(PY) benchmarks/coupling.py
 	$(PY) benchmarks/calibration.py --refit
+	$(PY) benchmarks/anchors.py
 
 lint: setup
 	$(PY) -m ruff check .
