@@ -11,9 +11,10 @@ beside it). With T = S diag(theta) S^T:
   the spectral measure of q_1, sum_k tau_k^2 f(theta_k) ~ q_1^T f(H) q_1, exact for every polynomial f
   of degree <= 2m - 1 (so the first three moments are exact from m >= 2 steps).
 
-Reorthogonalization (classical Gram-Schmidt against all of Q, twice) keeps Q orthonormal to working
-precision, so no spurious copies of converged Ritz values appear and the residual formula holds. It
-costs 4 n j flops at step j and keeps Q in memory (8 n m bytes). An early breakdown (beta_j ~ 0) means
+Reorthogonalization (classical Gram-Schmidt against all of Q, a second pass when the first cancels
+most of the vector: DGKS) keeps Q orthonormal to working precision, so no spurious copies of
+converged Ritz values appear and the residual formula holds. It costs 4 n j flops at step j (8 n j
+with the second pass) and keeps Q in memory (8 n m bytes). An early breakdown (beta_j ~ 0) means
 the Krylov space is invariant: its Ritz values are exact eigenvalues and their residuals are 0.
 """
 
@@ -33,6 +34,10 @@ BREAKDOWN_RTOL = 1e-12
 #: eigenvalue of H lies within 1e-4 of the spectral scale of it; for an isolated extreme eigenvalue the
 #: error is far smaller, about residual^2 / gap).
 RITZ_RTOL = 1e-4
+#: A second Gram-Schmidt pass is made when the first leaves less than this share of ||w|| (the
+#: classical 1/sqrt(2)): the basis then stays orthogonal to working precision at about half the
+#: cost of always reorthogonalizing twice, which dominates a step on a large block with cheap products.
+REORTH_KAPPA = 0.7071
 #: How often a run that only wants its top eigenvalue checks for convergence.
 TOP_CHECK_EVERY = 4
 
@@ -104,9 +109,18 @@ class LanczosProcess:
             self.basis[j] = self.q
             w = np.asarray(self.matvec(self.q), dtype=np.float64).reshape(-1)
             self.alpha[j] = self.q @ w
-            for _ in range(2):
+            # the three-term recurrence, then classical Gram-Schmidt against the whole basis, a second time
+            # only when the first removed most of what was left (||w|| fell below REORTH_KAPPA of its
+            # length: cancellation may have left components of the basis behind; Daniel, Gragg, Kaufman
+            # and Stewart 1976)
+            w = w - self.alpha[j] * self.q - (self.beta[j - 1] * self.basis[j - 1] if j else 0.0)
+            before = np.linalg.norm(w)
+            w = w - self.basis[: j + 1].T @ (self.basis[: j + 1] @ w)
+            after = np.linalg.norm(w)
+            if after < REORTH_KAPPA * before:
                 w = w - self.basis[: j + 1].T @ (self.basis[: j + 1] @ w)
-            self.beta[j] = np.linalg.norm(w)
+                after = np.linalg.norm(w)
+            self.beta[j] = after
             self.used = j + 1
             self.t_norm = max(self.t_norm, abs(self.alpha[j]) + self.beta[j] + (self.beta[j - 1] if j else 0.0))
             if self.beta[j] <= BREAKDOWN_RTOL * self.t_norm or self.t_norm == 0:
