@@ -49,7 +49,7 @@ LADDERS = {
 
 
 def measure_one(family: str, dataset: str, widths: tuple[int, ...], threads: int, probes: int = 128,
-                hvp_budget: int = 320) -> dict:
+                hvp_budget: int = 320, product_dtype: str = "float32") -> dict:
     """One snapshot of one model, in this process: parameters, seconds, per-kind seconds, peak RSS."""
     import torch
     from threadpoolctl import threadpool_limits
@@ -70,7 +70,7 @@ def measure_one(family: str, dataset: str, widths: tuple[int, ...], threads: int
     tensors = {s: data.tensors(s) for s in ("train", "test", "probe")}
     torch.manual_seed(0)
     model = build_network(spec, data_set.X.shape[1], data_set.output_dim, data_set.feature_names)
-    settings = CurvatureSettings(spec.hessian_exact_limit, spec.hvp_budget, "sum", "cpu")
+    settings = CurvatureSettings(spec.hessian_exact_limit, spec.hvp_budget, "sum", "cpu", product_dtype)
     with threadpool_limits(limits=threads):
         t = time.perf_counter()
         _, _, snap = measure_checkpoint(model, data, tensors, loss_function(data_set.task), settings, 0, 0, True,
@@ -86,13 +86,19 @@ def measure_one(family: str, dataset: str, widths: tuple[int, ...], threads: int
             "converged": {kind: [sum(bool(r["converged"]) for r in lanczos if r["kind"] == kind),
                                  sum(r["kind"] == kind for r in lanczos)] for kind in ("local", "loss", "ggn")},
             "methods": sorted({f"{r['kind']}:{r['method']}" for r in spectra}),
+            "products": {kind: sum(r["n_hvp"] for r in spectra if r["kind"] == kind)
+                         for kind in ("local", "loss", "ggn")},
+            "lanczos": [f"{r['layer_index']}:{r['kind']}:{r['product_dtype']}:{r['stop_reason']}:{r['n_hvp']}:"
+                        f"{r['seconds']:.1f}s" for r in lanczos],
             "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-def run_case(family: str, dataset: str, widths: tuple[int, ...], threads: int, probes: int, hvp_budget: int) -> dict:
+def run_case(family: str, dataset: str, widths: tuple[int, ...], threads: int, probes: int, hvp_budget: int,
+             product_dtype: str = "float32") -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, __file__, "--one", family, dataset, ",".join(map(str, widths)),
-                          "--threads", str(threads), "--probes", str(probes), "--hvp-budget", str(hvp_budget)],
+                          "--threads", str(threads), "--probes", str(probes), "--hvp-budget", str(hvp_budget),
+                          "--product-dtype", product_dtype],
                          cwd=ROOT, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{family} {widths} failed:\n{out.stderr}")
@@ -109,12 +115,14 @@ def main() -> None:
                         help="products per matrix-free row (the corpus's hvp_budget)")
     parser.add_argument("--widths", help="one size instead of the ladder (e.g. 512,512,512,512): its row "
                                          "only, with no cost model checked; needs one --family")
+    parser.add_argument("--product-dtype", nargs="+", default=["float32"], choices=("float32", "float64"),
+                        help="dtype(s) of the matrix-free products; with --widths, one row per dtype")
     parser.add_argument("--one", nargs=3, metavar=("FAMILY", "DATASET", "WIDTHS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         family, dataset, widths = args.one
         print(json.dumps(measure_one(family, dataset, tuple(int(w) for w in widths.split(",")), args.threads,
-                                     args.probes, args.hvp_budget)))
+                                     args.probes, args.hvp_budget, args.product_dtype[0])))
         return
     print(f"model-size benchmark: {os.cpu_count()} cores, {args.threads} thread(s), probe N = {args.probes}, "
           f"hvp_budget {args.hvp_budget}, {args.repeats} repeat(s), medians; one fresh process per snapshot")
@@ -123,13 +131,18 @@ def main() -> None:
             raise SystemExit("--widths measures one size of one --family")
         (family,) = args.family
         dataset, widths = LADDERS[family][0], tuple(int(w) for w in args.widths.split(","))
-        r = run_case(family, dataset, widths, args.threads, args.probes, args.hvp_budget)
-        kinds = " / ".join(f"{r['by_kind'].get(kind, 0.0):.0f}" for kind in ("local", "loss", "ggn"))
-        conv = " / ".join(f"{a}/{b}" for a, b in (r["converged"][k] for k in ("local", "loss", "ggn")))
-        print("\n| family | widths | parameters | largest block | blocks | seconds / snapshot | local / loss / GGN s "
-              "| Lanczos top converged (local / loss / GGN) | peak RSS |\n|---|---|---:|---:|---:|---:|---|---|---:|")
-        print(f"| {family} ({dataset}) | {'x'.join(map(str, widths))} | {r['params']:,} | {r['largest_block']:,} | "
-              f"{r['blocks']} | {r['seconds']:.1f} | {kinds} | {conv} | {r['peak_rss'] / 2**20:,.0f} MiB |")
+        print("\n| family | widths | products | parameters | largest block | blocks | seconds / snapshot | "
+              "local / loss / GGN s | local / loss / GGN products | Lanczos top converged (local / loss / GGN) | "
+              "peak RSS |\n|---|---|---|---:|---:|---:|---:|---|---|---|---:|")
+        for dtype in args.product_dtype:
+            r = run_case(family, dataset, widths, args.threads, args.probes, args.hvp_budget, dtype)
+            kinds = " / ".join(f"{r['by_kind'].get(kind, 0.0):.0f}" for kind in ("local", "loss", "ggn"))
+            spent = " / ".join(f"{r['products'][kind]}" for kind in ("local", "loss", "ggn"))
+            conv = " / ".join(f"{a}/{b}" for a, b in (r["converged"][k] for k in ("local", "loss", "ggn")))
+            print(f"| {family} ({dataset}) | {'x'.join(map(str, widths))} | {dtype} | {r['params']:,} | "
+                  f"{r['largest_block']:,} | {r['blocks']} | {r['seconds']:.1f} | {kinds} | {spent} | {conv} | "
+                  f"{r['peak_rss'] / 2**20:,.0f} MiB |")
+            print("Lanczos rows (block:kind:dtype:stop:products:seconds): " + ", ".join(r["lanczos"]))
         print("\nmethods (kind:method): " + ", ".join(r["methods"]))
         return
     print("\n| family | widths | parameters | largest block | seconds / snapshot | vs smallest | predicted (x p) "
