@@ -80,7 +80,7 @@ class LanczosBudget:
     runs: int = 8
     max_products: int = 320
     quadrature_rtol: float = 3e-3
-    stderr_rtol: float = 0.05
+    stderr_rtol: float = 0.25
     min_steps: int = 8
 
     def __post_init__(self) -> None:
