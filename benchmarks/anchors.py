@@ -93,6 +93,7 @@ from torch.nn import functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.timing import median_time  # noqa: E402
 from pipeline.curvature.attention import second_order_attention  # noqa: E402
 from pipeline.curvature.lanczos import lanczos  # noqa: E402
 from pipeline.curvature.matrix_free import matrix_free_summary  # noqa: E402
@@ -667,13 +668,9 @@ class CostRow:
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median of ``repeats`` calls after one warm-up call."""
     fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_time(fn, repeats)
 
 
 def cost_row(block: str, model: nn.Module, X: torch.Tensor, y: torch.Tensor, dtype: str, repeats: int) -> CostRow:
