@@ -6,8 +6,10 @@ kind), each estimated summary's difference is compared with its combined standar
 z = |new - old| / sqrt(se_new^2 + se_old^2) (summaries exact in both must agree to 1e-9 relative),
 and each converged end's difference with the sum of the two residuals (both with a round-off allowance:
 1e-9 of the value, 1e-12 of the top eigenvalue). Prints, per summary, the rows
-compared, the share within 2 combined standard errors (about 95 % if both errors are calibrated and
-the two estimates independent: the probes differ) and the largest z; per end, the share within the
+compared, the share within 2 combined standard errors and the largest z (two builds of one corpus draw
+their first probes from the same seeded streams, so their estimates are correlated and the differences
+smaller than independent ones would be: the check finds a shift or a broken error, not a miscalibrated
+one, which tests/test_adaptive_budgets.py tests against exact spectra); per end, the share within the
 residuals; and the products spent (old and new, summed) with the new rows' stop reasons and dtypes.
 Exit status 1 when an end lies outside its residuals or fewer than 90 % of a summary's rows lie
 within 2 standard errors. Exact rows are compared as well: every column but wall time must agree.
