@@ -30,8 +30,8 @@ from pipeline.models.cnn import ConvBlock
 
 #: The closed form is taken while :func:`conv_closed_form_cost` is at most this (about 10 s on one
 #: core): above it the q eigendecompositions of order min(R, fan_in + 1), R = N x positions patch rows,
-#: cost more than a Lanczos row on the block's local products (a 128 -> 128 channel 3 x 3 convolution
-#: on 32 digits images, 5.4e11, took 271 s, 2026-12-07), and the row is estimated instead.
+#: cost more than a Lanczos row on the block's local products (docs/benchmarks.md, the 8.9M CNN), and
+#: the row is estimated instead.
 CLOSED_FORM_MAX_COST = 2e10
 
 #: Activation modules the closed form knows, by name (pipeline.curvature.activations).
