@@ -146,7 +146,8 @@ def _ggn_row(model: nn.Module, group: ParameterGroup, X: torch.Tensor, task: str
         factor = jacobian_factor(model, group, X, task)
         check_finite(factor.s)
         return exact_ggn_row(factor, factor.dense, g, n_hvp=n * m)
-    lanczos_products = GGNProducts(low.model, group, low.inputs[0], task) if low.dtype != X.dtype else None
+    low_precision = settings.product_dtype != "float64"
+    lanczos_products = GGNProducts(low.model, group, low.inputs[0], task) if low_precision else None
     row, natgrad, converged = matrix_free_ggn_row(GGNProducts(model, group, X, task), p, g, settings, rng,
                                                   lanczos_matvec=lanczos_products)
     return row, natgrad, converged
