@@ -121,23 +121,33 @@ def test_a_database_from_before_schema_6_is_refused_with_the_way_out(tmp_path: P
         connect_writable(db)
 
 
+def _migrated(tmp_path: Path, version: int, downgrade: list[str]) -> duckdb.DuckDBPyConnection:
+    """A current database taken back to ``version`` by the ``downgrade`` statements; checks that a
+    reader refuses it naming the fix, and returns a writer's connection, which migrates it in place
+    (the caller closes it)."""
+    db = tmp_path / f"v{version}.duckdb"
+    connect_writable(db).close()
+    with duckdb.connect(str(db)) as con:
+        for statement in downgrade:
+            con.execute(statement)
+        con.execute("DELETE FROM schema_version")
+        con.execute(f"INSERT INTO schema_version VALUES ({version}, now())")
+    with pytest.raises(SchemaError, match=rf"v{version}.duckdb: database has schema version {version}, "
+                                          r".*run `pipeline ingest` once"):
+        connect_readonly(db)
+    con = connect_writable(db)
+    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    return con
+
+
 def test_a_version_6_database_is_migrated_in_place_by_a_writer(tmp_path: Path) -> None:
     """Version 7 added three runs columns (user models, measured checkpoints): a reader names the fix,
     a writer (``pipeline ingest``) adds them, NULL for the runs already there (and version 8's table)."""
-    db = tmp_path / "v6.duckdb"
-    connect_writable(db).close()
-    with duckdb.connect(str(db)) as con:
-        for column in ("model", "blocks", "checkpoint_dir"):
-            con.execute(f'ALTER TABLE runs DROP COLUMN "{column}"')
-        con.execute("INSERT INTO runs (run_id, dataset) VALUES ('r', 'iris')")
-        con.execute("DELETE FROM schema_version")
-        con.execute("INSERT INTO schema_version VALUES (6, now())")
-    with pytest.raises(SchemaError, match=r"v6.duckdb: database has schema version 6, .*run `pipeline ingest` once"):
-        connect_readonly(db)
-    con = connect_writable(db)
+    columns = ("model", "blocks", "checkpoint_dir")
+    con = _migrated(tmp_path, 6, [*(f'ALTER TABLE runs DROP COLUMN "{c}"' for c in columns),
+                                  "INSERT INTO runs (run_id, dataset) VALUES ('r', 'iris')"])
     try:
         assert con.execute("SELECT model, blocks, checkpoint_dir FROM runs").fetchall() == [(None, None, None)]
-        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         con.close()
 
@@ -146,18 +156,9 @@ def test_a_version_7_database_gets_matrix_spectra_from_a_writer(tmp_path: Path) 
     """Version 8 added ``matrix_spectra``: a writer creates it (empty for the runs already there), with
     the statement frozen in MIGRATIONS, which must stay the table's declaration until a later migration."""
     assert MIGRATIONS[7] == [create_table("matrix_spectra")]
-    db = tmp_path / "v7.duckdb"
-    connect_writable(db).close()
-    with duckdb.connect(str(db)) as con:
-        con.execute("DROP TABLE matrix_spectra")
-        con.execute("DELETE FROM schema_version")
-        con.execute("INSERT INTO schema_version VALUES (7, now())")
-    with pytest.raises(SchemaError, match=r"v7.duckdb: database has schema version 7, .*run `pipeline ingest` once"):
-        connect_readonly(db)
-    con = connect_writable(db)
+    con = _migrated(tmp_path, 7, ["DROP TABLE matrix_spectra"])
     try:
         assert con.execute("SELECT count(*) FROM matrix_spectra").fetchone() == (0,)
-        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         con.close()
 
@@ -165,20 +166,24 @@ def test_a_version_7_database_gets_matrix_spectra_from_a_writer(tmp_path: Path) 
 def test_a_version_8_database_gets_the_input_shape_and_preprocessing_of_its_data_sets(tmp_path: Path) -> None:
     """Version 9 added ``datasets.input_shape`` and ``datasets.preprocess``: a writer adds them, the rows
     already there (tables, prepared the standard way) get [n_features] and ``standard``."""
-    db = tmp_path / "v8.duckdb"
-    connect_writable(db).close()
-    with duckdb.connect(str(db)) as con:
-        for column in ("input_shape", "preprocess"):
-            con.execute(f'ALTER TABLE datasets DROP COLUMN "{column}"')
-        con.execute("INSERT INTO datasets (name, n_features) VALUES ('iris', 4)")
-        con.execute("DELETE FROM schema_version")
-        con.execute("INSERT INTO schema_version VALUES (8, now())")
-    with pytest.raises(SchemaError, match=r"v8.duckdb: database has schema version 8, .*run `pipeline ingest` once"):
-        connect_readonly(db)
-    con = connect_writable(db)
+    con = _migrated(tmp_path, 8, [*(f'ALTER TABLE datasets DROP COLUMN "{c}"' for c in ("input_shape", "preprocess")),
+                                  "INSERT INTO datasets (name, n_features) VALUES ('iris', 4)"])
     try:
         assert con.execute("SELECT input_shape, preprocess FROM datasets").fetchall() == [([4], "standard")]
-        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        con.close()
+
+
+def test_a_version_9_database_gets_what_its_lanczos_rows_spent_and_their_product_dtype(tmp_path: Path) -> None:
+    """Version 10 added ``hessian_spectra.stop_reason``, ``lanczos_runs`` and ``product_dtype``: the rows
+    already there (a fixed budget of float64 products) get ``float64`` and NULL stop reason and runs."""
+    columns = ("stop_reason", "lanczos_runs", "product_dtype")
+    con = _migrated(tmp_path, 9, [*(f'ALTER TABLE hessian_spectra DROP COLUMN "{c}"' for c in columns),
+                                  "INSERT INTO hessian_spectra (run_id, step, layer_index, kind, method) "
+                                  "VALUES ('r', 0, 0, 'loss', 'lanczos')"])
+    try:
+        assert con.execute(f"SELECT {', '.join(columns)} FROM hessian_spectra").fetchall() == [
+            (None, None, "float64")]
     finally:
         con.close()
 
