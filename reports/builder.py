@@ -1,34 +1,58 @@
 """Build the self-contained HTML report (and the figure files) from the corpus database alone.
 
-The page has the corpus overview (data sets, runs), then one section per analysis stage, in the
-runner's order: the stage's intro (its module docstring's first paragraph), the sentences its
-``report(con)`` generates from the numbers, its verdicts ("what this shows", generated from
-``analysis_verdicts``), its tables and its figures; then every verdict in one table.
+The page is ordered as a reader asks:
 
-The report inlines every image as a data URI and its CSS and JavaScript in the page, so it opens
-offline with no external request. Text from the database is HTML-escaped by Jinja's autoescape.
+1. *Summary*: the corpus in one line and every designated verdict by paper, its call, effect and
+   interval (:mod:`reports.summary`);
+2. *What was trained*: the corpus's counts, data sets, runs, studies, runs left out, and the overview
+   stage's training curves;
+3. *What holds*: one row per verdict, the call and the effect first, the generated sentence that says
+   how it was reached folded under the claim;
+4. *Why*: one section per analysis stage, papers in order (a stage takes the paper of its verdicts):
+   its intro (its module docstring's first paragraph), the sentences its ``report(con)`` generates
+   from the numbers, its verdicts in one line each, its tables and its figures;
+5. *Details*: every column of ``analysis_verdicts``, folded.
+
+A figure with an ``interactive`` version is embedded as a Bokeh plot (hover, zoom), the others as PNG
+reduced to a 256-colour palette. The page inlines its images, CSS and JavaScript (Bokeh's included),
+so it opens offline with no external request; :data:`SIZE_BUDGET` is the size it is meant to stay
+under, and a build above it says so. Text from the database is HTML-escaped by Jinja's autoescape.
 The page is written to a temporary name and renamed, so a failed build leaves the last good report.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from pathlib import Path
 
 import jinja2
 import matplotlib.pyplot as plt
+from bokeh.embed import components
+from bokeh.resources import Resources
+from markupsafe import Markup
 from tqdm import tqdm
 
 from analyses.kit.runner import STAGES, Stage, all_figures
 from pipeline.errors import PipelineError
 from reports.style import apply_style, figure_png_data_uri, save_figure
+from reports.summary import corpus_line, entry, paper_summaries, predicts, table_order
 from snapshot_loader.database import connect_literal_text, connect_readonly
 
 _TEMPLATES = Path(__file__).parent / "templates"
+log = logging.getLogger("pipeline")
 
 #: Stages whose section the report leaves out (their content appears elsewhere on the page).
 _NO_SECTION = {"verdicts"}
+#: The stage shown under "What was trained" rather than among the evidence.
+_TRAINED_STAGE = "overview"
+#: The paper of the stages that test no claim themselves (their verdict-free sections follow that paper's).
+_PAPER_OF_FIGURE_STAGES = {"local_hessian_example": "001", "features": "001", "normality": "001"}
+#: Bokeh's scripts the interactive figures need: its core (no widgets, tables, WebGL or MathJax).
+_BOKEH_COMPONENTS = ("bokeh",)
+#: The size the page is meant to stay under (bytes); a build above it logs what takes the space.
+SIZE_BUDGET = 5_000_000
 
 
 def _isolated(draw, con):
@@ -154,9 +178,64 @@ def _section(con, stage: Stage, verdicts: list[dict], figures: dict[str, dict]) 
         tables.append({"caption": t["caption"], "cols": cols, "rows": rows})
     return {"id": stage.name, "title": stage.title, "intro": stage.intro,
             "paragraphs": list(extra.get("paragraphs", [])) + ([note] if note else []),
-            "verdicts": [{"text": verdict_sentence(v), "verdict": v["verdict_adjusted"]} for v in verdicts],
+            "verdicts": [{"entry": entry(v), "text": verdict_sentence(v)} for v in table_order(verdicts)],
             "tables": tables,
             "figures": [figures[fig.name] for fig in stage.figures if fig.name in figures]}
+
+
+def reader_order(stages: list[Stage], verdicts: list[dict]) -> list[Stage]:
+    """The evidence sections in paper order: a stage takes the lowest paper among its verdicts (the map of
+    figure-only stages otherwise); stages whose verdicts are all exploratory go last; ties keep the
+    runner's order."""
+    papers: dict[str, list[str]] = {}
+    exploratory: dict[str, bool] = {}
+    for v in verdicts:
+        papers.setdefault(v["stage"], []).append(v["family"] or "999")
+        exploratory[v["stage"]] = exploratory.get(v["stage"], True) and bool(v.get("exploratory"))
+
+    def key(item: tuple[int, Stage]) -> tuple:
+        i, stage = item
+        paper = min(papers.get(stage.name, [_PAPER_OF_FIGURE_STAGES.get(stage.name, "999")]))
+        return exploratory.get(stage.name, False), paper, i
+
+    return [s for _, s in sorted(enumerate(stages), key=key)]
+
+
+def _figure(figure, con, drawing) -> dict:
+    """One figure of the page: the interactive version where the stage declares one (read from ``con``:
+    Bokeh draws data as plain text), else the PNG (drawn from ``drawing``, whose views escape each '$'
+    that matplotlib would read as mathtext)."""
+    if figure.interactive is not None:
+        made = _isolated(figure.interactive, con)
+        return {"name": figure.name, "title": made.title, "caption": figure.caption, "uri": None,
+                "layout": made.layout, "div": None}
+    fig = _isolated(figure.draw, drawing)
+    try:
+        return {"name": figure.name, "title": (fig.get_suptitle() or figure.name).replace("\\$", "$"),
+                "caption": figure.caption, "uri": figure_png_data_uri(fig), "layout": None, "div": None}
+    finally:
+        plt.close(fig)
+
+
+def _verdict_rows(verdicts: list[dict], titles: dict[str, str]) -> list[dict]:
+    """The "What holds" table: each verdict's entry, sentence, n, source and the section with its evidence."""
+    rows = []
+    for v in table_order(verdicts):
+        e = entry(v)
+        status = "designated" if e.designated else ("exploratory" if e.exploratory else "not designated")
+        rows.append({"entry": e, "text": verdict_sentence(v), "source": v["source"], "status": status,
+                     "predicts": predicts(v),
+                     "n": f"{v['n']} {v['n_unit']}" if v.get("n") is not None else "—",
+                     "section": f"stage-{v['stage']}", "section_title": titles.get(v["stage"], v["stage"])})
+    return rows
+
+
+def _size_report(html: str, figures: dict[str, dict], bokeh_js: str) -> str:
+    """Where the page's bytes go, for the log line of a build over :data:`SIZE_BUDGET`."""
+    pngs = sum(len(f["uri"]) for f in figures.values() if f["uri"])
+    return (f"{len(html) / 1e6:.1f} MB: still figures {pngs / 1e6:.1f} MB, Bokeh's script "
+            f"{len(bokeh_js) / 1e6:.1f} MB, the rest (tables, text, plot data) "
+            f"{(len(html) - pngs - len(bokeh_js)) / 1e6:.1f} MB")
 
 
 def build_report(db_path: Path, out_dir: Path, show_progress: bool | None = None) -> Path:
@@ -195,14 +274,23 @@ def build_report(db_path: Path, out_dir: Path, show_progress: bool | None = None
         try:
             for name, figure in tqdm(all_figures().items(), desc="figures", unit="fig",
                                      disable=None if show_progress is None else not show_progress):
-                fig = _isolated(figure.draw, drawing)
-                figures[name] = {"name": name, "title": (fig.get_suptitle() or name).replace("\\$", "$"),
-                                 "caption": figure.caption, "uri": figure_png_data_uri(fig)}
-                plt.close(fig)
+                figures[name] = _figure(figure, con, drawing)
         finally:
             drawing.close()
-        sections = [_section(con, s, [v for v in verdicts if v["stage"] == s.name], figures)
-                    for s in STAGES if s.name not in _NO_SECTION]
+        interactive = {n: f["layout"] for n, f in figures.items() if f["layout"] is not None}
+        bokeh_js, plots = "", {}
+        if interactive:
+            script, divs = components(interactive)
+            bokeh_js = Resources(mode="inline", components=list(_BOKEH_COMPONENTS)).render_js()
+            plots = {"script": Markup(script), **{n: Markup(d) for n, d in divs.items()}}
+        for n in interactive:
+            figures[n]["div"] = plots[n]
+        shown = [s for s in STAGES if s.name not in _NO_SECTION]
+        by_stage = {s.name: [v for v in verdicts if v["stage"] == s.name] for s in shown}
+        trained = [_section(con, s, by_stage[s.name], figures) for s in shown if s.name == _TRAINED_STAGE]
+        sections = [_section(con, s, by_stage[s.name], figures)
+                    for s in reader_order([s for s in shown if s.name != _TRAINED_STAGE], verdicts)]
+        corpus = corpus_line(con)
     finally:
         con.close()
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True,
@@ -211,11 +299,18 @@ def build_report(db_path: Path, out_dir: Path, show_progress: bool | None = None
     counts = {k: sum(v["verdict_adjusted"] == k for v in verdicts)
               for k in ("supported", "not supported", "inconclusive")}
     counts["unadjusted supported"] = sum(v["verdict"] == "supported" for v in verdicts)
+    counts["designated"] = sum(bool(v["in_holm"]) for v in verdicts)
+    titles = {s.name: s.title for s in STAGES}
     html = env.get_template("index.html").render(
         title="Snapshot atlas: corpus report", generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        db_path=str(db_path), summary=summary, datasets=(ds_cols, ds_rows), runs=(run_cols, run_rows),
-        studies=(studies_cols, studies_rows), excluded=excluded, sections=sections,
-        verdicts=(verdict_cols, verdict_rows), verdict_counts=counts)
+        db_path=str(db_path), corpus_line=corpus, papers=paper_summaries(verdicts), summary=summary,
+        datasets=(ds_cols, ds_rows), runs=(run_cols, run_rows), studies=(studies_cols, studies_rows),
+        excluded=excluded, trained=trained, sections=sections, verdict_rows=_verdict_rows(verdicts, titles),
+        verdicts=(verdict_cols, verdict_rows), verdict_counts=counts, bokeh_js=Markup(bokeh_js),
+        bokeh_script=plots.get("script", ""))
+    if len(html) > SIZE_BUDGET:
+        log.warning("report: %s is over its budget of %.0f MB (%s)", db_path, SIZE_BUDGET / 1e6,
+                    _size_report(html, figures, bokeh_js))
     target = out_dir / "index.html"
     tmp = out_dir / ".index.html.tmp"
     try:

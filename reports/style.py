@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: figures are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
+from PIL import Image  # noqa: E402
 
 
 def apply_style() -> None:
@@ -21,9 +22,16 @@ def apply_style() -> None:
 
 
 def figure_png_data_uri(fig: plt.Figure) -> str:
+    """The figure as an inline PNG for the report, reduced to an adaptive 256-colour palette without
+    dithering (a plot's flat colours and anti-aliased edges survive it; the file is about a third the
+    size). The PNG files of ``pipeline figures`` keep full colour."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    small = io.BytesIO()
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        small, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(small.getvalue()).decode("ascii")
 
 
 def save_figure(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:

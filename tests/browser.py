@@ -23,6 +23,7 @@ recorded without anything leaving the machine.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import os
@@ -98,6 +99,7 @@ class PageResult:
     console_errors: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)  # every URL the page requested
     probes: dict[str, object] = field(default_factory=dict)
+    screenshots: dict[str, Path] = field(default_factory=dict)  # name -> PNG of the viewport
 
     @property
     def network_requests(self) -> list[str]:
@@ -198,16 +200,24 @@ def _spawn(chromium: str, profile: Path, log: Path) -> tuple[subprocess.Popen, _
 
 
 def load_page(path: Path, probes: dict[str, str] | None = None, chromium: str | None = None,
-              timeout: float = 30.0, settle: float = 0.4) -> PageResult:
+              timeout: float = 30.0, settle: float = 0.4, viewport: tuple[int, int] | None = None,
+              screenshots: dict[str, str] | None = None, screenshot_dir: Path | None = None) -> PageResult:
     """Open ``path`` in a fresh headless Chromium profile and record what the page does.
 
     Waits for the load event, then ``settle`` seconds more for late work (timers, fetch), evaluates
     each probe (a JavaScript expression; its JSON-serialisable value is stored under its name), waits
     ``settle`` again, and classifies every event of the page's session.
+
+    ``viewport`` = (width, height) emulates that window (device scale 1) before the page loads.
+    ``screenshots`` maps a name to a JavaScript statement (say, one that scrolls to a section; "" for
+    none) run after the probes: each is followed by a capture of the viewport, written to
+    ``screenshot_dir/<name>.png`` and listed in :attr:`PageResult.screenshots`.
     """
     chromium = chromium or find_chromium()
     if not chromium:
         raise BrowserError("chromium is not installed")
+    if screenshots and screenshot_dir is None:
+        raise ValueError("screenshots need a screenshot_dir to be written to")
     url = Path(path).resolve().as_uri()
     with tempfile.TemporaryDirectory(prefix="report-browser-") as tmp:
         log = Path(tmp) / "chromium.log"
@@ -219,6 +229,10 @@ def load_page(path: Path, probes: dict[str, str] | None = None, chromium: str | 
                 session = pipe.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
                 for domain in ("Runtime", "Log", "Network", "Page"):
                     pipe.call(f"{domain}.enable", session=session)
+                if viewport is not None:
+                    pipe.call("Emulation.setDeviceMetricsOverride",
+                              {"width": viewport[0], "height": viewport[1], "deviceScaleFactor": 1,
+                               "mobile": False}, session=session)
                 pipe.events.clear()  # nothing of about:blank counts
                 pipe.call("Page.navigate", {"url": url}, session=session)
                 loaded = pipe.wait_for("Page.loadEventFired", timeout)
@@ -230,6 +244,17 @@ def load_page(path: Path, probes: dict[str, str] | None = None, chromium: str | 
                     if "exceptionDetails" in res:
                         raise BrowserError(f"probe {name!r} threw: {res['exceptionDetails'].get('exception')}")
                     values[name] = res["result"].get("value")
+                shots = {}
+                for name, setup in (screenshots or {}).items():
+                    if setup:
+                        pipe.call("Runtime.evaluate", {"expression": setup}, session=session, timeout=timeout)
+                        pipe.drain(time.monotonic() + settle)
+                    shot = pipe.call("Page.captureScreenshot", {"format": "png"}, session=session,
+                                     timeout=timeout)
+                    out = Path(screenshot_dir) / f"{name}.png"
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_bytes(base64.b64decode(shot["data"]))
+                    shots[name] = out
                 pipe.drain(time.monotonic() + settle)
             except BrowserError as exc:
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else ""
@@ -246,7 +271,7 @@ def load_page(path: Path, probes: dict[str, str] | None = None, chromium: str | 
                 proc.wait()
             os.close(pipe.write_fd)
             os.close(pipe.read_fd)
-    result = PageResult(url=url, loaded=loaded, probes=values)
+    result = PageResult(url=url, loaded=loaded, probes=values, screenshots=shots)
     for event in pipe.events:
         if event.get("sessionId") != session:
             continue

@@ -9,22 +9,39 @@ import numpy as np
 import polars as pl
 
 from analyses.gap.predictors import MAIN, PAPER_N_MODELS, PAPER_R2
+from analyses.kit import interactive as bk
 from analyses.kit.presentation import empty_figure, fmt_number
 from analyses.kit.stage import Figure
+
+_PREDICTED_TITLE = "Generalization gap: cross-validated prediction from margins vs actual"
+#: (stage, fit stage, sample, panel title) of the two prediction panels.
+_PREDICTED_PANELS = [("late", "late", "all", "last snapshot (fit and predict late)"),
+                     ("middle", "late", "all_stages", "middle snapshot, predicted by the late fit")]
+_GAP_AXES = ("actual gap (train accuracy - test accuracy)", "predicted gap (out of fold)")
+
+
+def _predictions(con: duckdb.DuckDBPyConnection) -> dict[tuple, pl.DataFrame]:
+    """Each panel's out-of-fold predictions with the main specification's R^2_cv and counts."""
+    return {p[:3]: con.sql(f"""SELECT p.*, r.r2_cv, r.n_models, r.n_datasets FROM analysis_gap_predictions p
+                               JOIN analysis_gap_regression r ON r.spec = '{MAIN}' AND r.stage = p.stage
+                                AND r.fit_stage = p.fit_stage AND r.target = p.target AND r.sample = p.sample
+                                AND r.cv_scheme = 'grouped_by_dataset'
+                               WHERE p.stage = '{p[0]}' AND p.fit_stage = '{p[1]}' AND p.target = 'gap'
+                                 AND p.sample = '{p[2]}' AND p.predicted_cv IS NOT NULL
+                               ORDER BY p.dataset, p.run_id""").pl() for p in _PREDICTED_PANELS}
+
+
+def _panel_title(label: str, f: pl.DataFrame) -> str:
+    return (f"{label}: R^2_cv = {fmt_number(f['r2_cv'][0])}, {f['n_models'][0]} models, "
+            f"{f['n_datasets'][0]} data sets")
 
 
 def predicted_vs_actual_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     """Out-of-fold predicted vs actual gap, at the end of training and for the late-fitted model on
     the middle snapshots; colour = data set."""
-    title = "Generalization gap: cross-validated prediction from margins vs actual"
-    panels = [("late", "late", "all", "last snapshot (fit and predict late)"),
-              ("middle", "late", "all_stages", "middle snapshot, predicted by the late fit")]
-    frames = {p[:3]: con.sql(f"""SELECT p.*, r.r2_cv, r.n_models, r.n_datasets FROM analysis_gap_predictions p
-                                 JOIN analysis_gap_regression r ON r.spec = '{MAIN}' AND r.stage = p.stage
-                                  AND r.fit_stage = p.fit_stage AND r.target = p.target AND r.sample = p.sample
-                                  AND r.cv_scheme = 'grouped_by_dataset'
-                                 WHERE p.stage = '{p[0]}' AND p.fit_stage = '{p[1]}' AND p.target = 'gap'
-                                   AND p.sample = '{p[2]}' AND p.predicted_cv IS NOT NULL""").pl() for p in panels}
+    title = _PREDICTED_TITLE
+    panels = _PREDICTED_PANELS
+    frames = _predictions(con)
     if all(f.height == 0 for f in frames.values()):
         return empty_figure(title, "no model has out-of-fold predictions (too few models or data sets)")
     datasets = sorted({d for f in frames.values() for d in f["dataset"].to_list()})
@@ -43,14 +60,32 @@ def predicted_vs_actual_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
         lo = float(min(f["gap"].min(), f["predicted_cv"].min()))
         hi = float(max(f["gap"].max(), f["predicted_cv"].max()))
         ax.plot([lo, hi], [lo, hi], color="black", lw=1, ls="--", label="y = x")
-        ax.set_xlabel("actual gap (train accuracy - test accuracy)")
-        ax.set_ylabel("predicted gap (out of fold)")
-        ax.set_title(f"{label}\nR^2_cv = {fmt_number(f['r2_cv'][0])}, {f['n_models'][0]} models, "
-                     f"{f['n_datasets'][0]} data sets", fontsize=10)
+        ax.set_xlabel(_GAP_AXES[0])
+        ax.set_ylabel(_GAP_AXES[1])
+        ax.set_title(_panel_title(label, f).replace(": ", "\n", 1), fontsize=10)
     axes[0].legend(fontsize=7, ncol=2, loc="upper left")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def predicted_vs_actual_interactive(con: duckdb.DuckDBPyConnection) -> bk.InteractiveFigure:
+    """The two prediction panels to explore: hover a model for its run, data set, gap and prediction."""
+    frames = _predictions(con)
+    fields = (("run", "run_id"), ("data set", "dataset"), ("actual gap", "gap", "{0.000}"),
+              ("predicted", "predicted_cv", "{0.000}"))
+    datasets = sorted({d for f in frames.values() for d in f["dataset"].to_list()})
+    panels = []
+    for stage, fit, sample, label in _PREDICTED_PANELS:
+        f = frames[(stage, fit, sample)]
+        p = bk.panel(_panel_title(label, f) if f.height else f"{label}: no predictions", *_GAP_AXES)
+        if f.height:
+            lo = float(min(f["gap"].min(), f["predicted_cv"].min()))
+            hi = float(max(f["gap"].max(), f["predicted_cv"].max()))
+            p.line([lo, hi], [lo, hi], color="black", line_dash="dashed", line_width=1)
+            bk.categorical_scatter(p, f, "gap", "predicted_cv", "dataset", fields, factors=datasets)
+        panels.append(p)
+    return bk.InteractiveFigure(_PREDICTED_TITLE, bk.side_by_side(*panels))
 
 
 def r2_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
@@ -97,11 +132,12 @@ def r2_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
 
 
 FIGURES = [
-    Figure("gap_predicted_vs_actual", predicted_vs_actual_figure,
-           "Left: each trained model's generalization gap against its out-of-fold prediction from the margin "
+    Figure("gap_predicted_vs_actual", predicted_vs_actual_figure, interactive=predicted_vs_actual_interactive,
+           caption="Left: each trained model's generalization gap against its out-of-fold prediction from the margin "
            "signature (input, first hidden layer, output; correct training points), folds grouped by data set. "
            "Right: the same late-fitted models predicting the held-out data sets' models at about half of their "
-           "training (the paper's transfer test). Points on the dashed line are predicted exactly."),
+           "training (the paper's transfer test). Points on the dashed line are predicted exactly. In the report: "
+           "hover a point for its run, zoom with the wheel or a box, click a data set to hide it."),
     Figure("gap_r2", r2_figure,
            "R^2 of out-of-fold predictions for each predictor set (blue: every model at its last snapshot) and for "
            "the margin model at each training stage and in transfer (orange: models with all three stages). "

@@ -13,7 +13,7 @@ A stage module (or package) in ``analyses/`` exports one ``STAGE = Stage(...)``:
 - ``run(con)``: computes and writes them; the runner calls :meth:`Stage.execute`, which marks the stage
   as running so that :func:`analyses.kit.tables.write_table` writes only the tables it declares;
 - ``figures``: :class:`Figure` (name ``<stage>[_<what>]``, a function of a read-only connection
-  returning a matplotlib figure, and a caption);
+  returning a matplotlib figure, a caption, and optionally an interactive version for the report);
 - ``title``, ``doc`` (the stage's docstring: the report's intro and the stage's page in
   ``docs/analyses/``) and an optional ``report(con)`` returning ``{"paragraphs": [...], "tables":
   [{"caption", "sql"}]}`` for the HTML report.
@@ -50,11 +50,17 @@ class StageDeclarationError(ValueError):
 
 @dataclass(frozen=True)
 class Figure:
-    """A figure of the report: ``draw(con)`` returns a matplotlib figure drawn from the database alone."""
+    """A figure of the report: ``draw(con)`` returns a matplotlib figure drawn from the database alone.
+
+    ``interactive(con)``, where declared, returns a Bokeh layout of the same rows (see
+    :mod:`analyses.kit.interactive`): the report embeds it in place of the still image, so a reader can
+    hover a point for its run and zoom; ``pipeline figures`` still writes ``draw``'s PNG and PDF.
+    """
 
     name: str
     draw: Callable
     caption: str
+    interactive: Callable | None = None
 
 
 @dataclass(frozen=True)
