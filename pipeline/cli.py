@@ -241,11 +241,12 @@ def cmd_figures(args) -> None:
 
 
 def cmd_all(args) -> None:
-    from pipeline.commands import check_database, check_writable
+    from pipeline.commands import check_database, check_shards, check_writable
 
-    check_writable(args.out or output_dir(args.db, "report"), "out")  # before the extraction, not after it
-    check_writable(args.db.parent, "db")
+    # every output is probed before the extraction, not found unwritable after it; nothing is created yet
+    check_writable(args.out or output_dir(args.db, "report"), "out")
     check_database(args.db)
+    check_shards(args.shards)
     failed = _extract(args, None)  # runs that failed twice are recorded; the report is built from the others
     _ingest(args.config, args.db, args.shards)
     _analyze(args.db, None, False, args.quiet)

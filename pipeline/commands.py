@@ -19,6 +19,7 @@ from pipeline.config import CorpusConfig, file_digest, load_config
 from pipeline.datasets.registry import DatasetSpec
 from pipeline.errors import DatasetError, PipelineError, StoreError
 from pipeline.runspec import RunSpec, data_identity
+from snapshot_loader.database import probe_database
 from snapshot_loader.ingest import IngestReport, ingest_shards
 from snapshot_loader.shards import ShardStore
 
@@ -65,8 +66,14 @@ def resolve_device(device: str) -> tuple[str, bool]:
 
 
 def check_writable(folder: Path, field: str) -> None:
-    """Fail before the work, not after it, when ``folder`` (or where it will be created) cannot be written."""
-    existing = next(p for p in [folder, *folder.absolute().parents] if p.exists())
+    """Fail before the work, not after it, when ``folder`` cannot be written or created: a file where
+    it or a folder above it should be, or a folder this process may not write. The probe is a nameless
+    temporary file in the nearest folder that exists, so nothing is created and nothing is left behind."""
+    folder = Path(folder)
+    existing = next(p for p in [folder, *folder.parents] if p.exists())  # '.' or '/' at last
+    if not existing.is_dir():
+        raise StoreError(f"{folder} exists and is not a folder" if existing is folder
+                         else f"cannot create {folder}: {existing} is a file", field=field)
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
@@ -74,13 +81,24 @@ def check_writable(folder: Path, field: str) -> None:
         raise StoreError(f"cannot write to {folder}: {exc.strerror or exc}", field=field) from None
 
 
+def check_shards(shards: str) -> None:
+    """Probe a local shard store as :func:`check_writable` does, before any run is trained or measured (an
+    fsspec URL is checked by its first write)."""
+    if "://" not in str(shards):
+        check_writable(Path(shards), "shards")
+
+
 def check_database(db: Path) -> None:
-    """Open ``db`` for writing and close it, before any work that ends by writing to it: a damaged file,
-    a database of another version or one another process holds fails now, not after the work. A missing
-    one is created empty (the work's first write would create it)."""
+    """Before work that ends by writing to ``db``: its folder can be written, and an existing ``db`` opens
+    for writing (a damaged file, a database of another version or one another process holds fails now,
+    not after the work). A missing one is not created here: the work's first write creates it, so a
+    command that fails before then leaves no empty database behind."""
     from snapshot_loader.database import connect_writable
 
-    connect_writable(db).close()
+    check_writable(db.parent, "db")
+    probe_database(db)
+    if db.exists():
+        connect_writable(db).close()
 
 
 def plan(config: Path, shards: str) -> Plan:
@@ -111,8 +129,9 @@ def extract(config: Path, shards: str, *, workers: int = 1, limit: int | None = 
         raise PipelineError(f"must be at least 1, got {workers}", field="workers")
     if limit is not None and limit < 1:
         raise PipelineError(f"must be at least 1, got {limit}", field="limit")
-    if "://" not in shards and Path(shards).exists() and not Path(shards).is_dir():
-        raise PipelineError(f"{shards} exists and is not a folder", field="shards")
+    check_shards(shards)
+    if db is not None:  # read only, to check names: a file that is no database fails now, not at ingest
+        probe_database(db)
     runs = corpus.runs()[:limit] if limit is not None else corpus.runs()
     custom = custom_specs(corpus)
     check_custom_data({(r.dataset, r.preprocess): custom[r.dataset] for r in runs if r.dataset in custom})
@@ -209,7 +228,8 @@ def check_run_inputs(runs: list[RunSpec], custom: dict[str, DatasetSpec], config
 def check_dataset_name(db: Path, name: str, digest: str, where: str | None = None, field: str | None = None) -> None:
     """Refuse, before measuring, a data set whose name another data set holds in ``db``; the error names
     ``where`` (a config key) or carries ``field`` (the argument that renames it). A database that cannot
-    be read now (locked, damaged, an older schema) is not checked here: ingest checks every shard again."""
+    be read now (locked, an older schema, damaged past its header: :func:`probe_database` refuses the rest)
+    is not checked here: ingest checks every shard again."""
     import duckdb
 
     from snapshot_loader.database import connect_readonly
@@ -284,8 +304,8 @@ def plan_measure(model: str, checkpoints: Path, data: str, db: Path, shards: str
                  seed: int = 0, probe_size: int = 256, exact_limit: int = 1000,
                  hvp_budget: int = 320, preprocess: str = "standard", product_dtype: str = "float32") -> MeasurePlan:
     """Check every input of a measurement before a file is measured: the settings, the factory, the
-    folder's files (read and hashed: the digest names the run), the data, the data set's name in ``db``
-    and that ``db`` can be written. Says whether ``shards`` already holds the run."""
+    folder's files (read and hashed: the digest names the run), the data, the data set's name in ``db``,
+    and first that ``db`` and ``shards`` can be written. Says whether ``shards`` already holds the run."""
     from pipeline.extract.measure import check_folder, checkpoint_files
     from pipeline.models.factory import load_factory
 
@@ -293,6 +313,8 @@ def plan_measure(model: str, checkpoints: Path, data: str, db: Path, shards: str
                               ("hvp_budget", hvp_budget, 20), ("seed", seed, 0)):
         if value < low:
             raise PipelineError(f"must be at least {low}, got {value}", field=field)
+    check_database(db)  # where the work ends, before a file is read
+    check_shards(shards)
     from pipeline.runspec import PREPROCESSINGS, PRODUCT_DTYPE_NAMES
 
     if preprocess not in PREPROCESSINGS:
@@ -309,9 +331,6 @@ def plan_measure(model: str, checkpoints: Path, data: str, db: Path, shards: str
                    spectral_snapshots=n, epochs=1, size="custom", widths=(1,), dataset_digest=data_digest,
                    preprocess=preprocess, product_dtype=product_dtype)
     check_custom_models([spec], custom)
-    check_writable(db.parent, "db")
-    if db.exists():
-        check_database(db)
     check_dataset_name(db, name, data_identity(data_digest, preprocess), field="data_name" if custom else "data")
     checked = check_folder(spec, files, custom)  # the digest of the bytes checked names the run
     spec = dataclasses.replace(spec, checkpoint_digest=checked.digest)

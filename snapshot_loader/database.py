@@ -115,8 +115,8 @@ def connect_writable(path: Path, create: bool = True) -> duckdb.DuckDBPyConnecti
     """Open the corpus database for writing, with every table present: created if it is missing and
     ``create``, else refused (a command that only reads and adds to a corpus leaves no new file behind)."""
     path = Path(path)
-    if not create and not path.is_file():
-        raise SchemaError(f"{path}: database not found (run `make report` or `pipeline ingest` first)")
+    if not create:
+        _exists(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -139,10 +139,37 @@ def connect_writable(path: Path, create: bool = True) -> duckdb.DuckDBPyConnecti
     return con
 
 
-def connect_readonly(path: Path) -> duckdb.DuckDBPyConnection:
-    path = Path(path)
+def _exists(path: Path) -> None:
+    if path.is_dir():
+        raise SchemaError(f"{path}: cannot open database: a folder, not a database file")
     if not path.is_file():
         raise SchemaError(f"{path}: database not found (run `make report` or `pipeline ingest` first)")
+
+
+#: Where a DuckDB file's header holds its magic bytes (after an 8-byte checksum).
+_MAGIC_OFFSET, _MAGIC = 8, b"DUCK"
+
+
+def probe_database(path: Path) -> None:
+    """Refuse a ``path`` that exists but holds no DuckDB database (a folder, or a file without DuckDB's
+    header: damaged, or another format), without opening it: no lock is taken and nothing is written, so
+    a command that only reads ``path`` checks it while another process writes it. A missing path passes."""
+    path = Path(path)
+    if not path.exists():
+        return
+    _exists(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_MAGIC_OFFSET + len(_MAGIC))
+    except OSError as exc:
+        raise SchemaError(f"{path}: cannot open database: {exc.strerror or exc}") from None
+    if head[_MAGIC_OFFSET:] != _MAGIC:
+        raise SchemaError(f"{path}: cannot open database: not a DuckDB database file")
+
+
+def connect_readonly(path: Path) -> duckdb.DuckDBPyConnection:
+    path = Path(path)
+    _exists(path)
     con = _connect(path, read_only=True)
     try:
         version = _stored_version(con, path)

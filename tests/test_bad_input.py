@@ -233,8 +233,10 @@ def test_read_only_output_folders_are_one_line_errors(tmp_path: Path, capsys) ->
     config = tmp_path / "c.toml"
     config.write_text('[run]\nepochs = 2\nmetric_checkpoints = 4\nspectral_snapshots = 2\nprobe_size = 32\n'
                       '[[study]]\nname = "s"\n[study.grid]\ndataset = ["iris", "wine", "diabetes"]\n')
-    locked = tmp_path / "locked"
+    locked, free = tmp_path / "locked", tmp_path / "free"
     (locked / "shards").mkdir(parents=True)
+    free.mkdir(mode=0o777)
+    free.chmod(0o777)  # a database could be created here: measure fails at its shard store
     _open_tree(tmp_path)
     for p in (tmp_path / "c.duckdb", config):
         p.chmod(0o644)
@@ -251,6 +253,10 @@ def test_read_only_output_folders_are_one_line_errors(tmp_path: Path, capsys) ->
             rc_report = main(["report", "--db", str(tmp_path / "c.duckdb"), "--out", str(locked / "report"),
                               "--quiet"])
             err_report = capsys.readouterr().err
+            rc_measure = main(["measure", "--model", "tests.user_models:tiny_mlp", "--checkpoints",
+                               str(tmp_path / "ckpt"), "--data", "iris", "--db", str(free / "m.duckdb"),
+                               "--shards", str(locked / "shards"), "--quiet"])
+            err_measure = capsys.readouterr().err
     finally:
         locked.chmod(0o755)
         (locked / "shards").chmod(0o755)
@@ -259,7 +265,11 @@ def test_read_only_output_folders_are_one_line_errors(tmp_path: Path, capsys) ->
     assert rc_ingest == 2 and err_ingest.strip().startswith(f"error: {locked / 'c.duckdb'}: cannot open database")
     assert rc_report == 2
     assert err_report.strip() == f"error: --out: cannot write to {locked / 'report'}: Permission denied"
+    # probed before the checkpoints are read (there is no checkpoint folder)
+    assert rc_measure == 2 and err_measure.strip() == (
+        f"error: --shards: cannot write to {locked / 'shards'}: Permission denied")
     assert sorted(p.name for p in locked.rglob("*")) == ["shards"], "something was written"
+    assert not list(free.iterdir())
 
 
 def test_a_full_disk_stops_extraction_with_one_error_and_no_partial_shard(tmp_path: Path, monkeypatch,

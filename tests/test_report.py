@@ -34,6 +34,76 @@ def test_database_text_is_escaped_in_the_report(built_corpus, tmp_path):
     assert html.count(escaped) >= 3  # data sets table, runs table, verdict sentences and table
 
 
+def test_a_users_csv_with_hostile_names_goes_through_all_and_figures(tmp_path, capsys):
+    """A user's CSV whose data set, study, feature and target columns are named with NAME_TAIL: `pipeline
+    all` (a config over it) and `pipeline figures` write the report and every figure; the page prints each
+    name literally (HTML-escaped), a figure draws the data set's name as written, and the database keeps
+    the column names as the file gives them."""
+    import csv
+    import json
+
+    import matplotlib.text
+    import numpy as np
+    from markupsafe import escape
+
+    from analyses.kit.runner import all_figures
+    from pipeline.cli import main
+    from snapshot_loader.database import connect_literal_text
+
+    dataset, study, target = "mine" + NAME_TAIL, "study" + NAME_TAIL, "y" + NAME_TAIL
+    features = [f"x{i}{NAME_TAIL}" for i in range(3)]
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "data.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*features, target])
+        for x in rng.normal(size=(60, 3)):
+            writer.writerow([*(f"{v:.4f}" for v in x), int(x[0] + 0.3 * x[1] > 0)])
+    config = tmp_path / "c.toml"  # JSON's strings are TOML basic strings
+    config.write_text(f"""
+[[dataset]]
+name = {json.dumps(dataset)}
+path = "data.csv"
+target = {json.dumps(target)}
+task = "classification"
+
+[run]
+epochs = 2
+metric_checkpoints = 4
+spectral_snapshots = 2
+probe_size = 32
+
+[[study]]
+name = {json.dumps(study)}
+[study.grid]
+dataset = {json.dumps(dataset)}
+activation = ["relu", "tanh"]
+""")
+    db = tmp_path / "corpus.duckdb"
+    assert main(["all", "--config", str(config), "--db", str(db), "--shards", str(tmp_path / "shards"),
+                 "--executor", "inline", "--quiet"]) == 0, capsys.readouterr().err
+    assert main(["figures", "--db", str(db), "--quiet"]) == 0, capsys.readouterr().err
+    html = (tmp_path / "corpus" / "report" / "index.html").read_text()
+    for name in (dataset, study):
+        assert str(escape(name)) in html, name
+    assert "<i>" not in html and "'q" not in html
+    written = sorted(p.name for p in (tmp_path / "corpus" / "figures").iterdir())
+    assert written == sorted(f"{n}.{ext}" for n in all_figures() for ext in ("png", "pdf"))
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("SELECT name, target, feature_names FROM datasets").fetchall() == [
+            (dataset, target, features)]
+        assert con.execute("SELECT DISTINCT study FROM studies").fetchall() == [(study,)]
+    finally:
+        con.close()
+    drawing = connect_literal_text(db)
+    try:
+        fig = all_figures()["overview_final_metric"].draw(drawing.cursor())
+        drawn = [t.get_text().replace("\\$", "$") for t in fig.findobj(matplotlib.text.Text)]
+        assert any(dataset in text for text in drawn), drawn
+    finally:
+        drawing.close()
+
+
 def test_every_stage_has_a_section_and_the_verdicts_are_listed(built_corpus):
     html = (built_corpus["report"] / "index.html").read_text()
     for stage in STAGES:

@@ -311,14 +311,20 @@ def test_a_held_database_says_at_once_what_it_waits_for_and_the_wait_is_set(tmp_
         holder.wait()
 
 
-def test_analyze_on_a_missing_database_creates_nothing(tmp_path: Path, capsys) -> None:
+def test_read_commands_on_a_missing_database_create_nothing(tmp_path: Path, capsys) -> None:
+    """analyze adds to a corpus but does not start one; report, figures and snapshot_loader.open only read
+    it: a mistyped --db leaves no database, folder or default output folder behind."""
     from pipeline.cli import main
 
     db = tmp_path / "typo" / "corpus.duckdb"
-    assert main(["analyze", "--db", str(db), "--quiet"]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {db}: database not found (run `make report` or `pipeline " \
-                                              "ingest` first)"
-    assert not db.exists() and not db.parent.exists()
+    for command in ("analyze", "report", "figures"):
+        assert main([command, "--db", str(db), "--quiet"]) == 2, command
+        assert capsys.readouterr().err.strip() == f"error: {db}: database not found (run `make report` or " \
+                                                  "`pipeline ingest` first)"
+        assert not list(tmp_path.iterdir()), command
+    with pytest.raises(SchemaError, match="database not found"):
+        snapshot_loader.open(db)
+    assert not list(tmp_path.iterdir())
 
 
 def test_all_with_a_damaged_database_fails_before_training(tmp_path: Path, capsys) -> None:
@@ -334,3 +340,39 @@ def test_all_with_a_damaged_database_fails_before_training(tmp_path: Path, capsy
                  "--quiet"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {db}: cannot open database")
     assert not (tmp_path / "shards").exists() and time.monotonic() - started < 30
+
+
+def test_all_and_extract_probe_every_output_before_training_and_create_nothing(tmp_path: Path, capsys) -> None:
+    """A database that is a folder or no database, a file where the shard store, the report folder or a
+    folder above one should be: one line naming it, before a run is trained, and nothing created (the
+    database of a failed command included)."""
+    from pipeline.cli import main
+    from tests.conftest import TINY_CONFIG
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_CONFIG)
+    a_file, a_folder, damaged = tmp_path / "a_file", tmp_path / "a_folder.duckdb", tmp_path / "damaged.duckdb"
+    a_file.write_text("")
+    a_folder.mkdir()
+    damaged.write_bytes(b"not a database" * 1000)
+    db, shards, out = tmp_path / "new.duckdb", tmp_path / "shards", tmp_path / "report"
+    cases = [
+        ("all", db, shards, out, "--shards: cannot create {s}: {f} is a file", {"shards": a_file / "s"}),
+        ("all", db, shards, out, "--shards: {s} exists and is not a folder", {"shards": a_file}),
+        ("all", db, shards, out, "--out: {o} exists and is not a folder", {"out": a_file}),
+        ("all", db, shards, out, "--db: {f} exists and is not a folder", {"db": a_file / "c.duckdb"}),
+        ("all", db, shards, out, "{d}: cannot open database: a folder, not a database file", {"db": a_folder}),
+        ("all", db, shards, tmp_path / "nothing", "{c}: config file not found", {"config": tmp_path / "no.toml"}),
+        ("extract", db, shards, None, "{d}: cannot open database: not a DuckDB database file", {"db": damaged}),
+        ("extract", None, shards, None, "--shards: {s} exists and is not a folder", {"shards": a_file}),
+    ]
+    before = sorted(tmp_path.rglob("*"))
+    for command, db_, shards_, out_, expected, bad in cases:
+        paths = {"config": config, "db": db_, "shards": shards_, "out": out_, **bad}
+        argv = [command, "--executor", "inline", "--quiet"]
+        argv += [a for k, v in paths.items() if v is not None for a in (f"--{k}", str(v))]
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err == "error: " + expected.format(s=paths["shards"], o=paths["out"], d=paths["db"], f=a_file,
+                                                  c=paths["config"]), argv
+        assert sorted(tmp_path.rglob("*")) == before, argv  # no database, shard store or report folder

@@ -168,6 +168,35 @@ def _nothing_written(tmp_path: Path) -> None:
     assert not list((tmp_path / "shards").glob("**/manifest.json")) if (tmp_path / "shards").exists() else True
 
 
+def test_the_shard_store_and_the_database_are_probed_before_a_checkpoint_is_read(tmp_path: Path, capsys,
+                                                                                monkeypatch) -> None:
+    """A file where the shard store, the database or its folder should be is one line naming it, before
+    any checkpoint is read or measured (a read-only shard store: tests/test_bad_input.py)."""
+    from pipeline.extract import measure as measure_module
+
+    def untouched(*_args, **_kwargs):
+        raise AssertionError("a checkpoint was read before the outputs were probed")
+
+    monkeypatch.setattr(measure_module, "check_folder", untouched)
+    monkeypatch.setattr(measure_module, "measure_folder", untouched)
+    folder = tmp_path / "ckpt"
+    _save_states(folder, tiny_mlp, (4,), 3, steps=(0,))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    (tmp_path / "m.duckdb").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    for db, shards, expected in (
+            (tmp_path / "new.duckdb", a_file, f"--shards: {a_file} exists and is not a folder"),
+            (tmp_path / "new.duckdb", a_file / "s", f"--shards: cannot create {a_file / 's'}: {a_file} is a file"),
+            (a_file / "m.duckdb", tmp_path / "shards", f"--db: {a_file} exists and is not a folder"),
+            (tmp_path / "m.duckdb", tmp_path / "shards",
+             f"{tmp_path / 'm.duckdb'}: cannot open database: a folder, not a database file")):
+        assert cli.main(["measure", "--model", "tests.user_models:tiny_mlp", "--checkpoints", str(folder),
+                         "--data", "iris", "--db", str(db), "--shards", str(shards), "--quiet"]) == 2
+        assert capsys.readouterr().err.strip() == f"error: {expected}"
+        assert sorted(tmp_path.rglob("*")) == before
+
+
 def test_a_truncated_checkpoint_stops_the_command_before_anything_is_written(tmp_path: Path, capsys) -> None:
     folder = tmp_path / "ckpt"
     _save_states(folder, tiny_mlp, (4,), 3)
