@@ -2,7 +2,11 @@
 
 Table ``analysis_overview``: one row per run with its configuration, status and the metrics at its
 last recorded checkpoint (the primary metric is test accuracy for classification, test R2 for
-regression), plus the best test loss and the step it was reached at.
+regression), plus the best test loss and the step it was reached at, and beside the primary metric its
+data set's baseline: the trivial predictor's score on the same test split in the same metric
+(``datasets.baseline_metric``: the majority class's accuracy, the training mean's R^2), and whether
+the run beats it (``beats_baseline``: primary_metric > baseline; NULL where either is missing, as for a
+data set recorded before baselines were).
 """
 
 from __future__ import annotations
@@ -28,8 +32,12 @@ SELECT r.run_id, r.dataset, r.task, r.size, r.activation, r.optimizer, r.norm, r
        l.train_loss, l.test_loss, l.gap_loss, l.gap_accuracy,
        CASE WHEN r.task = 'classification' THEN l.test_accuracy ELSE l.test_r2 END AS primary_metric,
        CASE WHEN r.task = 'classification' THEN 'test_accuracy' ELSE 'test_r2' END AS primary_metric_name,
-       b.best_test_loss, b.best_step
+       b.best_test_loss, b.best_step,
+       d.baseline_name, d.baseline_metric AS baseline,
+       CASE WHEN r.task = 'classification' THEN l.test_accuracy ELSE l.test_r2 END > d.baseline_metric
+           AS beats_baseline
 FROM runs r LEFT JOIN last l USING (run_id) LEFT JOIN best b USING (run_id)
+     LEFT JOIN datasets d ON d.name = r.dataset
 ORDER BY r.dataset, r.run_id
 """
 
@@ -77,22 +85,30 @@ def training_curves_figure(con: duckdb.DuckDBPyConnection, max_panels: int = 12)
 
 
 def final_metric_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
-    """Primary test metric at the last checkpoint per data set, by model size (runs as points)."""
-    df = con.sql("SELECT dataset, task, size, primary_metric FROM analysis_overview "
+    """Primary test metric at the last checkpoint per data set, by model size (runs as points), with
+    each data set's baseline (the trivial predictor's score on the same test split) as a black bar."""
+    df = con.sql("SELECT dataset, task, size, primary_metric, baseline FROM analysis_overview "
                  "WHERE primary_metric IS NOT NULL").pl().to_pandas()
     tasks = [t for t in ("classification", "regression") if t in set(df["task"])]
     fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(7 * max(1, len(tasks)), 4.2), squeeze=False)
     for ax, task in zip(axes.flat, tasks, strict=False):
         sub = df[df["task"] == task]
-        sns.stripplot(data=sub, x="dataset", y="primary_metric", hue="size", dodge=True, ax=ax, size=5)
-        ax.set_title("test accuracy at the end of training" if task == "classification"
-                     else "test R² at the end of training")
+        order = sorted(set(sub["dataset"]))
+        sns.stripplot(data=sub, x="dataset", y="primary_metric", hue="size", dodge=True, ax=ax, size=5, order=order)
+        baselines = sub.groupby("dataset")["baseline"].first().astype(float)
+        drawn = [(i, baselines[name]) for i, name in enumerate(order) if np.isfinite(baselines[name])]
+        for k, (i, value) in enumerate(drawn):  # a NULL baseline (not recorded) reads as NaN: no bar
+            ax.hlines(value, i - 0.42, i + 0.42, color="black", lw=1.6, zorder=3, label="baseline" if k == 0 else None)
+        ax.legend(fontsize=8)
+        ax.set_title("test accuracy at the end of training (bar: majority class)" if task == "classification"
+                     else "test R² at the end of training (bar: training mean)")
         ax.set_xlabel("data set")
         ax.set_ylabel("test accuracy" if task == "classification" else "test R²")
         ax.tick_params(axis="x", rotation=45)
         if task == "regression":
-            ax.set_ylim(max(-1.0, float(sub["primary_metric"].min()) - 0.05), 1.0)
-    fig.suptitle("Final quality per data set and model size")
+            low = np.nanmin([*sub["primary_metric"], *sub["baseline"].astype(float)])
+            ax.set_ylim(max(-1.0, float(low) - 0.05), 1.0)
+    fig.suptitle("Final quality per data set and model size, beside each data set's baseline")
     fig.tight_layout()
     return fig
 
@@ -105,17 +121,22 @@ TABLES = {
         ("final_step", "INTEGER"), ("total_steps", "INTEGER"), ("train_loss", "DOUBLE"), ("test_loss", "DOUBLE"),
         ("gap_loss", "DOUBLE"), ("gap_accuracy", "DOUBLE"), ("primary_metric", "DOUBLE"),
         ("primary_metric_name", "VARCHAR"), ("best_test_loss", "DOUBLE"), ("best_step", "INTEGER"),
+        ("baseline_name", "VARCHAR"), ("baseline", "DOUBLE"), ("beats_baseline", "BOOLEAN"),
     ],
 }
 
 STAGE = Stage(
-    name="overview", title="Training curves", doc=__doc__, reads=("runs", "checkpoints"), tables=TABLES, run=run,
+    name="overview", title="Training curves", doc=__doc__, reads=("runs", "checkpoints", "datasets"), tables=TABLES,
+    run=run,
     figures=[
         Figure("overview_training_curves", training_curves_figure,
                "Train (dashed) and test (solid) loss over optimizer steps, log-log, one colour per model size; "
                "the metric checkpoints are dense early and sparse late."),
         Figure("overview_final_metric", final_metric_figure,
                "Test accuracy (classification) or test R² (regression) at each run's last checkpoint; one point "
-               "per run."),
+               "per run. The black bar is the data set's baseline, the trivial predictor fitted on its training "
+               "split and scored on the same test split: the majority class's accuracy, the training mean's R² "
+               "(slightly below 0); a run at or under it has learned nothing the class balance or the mean does "
+               "not give (no bar: not recorded for that data set)."),
     ],
 )

@@ -249,12 +249,14 @@ def build_report(db_path: Path, out_dir: Path, show_progress: bool | None = None
             raise PipelineError(f"{db_path}: analysis table {missing[0]} missing: run `pipeline analyze` first")
         summary = _summary(con)
         ds_cols, ds_rows = _rows(con, """
-            SELECT name, task, source, item, n_rows, n_features, n_classes, n_train, n_test, description
+            SELECT name, task, source, item, n_rows, n_features, n_classes, n_train, n_test,
+                   baseline_name AS baseline, baseline_metric AS baseline_test_score, description
             FROM datasets WHERE name IN (SELECT DISTINCT dataset FROM runs) ORDER BY task, name""")
         run_cols, run_rows = _rows(con, """
             SELECT run_id, dataset, task, size, activation, optimizer, norm, init, train_fraction AS frac, seed,
                    n_params, status, final_step AS steps, train_loss, test_loss, primary_metric_name AS metric,
-                   primary_metric AS value
+                   primary_metric AS value, baseline,
+                   CASE beats_baseline WHEN true THEN 'yes' WHEN false THEN 'no' END AS beats_baseline
             FROM analysis_overview ORDER BY dataset, size, activation, optimizer, seed""")
         studies_cols, studies_rows = _rows(con, """
             SELECT corpus, study, count(*) AS runs FROM studies GROUP BY ALL ORDER BY corpus, study""")

@@ -184,6 +184,17 @@ def _first_per_name(rows: pa.Table) -> pa.Table:
     return rows.take(sorted(seen.values()))
 
 
+#: A data set's row from before baselines were recorded (an older shard's, or a migrated database's)
+#: takes its baseline from the first row of the batch that has one: the same data set (ingest refuses a
+#: run whose data identity differs), so the same split and the same trivial predictor.
+_FILL_BASELINES = """
+UPDATE datasets SET baseline_name = s.baseline_name, baseline_metric = s.baseline_metric, baseline_auc = s.baseline_auc
+FROM (SELECT name, first(baseline_name) AS baseline_name, first(baseline_metric) AS baseline_metric,
+             first(baseline_auc) AS baseline_auc
+      FROM (SELECT * FROM shard_rows WHERE baseline_name IS NOT NULL) GROUP BY name) s
+WHERE datasets.name = s.name AND datasets.baseline_name IS NULL"""
+
+
 def _insert(con: duckdb.DuckDBPyConnection, shards: list[dict[str, pa.Table]]) -> None:
     """Every table of ``shards`` in one transaction, rolled back whole on any error."""
     con.execute("BEGIN TRANSACTION")
@@ -193,6 +204,9 @@ def _insert(con: duckdb.DuckDBPyConnection, shards: list[dict[str, pa.Table]]) -
             if table == "datasets":  # one row per name: the batch's runs share their data sets' rows
                 con.register("shard_rows", _first_per_name(rows))
                 con.execute("INSERT OR IGNORE INTO datasets BY NAME SELECT * FROM shard_rows")
+                con.unregister("shard_rows")
+                con.register("shard_rows", rows)
+                con.execute(_FILL_BASELINES)
             else:
                 con.register("shard_rows", rows)
                 con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM shard_rows")

@@ -24,6 +24,28 @@ def _empty_table(name: str, cols: list[tuple[str, str]]) -> str:
     return f"CREATE TABLE {name} (" + ", ".join(f'"{c}" {t}' for c, t in cols) + ")"
 
 
+#: ``datasets`` columns an older shard lacks, filled as ingest reads them (snapshot_loader.shards.
+#: _older_shard_column and the database migrations): in a store of older shards beside newer ones they
+#: read as NULL in the older shards' rows.
+_OLDER_DATASETS = {
+    "input_shape": "coalesce(input_shape, [n_features])",
+    "preprocess": "coalesce(preprocess, 'standard')",
+    "baseline_auc": "coalesce(baseline_auc, CASE WHEN baseline_name IS NULL AND task = 'classification' THEN 0.5 END)",
+}
+
+
+def _view(table: str, source: str, present: set[str]) -> str:
+    """The SELECT of a table's view over shards that may predate some of its columns (``present``: the
+    columns any of them has; a column none has reads as NULL)."""
+    cols = ", ".join(f'"{c}"' if c in present else f'CAST(NULL AS {t}) AS "{c}"' for c, t in TABLES[table])
+    if table != "datasets":
+        return f"SELECT {cols} FROM {source}"
+    filled = ", ".join(f'{_OLDER_DATASETS[c]} AS "{c}"' if c in _OLDER_DATASETS else f'"{c}"' for c, _ in TABLES[table])
+    # one row per data set, as after ingest: a row with a baseline first (an older shard's has none)
+    return (f"SELECT DISTINCT ON (name) {filled} FROM (SELECT {cols} FROM {source}) "
+            "ORDER BY name, baseline_name IS NULL")
+
+
 def parquet_connection(location: str) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection whose tables are views over the store's complete shards."""
     store = ShardStore(location)
@@ -43,9 +65,8 @@ def parquet_connection(location: str) -> duckdb.DuckDBPyConnection:
             continue
         files = ", ".join(_quote(store.url(f"{p}/{table}.parquet")) for p in paths)
         source = f"read_parquet([{files}], union_by_name = true)"
-        cols = ", ".join(f'"{c}"' for c, _ in TABLES[table])
-        distinct = "DISTINCT " if table == "datasets" else ""  # one row per data set, as after ingest
-        con.execute(f"CREATE VIEW {table} AS SELECT {distinct}{cols} FROM {source}")
+        present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        con.execute(f"CREATE VIEW {table} AS {_view(table, source, present)}")
     for table, cols in DB_ONLY_TABLES.items():
         con.execute(_empty_table(table, cols))
     con.execute("INSERT INTO schema_version VALUES (?, now())", [SCHEMA_VERSION])

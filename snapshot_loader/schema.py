@@ -16,10 +16,10 @@ import pyarrow as pa
 
 from pipeline.runspec import RUN_FIELDS
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 #: Version of the tables a worker writes into a shard (unchanged by database-only migrations).
-SHARD_SCHEMA_VERSION = 9
+SHARD_SCHEMA_VERSION = 10
 #: Shard versions read. Version 5 changed how curvature is computed (estimates with standard errors,
 #: zeros from a noise floor), so older shards are stale: refused, and extracted again. Version 6 added
 #: runs.model, blocks and checkpoint_dir (NULL in a version-5 shard) and measures the blocks of every
@@ -28,8 +28,11 @@ SHARD_SCHEMA_VERSION = 9
 #: ``matrix_spectra`` (SHARD_TABLES_SINCE): an older shard has no rows of it. Version 8 added
 #: ``datasets.input_shape`` and ``datasets.preprocess`` (NULL in an older shard's row). Version 9 added
 #: ``hessian_spectra.stop_reason``, ``lanczos_runs`` and ``product_dtype`` (NULL in an older shard's
-#: rows, which spent a fixed 8 x hvp_budget / 8 float64 products).
-READABLE_SHARD_VERSIONS = (5, 6, 7, 8, 9)
+#: rows, which spent a fixed 8 x hvp_budget / 8 float64 products). Version 10 added the trivial
+#: predictor's test score, ``datasets.baseline_name``, ``baseline_metric`` and ``baseline_auc``: an older
+#: shard's row has no baseline (NULL name and metric, the AUC chance for classification, as the
+#: database migration fills them).
+READABLE_SHARD_VERSIONS = (5, 6, 7, 8, 9, 10)
 
 #: Summary columns of ``hessian_spectra`` that matrix-free rows estimate, each with a ``<column>_stderr``
 #: (``trace_stderr`` is older and listed with the spectra's own columns).
@@ -57,6 +60,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("n_train", "INTEGER"), ("n_test", "INTEGER"), ("target_mean", "DOUBLE"), ("target_std", "DOUBLE"),
         ("feature_names", "VARCHAR[]"), ("class_names", "VARCHAR[]"), ("input_shape", "INTEGER[]"),
         ("preprocess", "VARCHAR"),
+        # the trivial predictor fitted on the training split, scored on the test split like the runs
+        ("baseline_name", "VARCHAR"), ("baseline_metric", "DOUBLE"), ("baseline_auc", "DOUBLE"),
     ],
     # the run fields' columns, with the run's own columns that follow them
     "runs": [
@@ -222,7 +227,12 @@ TABLE_NOTES: dict[str, str] = {
         "n_train, n_test, target_mean, target_std, feature_names VARCHAR[] (empty for arrays), class_names "
         "VARCHAR[], input_shape INTEGER[] (one row's shape: [p] for a table, [C, H, W] for images, [T] for token "
         "ids; n_features is its product), preprocess (`standard` or `none`, the run field; a data set keeps one "
-        "row per name, so one name cannot hold both)"
+        "row per name, so one name cannot hold both), baseline_name, baseline_metric, baseline_auc: the trivial "
+        "predictor a run must beat, fitted on the training split and scored on the test split as the runs are "
+        "(`majority class`: baseline_metric its test accuracy, the majority-class rate, baseline_auc 0.5; "
+        "`training mean`: baseline_metric its test R², at or slightly below 0, baseline_auc NULL), in the units "
+        "of the runs' primary metric (`analysis_overview.primary_metric`); NULL name and metric on a data set "
+        "recorded before they were (its labels are not in the database: `not recorded`)"
     ),
     "runs": (
         "every run field (dataset ... seed; widths INTEGER[]; regularizer, penalty, rho, fisher_eta; the "
@@ -377,6 +387,12 @@ MIGRATIONS: dict[int, list[str]] = {
         'ALTER TABLE hessian_spectra ADD COLUMN IF NOT EXISTS "lanczos_runs" INTEGER',
         'ALTER TABLE hessian_spectra ADD COLUMN IF NOT EXISTS "product_dtype" VARCHAR',
         "UPDATE hessian_spectra SET product_dtype = 'float64'"],
+    # the trivial predictor's test score: the database holds no labels, so the rows already there get
+    # none (NULL name and metric: not recorded) but chance AUC, which any constant predictor scores
+    10: ['ALTER TABLE datasets ADD COLUMN IF NOT EXISTS "baseline_name" VARCHAR',
+         'ALTER TABLE datasets ADD COLUMN IF NOT EXISTS "baseline_metric" DOUBLE',
+         'ALTER TABLE datasets ADD COLUMN IF NOT EXISTS "baseline_auc" DOUBLE',
+         "UPDATE datasets SET baseline_auc = 0.5 WHERE task = 'classification'"],
 }
 
 _ARROW = {

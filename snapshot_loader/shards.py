@@ -336,10 +336,14 @@ def _fsync_dir(path: Path) -> None:
 
 def _older_shard_column(table: str, field: pa.Field, arrow: pa.Table) -> pa.Array:
     """A column a shard predates: NULL, except what the database migration fills in the same way (a
-    ``datasets`` row of a shard before version 8 is a table of ``[n_features]`` inputs, ``standard``)."""
+    ``datasets`` row of a shard before version 8 is a table of ``[n_features]`` inputs, ``standard``;
+    one before version 10 has no baseline but chance AUC for classification)."""
     if table == "datasets" and field.name == "input_shape" and "n_features" in arrow.column_names:
         return pa.array([[n] if n is not None else None for n in arrow.column("n_features").to_pylist()],
                         type=field.type)
     if table == "datasets" and field.name == "preprocess":
         return pa.array(["standard"] * arrow.num_rows, type=field.type)
+    if table == "datasets" and field.name == "baseline_auc" and "task" in arrow.column_names:
+        return pa.array([0.5 if t == "classification" else None for t in arrow.column("task").to_pylist()],
+                        type=field.type)
     return pa.nulls(arrow.num_rows, field.type)

@@ -177,6 +177,10 @@ def test_a_datasets_row_of_an_older_shard_reads_as_the_migration_fills_it() -> N
     assert _older_shard_column("datasets", schema.field("input_shape"), old).to_pylist() == [[4]]
     assert _older_shard_column("datasets", schema.field("preprocess"), old).to_pylist() == ["standard"]
     assert _older_shard_column("datasets", schema.field("description"), old).to_pylist() == [None]
+    # before shard version 10: no baseline, but chance AUC where the data set classifies
+    before = pa.table({"name": ["iris", "diabetes"], "task": ["classification", "regression"]})
+    assert _older_shard_column("datasets", schema.field("baseline_auc"), before).to_pylist() == [0.5, None]
+    assert _older_shard_column("datasets", schema.field("baseline_metric"), before).to_pylist() == [None, None]
 
 
 def test_preprocess_none_on_a_table_keeps_numeric_columns_and_refuses_text(tmp_path: Path) -> None:

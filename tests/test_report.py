@@ -117,6 +117,15 @@ def test_every_stage_has_a_section_and_the_verdicts_are_listed(built_corpus):
         + html.count('class="v-not-supported"') >= n_verdicts
 
 
+def test_the_data_sets_and_runs_tables_show_each_baseline(built_corpus):
+    """Beside each run's metric its data set's baseline and whether the run beats it; the data sets
+    table names each trivial predictor and its test score."""
+    html = (built_corpus["report"] / "index.html").read_text()
+    for column in ("baseline", "baseline_test_score", "beats_baseline"):
+        assert f"<th>{column}</th>" in html, column
+    assert "<td>majority class</td>" in html and "<td>training mean</td>" in html
+
+
 def test_the_report_shows_each_claim_with_its_confound_and_its_pair(built_corpus):
     html = (built_corpus["report"] / "index.html").read_text()
     con = duckdb.connect(str(built_corpus["db"]), read_only=True)

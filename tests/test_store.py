@@ -188,6 +188,58 @@ def test_a_version_9_database_gets_what_its_lanczos_rows_spent_and_their_product
         con.close()
 
 
+def test_a_version_10_database_gets_baseline_columns_with_chance_auc_and_no_recorded_baseline(tmp_path: Path) -> None:
+    """Version 11 added the trivial predictor's test score to ``datasets``: the database holds no labels, so
+    the rows already there get NULL name and metric (not recorded) and chance AUC where they classify."""
+    columns = ("baseline_name", "baseline_metric", "baseline_auc")
+    con = _migrated(tmp_path, 10, [*(f'ALTER TABLE datasets DROP COLUMN "{c}"' for c in columns),
+                                   "INSERT INTO datasets (name, task) VALUES ('iris', 'classification'), "
+                                   "('diabetes', 'regression')"])
+    try:
+        assert con.execute(f"SELECT name, {', '.join(columns)} FROM datasets ORDER BY name").fetchall() == [
+            ("diabetes", None, None, None), ("iris", None, None, 0.5)]
+    finally:
+        con.close()
+
+
+def _as_version_9_shard(folder: Path) -> None:
+    """Rewrite a shard as shard version 9 wrote it: its ``datasets`` row without the baseline columns."""
+    import hashlib
+    import json
+
+    import pyarrow.parquet as pq
+
+    path = folder / "datasets.parquet"
+    pq.write_table(pq.read_table(path).drop_columns(["baseline_name", "baseline_metric", "baseline_auc"]), path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["schema_version"] = 9
+    manifest["tables"]["datasets"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_version_9_shard_has_no_baseline_until_a_newer_shard_of_its_data_set_brings_one(tmp_path: Path) -> None:
+    """Shard version 10 added the baseline columns: a store of older shards opens with them NULL (chance
+    AUC for classification) and ingests the same; a newer shard of the data set, in the store or ingested
+    later, gives the data set its baseline, in the Parquet view and in the database alike."""
+    shards, db = tmp_path / "shards", tmp_path / "c.duckdb"
+    old, new = RunSpec(dataset="iris", seed=0, **TINY), RunSpec(dataset="iris", seed=1, **TINY)
+    run_extraction([old], shards, executor="inline", show_progress=False)
+    _as_version_9_shard(shards / "dataset=iris" / f"run_id={old.run_id}")
+    query = "SELECT name, baseline_name, baseline_metric, baseline_auc FROM datasets"
+    with snapshot_loader.open(shards) as corpus:
+        assert corpus.sql(query).rows() == [("iris", None, None, 0.5)]
+    assert ingest_shards(db, shards).ingested == [old.run_id]
+    with snapshot_loader.open(db) as corpus:
+        assert corpus.sql(query).rows() == [("iris", None, None, 0.5)]
+    run_extraction([new], shards, executor="inline", show_progress=False)
+    with snapshot_loader.open(shards) as corpus:
+        (row,) = corpus.sql(query).rows()
+    assert row[:2] == ("iris", "majority class") and 0 < row[2] < 1 and row[3] == 0.5
+    assert ingest_shards(db, shards).ingested == [new.run_id]
+    with snapshot_loader.open(db) as corpus:
+        assert corpus.sql(query).rows() == [row]
+
+
 HOLD_AND_INGEST = """
 import sys, time
 from snapshot_loader.database import connect_writable

@@ -1,4 +1,5 @@
-"""The topology stage's figures, drawn from its tables alone."""
+"""The topology stage's figures, drawn from its tables alone (and the data sets' baselines beside the test
+metric)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,8 @@ def train_fraction_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     rows = [*CURVE_METRICS, "test_metric"]
     # one colour per data set, one line style per model size: distinguishable at any count
     colour = {d: plt.get_cmap("tab10")(i % 10) for i, d in enumerate(sorted(set(frame["dataset"].to_list())))}
+    baselines = dict(con.execute("SELECT name, baseline_metric FROM datasets WHERE baseline_metric IS NOT NULL")
+                     .fetchall())
     fig, axes = plt.subplots(len(rows), len(positions), figsize=(4.2 * len(positions), 3.2 * len(rows)),
                              squeeze=False)
     for j, position in enumerate(positions):
@@ -81,6 +84,9 @@ def train_fraction_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
                 y = g["test_metric_mean" if what == "test_metric" else "final_mean"].cast(pl.Float64).to_numpy()
                 ax.plot(g["train_fraction"].to_numpy(), y, marker="o" if size == "small" else "s", ms=3, lw=1.2,
                         ls="-" if size == "small" else "--", color=colour[dataset], label=f"{dataset} ({size})")
+            if what == "test_metric":  # each data set's baseline: the trivial predictor's test score
+                for dataset in sorted(set(sub["dataset"].to_list()) & set(baselines)):
+                    ax.axhline(baselines[dataset], color=colour[dataset], ls=":", lw=1.0)
             ax.set_xscale("log")
             if what in LOG_METRICS:
                 ax.set_yscale("log")
@@ -145,7 +151,9 @@ FIGURES = [
            "fraction of the training split used (log scale)."),
     Figure("topology_train_fraction", train_fraction_figure,
            "The same metrics at the last snapshot, and the test metric, against the train fraction; mean over "
-           "seeds per data set (colour) and model size (solid: small, dashed: medium)."),
+           "seeds per data set (colour) and model size (solid: small, dashed: medium). Beside the test metric, "
+           "the dotted line in each data set's colour is its baseline, the trivial predictor's score on the same "
+           "test split (majority-class accuracy, training-mean R²)."),
     Figure("topology_correlations", correlations_figure,
            "Across classification runs (one value per run, z-scored within (data set, architecture) groups): "
            "Pearson r of the final metric with test accuracy (blue), the partial r after controlling for ln weight "

@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 from pipeline.curvature.engine import CurvatureSettings
 from pipeline.datasets.registry import DatasetSpec, get_spec
 from pipeline.datasets.run_data import RunData, prepared_dataset, run_data, run_dataset
+from pipeline.extract.baseline import trivial_baseline
 from pipeline.extract.checkpoint import (
     SpectralSnapshot,
     as_matrix,
@@ -239,9 +240,11 @@ def layer_rows_of(run_id: str, model: torch.nn.Module, spec: RunSpec) -> list[di
 
 
 def dataset_row(name: str, custom: dict[str, DatasetSpec] | None = None, preprocess: str = "standard") -> dict:
-    """The ``datasets`` table row of a data set (preprocessed, so its sizes are the ones runs see)."""
+    """The ``datasets`` table row of a data set (preprocessed, so its sizes are the ones runs see), with
+    its trivial predictor's test score (pipeline/extract/baseline.py)."""
     spec = get_spec(name, custom)
     d = prepared_dataset(name, custom, preprocess)
+    baseline = trivial_baseline(d)
     return {
         "name": name, "task": spec.task, "source": spec.source, "item": spec.item, "target": spec.target,
         "description": spec.description, "synthetic": spec.synthetic, "max_rows": spec.max_rows,
@@ -250,4 +253,5 @@ def dataset_row(name: str, custom: dict[str, DatasetSpec] | None = None, preproc
         "n_train": len(d.train_idx), "n_test": len(d.test_idx), "target_mean": d.target_mean,
         "target_std": d.target_std, "feature_names": list(d.feature_names), "class_names": list(d.class_names),
         "input_shape": list(d.input_shape), "preprocess": d.preprocess,
+        "baseline_name": baseline.name, "baseline_metric": baseline.metric, "baseline_auc": baseline.auc,
     }
