@@ -205,8 +205,8 @@ def _figure(figure, con, drawing) -> dict:
     """One figure of the page: the interactive version where the stage declares one (read from ``con``:
     Bokeh draws data as plain text), else the PNG (drawn from ``drawing``, whose views escape each '$'
     that matplotlib would read as mathtext)."""
-    if figure.interactive is not None:
-        made = _isolated(figure.interactive, con)
+    made = _isolated(figure.interactive, con) if figure.interactive is not None else None
+    if made is not None:
         return {"name": figure.name, "title": made.title, "caption": figure.caption, "uri": None,
                 "layout": made.layout, "div": None}
     fig = _isolated(figure.draw, drawing)
@@ -243,10 +243,7 @@ def build_report(db_path: Path, out_dir: Path, show_progress: bool | None = None
     apply_style()
     con = connect_readonly(db_path)
     try:
-        present = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        missing = [t for s in STAGES for t in s.writes if t not in present]
-        if missing:
-            raise PipelineError(f"{db_path}: analysis table {missing[0]} missing: run `pipeline analyze` first")
+        check_analysis_tables(con, db_path)
         summary = _summary(con)
         ds_cols, ds_rows = _rows(con, """
             SELECT name, task, source, item, n_rows, n_features, n_classes, n_train, n_test,
@@ -305,7 +302,7 @@ def build_report(db_path: Path, out_dir: Path, show_progress: bool | None = None
     titles = {s.name: s.title for s in STAGES}
     html = env.get_template("index.html").render(
         title="Snapshot atlas: corpus report", generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        db_path=str(db_path), corpus_line=corpus, papers=paper_summaries(verdicts), summary=summary,
+        db_path=str(db_path), db_name=db_path.name, corpus_line=corpus, papers=paper_summaries(verdicts), summary=summary,
         datasets=(ds_cols, ds_rows), runs=(run_cols, run_rows), studies=(studies_cols, studies_rows),
         excluded=excluded, trained=trained, sections=sections, verdict_rows=_verdict_rows(verdicts, titles),
         verdicts=(verdict_cols, verdict_rows), verdict_counts=counts, bokeh_js=Markup(bokeh_js),
@@ -323,6 +320,23 @@ def build_report(db_path: Path, out_dir: Path, show_progress: bool | None = None
         tmp.unlink(missing_ok=True)
         raise PipelineError(f"{target}: cannot write the report: {exc.strerror or exc}") from None
     return target
+
+
+def check_analysis_tables(con, db_path: Path) -> None:
+    """Every stage's tables are present with the columns it declares, or a :class:`PipelineError` says to
+    run ``pipeline analyze`` (tables written by an older version lack the newer columns)."""
+    columns: dict[str, set[str]] = {}
+    for table, column in con.execute("SELECT table_name, column_name FROM information_schema.columns").fetchall():
+        columns.setdefault(table, set()).add(column)
+    for stage in STAGES:
+        for table in stage.writes:
+            if table not in columns:
+                raise PipelineError(f"{db_path}: analysis table {table} missing: run `pipeline analyze` first")
+            declared = [c for c, _ in stage.tables.get(table, ())]
+            lacking = [c for c in declared if c not in columns[table]]
+            if lacking:
+                raise PipelineError(f"{db_path}: analysis table {table} has no column {lacking[0]} (written by an "
+                                    "older version): run `pipeline analyze` first")
 
 
 def _summary(con) -> dict:
@@ -344,6 +358,7 @@ def write_figures(db_path: Path, out_dir: Path, show_progress: bool | None = Non
     con = connect_literal_text(db_path)
     paths: list[Path] = []
     try:
+        check_analysis_tables(con, db_path)
         for name, figure in tqdm(all_figures().items(), desc="figures", unit="fig",
                                  disable=None if show_progress is None else not show_progress):
             fig = _isolated(figure.draw, con)

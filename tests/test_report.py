@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import duckdb
@@ -12,6 +13,31 @@ from reports.builder import build_report
 HOSTILE = '<script>alert("x")</script> & <b>'
 #: Appended to every data set and study name: mathtext, format strings, HTML and quotes, drawn and printed literally.
 NAME_TAIL = " $x {y 5%$ <i>'q"
+
+
+def _markup(html: str) -> str:
+    """The page without its script elements (Bokeh's library holds '(?<b>' in its regular expressions)."""
+    return re.sub(r"<script\b.*?</script>", "", html, flags=re.S)
+
+
+def _plotted_strings(db) -> set[str]:
+    """Every string in the data sources of the interactive figures drawn from ``db``."""
+    from bokeh.models import ColumnDataSource
+
+    from analyses.kit.runner import all_figures
+    from snapshot_loader.database import connect_readonly
+
+    found: set[str] = set()
+    con = connect_readonly(db)
+    try:
+        for figure in all_figures().values():
+            made = figure.interactive(con.cursor()) if figure.interactive else None
+            for model in made.layout.references() if made else ():
+                if isinstance(model, ColumnDataSource):
+                    found |= {v for col in model.data.values() for v in col if isinstance(v, str)}
+    finally:
+        con.close()
+    return found
 
 
 def test_database_text_is_escaped_in_the_report(built_corpus, tmp_path):
@@ -28,7 +54,9 @@ def test_database_text_is_escaped_in_the_report(built_corpus, tmp_path):
     con.execute("UPDATE datasets SET name = name || ?", [NAME_TAIL])
     con.close()
     html = build_report(db, tmp_path / "report").read_text()
-    assert HOSTILE not in html and "<b>" not in html and "<i>" not in html
+    assert HOSTILE not in html
+    assert "<b>" not in _markup(html) and "<i>" not in _markup(html)
+    assert any(s.endswith(NAME_TAIL) for s in _plotted_strings(db)), "interactive figures do not plot the names"
     assert "$x {y 5%$ &lt;i&gt;&#39;q" in html
     escaped = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;"
     assert html.count(escaped) >= 3  # data sets table, runs table, verdict sentences and table
@@ -85,7 +113,7 @@ activation = ["relu", "tanh"]
     html = (tmp_path / "corpus" / "report" / "index.html").read_text()
     for name in (dataset, study):
         assert str(escape(name)) in html, name
-    assert "<i>" not in html and "'q" not in html
+    assert "<i>" not in _markup(html) and "'q" not in _markup(html)
     written = sorted(p.name for p in (tmp_path / "corpus" / "figures").iterdir())
     assert written == sorted(f"{n}.{ext}" for n in all_figures() for ext in ("png", "pdf"))
     con = duckdb.connect(str(db), read_only=True)
@@ -190,3 +218,80 @@ def test_figures_read_names_with_their_dollars_escaped_and_draw_them_as_written(
                 assert any("mathdefault" in t.get_text() for t in ax.get_yticklabels())
         finally:
             plt.close(fig)
+
+
+def test_the_report_opens_on_its_findings(built_corpus):
+    """Summary, what was trained, what holds, why, details, in that order; the summary lists every
+    designated verdict and no other, each linked to its row in the verdict table."""
+    from markupsafe import escape
+
+    html = (built_corpus["report"] / "index.html").read_text()
+    starts = [html.index(f'<section id="{part}">') for part in ("summary", "trained", "verdicts", "why", "details")]
+    assert starts == sorted(starts)
+    summary = html[starts[0]:starts[1]]
+    con = duckdb.connect(str(built_corpus["db"]), read_only=True)
+    rows = con.execute("SELECT claim_id, in_holm, verdict_adjusted FROM analysis_verdicts").fetchall()
+    con.close()
+    assert any(r[1] for r in rows) and not all(r[1] for r in rows)
+    for claim, designated, call in rows:
+        tag = f'data-claim="{escape(claim)}" data-call="{call}"'
+        assert (tag in summary) == designated, claim
+        assert f'id="v-{escape(claim)}"' in html[starts[2]:starts[3]], claim
+    assert html.index('<section id="stage-overview">') < starts[2]  # the training curves are what was trained
+    for stage in STAGES:
+        if stage.name not in ("verdicts", "overview"):
+            assert html.index(f'<section id="stage-{stage.name}">') > starts[3], stage.name
+
+
+def test_the_report_stays_within_its_size_budget_with_palette_pngs(built_corpus):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from reports.builder import SIZE_BUDGET
+
+    html = (built_corpus["report"] / "index.html").read_text()
+    assert len(html) < SIZE_BUDGET
+    pngs = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert pngs
+    for data in pngs:
+        image = Image.open(io.BytesIO(base64.b64decode(data)))
+        assert image.mode == "P" and image.width > 100 and image.height > 100
+
+
+def _verdict(family: str, claim_id: str, call: str, designated: bool = True, stage: str = "s") -> dict:
+    return {"family": family, "claim_id": claim_id, "stage": stage, "claim": "a claim", "verdict": call,
+            "verdict_adjusted": call, "role": "paper", "effect_name": "r", "effect": 0.25, "ci_low": 0.1,
+            "ci_high": 0.4, "in_holm": designated, "exploratory": family == "000", "predicted": "positive",
+            "null_value": 0.0}
+
+
+def test_paper_summaries_hold_the_designated_verdicts_decided_first():
+    from reports.summary import paper_summaries, predicts, table_order
+
+    verdicts = [_verdict("003", "s.c", "inconclusive"), _verdict("001", "s.b", "not supported"),
+                _verdict("001", "s.a", "inconclusive"), _verdict("001", "s.d", "supported"),
+                _verdict("000", "s.e", "supported", designated=False), _verdict("001", "s.f", "supported", False)]
+    papers = paper_summaries(verdicts)
+    assert [p.paper for p in papers] == ["001", "003"]
+    assert [e.claim_id for e in papers[0].decided] == ["s.d", "s.b"] and [e.label for e in papers[0].open] == ["a"]
+    assert papers[0].counts == {"supported": 1, "not supported": 1, "inconclusive": 1}
+    assert papers[0].decided[0].value_text == "0.25 [0.1, 0.4]" and papers[0].decided[0].anchor == "v-s.d"
+    assert [v["claim_id"] for v in table_order(verdicts)] == ["s.d", "s.b", "s.a", "s.c", "s.e", "s.f"]
+    assert predicts(verdicts[0]) == "> 0" and predicts({"predicted": "at_least", "null_value": 0.89}) == "≥ 0.89"
+
+
+def test_the_evidence_follows_the_papers_in_order():
+    from types import SimpleNamespace
+
+    from reports.builder import reader_order
+
+    stages = [SimpleNamespace(name=n) for n in ("gap", "pressure", "topology", "features", "umap", "propagation")]
+    verdicts = [_verdict("004", "gap.x", "inconclusive", stage="gap"),
+                _verdict("000", "pressure.x", "supported", False, stage="pressure"),
+                _verdict("003", "topology.x", "inconclusive", stage="topology"),
+                _verdict("001", "umap.x", "supported", stage="umap"),
+                _verdict("002", "propagation.x", "inconclusive", stage="propagation")]
+    assert [s.name for s in reader_order(stages, verdicts)] == [
+        "features", "umap", "propagation", "topology", "gap", "pressure"]

@@ -119,7 +119,10 @@ def test_report_renders_offline_without_errors(chromium: str, built_corpus: dict
     assert p["external_resources"] == [], f"resources that are not inlined: {p['external_resources']}"
     headings = [s["heading"] for s in p["sections"]]
     assert None not in headings, f"a section without a heading: {p['sections']}"
-    missing = [s.title for s in STAGES if s.title not in headings]
+    # the verdicts stage's section is "What holds", beside the summary, what was trained, why and details
+    assert {"Summary", "What was trained", "What holds", "Why: the evidence, stage by stage", "Details"} \
+        <= set(headings)
+    missing = [s.title for s in STAGES if s.name != "verdicts" and s.title not in headings]
     assert not missing, f"no section for stages titled {missing}; sections: {headings}"
     images = p["images"]
     assert sum(im["data"] for im in images) > 0, "no inlined (data:) images"
@@ -131,3 +134,110 @@ def test_report_renders_offline_without_errors(chromium: str, built_corpus: dict
     assert p["tables"], "no tables"
     assert all(t["sortable"] and t["sorted_on_click"] for t in p["tables"]), f"tables not sortable: {p['tables']}"
     assert p["text_length"] > 1000
+
+
+#: Where each designated verdict of the summary sits on the first screen.
+SUMMARY_PROBE = """Array.from(document.querySelectorAll('#summary .summary-verdict')).map(function (e) {
+    var r = e.getBoundingClientRect();
+    return {claim: e.dataset.claim, call: e.dataset.call,
+            visible: r.width > 0 && r.height > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= window.innerHeight
+                     && r.right <= window.innerWidth}; })"""
+#: How far the verdict table and the page run past the window's width (<= 0: they fit).
+WIDTH_PROBE = """(function () { var t = document.querySelector('#verdicts table.vt');
+    return {table: t.scrollWidth - t.parentElement.clientWidth,
+            page: document.documentElement.scrollWidth - window.innerWidth,
+            call_column_right: t.tHead.rows[0].cells[0].getBoundingClientRect().right}; })()"""
+#: Every string column of every Bokeh data source on the page.
+BOKEH_DATA_PROBE = """(function () { var out = [];
+    Bokeh.documents.forEach(function (d) { d.all_models.forEach(function (m) {
+        if (m.data && typeof m.data === 'object' && !Array.isArray(m.data)) {
+            Object.keys(m.data).forEach(function (k) { var col = m.data[k];
+                if (col && col.length && typeof col[0] === 'string') { out = out.concat(Array.from(col)); } }); }
+    }); });
+    return out; })()"""
+#: The default corpus's designated verdicts per paper, and how many of them were decided.
+DEFAULT_DESIGNATED = {"001": (31, 10), "002": (4, 0), "003": (20, 4), "004": (23, 3)}
+
+
+def _with_default_verdict_count(db: Path) -> list[str]:
+    """Adds designated verdicts (copies of a real row, with claim ids as long as the default corpus's)
+    until each paper has as many as the default corpus; returns every designated claim id."""
+    import duckdb
+
+    con = duckdb.connect(str(db))
+    try:
+        template, stage = con.execute("SELECT claim_id, stage FROM analysis_verdicts ORDER BY claim_id "
+                                      "LIMIT 1").fetchone()
+        for family, (total, decided) in DEFAULT_DESIGNATED.items():
+            have = con.execute("SELECT count(*) FROM analysis_verdicts WHERE in_holm AND family = ?",
+                               [family]).fetchone()[0]
+            for i in range(max(total - have, 0)):
+                call = ("supported", "not supported")[i % 2] if i < decided else "inconclusive"
+                claim = f"{stage}.normalized_entropy.first.over_training.beyond_time_{family}_{i}"
+                con.execute("""INSERT INTO analysis_verdicts SELECT * REPLACE (? AS claim_id, ? AS family,
+                               ? AS verdict_adjusted, true AS in_holm, false AS exploratory)
+                               FROM analysis_verdicts WHERE claim_id = ?""", [claim, family, call, template])
+        return [r[0] for r in con.execute("SELECT claim_id FROM analysis_verdicts WHERE in_holm").fetchall()]
+    finally:
+        con.close()
+
+
+def test_the_first_screen_at_1280_by_800_shows_every_designated_call(chromium: str, built_corpus: dict[str, Path],
+                                                                     tmp_path: Path) -> None:
+    """At 1280 x 800, with as many designated verdicts as the default corpus has, the summary shows
+    every one's call without scrolling, and the verdict table fits the width; both screens are captured."""
+    import shutil
+
+    from PIL import Image
+
+    from reports.builder import build_report
+
+    db = tmp_path / "corpus.duckdb"
+    shutil.copy(built_corpus["db"], db)
+    designated = _with_default_verdict_count(db)
+    assert len(designated) == sum(t for t, _ in DEFAULT_DESIGNATED.values())
+    report = build_report(db, tmp_path / "report", show_progress=False)
+    res = load_page(report, {"summary": SUMMARY_PROBE, "width": WIDTH_PROBE}, chromium=chromium,
+                    viewport=(1280, 800), screenshot_dir=tmp_path / "screens",
+                    screenshots={"first_screen": "",
+                                 "verdicts": "document.getElementById('verdicts').scrollIntoView()"})
+    assert res.console_errors == [] and res.network_requests == []
+    shown = {e["claim"]: e for e in res.probes["summary"]}
+    assert sorted(shown) == sorted(designated)
+    hidden = [c for c, e in shown.items() if not e["visible"]]
+    assert not hidden, f"{len(hidden)} designated verdicts below or beside the first screen: {hidden[:5]}"
+    width = res.probes["width"]
+    assert width["table"] <= 0 and width["page"] <= 0, width
+    for name in ("first_screen", "verdicts"):
+        with Image.open(res.screenshots[name]) as shot:
+            assert shot.size == (1280, 800), name
+            assert len(shot.convert("RGB").getcolors(1 << 20) or ()) > 50, f"{name} screenshot is blank"
+
+
+#: Names that Bokeh could read as TeX, or a page as markup, if they were not drawn as data.
+PLOT_TAIL = " $$x^2$$ </script><i>'q {y} 5%"
+
+
+def test_interactive_figures_draw_names_as_data_without_errors(chromium: str, built_corpus: dict[str, Path],
+                                                                tmp_path: Path) -> None:
+    import shutil
+
+    import duckdb
+
+    from reports.builder import build_report
+
+    db = tmp_path / "corpus.duckdb"
+    shutil.copy(built_corpus["db"], db)
+    con = duckdb.connect(str(db))
+    for table, column in con.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                     "WHERE column_name IN ('dataset', 'architecture') AND data_type = 'VARCHAR' "
+                                     "AND table_name LIKE 'analysis_%'").fetchall():
+        con.execute(f'UPDATE "{table}" SET "{column}" = "{column}" || ?', [PLOT_TAIL])
+    con.close()
+    report = build_report(db, tmp_path / "report", show_progress=False)
+    res = load_page(report, {"data": BOKEH_DATA_PROBE, "plots": "document.querySelectorAll('.bk-fig').length"},
+                    chromium=chromium)
+    assert res.console_errors == [], res.console_errors
+    assert res.network_requests == []
+    assert res.probes["plots"] >= 1, "no interactive figure on the page"
+    assert any(v.endswith(PLOT_TAIL) for v in res.probes["data"]), "the plotted names are not the stored ones"

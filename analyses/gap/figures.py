@@ -69,21 +69,25 @@ def predicted_vs_actual_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     return fig
 
 
-def predicted_vs_actual_interactive(con: duckdb.DuckDBPyConnection) -> bk.InteractiveFigure:
-    """The two prediction panels to explore: hover a model for its run, data set, gap and prediction."""
+def predicted_vs_actual_interactive(con: duckdb.DuckDBPyConnection) -> bk.InteractiveFigure | None:
+    """The two prediction panels to explore: hover a model for its run, data set, gap and prediction.
+    None without any out-of-fold prediction."""
     frames = _predictions(con)
+    if all(f.height == 0 for f in frames.values()):
+        return None
     fields = (("run", "run_id"), ("data set", "dataset"), ("actual gap", "gap", "{0.000}"),
               ("predicted", "predicted_cv", "{0.000}"))
     datasets = sorted({d for f in frames.values() for d in f["dataset"].to_list()})
     panels = []
-    for stage, fit, sample, label in _PREDICTED_PANELS:
+    for stage, fit, sample, label in _PREDICTED_PANELS:  # a panel without predictions is left out
         f = frames[(stage, fit, sample)]
-        p = bk.panel(_panel_title(label, f) if f.height else f"{label}: no predictions", *_GAP_AXES)
-        if f.height:
-            lo = float(min(f["gap"].min(), f["predicted_cv"].min()))
-            hi = float(max(f["gap"].max(), f["predicted_cv"].max()))
-            p.line([lo, hi], [lo, hi], color="black", line_dash="dashed", line_width=1)
-            bk.categorical_scatter(p, f, "gap", "predicted_cv", "dataset", fields, factors=datasets)
+        if f.height == 0:
+            continue
+        p = bk.panel(_panel_title(label, f), *_GAP_AXES)
+        lo = float(min(f["gap"].min(), f["predicted_cv"].min()))
+        hi = float(max(f["gap"].max(), f["predicted_cv"].max()))
+        p.line([lo, hi], [lo, hi], color="black", line_dash="dashed", line_width=1)
+        bk.categorical_scatter(p, f, "gap", "predicted_cv", "dataset", fields, factors=datasets)
         panels.append(p)
     return bk.InteractiveFigure(_PREDICTED_TITLE, bk.side_by_side(*panels))
 

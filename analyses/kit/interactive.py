@@ -1,7 +1,8 @@
 """Interactive figures for the report: Bokeh plots a reader can hover (each point names its run) and zoom.
 
 A stage's :class:`analyses.kit.stage.Figure` may declare ``interactive(con)`` beside ``draw(con)``. It
-reads the same rows and returns an :class:`InteractiveFigure`; the report embeds its layout in place of
+reads the same rows and returns an :class:`InteractiveFigure`, or None when there is nothing to plot
+(the report then shows the still figure, which says why); the report embeds its layout in place of
 the still image, with Bokeh's JavaScript inlined once, so the page still opens offline. ``pipeline
 figures`` keeps writing ``draw``'s PNG and PDF.
 

@@ -72,22 +72,23 @@ def snapshots_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     return fig
 
 
-def snapshots_interactive(con: duckdb.DuckDBPyConnection) -> bk.InteractiveFigure:
+def snapshots_interactive(con: duckdb.DuckDBPyConnection) -> bk.InteractiveFigure | None:
     """Figure 2 to explore: hover a snapshot for its run, data set, architecture and step; zoom; click a
-    legend entry to hide an architecture."""
+    legend entry to hide an architecture. None without an embedding."""
     df = _embedded(con)
+    if df.height == 0:
+        return None
     left = bk.panel(_PANELS[0], "UMAP 1", "UMAP 2")
     right = bk.panel(_PANELS[1], "UMAP 1", "UMAP 2")
     right.x_range, right.y_range = left.x_range, left.y_range  # zooming one zooms both
-    if df.height:
-        bk.categorical_scatter(left, df, "x", "y", "architecture", _HOVER, marker_by="task")
-        runs = df.group_by("run_id", maintain_order=True).agg("x", "y")
-        right.multi_line(runs["x"].to_list(), runs["y"].to_list(), color="lightgray", line_width=0.7)
-        mapper = LinearColorMapper(palette=Viridis256, low=0, high=1)
-        points = right.scatter("x", "y", source=bk.source(df, ["x", "y", *(f[1] for f in _HOVER)]), size=6,
-                               line_color=None, color={"field": "progress", "transform": mapper})
-        right.add_tools(bk.hover([points], _HOVER))
-        right.add_layout(ColorBar(color_mapper=mapper, title="progress (step / total steps)", width=10), "right")
+    bk.categorical_scatter(left, df, "x", "y", "architecture", _HOVER, marker_by="task")
+    runs = df.group_by("run_id", maintain_order=True).agg("x", "y")
+    right.multi_line(runs["x"].to_list(), runs["y"].to_list(), color="lightgray", line_width=0.7)
+    mapper = LinearColorMapper(palette=Viridis256, low=0, high=1)
+    points = right.scatter("x", "y", source=bk.source(df, ["x", "y", *(f[1] for f in _HOVER)]), size=6,
+                           line_color=None, color={"field": "progress", "transform": mapper})
+    right.add_tools(bk.hover([points], _HOVER))
+    right.add_layout(ColorBar(color_mapper=mapper, title="progress (step / total steps)", width=10), "right")
     return bk.InteractiveFigure(_title(con, df), bk.side_by_side(left, right))
 
 
