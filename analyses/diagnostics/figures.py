@@ -61,10 +61,11 @@ def normalization_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
                     ax.bar(i + (j + 1) * width, v[0], width, color=palette[nm], label=nm if i == 0 else None)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(datasets))], datasets)
         ax.set_xlabel("data set")
-        ax.set_ylabel(f"run mean of {metric} (hidden layers)")
+        ax.set_ylabel(f"run mean of {metric}\n(hidden layers)")  # one line ran into the title
         ax.set_title(metric.replace("_", " "))
         if datasets:
-            ax.legend(title="normalization")
+            ax.margins(y=0.35)  # headroom: the legend sat on the tallest bars
+            ax.legend(title="normalization", loc="upper left", ncol=len(norms) + 1, fontsize=9)
     fig.suptitle("Normalization and saturation (001 §5.2): matched runs with and without normalization")
     fig.tight_layout()
     return fig

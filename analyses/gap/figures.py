@@ -7,6 +7,7 @@ import duckdb
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
+from matplotlib.ticker import NullLocator
 
 from analyses.gap.predictors import MAIN, PAPER_N_MODELS, PAPER_R2
 from analyses.kit import interactive as bk
@@ -92,8 +93,14 @@ def predicted_vs_actual_interactive(con: duckdb.DuckDBPyConnection) -> bk.Intera
     return bk.InteractiveFigure(_PREDICTED_TITLE, bk.side_by_side(*panels))
 
 
+def fmt_r2(x: float) -> str:
+    """Two decimals in [-100, 100], whole numbers beyond (a value column of the R^2 figure)."""
+    return f"{x:.2f}" if abs(x) < 100 else f"{x:.0f}"
+
+
 def r2_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
-    """Cross-validated R^2 with its bootstrap interval per specification, stage and transfer."""
+    """Cross-validated R^2 with its bootstrap interval per specification, stage and transfer; below -1 on a
+    logarithmic stretch of the axis, each value and interval also written out in a column on the right."""
     title = "Cross-validated R^2 of gap predictors (folds grouped by data set)"
     rows = con.sql("""SELECT spec || CASE WHEN cv_scheme = 'grouped_by_dataset' THEN '' ELSE ' (random folds)' END,
                              stage, fit_stage, target, sample, r2_cv, r2_cv_low, r2_cv_high, n_models
@@ -108,7 +115,7 @@ def r2_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
         return what + (" -> final gap" if target == "final_gap" else "")
 
     rows = sorted(rows, key=lambda r: (r[4] != "all", -r[5] if r[4] == "all" else 0))
-    fig, ax = plt.subplots(figsize=(9, 0.34 * len(rows) + 1.8))
+    fig, ax = plt.subplots(figsize=(10, 0.34 * len(rows) + 1.8))
     y = np.arange(len(rows))
     est = np.array([r[5] for r in rows], float)
     lo = np.array([r[6] if r[6] is not None else np.nan for r in rows], float)
@@ -123,10 +130,29 @@ def r2_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(y, [label(*r[:5]) for r in rows], fontsize=8)
     ax.set_xlabel("R^2 of out-of-fold predictions (95% bootstrap interval)")
-    left = max(-1.0, float(np.nanmin(np.append(lo, est))) - 0.05)
-    ax.set_xlim(left, 1.0)
-    for yi, e in zip(y, est, strict=True):  # the value itself, also for bars clipped at the left edge
-        ax.text(max(e, 0.0) + 0.01, yi, f"{e:.2f}", va="center", ha="left", fontsize=7)
+    lowest = float(np.nanmin(np.append(lo, est)))
+    if lowest < -1.0:
+        # R^2 has no floor: a model can miss held-out data sets by thousands of times their variance. A linear
+        # axis cut at -1 hid those bars and their intervals; beyond -1 the axis turns logarithmic instead
+        # (shaded), so every bar and interval is drawn whole while [-1, 1] keeps its linear reading.
+        ax.set_xscale("symlog", linthresh=1.0, linscale=2.0)
+        decades = int(np.floor(np.log10(-lowest)))
+        ax.set_xlim(lowest * 1.4, 1.0)
+        ticks = [-(10.0 ** k) for k in range(decades, 0, -1)] + [-1.0, -0.5, 0.0, 0.5, 1.0]
+        ax.set_xticks(ticks, [f"$-10^{{{k}}}$" if k > 1 else "-10" for k in range(decades, 0, -1)]
+                      + ["-1", "-0.5", "0", "0.5", "1"])
+        ax.tick_params(axis="x", labelsize=9)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.axvspan(ax.get_xlim()[0], -1.0, color="0.5", alpha=0.08, lw=0, label="log scale below -1")
+    else:
+        ax.set_xlim(lowest - 0.05, 1.0)
+    # each row's value and interval in a column right of the axes, clear of the bars and error bars
+    names = ax.get_yaxis_transform()
+    for yi, e, lo_i, hi_i in zip(y, est, lo, hi, strict=True):
+        interval = f" [{fmt_r2(lo_i)}, {fmt_r2(hi_i)}]" if np.isfinite(lo_i) and np.isfinite(hi_i) else ""
+        ax.text(1.02, yi, fmt_r2(e) + interval, transform=names, va="center", ha="left", fontsize=7)
+    ax.text(1.02, -0.9, "R^2 [95% interval]", transform=names, va="bottom", ha="left", fontsize=7,
+            fontweight="bold")
     ax.invert_yaxis()
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("blue: every model at its last snapshot; orange: the same models at every stage", fontsize=9)
@@ -145,6 +171,7 @@ FIGURES = [
     Figure("gap_r2", r2_figure,
            "R^2 of out-of-fold predictions for each predictor set (blue: every model at its last snapshot) and for "
            "the margin model at each training stage and in transfer (orange: models with all three stages). "
-           "Values below 0 predict held-out data sets worse than their mean gap would; the axis stops at -1 and "
-           "each bar is labelled with its value. Red: the paper's R^2."),
+           "Values below 0 predict held-out data sets worse than their mean gap would. R^2 has no floor: where a "
+           "value or interval falls below -1 the axis turns logarithmic there (shaded), so every bar and interval "
+           "is drawn whole; the column on the right gives each value and its interval. Red: the paper's R^2."),
 ]

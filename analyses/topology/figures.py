@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import duckdb
 import matplotlib.pyplot as plt
+import numpy as np
 import polars as pl
 from matplotlib.colors import LogNorm
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator, NullLocator, ScalarFormatter
 
 from analyses.kit.features import POSITIONS
 from analyses.kit.presentation import empty_figure
@@ -22,14 +25,58 @@ _AXIS_LABEL = {"normalized_entropy": "normalized entropy H / ln m", "mean_lifeti
 CURVE_METRICS = PAPER_METRICS
 
 
+def plain_log_ticks(ax: plt.Axes) -> None:
+    """On a log axis spanning less than a decade, a few plain tick labels (1.7, not 1.7 x 10^0): the
+    scientific minor labels are wide enough to run into the axis label."""
+    lo, hi = ax.get_ylim()
+    if lo > 0 and hi / lo < 10:
+        ax.yaxis.set_major_locator(MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]))
+        plain = ScalarFormatter(useOffset=False)
+        plain.set_scientific(False)
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_locator(NullLocator())
+
+
+def _bundle_labels(frame: pl.DataFrame) -> dict[str, str]:
+    """A short tag per sweep (a, b, ...) and what it stands for: the data set, size and seed its runs share
+    (the sweep id added where those do not tell two sweeps apart)."""
+    sweeps = (frame.group_by("sweep").agg(pl.col("dataset").first(), pl.col("size").first(), pl.col("seed").first())
+              .sort("dataset", "size", "seed", "sweep"))
+    names = [f"{d}, {s}, seed {seed}" for d, s, seed in sweeps.select("dataset", "size", "seed").iter_rows()]
+    if len(set(names)) < len(names):
+        names = [f"{n} ({sw})" for n, sw in zip(names, sweeps["sweep"], strict=True)]
+    return dict(zip(sweeps["sweep"], names, strict=True))
+
+
+def _tag_bundles(ax: plt.Axes, starts: list[tuple[float, float, str]]) -> None:
+    """Write each sweep's tag left of the first epoch, at the height where its lines start (every run of a
+    sweep starts from the same initialization), spread apart so that no two tags overlap."""
+    ax.autoscale_view()
+    to_axes = ax.transData + ax.transAxes.inverted()
+    placed = sorted((float(to_axes.transform((0.0, y))[1]), x, y, tag) for x, y, tag in starts)
+    gap, ys = 0.085, [p[0] for p in placed]
+    for k in range(1, len(ys)):  # push up, then back down from the top, keeping the order
+        ys[k] = max(ys[k], ys[k - 1] + gap)
+    ys[-1] = min(ys[-1], 0.97) if ys else 0.97
+    for k in range(len(ys) - 2, -1, -1):
+        ys[k] = min(ys[k], ys[k + 1] - gap)
+    x0, x1 = ax.get_xlim()
+    ax.set_xlim(x0 - 0.16 * (x1 - x0), x1)
+    for (_, x, y, tag), yt in zip(placed, ys, strict=True):
+        ax.annotate(tag, xy=(x, y), xycoords="data", xytext=(0.015, yt), textcoords="axes fraction",
+                    fontsize=7, fontweight="bold", va="center", ha="left",
+                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.45", "shrinkA": 1, "shrinkB": 1})
+
+
 def trajectories_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     """Metric vs epoch per layer position, one line per run of the train-fraction sweeps, coloured by
-    train fraction (log scale)."""
+    train fraction (log scale), each sweep's bundle tagged with a letter that a key below spells out."""
     title = "Topology of the weights over training, per layer, coloured by training-set fraction"
     frame = con.sql(f"""
         WITH sweeps AS (SELECT sweep FROM analysis_topology_snapshots GROUP BY sweep
                         HAVING count(DISTINCT train_fraction) >= {MIN_SWEEP_FRACTIONS})
-        SELECT run_id, layer_index, position, epoch, train_fraction, {", ".join(CURVE_METRICS)}
+        SELECT run_id, layer_index, position, epoch, train_fraction, sweep, dataset, size, seed,
+               {", ".join(CURVE_METRICS)}
         FROM analysis_topology_snapshots WHERE sweep IN (SELECT sweep FROM sweeps)
         ORDER BY run_id, layer_index, epoch""").pl()
     if frame.height == 0:
@@ -39,24 +86,43 @@ def trajectories_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
     fracs = frame["train_fraction"].to_numpy()
     norm = LogNorm(vmin=float(fracs.min()), vmax=max(float(fracs.max()), float(fracs.min()) * 1.01))
     cmap = plt.get_cmap("viridis")
+    names = _bundle_labels(frame)
+    tags = {sweep: chr(ord("a") + k) if k < 26 else str(k) for k, sweep in enumerate(names)}
     fig, axes = plt.subplots(len(CURVE_METRICS), len(positions),
-                             figsize=(4.2 * len(positions), 3.4 * len(CURVE_METRICS)), squeeze=False)
+                             figsize=(4.4 * len(positions) + 1.2, 3.4 * len(CURVE_METRICS) + 0.8), squeeze=False)
     for j, position in enumerate(positions):
         sub = frame.filter(pl.col("position") == position)
         for i, metric in enumerate(CURVE_METRICS):
             ax = axes[i, j]
+            starts: dict[str, list[tuple[float, float]]] = {}
             for (_, _), g in sub.group_by(["run_id", "layer_index"], maintain_order=True):
-                ax.plot(g["epoch"].to_numpy(), g[metric].cast(pl.Float64).to_numpy(), lw=1, alpha=0.75,
-                        color=cmap(norm(g["train_fraction"][0])))
-            ax.set_title(f"{position} layer" if i == 0 else "", fontsize=10)
+                x, y = g["epoch"].to_numpy(), g[metric].cast(pl.Float64).to_numpy()
+                ok = np.isfinite(y)
+                if not ok.any():
+                    continue
+                ax.plot(x[ok], y[ok], lw=1, alpha=0.75, color=cmap(norm(g["train_fraction"][0])))
+                starts.setdefault(g["sweep"][0], []).append((float(x[ok][0]), float(y[ok][0])))
             if metric in LOG_METRICS:
                 ax.set_yscale("log")
+            if starts:
+                _tag_bundles(ax, [(min(p[0] for p in v), float(np.median([p[1] for p in v])), tags[s])
+                                  for s, v in starts.items()])
+            if metric in LOG_METRICS:
+                plain_log_ticks(ax)
+            ax.set_title(f"{position} layer" if i == 0 else "", fontsize=10)
             ax.set_xlabel("epoch")
-            ax.set_ylabel(_AXIS_LABEL[metric])
+            ax.set_ylabel(_AXIS_LABEL[metric] if j == 0 else "")
     sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.colorbar(sm, ax=axes.ravel().tolist(), label="train fraction (log scale)", shrink=0.85)
+    key = [Line2D([], [], ls="none", label=f"{tags[s]}: {n}") for s, n in names.items()]
+    rows = -(-len(key) // 4)
+    bottom = min(0.3, (0.32 + 0.2 * rows) / fig.get_figheight())
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.colorbar(sm, ax=axes.ravel().tolist(), label="train fraction (log scale)", shrink=0.85, pad=0.02)
+    fig.legend(handles=key, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8, handlelength=0,
+               handletextpad=0, columnspacing=2.0, frameon=False,
+               title="the train-fraction sweeps (tags at each sweep's first snapshot; one line per train fraction)",
+               title_fontsize=8)
     return fig
 
 
@@ -90,6 +156,7 @@ def train_fraction_figure(con: duckdb.DuckDBPyConnection) -> plt.Figure:
             ax.set_xscale("log")
             if what in LOG_METRICS:
                 ax.set_yscale("log")
+                plain_log_ticks(ax)
             ax.set_xlabel("train fraction")
             ax.set_ylabel("test metric (accuracy or R2)" if what == "test_metric" else _AXIS_LABEL[metric])
             if i == 0:
@@ -148,7 +215,9 @@ FIGURES = [
     Figure("topology_trajectories", trajectories_figure,
            "Normalized persistent entropy of H0 (top) and mean bar lifetime (bottom, log axis) of each layer's "
            "neuron weight cloud at every stored snapshot, for the runs of the train-fraction sweeps; colour = "
-           "fraction of the training split used (log scale)."),
+           "fraction of the training split used (log scale). A sweep's runs share their initialization, so its "
+           "lines start together: the letter at each start names the sweep (data set, size, seed) in the key "
+           "below."),
     Figure("topology_train_fraction", train_fraction_figure,
            "The same metrics at the last snapshot, and the test metric, against the train fraction; mean over "
            "seeds per data set (colour) and model size (solid: small, dashed: medium). Beside the test metric, "
