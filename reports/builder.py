@@ -302,7 +302,8 @@ def build_report(db_path: Path, out_dir: Path, show_progress: bool | None = None
     titles = {s.name: s.title for s in STAGES}
     html = env.get_template("index.html").render(
         title="Snapshot atlas: corpus report", generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        db_path=str(db_path), db_name=db_path.name, corpus_line=corpus, papers=paper_summaries(verdicts), summary=summary,
+        db_path=str(db_path), db_name=db_path.name, corpus_line=corpus, papers=paper_summaries(verdicts),
+        summary=summary,
         datasets=(ds_cols, ds_rows), runs=(run_cols, run_rows), studies=(studies_cols, studies_rows),
         excluded=excluded, trained=trained, sections=sections, verdict_rows=_verdict_rows(verdicts, titles),
         verdicts=(verdict_cols, verdict_rows), verdict_counts=counts, bokeh_js=Markup(bokeh_js),

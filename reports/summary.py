@@ -122,7 +122,8 @@ def table_order(verdicts: list[dict]) -> list[dict]:
 
 
 def corpus_line(con) -> str:
-    """The corpus in one sentence: runs and their fate, data sets by task, studies, snapshots."""
+    """The corpus in one sentence: runs and their fate, data sets by task, studies, snapshots; and how many
+    runs score no better than their data set's trivial predictor (``analysis_overview.beats_baseline``)."""
     runs, diverged, datasets, cls, reg = con.execute("""
         SELECT count(*), count(*) FILTER (WHERE status = 'diverged'), count(DISTINCT dataset),
                count(DISTINCT dataset) FILTER (WHERE task = 'classification'),
@@ -130,7 +131,11 @@ def corpus_line(con) -> str:
     failed = con.execute("SELECT count(*) FROM run_failures").fetchone()[0]
     studies = con.execute("SELECT count(DISTINCT study) FROM studies").fetchone()[0]
     spectral = con.execute("SELECT count(*) FROM checkpoints WHERE is_spectral").fetchone()[0]
+    below, judged = con.execute("SELECT count(*) FILTER (WHERE NOT beats_baseline), count(beats_baseline) "
+                                "FROM analysis_overview").fetchone()
     fate = ", ".join(f"{n} {what}" for n, what in ((diverged, "diverged"), (failed, "failed")) if n)
+    trivial = (f" {below} of the {judged:,} runs with a recorded baseline score no better than their data set's "
+               "trivial predictor." if judged else "")
     return (f"{runs:,} trained networks{f' ({fate})' if fate else ''} on {datasets} data sets "
             f"({cls} classification, {reg} regression) in {studies} {'study' if studies == 1 else 'studies'}, "
-            f"measured at {spectral:,} spectral snapshots.")
+            f"measured at {spectral:,} spectral snapshots.{trivial}")
