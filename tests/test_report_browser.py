@@ -157,23 +157,26 @@ BOKEH_DATA_PROBE = """(function () { var out = [];
     return out; })()"""
 #: The default corpus's designated verdicts per paper, and how many of them were decided.
 DEFAULT_DESIGNATED = {"001": (31, 10), "002": (4, 0), "003": (20, 4), "004": (23, 3)}
+#: Claim ids the lengths of the default corpus's (its designated ids run from 12 to 75 characters).
+CLAIM_TAILS = ("bias_share_local", "s5_5_4_hessian_relative_std.beyond_time",
+               "normalized_entropy.first.over_training.beyond_time",
+               "fisher_sam_beats_sam.fisher_sam_rho_0.05_eta_1.vs.sam_rho_0.05", "late_only")
 
 
-def _with_default_verdict_count(db: Path) -> list[str]:
-    """Adds designated verdicts (copies of a real row, with claim ids as long as the default corpus's)
-    until each paper has as many as the default corpus; returns every designated claim id."""
+def _with_default_verdicts(db: Path) -> list[str]:
+    """Makes the designated verdicts those of a corpus like the default one: as many per paper, as many of
+    them decided, claim ids as long (copies of a real row); returns their claim ids."""
     import duckdb
 
     con = duckdb.connect(str(db))
     try:
         template, stage = con.execute("SELECT claim_id, stage FROM analysis_verdicts ORDER BY claim_id "
                                       "LIMIT 1").fetchone()
+        con.execute("UPDATE analysis_verdicts SET in_holm = false")
         for family, (total, decided) in DEFAULT_DESIGNATED.items():
-            have = con.execute("SELECT count(*) FROM analysis_verdicts WHERE in_holm AND family = ?",
-                               [family]).fetchone()[0]
-            for i in range(max(total - have, 0)):
+            for i in range(total):
                 call = ("supported", "not supported")[i % 2] if i < decided else "inconclusive"
-                claim = f"{stage}.normalized_entropy.first.over_training.beyond_time_{family}_{i}"
+                claim = f"{stage}.{CLAIM_TAILS[i % len(CLAIM_TAILS)]}_{family}_{i}"
                 con.execute("""INSERT INTO analysis_verdicts SELECT * REPLACE (? AS claim_id, ? AS family,
                                ? AS verdict_adjusted, true AS in_holm, false AS exploratory)
                                FROM analysis_verdicts WHERE claim_id = ?""", [claim, family, call, template])
@@ -194,7 +197,7 @@ def test_the_first_screen_at_1280_by_800_shows_every_designated_call(chromium: s
 
     db = tmp_path / "corpus.duckdb"
     shutil.copy(built_corpus["db"], db)
-    designated = _with_default_verdict_count(db)
+    designated = _with_default_verdicts(db)
     assert len(designated) == sum(t for t, _ in DEFAULT_DESIGNATED.values())
     report = build_report(db, tmp_path / "report", show_progress=False)
     res = load_page(report, {"summary": SUMMARY_PROBE, "width": WIDTH_PROBE}, chromium=chromium,
