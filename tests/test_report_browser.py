@@ -185,21 +185,42 @@ def _with_default_verdicts(db: Path) -> list[str]:
         con.close()
 
 
-def test_the_first_screen_at_1280_by_800_shows_every_designated_call(chromium: str, built_corpus: dict[str, Path],
-                                                                     tmp_path: Path) -> None:
-    """At 1280 x 800, with as many designated verdicts as the default corpus has, the summary shows
-    every one's call without scrolling, and the verdict table fits the width; both screens are captured."""
+#: Names that Bokeh could read as TeX, or a page as markup, if they were not drawn as data.
+PLOT_TAIL = " $$x^2$$ </script><i>'q {y} 5%"
+
+
+@pytest.fixture(scope="module")
+def reader_report(built_corpus: dict[str, Path], tmp_path_factory) -> tuple[Path, list[str]]:
+    """One report, built once for the tests below, of the tiny corpus made to look like the default one to a
+    reader: its designated verdicts as many (per paper, decided) and as long as the default corpus's, and
+    every plotted data-set and architecture name ending in PLOT_TAIL. Returns the page and the designated ids."""
     import shutil
 
-    from PIL import Image
+    import duckdb
 
     from reports.builder import build_report
 
-    db = tmp_path / "corpus.duckdb"
+    root = tmp_path_factory.mktemp("reader_report")
+    db = root / "corpus.duckdb"
     shutil.copy(built_corpus["db"], db)
     designated = _with_default_verdicts(db)
+    con = duckdb.connect(str(db))
+    for table, column in con.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                     "WHERE column_name IN ('dataset', 'architecture') AND data_type = 'VARCHAR' "
+                                     "AND table_name LIKE 'analysis_%'").fetchall():
+        con.execute(f'UPDATE "{table}" SET "{column}" = "{column}" || ?', [PLOT_TAIL])
+    con.close()
+    return build_report(db, root / "report", show_progress=False), designated
+
+
+def test_the_first_screen_at_1280_by_800_shows_every_designated_call(chromium: str, reader_report,
+                                                                     tmp_path: Path) -> None:
+    """At 1280 x 800, with as many designated verdicts as the default corpus has, the summary shows
+    every one's call without scrolling, and the verdict table fits the width; both screens are captured."""
+    from PIL import Image
+
+    report, designated = reader_report
     assert len(designated) == sum(t for t, _ in DEFAULT_DESIGNATED.values())
-    report = build_report(db, tmp_path / "report", show_progress=False)
     res = load_page(report, {"summary": SUMMARY_PROBE, "width": WIDTH_PROBE}, chromium=chromium,
                     viewport=(1280, 800), screenshot_dir=tmp_path / "screens",
                     screenshots={"first_screen": "",
@@ -217,29 +238,9 @@ def test_the_first_screen_at_1280_by_800_shows_every_designated_call(chromium: s
             assert len(shot.convert("RGB").getcolors(1 << 20) or ()) > 50, f"{name} screenshot is blank"
 
 
-#: Names that Bokeh could read as TeX, or a page as markup, if they were not drawn as data.
-PLOT_TAIL = " $$x^2$$ </script><i>'q {y} 5%"
-
-
-def test_interactive_figures_draw_names_as_data_without_errors(chromium: str, built_corpus: dict[str, Path],
-                                                                tmp_path: Path) -> None:
-    import shutil
-
-    import duckdb
-
-    from reports.builder import build_report
-
-    db = tmp_path / "corpus.duckdb"
-    shutil.copy(built_corpus["db"], db)
-    con = duckdb.connect(str(db))
-    for table, column in con.execute("SELECT table_name, column_name FROM information_schema.columns "
-                                     "WHERE column_name IN ('dataset', 'architecture') AND data_type = 'VARCHAR' "
-                                     "AND table_name LIKE 'analysis_%'").fetchall():
-        con.execute(f'UPDATE "{table}" SET "{column}" = "{column}" || ?', [PLOT_TAIL])
-    con.close()
-    report = build_report(db, tmp_path / "report", show_progress=False)
-    res = load_page(report, {"data": BOKEH_DATA_PROBE, "plots": "document.querySelectorAll('.bk-fig').length"},
-                    chromium=chromium)
+def test_interactive_figures_draw_names_as_data_without_errors(chromium: str, reader_report) -> None:
+    res = load_page(reader_report[0], {"data": BOKEH_DATA_PROBE,
+                                       "plots": "document.querySelectorAll('.bk-fig').length"}, chromium=chromium)
     assert res.console_errors == [], res.console_errors
     assert res.network_requests == []
     assert res.probes["plots"] >= 1, "no interactive figure on the page"
