@@ -37,7 +37,7 @@ from tqdm import tqdm
 from analyses.kit.runner import STAGES, Stage, all_figures
 from pipeline.errors import PipelineError
 from reports.style import apply_style, figure_png_data_uri, save_figure
-from reports.summary import corpus_line, entry, paper_summaries, predicts, table_order
+from reports.summary import corpus_line, entry, paper_summaries, table_order
 from snapshot_loader.database import connect_literal_text, connect_readonly
 
 _TEMPLATES = Path(__file__).parent / "templates"
@@ -224,7 +224,6 @@ def _verdict_rows(verdicts: list[dict], titles: dict[str, str]) -> list[dict]:
         e = entry(v)
         status = "designated" if e.designated else ("exploratory" if e.exploratory else "not designated")
         rows.append({"entry": e, "text": verdict_sentence(v), "source": v["source"], "status": status,
-                     "predicts": predicts(v),
                      "n": f"{v['n']} {v['n_unit']}" if v.get("n") is not None else "—",
                      "section": f"stage-{v['stage']}", "section_title": titles.get(v["stage"], v["stage"])})
     return rows
@@ -233,7 +232,7 @@ def _verdict_rows(verdicts: list[dict], titles: dict[str, str]) -> list[dict]:
 def _size_report(html: str, figures: dict[str, dict], bokeh_js: str) -> str:
     """Where the page's bytes go, for the log line of a build over :data:`SIZE_BUDGET`."""
     pngs = sum(len(f["uri"]) for f in figures.values() if f["uri"])
-    return (f"{len(html) / 1e6:.1f} MB: still figures {pngs / 1e6:.1f} MB, Bokeh's script "
+    return (f"{len(html.encode('utf-8')) / 1e6:.1f} MB: still figures {pngs / 1e6:.1f} MB, Bokeh's script "
             f"{len(bokeh_js) / 1e6:.1f} MB, the rest (tables, text, plot data) "
             f"{(len(html) - pngs - len(bokeh_js)) / 1e6:.1f} MB")
 
@@ -308,8 +307,8 @@ def build_report(db_path: Path, out_dir: Path, show_progress: bool | None = None
         excluded=excluded, trained=trained, sections=sections, verdict_rows=_verdict_rows(verdicts, titles),
         verdicts=(verdict_cols, verdict_rows), verdict_counts=counts, bokeh_js=Markup(bokeh_js),
         bokeh_script=plots.get("script", ""))
-    if len(html) > SIZE_BUDGET:
-        log.warning("report: %s is over its budget of %.0f MB (%s)", db_path, SIZE_BUDGET / 1e6,
+    if len(html.encode("utf-8")) > SIZE_BUDGET:
+        log.warning("report: %s is over its budget of %.0f MB (%s)", out_dir / "index.html", SIZE_BUDGET / 1e6,
                     _size_report(html, figures, bokeh_js))
     target = out_dir / "index.html"
     tmp = out_dir / ".index.html.tmp"

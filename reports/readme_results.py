@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 import duckdb
 
 from pipeline.errors import PipelineError
+from snapshot_loader.database import connect_readonly
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- verdict counts:[^>]*-->\n)(.*?)(<!-- end verdict counts -->)", re.S)
@@ -83,19 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if the README's block differs; write nothing")
     args = parser.parse_args(argv)
     try:
-        if not args.db.is_file():
-            raise PipelineError(f"{args.db}: no such database")
-        con = duckdb.connect(str(args.db), read_only=True)
+        con = connect_readonly(args.db)  # checks the file, its schema version, and waits out a writer
         try:
             text = verdict_counts_text(con, args.name)
         except duckdb.Error as exc:
             raise PipelineError(f"{args.db}: {str(exc).splitlines()[0]} (run `pipeline analyze` first)") from None
         finally:
             con.close()
-        old = args.readme.read_text()
+        try:
+            old = args.readme.read_text()
+        except OSError as exc:
+            raise PipelineError(f"{args.readme}: cannot read it: {exc.strerror or exc}") from None
         new = with_block(old, text)
     except PipelineError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.check:
         if new != old:

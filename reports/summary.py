@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from analyses.stats.verdict import equivalent
+
 #: The five source papers, by the number their verdicts' ``family`` carries.
 PAPER_TITLES = {
     "000": "gradient pressure and bottlenecks",
@@ -37,6 +39,7 @@ class VerdictEntry:
     role: str
     effect_name: str
     value_text: str
+    predicts: str
     stage: str
     designated: bool
     exploratory: bool
@@ -52,8 +55,8 @@ class VerdictEntry:
 
     @property
     def effect_text(self) -> str:
-        """The effect named, with its value and interval."""
-        return f"{self.effect_name} = {self.value_text}"
+        """The effect named, with its value and interval, and what the claim predicts of it."""
+        return f"{self.effect_name} = {self.value_text}; the claim predicts {self.predicts}"
 
 
 @dataclass
@@ -76,7 +79,16 @@ def _num(x) -> str:
 
 
 def value_text(v: dict) -> str:
-    """The decisive effect and its 95 % interval, e.g. ``0.31 [0.12, 0.48]``."""
+    """The decisive effect and the interval that decided its call: the 95 % one, e.g. ``0.31 [0.12, 0.48]``,
+    or, for a claim shown negligible (equivalence), the 90 % one inside the band, e.g. ``-0.02 (90 %
+    [-0.05, 0.01] within ±0.1)``."""
+    if (v.get("verdict_adjusted") or v.get("verdict")) == "not supported" and equivalent(
+            v.get("ci_low"), v.get("ci_high"), v.get("predicted"), v.get("null_value") or 0.0,
+            v.get("negligible") or 0.0, v.get("ci90_low"), v.get("ci90_high")):
+        low90, high90 = ((v["ci90_low"], v["ci90_high"]) if v.get("ci90_low") is not None
+                         and v.get("ci90_high") is not None else (v["ci_low"], v["ci_high"]))
+        return (f"{_num(v.get('effect'))} (90 % [{_num(low90)}, {_num(high90)}] within "
+                f"±{_num(v.get('negligible'))})")
     interval = (f" [{_num(v['ci_low'])}, {_num(v['ci_high'])}]"
                 if v.get("ci_low") is not None and v.get("ci_high") is not None else " (no interval)")
     return f"{_num(v.get('effect'))}{interval}"
@@ -95,7 +107,8 @@ def entry(v: dict) -> VerdictEntry:
     label = cid[len(stage) + 1:] if cid.startswith(stage + ".") else cid
     return VerdictEntry(claim_id=cid, label=label.replace("_", " "), claim=v["claim"] or "",
                         call=v.get("verdict_adjusted") or v["verdict"], role=v.get("role") or "",
-                        effect_name=v.get("effect_name") or "effect", value_text=value_text(v), stage=stage,
+                        effect_name=v.get("effect_name") or "effect", value_text=value_text(v),
+                        predicts=predicts(v), stage=stage,
                         designated=bool(v.get("in_holm")), exploratory=bool(v.get("exploratory")))
 
 
@@ -116,7 +129,7 @@ def paper_summaries(verdicts: list[dict]) -> list[PaperSummary]:
 
 def table_order(verdicts: list[dict]) -> list[dict]:
     """The verdict table's rows: designated first (by paper, decided before inconclusive), then the rest."""
-    rank = {"supported": 0, "not supported": 1, "inconclusive": 2}
+    rank = {call: i for i, call in enumerate(CALLS)}
     return sorted(verdicts, key=lambda v: (not v.get("in_holm"), v["family"] or "",
                                            rank.get(v.get("verdict_adjusted") or v["verdict"], 3), v["claim_id"]))
 

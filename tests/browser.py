@@ -209,9 +209,10 @@ def load_page(path: Path, probes: dict[str, str] | None = None, chromium: str | 
     ``settle`` again, and classifies every event of the page's session.
 
     ``viewport`` = (width, height) emulates that window (device scale 1) before the page loads.
-    ``screenshots`` maps a name to a JavaScript statement (say, one that scrolls to a section; "" for
-    none) run after the probes: each is followed by a capture of the viewport, written to
-    ``screenshot_dir/<name>.png`` and listed in :attr:`PageResult.screenshots`.
+    ``screenshots`` maps a name to a JavaScript expression (say, one that scrolls to a section; "" for
+    none) run after the probes, its value stored as the probe ``<name>:setup`` (a throw is an error):
+    each is followed by a capture of the viewport, written to ``screenshot_dir/<name>.png`` and listed in
+    :attr:`PageResult.screenshots`.
     """
     chromium = chromium or find_chromium()
     if not chromium:
@@ -247,7 +248,12 @@ def load_page(path: Path, probes: dict[str, str] | None = None, chromium: str | 
                 shots = {}
                 for name, setup in (screenshots or {}).items():
                     if setup:
-                        pipe.call("Runtime.evaluate", {"expression": setup}, session=session, timeout=timeout)
+                        res = pipe.call("Runtime.evaluate", {"expression": setup, "returnByValue": True},
+                                        session=session, timeout=timeout)
+                        if "exceptionDetails" in res:
+                            raise BrowserError(f"screenshot {name!r}: its set-up threw: "
+                                               f"{res['exceptionDetails'].get('exception')}")
+                        values[f"{name}:setup"] = res["result"].get("value")
                         pipe.drain(time.monotonic() + settle)
                     shot = pipe.call("Page.captureScreenshot", {"format": "png"}, session=session,
                                      timeout=timeout)

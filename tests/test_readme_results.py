@@ -17,10 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _corpus(path: Path) -> None:
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE runs (run_id VARCHAR)")
-    con.executemany("INSERT INTO runs VALUES (?)", [[f"r{i}"] for i in range(7)])
-    con.execute("CREATE TABLE stage_runs (stage VARCHAR, ran_at TIMESTAMP)")
+    """A corpus database (the current schema) holding hand-made verdict rows."""
+    from snapshot_loader.database import connect_writable
+
+    con = connect_writable(path)
+    con.executemany("INSERT INTO runs (run_id) VALUES (?)", [[f"r{i}"] for i in range(7)])
+    con.execute("CREATE TABLE IF NOT EXISTS stage_runs (stage VARCHAR, ran_at TIMESTAMP)")
     con.execute("INSERT INTO stage_runs VALUES ('gap', '2030-01-01 10:00'), ('verdicts', '2030-01-02 10:00')")
     con.execute("CREATE TABLE analysis_verdicts (claim_id VARCHAR, pair VARCHAR, role VARCHAR, exploratory BOOLEAN, "
                 "verdict VARCHAR, verdict_adjusted VARCHAR, reading VARCHAR)")
@@ -58,8 +60,11 @@ def test_main_rewrites_only_the_block_and_check_says_when_it_is_stale(tmp_path: 
     assert text.startswith("before\n<!-- verdict counts: generated -->\nOn the default corpus (7 runs;")
     assert text.endswith(".\n<!-- end verdict counts -->\nafter\n") and "old numbers" not in text
     assert readme_results.main([*args, "--check"]) == 0
+    capsys.readouterr()
     assert readme_results.main(["--db", str(tmp_path / "missing.duckdb"), "--readme", str(readme)]) == 2
-    assert "no such database" in capsys.readouterr().out
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'missing.duckdb'}: ")
+    assert readme_results.main([*args[:2], "--readme", str(tmp_path)]) == 2  # a folder, not a file
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path}: cannot read it")
 
 
 def test_a_readme_without_its_block_is_refused() -> None:

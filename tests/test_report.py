@@ -236,7 +236,10 @@ def test_the_report_opens_on_its_findings(built_corpus):
     for claim, designated, call in rows:
         tag = f'data-claim="{escape(claim)}" data-call="{call}"'
         assert (tag in summary) == designated, claim
+        assert (f'href="#v-{escape(claim)}"' in summary) == designated, claim
         assert f'id="v-{escape(claim)}"' in html[starts[2]:starts[3]], claim
+    for section in re.findall(r'href="#(stage-[^"]+)"', html[starts[2]:starts[3]]):
+        assert f'<section id="{section}">' in html, section
     assert html.index('<section id="stage-overview">') < starts[2]  # the training curves are what was trained
     for stage in STAGES:
         if stage.name not in ("verdicts", "overview"):
@@ -251,8 +254,9 @@ def test_the_report_stays_within_its_size_budget_with_palette_pngs(built_corpus)
 
     from reports.builder import SIZE_BUDGET
 
-    html = (built_corpus["report"] / "index.html").read_text()
-    assert len(html) < SIZE_BUDGET
+    page = built_corpus["report"] / "index.html"
+    html = page.read_text()
+    assert page.stat().st_size < SIZE_BUDGET  # the tiny corpus's; docs state the default corpus's size
     pngs = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
     assert pngs
     for data in pngs:
@@ -264,7 +268,37 @@ def _verdict(family: str, claim_id: str, call: str, designated: bool = True, sta
     return {"family": family, "claim_id": claim_id, "stage": stage, "claim": "a claim", "verdict": call,
             "verdict_adjusted": call, "role": "paper", "effect_name": "r", "effect": 0.25, "ci_low": 0.1,
             "ci_high": 0.4, "in_holm": designated, "exploratory": family == "000", "predicted": "positive",
-            "null_value": 0.0}
+            "null_value": 0.0, "negligible": 0.05, "ci90_low": 0.12, "ci90_high": 0.38}
+
+
+def test_a_claim_shown_negligible_shows_the_interval_that_decided_it():
+    """A "not supported" reached by equivalence rests on the 90 % interval inside the band, not on the 95 %
+    interval (which contains the null): the page shows the deciding one."""
+    from reports.summary import entry
+
+    row = {**_verdict("001", "s.eq", "not supported"), "effect": -0.02, "ci_low": -0.07, "ci_high": 0.03,
+           "ci90_low": -0.06, "ci90_high": 0.02, "negligible": 0.1, "predicted": "negative"}
+    assert entry(row).value_text == "-0.02 (90 % [-0.06, 0.02] within ±0.1)"
+    against = {**row, "effect": 0.26, "ci_low": 0.06, "ci_high": 0.44, "ci90_low": 0.09, "ci90_high": 0.41}
+    assert entry(against).value_text == "0.26 [0.06, 0.44]"  # excluded on the other side: the 95 % interval
+    assert "the claim predicts < 0" in entry(against).effect_text
+
+
+def test_report_and_figures_refuse_analysis_tables_written_by_an_older_version(built_corpus, tmp_path, capsys):
+    from pipeline.cli import main
+
+    db = tmp_path / "corpus.duckdb"
+    shutil.copy(built_corpus["db"], db)
+    con = duckdb.connect(str(db))
+    con.execute("ALTER TABLE analysis_overview DROP COLUMN beats_baseline")
+    con.close()
+    for command in ("report", "figures"):
+        out = tmp_path / command
+        assert main([command, "--db", str(db), "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: {db}: analysis table analysis_overview has no column beats_baseline (written by "
+                       "an older version): run `pipeline analyze` first"], err
+        assert not out.exists()
 
 
 def test_paper_summaries_hold_the_designated_verdicts_decided_first():
@@ -295,3 +329,32 @@ def test_the_evidence_follows_the_papers_in_order():
                 _verdict("002", "propagation.x", "inconclusive", stage="propagation")]
     assert [s.name for s in reader_order(stages, verdicts)] == [
         "features", "umap", "propagation", "topology", "gap", "pressure"]
+
+
+def test_a_figure_with_nothing_to_explore_is_shown_still(tmp_path):
+    """An interactive version that returns None (nothing to plot) leaves the page the still figure, which
+    says why; one that returns a layout replaces the still figure."""
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+    from bokeh.plotting import figure as bokeh_figure
+
+    from analyses.kit.interactive import InteractiveFigure
+    from reports.builder import _figure
+
+    def draw(con):
+        fig, ax = plt.subplots()
+        ax.text(0.5, 0.5, "nothing to draw")
+        fig.suptitle("still")
+        return fig
+
+    con = duckdb.connect()
+    empty = SimpleNamespace(name="f", draw=draw, caption="c", interactive=lambda con: None)
+    shown = _figure(empty, con, con)
+    assert shown["uri"].startswith("data:image/png;base64,") and shown["layout"] is None
+    assert shown["title"] == "still"
+    made = SimpleNamespace(name="g", draw=draw, caption="c",
+                           interactive=lambda con: InteractiveFigure("explore", bokeh_figure()))
+    shown = _figure(made, con, con)
+    assert shown["uri"] is None and shown["layout"] is not None and shown["title"] == "explore"
+    con.close()

@@ -155,9 +155,14 @@ BOKEH_DATA_PROBE = """(function () { var out = [];
                 if (col && col.length && typeof col[0] === 'string') { out = out.concat(Array.from(col)); } }); }
     }); });
     return out; })()"""
-#: The default corpus's designated verdicts per paper, and how many of them were decided.
+#: Scrolls to the verdict section; its top is then just under the sticky navigation bar.
+SCROLL_TO_VERDICTS = """(function () { var v = document.getElementById('verdicts'); v.scrollIntoView();
+    return v.getBoundingClientRect().top; })()"""
+#: The default corpus's designated verdicts per paper, and how many of them were decided (2026-12-08, at
+#: f2c8a4b).
 DEFAULT_DESIGNATED = {"001": (31, 10), "002": (4, 0), "003": (20, 4), "004": (23, 3)}
-#: Claim ids the lengths of the default corpus's (its designated ids run from 12 to 75 characters).
+#: Claim ids the lengths of the default corpus's (its designated ids ran from 12 to 75 characters on
+#: 2026-12-08).
 CLAIM_TAILS = ("bias_share_local", "s5_5_4_hessian_relative_std.beyond_time",
                "normalized_entropy.first.over_training.beyond_time",
                "fisher_sam_beats_sam.fisher_sam_rho_0.05_eta_1.vs.sam_rho_0.05", "late_only")
@@ -223,9 +228,9 @@ def test_the_first_screen_at_1280_by_800_shows_every_designated_call(chromium: s
     assert len(designated) == sum(t for t, _ in DEFAULT_DESIGNATED.values())
     res = load_page(report, {"summary": SUMMARY_PROBE, "width": WIDTH_PROBE}, chromium=chromium,
                     viewport=(1280, 800), screenshot_dir=tmp_path / "screens",
-                    screenshots={"first_screen": "",
-                                 "verdicts": "document.getElementById('verdicts').scrollIntoView()"})
+                    screenshots={"first_screen": "", "verdicts": SCROLL_TO_VERDICTS})
     assert res.console_errors == [] and res.network_requests == []
+    assert 0 <= res.probes["verdicts:setup"] < 100, "the verdict section is not at the top of its screenshot"
     shown = {e["claim"]: e for e in res.probes["summary"]}
     assert sorted(shown) == sorted(designated)
     hidden = [c for c, e in shown.items() if not e["visible"]]

@@ -243,8 +243,7 @@ def decide(ci_low: float | None, ci_high: float | None, predicted: Direction, nu
         if ci_high < null - negligible:
             return NOT_SUPPORTED
         return SUPPORTED if ci_low >= null - negligible else INCONCLUSIVE
-    eq_low, eq_high = (low90, high90) if _finite(low90) and _finite(high90) else (ci_low, ci_high)
-    if negligible > 0 and null - negligible < eq_low and eq_high < null + negligible:
+    if equivalent(ci_low, ci_high, predicted, null, negligible, low90, high90):
         return NOT_SUPPORTED
     above, below = ci_low > null, ci_high < null
     if (above and predicted in ("positive", "nonzero")) or (below and predicted in ("negative", "nonzero")):
@@ -254,6 +253,16 @@ def decide(ci_low: float | None, ci_high: float | None, predicted: Direction, nu
     if above or below:
         return NOT_SUPPORTED
     return INCONCLUSIVE
+
+
+def equivalent(ci_low: float | None, ci_high: float | None, predicted: Direction, null: float = 0.0,
+               negligible: float = 0.0, low90: float | None = None, high90: float | None = None) -> bool:
+    """Whether the effect is shown negligible (equivalence, two one-sided tests at 5 %): its 90% interval
+    (the 95% one where not given) lies inside the band null ± negligible; never for ``at_least`` claims."""
+    if predicted == "at_least" or not negligible > 0:
+        return False
+    eq_low, eq_high = (low90, high90) if _finite(low90) and _finite(high90) else (ci_low, ci_high)
+    return _finite(eq_low) and _finite(eq_high) and null - negligible < eq_low and eq_high < null + negligible
 
 
 def holm_adjusted(frame: pl.DataFrame) -> pl.DataFrame:
