@@ -23,8 +23,8 @@ def apply_style() -> None:
 
 def figure_png_data_uri(fig: plt.Figure) -> str:
     """The figure as an inline PNG for the report, reduced to an adaptive 256-colour palette without
-    dithering (a plot's flat colours and anti-aliased edges survive it; the file is about a third the
-    size). The PNG files of ``pipeline figures`` keep full colour."""
+    dithering (a plot's flat colours and anti-aliased edges survive it). The PNG files of ``pipeline
+    figures`` keep full colour."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")

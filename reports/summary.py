@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from analyses.kit.presentation import fmt_number
 from analyses.stats.verdict import equivalent
 
 #: The five source papers, by the number their verdicts' ``family`` carries.
@@ -74,10 +75,6 @@ class PaperSummary:
         return {call: sum(e.call == call for e in entries) for call in CALLS}
 
 
-def _num(x) -> str:
-    return "n/a" if x is None or x != x else f"{x:.3g}"
-
-
 def value_text(v: dict) -> str:
     """The decisive effect and the interval that decided its call: the 95 % one, e.g. ``0.31 [0.12, 0.48]``,
     or, for a claim shown negligible (equivalence), the 90 % one inside the band, e.g. ``-0.02 (90 %
@@ -87,17 +84,17 @@ def value_text(v: dict) -> str:
             v.get("negligible") or 0.0, v.get("ci90_low"), v.get("ci90_high")):
         low90, high90 = ((v["ci90_low"], v["ci90_high"]) if v.get("ci90_low") is not None
                          and v.get("ci90_high") is not None else (v["ci_low"], v["ci_high"]))
-        return (f"{_num(v.get('effect'))} (90 % [{_num(low90)}, {_num(high90)}] within "
-                f"±{_num(v.get('negligible'))})")
-    interval = (f" [{_num(v['ci_low'])}, {_num(v['ci_high'])}]"
+        return (f"{fmt_number(v.get('effect'))} (90 % [{fmt_number(low90)}, {fmt_number(high90)}] within "
+                f"±{fmt_number(v.get('negligible'))})")
+    interval = (f" [{fmt_number(v['ci_low'])}, {fmt_number(v['ci_high'])}]"
                 if v.get("ci_low") is not None and v.get("ci_high") is not None else " (no interval)")
-    return f"{_num(v.get('effect'))}{interval}"
+    return f"{fmt_number(v.get('effect'))}{interval}"
 
 
 def predicts(v: dict) -> str:
     """What the claim predicts of the effect, e.g. ``> 0`` or ``>= 0.89`` or ``!= 0.5``."""
     sign = {"positive": ">", "negative": "<", "nonzero": "≠", "at_least": "≥"}.get(v.get("predicted"), "vs")
-    return f"{sign} {_num(v.get('null_value'))}"
+    return f"{sign} {fmt_number(v.get('null_value'))}"
 
 
 def entry(v: dict) -> VerdictEntry:
